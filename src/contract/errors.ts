@@ -1,0 +1,44 @@
+import { status } from "@grpc/grpc-js";
+
+/**
+ * Every refusal Weft makes carries a gRPC status code and a stable reason. Reasons are
+ * never reused for another meaning; clients may match on them.
+ */
+export const Reason = {
+  MALFORMED_MESSAGE: "MALFORMED_MESSAGE",
+  INVALID_CHANNEL: "INVALID_CHANNEL",
+  INVALID_GROUP: "INVALID_GROUP",
+  INVALID_EVENT: "INVALID_EVENT",
+  EVENT_TOO_LARGE: "EVENT_TOO_LARGE",
+  BATCH_TOO_LARGE: "BATCH_TOO_LARGE",
+  INVALID_START: "INVALID_START",
+  INVALID_SETTING: "INVALID_SETTING",
+  TOO_MANY_CREDITS: "TOO_MANY_CREDITS",
+  UNKNOWN_DELIVERY: "UNKNOWN_DELIVERY",
+  NOT_OPEN: "NOT_OPEN",
+  ALREADY_OPEN: "ALREADY_OPEN",
+  SHUTTING_DOWN: "SHUTTING_DOWN",
+  LOG_CLOSED: "LOG_CLOSED",
+} as const;
+export type Reason = (typeof Reason)[keyof typeof Reason];
+
+/** A refusal with a gRPC status code, a stable reason and, where it applies, the field. */
+export class WeftError extends Error {
+  constructor(
+    readonly code: status,
+    readonly reason: Reason,
+    message: string,
+    readonly field = "",
+  ) {
+    super(`${reason}: ${message}`);
+    this.name = "WeftError";
+  }
+}
+
+export function invalid(reason: Reason, field: string, message: string): WeftError {
+  return new WeftError(status.INVALID_ARGUMENT, reason, message, field);
+}
+
+export function exhausted(reason: Reason, field: string, message: string): WeftError {
+  return new WeftError(status.RESOURCE_EXHAUSTED, reason, message, field);
+}

@@ -1,0 +1,31 @@
+/**
+ * The LevelDB key layout of the origin log. Channel and group names cannot contain '!',
+ * so '!' separates the parts; sequences are 16 hex digits so keys sort in sequence order.
+ *
+ *   e!CHANNEL!SEQ            a stored event (see record.ts)
+ *   h!CHANNEL                the channel's head: first and last sequence, bytes, counters
+ *   d!CHANNEL!LEN:SOURCEID   dedup entry for (source, id): "SEQ:APPEND_MS"
+ *   g!CHANNEL!GROUP          a group's cursor and settings
+ *   a!CHANNEL!GROUP!SEQ      acked above the cursor (out-of-order acks)
+ *   f!CHANNEL!GROUP!SEQ      a delivery in flight: attempt, deadline
+ */
+export const seqHex = (seq: number): string => seq.toString(16).padStart(16, "0");
+
+export const eventKey = (channel: string, seq: number): string => `e!${channel}!${seqHex(seq)}`;
+export const eventPrefix = (channel: string): string => `e!${channel}!`;
+export const headKey = (channel: string): string => `h!${channel}`;
+export const dedupKey = (channel: string, source: string, id: string): string =>
+  `d!${channel}!${source.length}:${source}${id}`;
+export const groupKey = (channel: string, group: string): string => `g!${channel}!${group}`;
+export const ackedKey = (channel: string, group: string, seq: number): string =>
+  `a!${channel}!${group}!${seqHex(seq)}`;
+export const ackedPrefix = (channel: string, group: string): string => `a!${channel}!${group}!`;
+export const inflightKey = (channel: string, group: string, seq: number): string =>
+  `f!${channel}!${group}!${seqHex(seq)}`;
+export const inflightPrefix = (channel: string, group: string): string => `f!${channel}!${group}!`;
+
+/** The smallest string greater than every key that starts with `prefix`. */
+export const prefixEnd = (prefix: string): string => `${prefix}\uffff`;
+
+/** The sequence at the end of a key made by ackedKey, inflightKey or eventKey. */
+export const seqOfKey = (key: string): number => Number.parseInt(key.slice(key.length - 16), 16);

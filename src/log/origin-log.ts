@@ -1,0 +1,441 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import { ClassicLevel } from "classic-level";
+import { EventSchema } from "../gen/weft/v1/event_pb.js";
+import { Reason, WeftError } from "../contract/errors.js";
+import { status } from "@grpc/grpc-js";
+import {
+  ackedKey,
+  ackedPrefix,
+  dedupKey,
+  eventKey,
+  eventPrefix,
+  groupKey,
+  headKey,
+  inflightKey,
+  inflightPrefix,
+  prefixEnd,
+  seqOfKey,
+} from "./keys.js";
+import { type StoredEvent, decodeRecord, encodeRecord, recordTime } from "./record.js";
+
+/** How long and how much a channel keeps. The first limit reached removes the oldest events. */
+export interface Retention {
+  /** Events older than this (by append time) are removed, in ms. */
+  maxAgeMs: number;
+  /** When a channel's stored events exceed this many bytes, the oldest are removed. */
+  maxBytes: number;
+}
+
+export interface OriginLogOptions {
+  /** Sync every append batch to disk before acking it (group commit). Default false. */
+  fsync?: boolean;
+  /** Re-publishing (source, id) within this window is a duplicate, in ms. Default 10 minutes. */
+  dedupWindowMs?: number;
+  /** Retention for channels without their own. Default 7 days and 1 GiB. */
+  retention?: Retention;
+  /** Retention per channel name, overriding the default. */
+  channelRetention?: Record<string, Retention>;
+  /** The clock, Unix ms. Tests may pass their own. */
+  now?: () => number;
+}
+
+/** One event to append: its raw bytes and the fields the log indexes. */
+export interface AppendEntry {
+  channel: string;
+  source: string;
+  id: string;
+  key: string;
+  bytes: Uint8Array;
+}
+
+/** What happened to one appended event. */
+export interface AppendResult {
+  sequence: number;
+  duplicate: boolean;
+}
+
+/** A channel's position and counters. */
+export interface ChannelHead {
+  /** The oldest retained sequence; last + 1 when the channel is empty. */
+  first: number;
+  /** The newest sequence; 0 before the first event. */
+  last: number;
+  /** Bytes of the retained records. */
+  bytes: number;
+  /** Events removed by retention, ever. */
+  expired: number;
+}
+
+/** A group's durable state, as stored. */
+export interface GroupRecord {
+  channel: string;
+  group: string;
+  /** Every sequence up to and including this one is done for the group. */
+  ackedThrough: number;
+  maxAttempts: number;
+  deadLetterChannel: string;
+  /** Events retention removed before the group had finished them. */
+  expiredUnacked: number;
+}
+
+/** A delivery in flight, as stored, so a restart redelivers instead of forgetting. */
+export interface InflightRecord {
+  sequence: number;
+  /** Deliveries made so far. */
+  attempt: number;
+}
+
+/** A group's state on open: its record, the sequences acked above the cursor, in-flight. */
+export interface LoadedGroup {
+  record: GroupRecord;
+  acked: number[];
+  inflight: InflightRecord[];
+}
+
+type Db = ClassicLevel<string, Uint8Array>;
+type ChainedBatch = ReturnType<Db["batch"]>;
+
+interface PendingAppend {
+  entries: AppendEntry[];
+  resolve: (results: AppendResult[]) => void;
+  reject: (error: unknown) => void;
+}
+
+const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 };
+const MAX_APPEND_GROUP = 10_000;
+
+/**
+ * The origin log: every event published to this sidecar, per channel, in LevelDB, plus
+ * the durable state of the groups that read it.
+ *
+ * Appends are group-committed: concurrent `append` calls are written in one LevelDB batch
+ * (one fsync with `fsync: true`), in call order. A resolved append means stored.
+ */
+export class OriginLog {
+  private readonly heads = new Map<string, ChannelHead & { dedupSwept: number }>();
+  private readonly queue: PendingAppend[] = [];
+  private writing = false;
+  private closed = false;
+  private readonly listeners = new Set<(channel: string, last: number) => void>();
+  private readonly trimListeners = new Set<(channel: string, first: number) => void>();
+  private readonly now: () => number;
+  private readonly dedupWindowMs: number;
+  private readonly fsync: boolean;
+  private drained: Promise<void> = Promise.resolve();
+  private markDrained: () => void = () => {};
+
+  private constructor(
+    private readonly db: Db,
+    private readonly options: OriginLogOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+    this.dedupWindowMs = options.dedupWindowMs ?? 10 * 60_000;
+    this.fsync = options.fsync ?? false;
+  }
+
+  /** Opens (creating if needed) the log in `dir`. Only one process may hold it. */
+  static async open(dir: string, options: OriginLogOptions = {}): Promise<OriginLog> {
+    const db: Db = new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" });
+    await db.open();
+    const log = new OriginLog(db, options);
+    for await (const [key, value] of db.iterator({ gte: "h!", lt: prefixEnd("h!") })) {
+      const head = JSON.parse(Buffer.from(value).toString("utf8"));
+      log.heads.set(key.slice(2), head);
+    }
+    return log;
+  }
+
+  /** Called after each append batch with every channel that grew and its new last sequence. */
+  onAppend(listener: (channel: string, last: number) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Called when retention removed the oldest events of a channel; `first` is the new oldest. */
+  onTrim(listener: (channel: string, first: number) => void): () => void {
+    this.trimListeners.add(listener);
+    return () => this.trimListeners.delete(listener);
+  }
+
+  /** The channel's head; an empty head for a channel never written. */
+  head(channel: string): ChannelHead {
+    const h = this.heads.get(channel);
+    return h ? { first: h.first, last: h.last, bytes: h.bytes, expired: h.expired } : { first: 1, last: 0, bytes: 0, expired: 0 };
+  }
+
+  /** Every channel that has ever had an event. */
+  channels(): string[] {
+    return [...this.heads.keys()];
+  }
+
+  /**
+   * Appends events (deduplicated by channel, source and id within the window) and resolves
+   * once they are stored, with one result per entry in order.
+   */
+  append(entries: AppendEntry[]): Promise<AppendResult[]> {
+    if (this.closed) {
+      return Promise.reject(new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed"));
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({ entries, resolve, reject });
+      if (!this.writing) {
+        this.writing = true;
+        this.drained = new Promise((r) => (this.markDrained = r));
+        setImmediate(() => void this.writeLoop());
+      }
+    });
+  }
+
+  private async writeLoop(): Promise<void> {
+    while (this.queue.length > 0) {
+      const group: PendingAppend[] = [];
+      let count = 0;
+      while (this.queue.length > 0 && count < MAX_APPEND_GROUP) {
+        const next = this.queue.shift()!;
+        group.push(next);
+        count += next.entries.length;
+      }
+      try {
+        const results = await this.writeGroup(group);
+        group.forEach((p, i) => p.resolve(results[i]!));
+      } catch (e) {
+        for (const p of group) p.reject(e);
+      }
+    }
+    this.writing = false;
+    this.markDrained();
+  }
+
+  private async writeGroup(group: PendingAppend[]): Promise<AppendResult[][]> {
+    const now = this.now();
+    const batch = this.db.batch();
+    const touched = new Map<string, ChannelHead & { dedupSwept: number }>();
+    const seenInBatch = new Map<string, AppendResult>();
+    const out: AppendResult[][] = [];
+    for (const pending of group) {
+      const results: AppendResult[] = [];
+      for (const entry of pending.entries) {
+        const dk = dedupKey(entry.channel, entry.source, entry.id);
+        const earlier = seenInBatch.get(dk) ?? this.findDuplicate(dk, now);
+        if (earlier) {
+          results.push({ sequence: earlier.sequence, duplicate: true });
+          continue;
+        }
+        let head = touched.get(entry.channel);
+        if (!head) {
+          const current = this.heads.get(entry.channel);
+          head = current ? { ...current } : { first: 1, last: 0, bytes: 0, expired: 0, dedupSwept: 0 };
+          touched.set(entry.channel, head);
+        }
+        const sequence = head.last + 1;
+        head.last = sequence;
+        const record = encodeRecord(now, entry.key, entry.bytes);
+        head.bytes += record.length;
+        batch.put(eventKey(entry.channel, sequence), record);
+        batch.put(dk, Buffer.from(`${sequence}:${now}`));
+        const result = { sequence, duplicate: false };
+        seenInBatch.set(dk, result);
+        results.push(result);
+      }
+      out.push(results);
+    }
+    for (const [channel, head] of touched) batch.put(headKey(channel), Buffer.from(JSON.stringify(head)));
+    await batch.write({ sync: this.fsync });
+    for (const [channel, head] of touched) this.heads.set(channel, head);
+    for (const [channel, head] of touched) for (const l of this.listeners) l(channel, head.last);
+    return out;
+  }
+
+  private findDuplicate(dk: string, now: number): AppendResult | undefined {
+    const value = this.db.getSync(dk);
+    if (value === undefined) return undefined;
+    const [seq, at] = Buffer.from(value).toString("utf8").split(":").map(Number);
+    if (seq === undefined || at === undefined || now - at >= this.dedupWindowMs) return undefined;
+    return { sequence: seq, duplicate: true };
+  }
+
+  /** Reads up to `limit` events of `channel` starting at sequence `from`, in order. */
+  async read(channel: string, from: number, limit: number): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = [];
+    const head = this.heads.get(channel);
+    if (!head || from > head.last) return out;
+    const start = Math.max(from, head.first);
+    for await (const [key, value] of this.db.iterator({
+      gte: eventKey(channel, start),
+      lt: prefixEnd(eventPrefix(channel)),
+      limit,
+    })) {
+      out.push(decodeRecord(channel, seqOfKey(key), value));
+    }
+    return out;
+  }
+
+  /** Reads the given sequences of `channel`; undefined where retention removed one. */
+  async get(channel: string, sequences: number[]): Promise<(StoredEvent | undefined)[]> {
+    const values = await this.db.getMany(sequences.map((s) => eventKey(channel, s)));
+    return values.map((v, i) => (v === undefined ? undefined : decodeRecord(channel, sequences[i]!, v)));
+  }
+
+  /** The first retained sequence stored at or after `time` (Unix ms); last + 1 if none. */
+  sequenceAtTime(channel: string, time: number): number {
+    const head = this.head(channel);
+    let lo = head.first;
+    let hi = head.last + 1;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const value = this.db.getSync(eventKey(channel, mid));
+      if (value !== undefined && recordTime(value) >= time) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+
+  // ---- group state ----
+
+  /** Every stored group, with its acked-above-cursor and in-flight entries. */
+  async loadGroups(): Promise<LoadedGroup[]> {
+    const out: LoadedGroup[] = [];
+    for await (const [, value] of this.db.iterator({ gte: "g!", lt: prefixEnd("g!") })) {
+      const record = JSON.parse(Buffer.from(value).toString("utf8")) as GroupRecord;
+      const acked: number[] = [];
+      for await (const key of this.db.keys({
+        gte: ackedPrefix(record.channel, record.group),
+        lt: prefixEnd(ackedPrefix(record.channel, record.group)),
+      })) {
+        acked.push(seqOfKey(key));
+      }
+      const inflight: InflightRecord[] = [];
+      for await (const [key, v] of this.db.iterator({
+        gte: inflightPrefix(record.channel, record.group),
+        lt: prefixEnd(inflightPrefix(record.channel, record.group)),
+      })) {
+        const { attempt } = JSON.parse(Buffer.from(v).toString("utf8")) as { attempt: number };
+        inflight.push({ sequence: seqOfKey(key), attempt });
+      }
+      out.push({ record, acked, inflight });
+    }
+    return out;
+  }
+
+  /** Starts a batch of group-state changes, written together by `write()`. */
+  groupBatch(): GroupBatch {
+    return new GroupBatch(this.db.batch());
+  }
+
+  // ---- retention ----
+
+  /**
+   * Applies retention: removes each channel's oldest events while they are older than
+   * max age or the channel is over max bytes, and forgets dedup entries past the window.
+   * Listeners of `onTrim` hear about every channel whose first sequence moved.
+   */
+  async sweep(): Promise<void> {
+    const now = this.now();
+    for (const [channel, head] of [...this.heads]) {
+      const retention = this.options.channelRetention?.[channel] ?? this.options.retention ?? DEFAULT_RETENTION;
+      const batch = this.db.batch();
+      const next = { ...head };
+      let changed = false;
+      // Dedup entries of events past the window.
+      let swept = Math.max(next.dedupSwept, next.first - 1);
+      while (swept < next.last) {
+        const [event] = await this.read(channel, swept + 1, 1);
+        if (!event || now - event.appendedAt < this.dedupWindowMs) break;
+        swept = event.sequence;
+        const ids = parseIdentity(event.bytes);
+        if (ids) {
+          const dk = dedupKey(channel, ids.source, ids.id);
+          const v = this.db.getSync(dk);
+          if (v !== undefined && Buffer.from(v).toString("utf8").startsWith(`${event.sequence}:`)) batch.del(dk);
+        }
+        changed = true;
+      }
+      next.dedupSwept = swept;
+      // Retention by age and size.
+      while (next.first <= next.last) {
+        const [event] = await this.read(channel, next.first, 1);
+        if (!event) break;
+        const tooOld = now - event.appendedAt > retention.maxAgeMs;
+        const tooBig = next.bytes > retention.maxBytes;
+        if (!tooOld && !tooBig) break;
+        batch.del(eventKey(channel, event.sequence));
+        next.bytes -= event.bytes.length + 11 + Buffer.byteLength(event.key);
+        next.expired += 1;
+        next.first = event.sequence + 1;
+        changed = true;
+      }
+      if (!changed) {
+        await batch.close();
+        continue;
+      }
+      batch.put(headKey(channel), Buffer.from(JSON.stringify(next)));
+      await batch.write();
+      const moved = next.first !== head.first;
+      this.heads.set(channel, next);
+      if (moved) for (const l of this.trimListeners) l(channel, next.first);
+    }
+  }
+
+  /**
+   * Waits for queued appends to be written, then closes LevelDB. Appends after close are
+   * refused with UNAVAILABLE. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.drained;
+    await this.db.close();
+  }
+}
+
+/** Changes to group state, applied atomically by `write()`. */
+export class GroupBatch {
+  private size = 0;
+  constructor(private readonly batch: ChainedBatch) {}
+
+  putGroup(record: GroupRecord): this {
+    this.batch.put(groupKey(record.channel, record.group), Buffer.from(JSON.stringify(record)));
+    this.size++;
+    return this;
+  }
+  putAcked(channel: string, group: string, seq: number): this {
+    this.batch.put(ackedKey(channel, group, seq), new Uint8Array(0));
+    this.size++;
+    return this;
+  }
+  delAcked(channel: string, group: string, seq: number): this {
+    this.batch.del(ackedKey(channel, group, seq));
+    this.size++;
+    return this;
+  }
+  putInflight(channel: string, group: string, seq: number, attempt: number): this {
+    this.batch.put(inflightKey(channel, group, seq), Buffer.from(JSON.stringify({ attempt })));
+    this.size++;
+    return this;
+  }
+  delInflight(channel: string, group: string, seq: number): this {
+    this.batch.del(inflightKey(channel, group, seq));
+    this.size++;
+    return this;
+  }
+  get length(): number {
+    return this.size;
+  }
+  async write(): Promise<void> {
+    if (this.size === 0) {
+      await this.batch.close();
+      return;
+    }
+    await this.batch.write();
+  }
+}
+
+/** The (source, id) of an encoded event, for dedup sweeps; undefined if it cannot be read. */
+function parseIdentity(bytes: Uint8Array): { source: string; id: string } | undefined {
+  try {
+    const e = fromBinary(EventSchema, bytes);
+    return { source: e.source, id: e.id };
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,482 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
+import { Reason, WeftError } from "../contract/errors.js";
+import { EventSchema } from "../gen/weft/v1/event_pb.js";
+import type { GroupRecord, InflightRecord, OriginLog } from "../log/origin-log.js";
+import type { StoredEvent } from "../log/record.js";
+import type { MemberSink, OutgoingDelivery } from "./types.js";
+
+type EntryState = "waiting" | "ready" | "inflight" | "delayed" | "dead";
+
+/** One event the group has not finished, held while it is read ahead or in flight. */
+interface Entry {
+  seq: number;
+  key: string;
+  event: StoredEvent;
+  /** Deliveries made so far. */
+  attempt: number;
+  state: EntryState;
+  member?: MemberState | undefined;
+  deliveryId?: number | undefined;
+  /** For inflight: redeliver after this (Unix ms). For delayed: deliver again after this. */
+  due: number;
+}
+
+/** A member's window and its deliveries. */
+export interface MemberState {
+  readonly id: number;
+  readonly sink: MemberSink;
+  window: number;
+  ackDeadlineMs: number;
+  inflight: number;
+  lastDeliveryId: number;
+  readonly deliveries: Map<number, Entry>;
+  /** Keyed entries hashed to this member, ready to go, in order. */
+  readonly queue: Entry[];
+  gone: boolean;
+}
+
+export interface DispatcherOptions {
+  /** Most entries held in memory ahead of the cursor. */
+  maxPending: number;
+  /** Most event bytes held in memory ahead of the cursor. */
+  maxPendingBytes: number;
+  now: () => number;
+}
+
+const READ_CHUNK = 512;
+
+/**
+ * Delivers one channel to one group: reads ahead from the origin log, hands events to the
+ * group's members within their credits, keeps per-key order, redelivers on nack and
+ * deadline, dead-letters at max attempts, and advances the durable cursor on acks.
+ *
+ * Everything the group must not forget (cursor, acks above it, attempts in flight) is in
+ * the log; memory holds at most `maxPending` events read ahead.
+ */
+export class GroupDispatcher {
+  readonly channel: string;
+  readonly group: string;
+  private record: GroupRecord;
+  private readonly members = new Map<number, MemberState>();
+  private memberOrder: MemberState[] = [];
+  private readonly entries = new Map<number, Entry>();
+  private readonly acked = new Set<number>();
+  private readonly restored = new Map<number, number>();
+  private readonly keyQueues = new Map<string, Entry[]>();
+  private unassigned: Entry[] = [];
+  private readonly timed = new Set<Entry>();
+  private readPos: number;
+  private pendingBytes = 0;
+  private filling = false;
+  private refill = false;
+  private rr = 0;
+  private closed = false;
+
+  constructor(
+    private readonly log: OriginLog,
+    record: GroupRecord,
+    acked: number[],
+    inflight: InflightRecord[],
+    private readonly options: DispatcherOptions,
+  ) {
+    this.channel = record.channel;
+    this.group = record.group;
+    this.record = record;
+    for (const s of acked) if (s > record.ackedThrough) this.acked.add(s);
+    for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
+    this.readPos = record.ackedThrough + 1;
+  }
+
+  get ackedThrough(): number {
+    return this.record.ackedThrough;
+  }
+  get settings(): { maxAttempts: number; deadLetterChannel: string } {
+    return { maxAttempts: this.record.maxAttempts, deadLetterChannel: this.record.deadLetterChannel };
+  }
+  get memberCount(): number {
+    return this.members.size;
+  }
+  /** Events of the channel the group has not finished. */
+  get backlog(): number {
+    return Math.max(0, this.log.head(this.channel).last - this.record.ackedThrough - this.acked.size);
+  }
+
+  /** Updates the group's stored settings (the latest open wins). */
+  async configure(maxAttempts: number, deadLetterChannel: string): Promise<void> {
+    if (maxAttempts === this.record.maxAttempts && deadLetterChannel === this.record.deadLetterChannel) return;
+    this.record = { ...this.record, maxAttempts, deadLetterChannel };
+    await this.log.groupBatch().putGroup(this.record).write();
+  }
+
+  addMember(member: MemberState): void {
+    this.members.set(member.id, member);
+    this.reassign();
+    this.wake();
+  }
+
+  removeMember(member: MemberState): void {
+    if (member.gone) return;
+    member.gone = true;
+    this.members.delete(member.id);
+    this.reassign();
+    const now = this.options.now();
+    for (const entry of [...member.deliveries.values()]) {
+      this.release(member, entry);
+      this.retry(entry, now, 0, "was lost when its member left");
+    }
+    this.pump();
+  }
+
+  ack(member: MemberState, ids: readonly number[]): void {
+    this.checkIds(member, ids);
+    const batch = this.log.groupBatch();
+    for (const id of ids) {
+      const entry = member.deliveries.get(id);
+      if (!entry) continue; // late or repeated: idempotent
+      this.release(member, entry);
+      this.complete(entry, batch);
+    }
+    void this.flush(batch);
+    this.pump();
+  }
+
+  nack(member: MemberState, ids: readonly number[], delayMs: number): void {
+    this.checkIds(member, ids);
+    const now = this.options.now();
+    for (const id of ids) {
+      const entry = member.deliveries.get(id);
+      if (!entry) continue;
+      this.release(member, entry);
+      this.retry(entry, now, delayMs, "was nacked");
+    }
+    this.pump();
+  }
+
+  extend(member: MemberState, ids: readonly number[], extensionMs: number): void {
+    this.checkIds(member, ids);
+    const now = this.options.now();
+    for (const id of ids) {
+      const entry = member.deliveries.get(id);
+      if (entry) entry.due = now + extensionMs;
+    }
+  }
+
+  /** Makes more room for a member (credits). */
+  grant(member: MemberState, credits: number): void {
+    member.window += credits;
+    this.pump();
+  }
+
+  /** New events were appended up to `last`. */
+  wake(): void {
+    if (this.members.size === 0 || this.closed) return;
+    void this.fill();
+  }
+
+  /** Retention removed everything before `first`. */
+  trimmed(first: number): void {
+    if (this.record.ackedThrough >= first - 1) return;
+    const batch = this.log.groupBatch();
+    let lost = 0;
+    for (let s = this.record.ackedThrough + 1; s < first; s++) {
+      if (this.acked.delete(s)) {
+        batch.delAcked(this.channel, this.group, s);
+        continue;
+      }
+      lost++;
+      const entry = this.entries.get(s);
+      if (entry) this.drop(entry);
+      batch.delInflight(this.channel, this.group, s);
+      this.restored.delete(s);
+    }
+    this.record = { ...this.record, ackedThrough: first - 1, expiredUnacked: this.record.expiredUnacked + lost };
+    this.readPos = Math.max(this.readPos, first);
+    batch.putGroup(this.record);
+    void this.flush(batch);
+    this.pump();
+  }
+
+  /** Redelivers what passed its deadline and releases delayed retries that are due. */
+  tick(): void {
+    if (this.timed.size === 0) return;
+    const now = this.options.now();
+    let changed = false;
+    for (const entry of [...this.timed]) {
+      if (entry.due > now) continue;
+      changed = true;
+      if (entry.state === "inflight") {
+        this.release(entry.member!, entry);
+        this.retry(entry, now, 0, "passed its ack deadline");
+      } else if (entry.state === "delayed") {
+        this.timed.delete(entry);
+        this.makeReady(entry, true);
+      }
+    }
+    if (changed) this.pump();
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  // ---- internals ----
+
+  private checkIds(member: MemberState, ids: readonly number[]): void {
+    for (const id of ids) {
+      if (!Number.isSafeInteger(id) || id < 1 || id > member.lastDeliveryId) {
+        throw new WeftError(
+          status.INVALID_ARGUMENT,
+          Reason.UNKNOWN_DELIVERY,
+          `delivery id ${id} was never issued on this stream (ids issued so far: 1 to ${member.lastDeliveryId})`,
+          "delivery_ids",
+        );
+      }
+    }
+  }
+
+  private release(member: MemberState, entry: Entry): void {
+    member.deliveries.delete(entry.deliveryId!);
+    member.inflight--;
+    this.timed.delete(entry);
+    entry.member = undefined;
+    entry.deliveryId = undefined;
+  }
+
+  /** A delivery failed (nack, deadline, member gone): deliver again, or dead-letter at max attempts. */
+  private retry(entry: Entry, now: number, delayMs: number, why: string): void {
+    if (entry.attempt >= this.record.maxAttempts) {
+      this.deadLetter(entry, why);
+      return;
+    }
+    if (delayMs > 0) {
+      entry.state = "delayed";
+      entry.due = now + delayMs;
+      this.timed.add(entry);
+    } else {
+      this.makeReady(entry, true);
+    }
+  }
+
+  private deadLetter(entry: Entry, why: string): void {
+    entry.state = "dead";
+    let bytes: Uint8Array;
+    try {
+      const event = fromBinary(EventSchema, entry.event.bytes);
+      event.channel = this.record.deadLetterChannel;
+      event.attributes["weft.dead_letter.reason"] = "max_attempts";
+      event.attributes["weft.dead_letter.detail"] = `${entry.attempt} of ${this.record.maxAttempts} attempts made; the last ${why}`;
+      event.attributes["weft.dead_letter.attempts"] = String(entry.attempt);
+      event.attributes["weft.dead_letter.channel"] = this.channel;
+      event.attributes["weft.dead_letter.group"] = this.group;
+      event.attributes["weft.dead_letter.sequence"] = String(entry.seq);
+      bytes = toBinary(EventSchema, event);
+      this.log
+        .append([{ channel: event.channel, source: event.source, id: event.id, key: event.key, bytes }])
+        .then(() => {
+          const batch = this.log.groupBatch();
+          this.complete(entry, batch);
+          this.pump();
+          return this.flush(batch);
+        })
+        .catch(() => {
+          // The log is closing: the in-flight record stays, and a restart dead-letters it.
+        });
+    } catch {
+      // Stored events were validated on publish; an undecodable one is completed, not looped on.
+      const batch = this.log.groupBatch();
+      this.complete(entry, batch);
+      void this.flush(batch);
+    }
+  }
+
+  /** The entry is done for the group: acked or dead-lettered. */
+  private complete(entry: Entry, batch: ReturnType<OriginLog["groupBatch"]>): void {
+    if (!this.entries.has(entry.seq)) return;
+    this.drop(entry);
+    batch.delInflight(this.channel, this.group, entry.seq);
+    if (entry.seq === this.record.ackedThrough + 1) {
+      let through = entry.seq;
+      while (this.acked.delete(through + 1)) {
+        through++;
+        batch.delAcked(this.channel, this.group, through);
+      }
+      this.record = { ...this.record, ackedThrough: through };
+      batch.putGroup(this.record);
+    } else {
+      this.acked.add(entry.seq);
+      batch.putAcked(this.channel, this.group, entry.seq);
+    }
+  }
+
+  /** Forgets an entry and lets the next event of its key go. */
+  private drop(entry: Entry): void {
+    this.entries.delete(entry.seq);
+    this.timed.delete(entry);
+    if (entry.member) this.release(entry.member, entry);
+    this.pendingBytes -= entry.event.bytes.length;
+    entry.state = "dead";
+    if (entry.key) {
+      const q = this.keyQueues.get(entry.key);
+      if (q) {
+        const i = q.indexOf(entry);
+        if (i >= 0) q.splice(i, 1);
+        if (q.length === 0) this.keyQueues.delete(entry.key);
+        else if (i === 0 && q[0]!.state === "waiting") this.makeReady(q[0]!, false);
+      }
+    }
+  }
+
+  private makeReady(entry: Entry, front: boolean): void {
+    entry.state = "ready";
+    const target = entry.key ? this.memberFor(entry.key) : undefined;
+    const queue = target ? target.queue : this.unassigned;
+    if (front) queue.unshift(entry);
+    else queue.push(entry);
+  }
+
+  private memberFor(key: string): MemberState | undefined {
+    if (this.memberOrder.length === 0) return undefined;
+    return this.memberOrder[fnv1a(key) % this.memberOrder.length];
+  }
+
+  /** Rebuilds the ready queues after membership changed, keeping sequence order. */
+  private reassign(): void {
+    this.memberOrder = [...this.members.values()].sort((a, b) => a.id - b.id);
+    const ready: Entry[] = [...this.entries.values()].filter((e) => e.state === "ready");
+    ready.sort((a, b) => a.seq - b.seq);
+    this.unassigned = [];
+    for (const m of this.members.values()) m.queue.length = 0;
+    for (const e of ready) this.makeReady(e, false);
+  }
+
+  private async fill(): Promise<void> {
+    if (this.filling) {
+      this.refill = true;
+      return;
+    }
+    this.filling = true;
+    try {
+      do {
+        this.refill = false;
+        while (
+          !this.closed &&
+          this.members.size > 0 &&
+          this.entries.size < this.options.maxPending &&
+          this.pendingBytes < this.options.maxPendingBytes
+        ) {
+          const head = this.log.head(this.channel);
+          if (this.readPos > head.last) break;
+          if (this.readPos < head.first) this.readPos = head.first;
+          const room = Math.min(READ_CHUNK, this.options.maxPending - this.entries.size);
+          const events = await this.log.read(this.channel, this.readPos, room);
+          if (events.length === 0) break;
+          for (const event of events) this.admit(event);
+          this.readPos = events[events.length - 1]!.sequence + 1;
+          this.pump();
+        }
+      } while (this.refill);
+    } catch (e) {
+      if (!this.closed) throw e;
+    } finally {
+      this.filling = false;
+    }
+    this.pump();
+  }
+
+  private admit(event: StoredEvent): void {
+    const seq = event.sequence;
+    if (seq <= this.record.ackedThrough || this.acked.has(seq) || this.entries.has(seq)) return;
+    const entry: Entry = { seq, key: event.key, event, attempt: 0, state: "waiting", due: 0 };
+    this.entries.set(seq, entry);
+    this.pendingBytes += event.bytes.length;
+    const restored = this.restored.get(seq);
+    if (restored !== undefined) {
+      this.restored.delete(seq);
+      entry.attempt = restored;
+    }
+    let blocked = false;
+    if (entry.key) {
+      const q = this.keyQueues.get(entry.key);
+      if (q) {
+        q.push(entry);
+        blocked = true;
+      } else this.keyQueues.set(entry.key, [entry]);
+    }
+    if (blocked) return;
+    if (entry.attempt >= this.record.maxAttempts) {
+      this.deadLetter(entry, "was in flight when the sidecar stopped");
+      return;
+    }
+    this.makeReady(entry, false);
+  }
+
+  /** Hands ready entries to members with free credits, round-robin, then persists attempts. */
+  private pump(): void {
+    if (this.members.size === 0 || this.closed) return;
+    const now = this.options.now();
+    const out = new Map<MemberState, OutgoingDelivery[]>();
+    const batch = this.log.groupBatch();
+    const order = this.memberOrder;
+    let progress = true;
+    while (progress) {
+      progress = false;
+      for (let i = 0; i < order.length; i++) {
+        const member = order[(this.rr + i) % order.length]!;
+        if (member.inflight >= member.window) continue;
+        const mine = member.queue[0];
+        const any = this.unassigned[0];
+        const entry = mine && (!any || mine.seq < any.seq) ? member.queue.shift() : this.unassigned.shift();
+        if (!entry) continue;
+        progress = true;
+        entry.attempt++;
+        entry.state = "inflight";
+        entry.member = member;
+        entry.deliveryId = ++member.lastDeliveryId;
+        entry.due = now + member.ackDeadlineMs;
+        member.deliveries.set(entry.deliveryId, entry);
+        member.inflight++;
+        this.timed.add(entry);
+        batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
+        let list = out.get(member);
+        if (!list) out.set(member, (list = []));
+        list.push({ deliveryId: entry.deliveryId, attempt: entry.attempt, deadline: entry.due, event: entry.event });
+      }
+      this.rr = (this.rr + 1) % Math.max(1, order.length);
+    }
+    if (out.size === 0) {
+      this.readMore();
+      return;
+    }
+    // The attempt is stored before the event leaves, so a crash never loses count of it.
+    void this.flush(batch).then(() => {
+      for (const [member, deliveries] of out) if (!member.gone) member.sink.send(deliveries);
+    });
+    this.readMore();
+  }
+
+  /** Reads ahead when the log has unread events and memory has room. */
+  private readMore(): void {
+    if (this.filling || this.entries.size >= this.options.maxPending / 2) return;
+    if (this.readPos > this.log.head(this.channel).last) return;
+    this.wake();
+  }
+
+  private async flush(batch: ReturnType<OriginLog["groupBatch"]>): Promise<void> {
+    try {
+      await batch.write();
+    } catch (e) {
+      if (!this.closed) throw e;
+    }
+  }
+}
+
+/** FNV-1a, 32 bits: a stable hash for key affinity. */
+export function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}

@@ -1,0 +1,68 @@
+import type { StoredEvent } from "../log/record.js";
+
+/** One attempt to hand one event to one member, as the member's stream sends it. */
+export interface OutgoingDelivery {
+  deliveryId: number;
+  attempt: number;
+  /** Unix ms after which the delivery is redelivered unless acked or extended. */
+  deadline: number;
+  event: StoredEvent;
+}
+
+/** Where a member's deliveries go: its Subscribe stream (or, later, a peer link). */
+export interface MemberSink {
+  /** Sends a batch of deliveries. Never called with more than the member's free credits. */
+  send(deliveries: OutgoingDelivery[]): void;
+}
+
+/** Where a new group starts. */
+export type StartAt =
+  | { kind: "latest" }
+  | { kind: "earliest" }
+  | { kind: "sequence"; sequence: number }
+  | { kind: "time"; time: number };
+
+/** What a member asks for when it joins; defaults are already applied. */
+export interface JoinSettings {
+  channel: string;
+  group: string;
+  start: StartAt;
+  maxInFlight: number;
+  ackDeadlineMs: number;
+  maxAttempts: number;
+  deadLetterChannel: string;
+}
+
+/** What the member got: the settings in force and where the group stands. */
+export interface Joined {
+  created: boolean;
+  ackedThrough: number;
+  maxInFlight: number;
+  ackDeadlineMs: number;
+  maxAttempts: number;
+  deadLetterChannel: string;
+}
+
+/** A member's handle on its group. Every method is safe to call after `leave()` (no-op). */
+export interface Membership {
+  readonly joined: Joined;
+  /** Marks deliveries handled. Late or repeated acks are ignored. @throws WeftError for ids never issued. */
+  ack(deliveryIds: readonly number[]): void;
+  /** Refuses deliveries: redelivered after `delayMs`, or dead-lettered at max attempts. */
+  nack(deliveryIds: readonly number[], delayMs: number): void;
+  /** Moves the deadline of deliveries to now + `extensionMs`. */
+  extend(deliveryIds: readonly number[], extensionMs: number): void;
+  /** Raises this member's max in flight. @throws WeftError past the limit. */
+  credit(credits: number): void;
+  /** Leaves the group: this member's unacked deliveries go to the other members. Idempotent. */
+  leave(): void;
+}
+
+export const DEFAULTS = {
+  maxInFlight: 100,
+  ackDeadlineMs: 30_000,
+  maxAttempts: 5,
+  maxCredits: 10_000,
+} as const;
+
+export const deadLetterChannelFor = (channel: string, group: string): string => `${channel}.dlq.${group}`;

@@ -1,0 +1,110 @@
+import { mkdir } from "node:fs/promises";
+import { DEFAULT_LIMITS } from "../src/contract/validate.js";
+import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
+import { ServiceServer } from "../src/grpc/server.js";
+import { OriginLog, type Retention } from "../src/log/origin-log.js";
+
+/** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
+export interface SidecarConfig {
+  /** The LevelDB directory. */
+  dataDir: string;
+  /** The service API address: "host:port" or a unix socket path. */
+  listen: string;
+  /** Sync each append batch to disk before acking it. */
+  fsync: boolean;
+  /** Largest encoded event, bytes. */
+  maxEventBytes: number;
+  /** Most events in one publish batch. */
+  maxBatchEvents: number;
+  /** Largest gRPC request message, bytes. */
+  maxMessageBytes: number;
+  /** Re-publishing (source, id) within this window is a duplicate, ms. */
+  dedupWindowMs: number;
+  /** Default retention of every channel. */
+  retention: Retention;
+  /** Retention per channel, overriding the default. */
+  channels: Record<string, Retention>;
+  /** How often retention runs, ms. */
+  sweepIntervalMs: number;
+  /** How long shutdown waits for streams to finish, ms. */
+  shutdownGraceMs: number;
+}
+
+export function defaultConfig(): SidecarConfig {
+  return {
+    dataDir: "./weft-data",
+    listen: "127.0.0.1:7420",
+    fsync: false,
+    maxEventBytes: DEFAULT_LIMITS.maxEventBytes,
+    maxBatchEvents: DEFAULT_LIMITS.maxBatchEvents,
+    maxMessageBytes: 16 * 1024 * 1024,
+    dedupWindowMs: 10 * 60_000,
+    retention: { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 },
+    channels: {},
+    sweepIntervalMs: 10_000,
+    shutdownGraceMs: 5_000,
+  };
+}
+
+/**
+ * One running sidecar: the origin log, the delivery engine and the service API.
+ * `stop()` is graceful and idempotent.
+ */
+export class Sidecar {
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: SidecarConfig,
+    readonly log: OriginLog,
+    readonly engine: DeliveryEngine,
+    private readonly server: ServiceServer,
+    private readonly sweeper: NodeJS.Timeout,
+  ) {}
+
+  /** The bound service address (with the real port when the config asked for port 0). */
+  get address(): string {
+    return this.server.address;
+  }
+
+  static async start(config: SidecarConfig): Promise<Sidecar> {
+    await mkdir(config.dataDir, { recursive: true });
+    const log = await OriginLog.open(config.dataDir, {
+      fsync: config.fsync,
+      dedupWindowMs: config.dedupWindowMs,
+      retention: config.retention,
+      channelRetention: config.channels,
+    });
+    const engine = new DeliveryEngine(log);
+    let server: ServiceServer;
+    try {
+      await engine.start();
+      server = await ServiceServer.start(
+        { log, engine, limits: { maxEventBytes: config.maxEventBytes, maxBatchEvents: config.maxBatchEvents } },
+        { address: config.listen, maxMessageBytes: config.maxMessageBytes },
+      );
+    } catch (e) {
+      engine.stop();
+      await log.close();
+      throw e;
+    }
+    let sweeping = false;
+    const sweeper = setInterval(() => {
+      if (sweeping) return;
+      sweeping = true;
+      log.sweep().finally(() => (sweeping = false));
+    }, config.sweepIntervalMs);
+    sweeper.unref();
+    return new Sidecar(config, log, engine, server, sweeper);
+  }
+
+  /** Stops accepting, finishes accepted appends, ends streams, closes the log. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      clearInterval(this.sweeper);
+      await this.server.shutdown(this.config.shutdownGraceMs);
+      this.engine.stop();
+      await this.log.close();
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,86 @@
+import { hostname } from "node:os";
+import { type ChannelOptions, Client, type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
+import { Mesh } from "../gen/weft/v1/mesh_pb.js";
+import type { PublishRequest, PublishResponse, SubscribeRequest, SubscribeResponse } from "../gen/weft/v1/mesh_pb.js";
+import { typedServiceDefinition } from "../grpc/definitions.js";
+import { type EventInput, type Published, Publisher } from "./publisher.js";
+import { type SubscribeOptions, Subscription } from "./subscription.js";
+
+export interface ConnectOptions {
+  /** The producer identity put in `source` when an event has none. Default "//weft-client/HOST/PID". */
+  source?: string;
+  /** Most events per publish request. Default 500. */
+  maxBatch?: number;
+  /** Most events published but not yet acked; `publish` waits beyond it. Default 10000. */
+  maxOutstanding?: number;
+  /** Extra grpc-js channel options. */
+  channelOptions?: ChannelOptions;
+}
+
+const MeshClient = makeGenericClientConstructor(typedServiceDefinition(Mesh), "Mesh");
+
+/**
+ * A connection to a Weft sidecar. Publishing and subscribing survive sidecar restarts:
+ * the client reconnects with backoff and resumes. `close()` is idempotent.
+ */
+export class WeftClient {
+  private readonly client: Client;
+  private readonly publisher: Publisher;
+  private readonly subscriptions = new Set<Subscription>();
+
+  /** @param address "host:port", "unix:/path" or an absolute unix socket path. */
+  constructor(
+    readonly address: string,
+    options: ConnectOptions = {},
+  ) {
+    const target = address.startsWith("/") ? `unix:${address}` : address;
+    this.client = new MeshClient(target, credentials.createInsecure(), {
+      "grpc.max_receive_message_length": -1,
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 2000,
+      ...options.channelOptions,
+    });
+    this.publisher = new Publisher(
+      () => (this.client as unknown as { Publish(): ClientDuplexStream<PublishRequest, PublishResponse> }).Publish(),
+      {
+        source: options.source ?? `//weft-client/${hostname()}/${process.pid}`,
+        maxBatch: options.maxBatch ?? 500,
+        maxOutstanding: options.maxOutstanding ?? 10_000,
+      },
+    );
+  }
+
+  /** Publishes one event; resolves once the sidecar has stored it. */
+  async publish(event: EventInput): Promise<Published> {
+    const [result] = await this.publisher.publish([event]);
+    return result!;
+  }
+
+  /** Publishes events; resolves with a result per event, in order, once all are stored. */
+  publishMany(events: EventInput[]): Promise<Published[]> {
+    return this.publisher.publish(events);
+  }
+
+  /** Subscribes one member of a group. Iterate it with `for await`. */
+  subscribe(options: SubscribeOptions): Subscription {
+    const sub = new Subscription(
+      () => (this.client as unknown as { Subscribe(): ClientDuplexStream<SubscribeRequest, SubscribeResponse> }).Subscribe(),
+      options,
+    );
+    this.subscriptions.add(sub);
+    void sub.closed.then(() => this.subscriptions.delete(sub));
+    return sub;
+  }
+
+  /** Closes subscriptions and the connection; unacked publishes are rejected. */
+  close(): void {
+    for (const s of this.subscriptions) s.close();
+    this.publisher.close();
+    this.client.close();
+  }
+}
+
+/** Connects to the sidecar at `address` (default 127.0.0.1:7420). */
+export function connect(address = "127.0.0.1:7420", options: ConnectOptions = {}): WeftClient {
+  return new WeftClient(address, options);
+}

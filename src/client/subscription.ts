@@ -1,0 +1,263 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type ClientDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
+import type { Event } from "../gen/weft/v1/event_pb.js";
+import {
+  type Delivery as DeliveryMessage,
+  StartPosition_Kind,
+  type Subscribed,
+  type SubscribeRequest,
+  SubscribeRequestSchema,
+  type SubscribeResponse,
+} from "../gen/weft/v1/mesh_pb.js";
+import { Backoff, ClientError, isRetryable, toClientError } from "./errors.js";
+
+/** Where a new group starts; an existing group resumes and ignores it. */
+export type From = "latest" | "earliest" | { sequence: bigint | number } | { time: Date };
+
+export interface SubscribeOptions {
+  channel: string;
+  group: string;
+  /** Default "latest". */
+  from?: From;
+  /** Most unacked deliveries at once. Default 100 (the sidecar's). */
+  maxInFlight?: number;
+  /** Default 30000 (the sidecar's). */
+  ackDeadlineMs?: number;
+  /** Default 5 (the sidecar's). */
+  maxAttempts?: number;
+  /** Default "<channel>.dlq.<group>". */
+  deadLetterChannel?: string;
+  /** Aborting closes the subscription. */
+  signal?: AbortSignal;
+  /** Reconnect and resume when the sidecar goes away. Default true. */
+  reconnect?: boolean;
+}
+
+/** One delivery of one event. Ack it when handled; nack it to have it redelivered. */
+export interface Delivery {
+  readonly event: Event;
+  readonly sequence: bigint;
+  /** 1 on first delivery, more on redelivery. */
+  readonly attempt: number;
+  readonly deliveryId: bigint;
+  /** The payload. */
+  readonly data: Uint8Array;
+  /** The payload as UTF-8 text. */
+  text(): string;
+  /** The payload parsed as JSON. */
+  json<T = unknown>(): T;
+  /** Marks the event handled. Idempotent; a no-op after the stream it came on was replaced. */
+  ack(): void;
+  /** Asks for redelivery, after `delayMs` if given. Idempotent like `ack`. */
+  nack(options?: { delayMs?: number }): void;
+  /** Gives the handler `ms` more before the delivery expires. */
+  extend(ms: number): void;
+}
+
+type OpenStream = () => ClientDuplexStream<SubscribeRequest, SubscribeResponse>;
+
+/**
+ * A subscription as an async iterator of deliveries. It reconnects by itself when the
+ * sidecar goes away, re-opening the same group, which resumes where it left off; deliveries
+ * that were unacked when the stream broke come again with attempt > 1.
+ *
+ * `closed` resolves (never rejects) when the subscription ends: with undefined after
+ * `close()` or an abort, with the error when the sidecar refused it for good.
+ */
+export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
+  readonly closed: Promise<ClientError | undefined>;
+  private resolveClosed!: (e: ClientError | undefined) => void;
+  private readonly buffer: Delivery[] = [];
+  private wake: (() => void) | undefined;
+  private stream: ClientDuplexStream<SubscribeRequest, SubscribeResponse> | undefined;
+  private generation = 0;
+  private ended = false;
+  private error: ClientError | undefined;
+  private acks: bigint[] = [];
+  private ackScheduled = false;
+  private readonly backoff = new Backoff();
+  private timer: NodeJS.Timeout | undefined;
+  private confirmations: ((s: Subscribed) => void)[] = [];
+  private lastSubscribed: Subscribed | undefined;
+
+  constructor(
+    private readonly openStream: OpenStream,
+    private readonly options: SubscribeOptions,
+  ) {
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+    options.signal?.addEventListener("abort", () => this.close(), { once: true });
+    if (options.signal?.aborted) this.close();
+    else this.connect();
+  }
+
+  /** Resolves when the sidecar confirms the subscription (again after each reconnect). */
+  subscribed(): Promise<Subscribed> {
+    if (this.lastSubscribed) return Promise.resolve(this.lastSubscribed);
+    return new Promise((resolve) => this.confirmations.push(resolve));
+  }
+
+  /** Ends the subscription. Unacked deliveries are redelivered to the group. Idempotent. */
+  close(): void {
+    this.finish(undefined);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    await this.closed;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    return {
+      next: async () => {
+        for (;;) {
+          const d = this.buffer.shift();
+          if (d) return { value: d, done: false };
+          if (this.ended) {
+            if (this.error) {
+              const e = this.error;
+              this.error = undefined;
+              throw e;
+            }
+            return { value: undefined, done: true };
+          }
+          await new Promise<void>((r) => (this.wake = r));
+        }
+      },
+      return: async () => {
+        this.close();
+        return { value: undefined, done: true };
+      },
+    };
+  }
+
+  private connect(): void {
+    const generation = ++this.generation;
+    this.lastSubscribed = undefined;
+    const stream = this.openStream();
+    this.stream = stream;
+    stream.on("data", (response: SubscribeResponse) => {
+      if (generation !== this.generation) return;
+      const r = response.response;
+      if (r.case === "subscribed") {
+        this.backoff.reset();
+        this.lastSubscribed = r.value;
+        for (const c of this.confirmations.splice(0)) c(r.value);
+      } else if (r.case === "deliveries") {
+        for (const d of r.value.deliveries) this.buffer.push(this.delivery(d, generation));
+        this.notify();
+      }
+    });
+    stream.on("error", (e: ServiceError) => this.broken(generation, toClientError(e)));
+    stream.on("end", () => this.broken(generation, undefined));
+    stream.write(create(SubscribeRequestSchema, { request: { case: "open", value: this.openRequest() } }));
+  }
+
+  private openRequest() {
+    const o = this.options;
+    const from = o.from ?? "latest";
+    let start;
+    if (from === "latest") start = { kind: StartPosition_Kind.LATEST };
+    else if (from === "earliest") start = { kind: StartPosition_Kind.EARLIEST };
+    else if ("sequence" in from) start = { kind: StartPosition_Kind.SEQUENCE, sequence: BigInt(from.sequence) };
+    else start = { kind: StartPosition_Kind.TIME, time: timestampFromDate(from.time) };
+    return {
+      channel: o.channel,
+      group: o.group,
+      start,
+      maxInFlight: o.maxInFlight ?? 0,
+      ackDeadlineMs: o.ackDeadlineMs ?? 0,
+      maxAttempts: o.maxAttempts ?? 0,
+      deadLetterChannel: o.deadLetterChannel ?? "",
+    };
+  }
+
+  private delivery(d: DeliveryMessage, generation: number): Delivery {
+    const event = d.event!;
+    const send = (request: SubscribeRequest["request"]): void => {
+      if (generation !== this.generation || this.ended) return;
+      this.stream?.write(create(SubscribeRequestSchema, { request }));
+    };
+    let settled = false;
+    return {
+      event,
+      sequence: d.sequence,
+      attempt: d.attempt,
+      deliveryId: d.deliveryId,
+      data: event.data,
+      text: () => Buffer.from(event.data).toString("utf8"),
+      json: <T>() => JSON.parse(Buffer.from(event.data).toString("utf8")) as T,
+      ack: () => {
+        if (settled || generation !== this.generation) return;
+        settled = true;
+        this.acks.push(d.deliveryId);
+        this.scheduleAcks();
+      },
+      nack: (opts) => {
+        if (settled) return;
+        settled = true;
+        send({ case: "nack", value: { deliveryIds: [d.deliveryId], delayMs: opts?.delayMs ?? 0 } } as SubscribeRequest["request"]);
+      },
+      extend: (ms) => {
+        if (!settled) send({ case: "extend", value: { deliveryIds: [d.deliveryId], extensionMs: ms } } as SubscribeRequest["request"]);
+      },
+    };
+  }
+
+  /** Acks of one tick go out in one request. */
+  private scheduleAcks(): void {
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    const generation = this.generation;
+    setImmediate(() => {
+      this.ackScheduled = false;
+      const ids = this.acks.splice(0);
+      if (ids.length === 0 || generation !== this.generation || this.ended) return;
+      this.stream?.write(create(SubscribeRequestSchema, { request: { case: "ack", value: { deliveryIds: ids } } }));
+    });
+  }
+
+  private broken(generation: number, error: ClientError | undefined): void {
+    if (generation !== this.generation || this.ended) return;
+    this.stream = undefined;
+    this.generation++; // deliveries and acks of the broken stream are void from here
+    this.acks = [];
+    this.buffer.length = 0; // they come again from the sidecar
+    const retry = this.options.reconnect ?? true;
+    if (error && !isRetryable(error.code)) {
+      this.finish(error);
+      return;
+    }
+    if (!retry) {
+      this.finish(error ?? new ClientError(status.UNAVAILABLE, "STREAM_ENDED", "the sidecar ended the subscription"));
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (!this.ended) this.connect();
+    }, this.backoff.next());
+  }
+
+  private finish(error: ClientError | undefined): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = error;
+    clearTimeout(this.timer);
+    const stream = this.stream;
+    this.stream = undefined;
+    if (stream) {
+      // Send the acks of this tick before saying goodbye.
+      const ids = this.acks.splice(0);
+      if (ids.length > 0) stream.write(create(SubscribeRequestSchema, { request: { case: "ack", value: { deliveryIds: ids } } }));
+      stream.end(); // the sidecar ends the call after handling the acks before it
+    }
+    this.notify();
+    this.resolveClosed(error);
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+}

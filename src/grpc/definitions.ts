@@ -1,0 +1,64 @@
+import { type DescFile, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+
+/**
+ * grpc-js service definitions built from protobuf-es descriptors.
+ *
+ * The server side passes raw bytes both ways: handlers decode requests themselves (so a
+ * malformed message becomes INVALID_ARGUMENT rather than a transport error, and event bytes
+ * are kept as received) and encode responses themselves. The client side is typed.
+ */
+
+const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+
+/** A definition whose handlers receive request bytes and write response bytes. */
+export function rawServiceDefinition(service: DescService): ServiceDefinition {
+  const def: Record<string, MethodDefinition<Buffer, Uint8Array>> = {};
+  for (const method of service.methods) {
+    def[method.name] = {
+      path: `/${service.typeName}/${method.name}`,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: asBuffer,
+      requestDeserialize: (b: Buffer) => b,
+      responseSerialize: asBuffer,
+      responseDeserialize: (b: Buffer) => b,
+    };
+  }
+  return def;
+}
+
+/** A definition for clients: requests are encoded from, responses decoded to, messages. */
+export function typedServiceDefinition(service: DescService): ServiceDefinition {
+  const def: Record<string, MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methods) {
+    def[method.name] = {
+      path: `/${service.typeName}/${method.name}`,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      requestSerialize: (m: any) => asBuffer(toBinary(method.input, m)),
+      requestDeserialize: (b: Buffer) => fromBinary(method.input, b),
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      responseSerialize: (m: any) => asBuffer(toBinary(method.output, m)),
+      responseDeserialize: (b: Buffer) => fromBinary(method.output, b),
+    };
+  }
+  return def;
+}
+
+/**
+ * The shape @grpc/reflection reads: any object whose values carry `fileDescriptorProtos`.
+ * Each file is listed with all of its imports, so reflection can answer for every symbol.
+ */
+export function reflectionPackage(files: DescFile[]): Record<string, { fileDescriptorProtos: Buffer[] }> {
+  const seen = new Map<string, Buffer>();
+  const add = (file: DescFile): void => {
+    if (seen.has(file.name)) return;
+    for (const dep of file.dependencies) add(dep);
+    seen.set(file.name, asBuffer(toBinary(FileDescriptorProtoSchema, file.proto)));
+  };
+  for (const f of files) add(f);
+  return { weft: { fileDescriptorProtos: [...seen.values()] } };
+}

@@ -1,0 +1,338 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type ServerDuplexStream, type UntypedServiceImplementation, status } from "@grpc/grpc-js";
+import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
+import { type Limits, checkChannel, checkEvent, checkGroup } from "../contract/validate.js";
+import type { DeliveryEngine } from "../delivery/delivery-engine.js";
+import { DEFAULTS, type JoinSettings, type Membership, type StartAt, deadLetterChannelFor } from "../delivery/types.js";
+import { type Event, EventSchema } from "../gen/weft/v1/event_pb.js";
+import {
+  type PublishResult,
+  PublishResponseSchema,
+  PublishResultSchema,
+  StartPosition_Kind,
+  type SubscribeOpen,
+  SubscribeRequestSchema,
+  SubscribeResponseSchema,
+} from "../gen/weft/v1/mesh_pb.js";
+import type { AppendEntry, OriginLog } from "../log/origin-log.js";
+import { failStream, writeSafe } from "./status.js";
+import { readPublishRequest, writeDeliveries } from "./wire.js";
+
+type Call = ServerDuplexStream<Buffer, Uint8Array>;
+
+/** Publish batches a stream may have waiting for the log before it stops reading. */
+const MAX_OUTSTANDING_BATCHES = 32;
+/** Most ids in one ack, nack or extend. */
+const MAX_IDS = 10_000;
+const MAX_DELAY_MS = 3_600_000;
+/** SubscribeResponse messages stay under this size, which every gRPC client accepts. */
+const MAX_DELIVERY_MESSAGE_BYTES = 3 * 1024 * 1024;
+
+export interface MeshServiceDeps {
+  log: OriginLog;
+  engine: DeliveryEngine;
+  limits: Limits;
+}
+
+/**
+ * The handlers of weft.v1.Mesh. Tracks its live streams so that shutdown can end them:
+ * publish streams after their last batch is stored, subscribe streams at once (their
+ * unacked deliveries stay in the log and are redelivered after restart).
+ */
+export class MeshService {
+  private readonly publishing = new Map<Call, () => Promise<void>>();
+  private readonly subscribing = new Map<Call, () => void>();
+  private stopping = false;
+
+  constructor(private readonly deps: MeshServiceDeps) {}
+
+  implementation(): UntypedServiceImplementation {
+    return {
+      Publish: (call: Call) => this.publish(call),
+      Subscribe: (call: Call) => this.subscribe(call),
+    };
+  }
+
+  /** Stops reading every stream, waits for accepted batches to be stored, ends the streams. */
+  async drain(): Promise<void> {
+    this.stopping = true;
+    const closing = new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down; reconnect and resume");
+    for (const [call, leave] of this.subscribing) {
+      leave();
+      failStream(call, closing);
+    }
+    await Promise.all(
+      [...this.publishing].map(async ([call, settle]) => {
+        call.pause();
+        await settle();
+        failStream(call, closing);
+      }),
+    );
+  }
+
+  private publish(call: Call): void {
+    const { log, limits } = this.deps;
+    let chain: Promise<void> = Promise.resolve();
+    let outstanding = 0;
+    let failed = false;
+    const fail = (e: unknown): void => {
+      if (failed) return;
+      failed = true;
+      this.publishing.delete(call);
+      failStream(call, e);
+    };
+    this.publishing.set(call, () => chain);
+    if (this.stopping) {
+      fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
+      return;
+    }
+    call.on("data", (bytes: Buffer) => {
+      if (failed || this.stopping) return;
+      let batchId: bigint;
+      let results: (PublishResult | undefined)[];
+      let entries: AppendEntry[];
+      let slots: number[];
+      try {
+        const request = readPublishRequest(bytes, limits.maxBatchEvents);
+        if (request.tooMany) {
+          throw exhausted(
+            Reason.BATCH_TOO_LARGE,
+            "events",
+            `a batch may carry at most ${limits.maxBatchEvents} events; split it`,
+          );
+        }
+        batchId = request.batchId;
+        results = new Array(request.events.length);
+        entries = [];
+        slots = [];
+        request.events.forEach((raw, i) => {
+          let event: Event;
+          try {
+            event = fromBinary(EventSchema, raw);
+          } catch (e) {
+            throw invalid(Reason.MALFORMED_MESSAGE, `events[${i}]`, `events[${i}] is not a valid weft.v1.Event (${(e as Error).message})`);
+          }
+          try {
+            checkEvent(event, raw.length, limits);
+          } catch (e) {
+            if (!(e instanceof WeftError)) throw e;
+            results[i] = create(PublishResultSchema, {
+              error: { code: e.code, reason: e.reason, field: e.field, message: e.message },
+            });
+            return;
+          }
+          slots.push(i);
+          entries.push({ channel: event.channel, source: event.source, id: event.id, key: event.key, bytes: raw });
+        });
+      } catch (e) {
+        fail(e);
+        return;
+      }
+      outstanding++;
+      if (outstanding >= MAX_OUTSTANDING_BATCHES) call.pause();
+      const appended = entries.length > 0 ? log.append(entries) : Promise.resolve([]);
+      chain = chain
+        .then(() => appended)
+        .then(
+          (stored) => {
+            stored.forEach((r, j) => {
+              results[slots[j]!] = create(PublishResultSchema, { sequence: BigInt(r.sequence), duplicate: r.duplicate });
+            });
+            const response = create(PublishResponseSchema, { batchId, results: results as PublishResult[] });
+            writeSafe(call, toBinary(PublishResponseSchema, response));
+          },
+          (e) => fail(e),
+        )
+        .finally(() => {
+          outstanding--;
+          if (outstanding < MAX_OUTSTANDING_BATCHES / 2 && !failed && !this.stopping) call.resume();
+        });
+    });
+    call.on("end", () => {
+      void chain.then(() => {
+        this.publishing.delete(call);
+        if (!failed) call.end();
+      });
+    });
+    call.on("cancelled", () => this.publishing.delete(call));
+    call.on("error", () => this.publishing.delete(call));
+  }
+
+  private subscribe(call: Call): void {
+    let membership: Membership | undefined;
+    let opening = false;
+    let failed = false;
+    const leave = (): void => {
+      this.subscribing.delete(call);
+      membership?.leave();
+    };
+    const fail = (e: unknown): void => {
+      if (failed) return;
+      failed = true;
+      leave();
+      failStream(call, e);
+    };
+    this.subscribing.set(call, leave);
+    if (this.stopping) {
+      fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
+      return;
+    }
+    call.on("data", (bytes: Buffer) => {
+      if (failed) return;
+      try {
+        let request;
+        try {
+          request = fromBinary(SubscribeRequestSchema, bytes);
+        } catch (e) {
+          throw invalid(Reason.MALFORMED_MESSAGE, "SubscribeRequest", `the request is not a valid weft.v1.SubscribeRequest (${(e as Error).message})`);
+        }
+        const r = request.request;
+        if (r.case === "open") {
+          if (membership || opening) {
+            throw new WeftError(status.FAILED_PRECONDITION, Reason.ALREADY_OPEN, "this stream already has a subscription; open another stream for another one", "open");
+          }
+          const settings = joinSettings(r.value);
+          opening = true;
+          call.pause();
+          this.deps.engine
+            .join(settings, {
+              send: (deliveries) => {
+                for (const m of writeDeliveries(deliveries, MAX_DELIVERY_MESSAGE_BYTES)) writeSafe(call, m);
+              },
+            })
+            .then(
+              (m) => {
+                opening = false;
+                if (failed || call.cancelled) {
+                  m.leave();
+                  return;
+                }
+                membership = m;
+                const j = m.joined;
+                writeSafe(
+                  call,
+                  toBinary(
+                    SubscribeResponseSchema,
+                    create(SubscribeResponseSchema, {
+                      response: {
+                        case: "subscribed",
+                        value: {
+                          channel: settings.channel,
+                          group: settings.group,
+                          created: j.created,
+                          ackedThrough: BigInt(j.ackedThrough),
+                          maxInFlight: j.maxInFlight,
+                          ackDeadlineMs: j.ackDeadlineMs,
+                          maxAttempts: j.maxAttempts,
+                          deadLetterChannel: j.deadLetterChannel,
+                        },
+                      },
+                    }),
+                  ),
+                );
+                call.resume();
+              },
+              (e) => fail(e),
+            );
+          return;
+        }
+        if (r.case === undefined) {
+          throw invalid(Reason.MALFORMED_MESSAGE, "request", "the request sets none of open, ack, nack, extend or credit");
+        }
+        if (!membership) {
+          throw new WeftError(status.FAILED_PRECONDITION, Reason.NOT_OPEN, `${r.case} before open: the first request of a Subscribe stream must be open`, r.case);
+        }
+        switch (r.case) {
+          case "ack":
+            membership.ack(ids(r.value.deliveryIds, "ack"));
+            break;
+          case "nack":
+            if (r.value.delayMs > MAX_DELAY_MS) {
+              throw invalid(Reason.INVALID_SETTING, "nack.delay_ms", `delay_ms is ${r.value.delayMs}; at most ${MAX_DELAY_MS} is allowed`);
+            }
+            membership.nack(ids(r.value.deliveryIds, "nack"), r.value.delayMs);
+            break;
+          case "extend":
+            if (r.value.extensionMs < 1 || r.value.extensionMs > MAX_DELAY_MS) {
+              throw invalid(Reason.INVALID_SETTING, "extend.extension_ms", `extension_ms is ${r.value.extensionMs}; use 1 to ${MAX_DELAY_MS}`);
+            }
+            membership.extend(ids(r.value.deliveryIds, "extend"), r.value.extensionMs);
+            break;
+          case "credit":
+            if (r.value.credits < 1) {
+              throw invalid(Reason.INVALID_SETTING, "credit.credits", "credits must be at least 1");
+            }
+            membership.credit(r.value.credits);
+            break;
+        }
+      } catch (e) {
+        fail(e);
+      }
+    });
+    call.on("end", () => {
+      leave();
+      if (!failed) call.end();
+    });
+    call.on("cancelled", leave);
+    call.on("error", leave);
+  }
+}
+
+function ids(values: bigint[], what: string): number[] {
+  if (values.length > MAX_IDS) {
+    throw exhausted(Reason.BATCH_TOO_LARGE, `${what}.delivery_ids`, `at most ${MAX_IDS} delivery ids per ${what}`);
+  }
+  return values.map((v) => (v > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(v)));
+}
+
+/** Checks an open request and fills in defaults. @throws WeftError naming the bad field. */
+export function joinSettings(open: SubscribeOpen): JoinSettings {
+  checkChannel(open.channel, "open.channel");
+  checkGroup(open.group, "open.group");
+  const start = startAt(open);
+  if (open.maxInFlight > DEFAULTS.maxCredits) {
+    throw exhausted(Reason.TOO_MANY_CREDITS, "open.max_in_flight", `max_in_flight is ${open.maxInFlight}; at most ${DEFAULTS.maxCredits} is allowed`);
+  }
+  const ackDeadlineMs = open.ackDeadlineMs || DEFAULTS.ackDeadlineMs;
+  if (ackDeadlineMs < 100 || ackDeadlineMs > MAX_DELAY_MS) {
+    throw invalid(Reason.INVALID_SETTING, "open.ack_deadline_ms", `ack_deadline_ms is ${ackDeadlineMs}; use 100 to ${MAX_DELAY_MS}, or 0 for the default`);
+  }
+  const maxAttempts = open.maxAttempts || DEFAULTS.maxAttempts;
+  if (maxAttempts > 1000) {
+    throw invalid(Reason.INVALID_SETTING, "open.max_attempts", `max_attempts is ${maxAttempts}; use 1 to 1000, or 0 for the default`);
+  }
+  const deadLetterChannel = open.deadLetterChannel || deadLetterChannelFor(open.channel, open.group);
+  checkChannel(deadLetterChannel, "open.dead_letter_channel");
+  if (deadLetterChannel === open.channel) {
+    throw invalid(Reason.INVALID_SETTING, "open.dead_letter_channel", "the dead-letter channel must differ from the channel");
+  }
+  return {
+    channel: open.channel,
+    group: open.group,
+    start,
+    maxInFlight: open.maxInFlight || DEFAULTS.maxInFlight,
+    ackDeadlineMs,
+    maxAttempts,
+    deadLetterChannel,
+  };
+}
+
+function startAt(open: SubscribeOpen): StartAt {
+  const start = open.start;
+  const rule = "set start.kind to KIND_LATEST, KIND_EARLIEST, KIND_SEQUENCE (with start.sequence >= 1) or KIND_TIME (with start.time)";
+  if (!start) throw invalid(Reason.INVALID_START, "open.start", `start is required: ${rule}`);
+  switch (start.kind) {
+    case StartPosition_Kind.LATEST:
+      return { kind: "latest" };
+    case StartPosition_Kind.EARLIEST:
+      return { kind: "earliest" };
+    case StartPosition_Kind.SEQUENCE:
+      if (start.sequence < 1n) throw invalid(Reason.INVALID_START, "open.start.sequence", `start.sequence must be at least 1: ${rule}`);
+      return { kind: "sequence", sequence: start.sequence > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(start.sequence) };
+    case StartPosition_Kind.TIME:
+      if (!start.time) throw invalid(Reason.INVALID_START, "open.start.time", `start.time is required for KIND_TIME: ${rule}`);
+      return { kind: "time", time: Number(start.time.seconds) * 1000 + Math.floor(start.time.nanos / 1e6) };
+    default:
+      throw invalid(Reason.INVALID_START, "open.start.kind", `start.kind ${start.kind} is not a start position: ${rule}`);
+  }
+}

@@ -1,0 +1,73 @@
+import { ReflectionService } from "@grpc/reflection";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import { file_weft_v1_mesh, Mesh as MeshDesc } from "../gen/weft/v1/mesh_pb.js";
+import { reflectionPackage, rawServiceDefinition } from "./definitions.js";
+import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
+
+export interface ServiceServerOptions {
+  /** "host:port", "unix:/path" or an absolute socket path. Port 0 picks a free port. */
+  address: string;
+  /** Largest request message accepted, in bytes (bigger is RESOURCE_EXHAUSTED). */
+  maxMessageBytes: number;
+}
+
+/**
+ * The gRPC server of the service API: weft.v1.Mesh, grpc.health.v1.Health and server
+ * reflection on one listener.
+ */
+export class ServiceServer {
+  private constructor(
+    private readonly server: Server,
+    private readonly mesh: MeshService,
+    private readonly health: HealthImplementation,
+    /** The bound address, with the real port when 0 was asked for. */
+    readonly address: string,
+  ) {}
+
+  static async start(deps: MeshServiceDeps, options: ServiceServerOptions): Promise<ServiceServer> {
+    const server = new Server({
+      "grpc.max_receive_message_length": options.maxMessageBytes,
+      "grpc.max_send_message_length": -1,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    const mesh = new MeshService(deps);
+    server.addService(rawServiceDefinition(MeshDesc), mesh.implementation());
+    const health = new HealthImplementation({ "": "SERVING", "weft.v1.Mesh": "SERVING" });
+    health.addToServer(server);
+    new ReflectionService(reflectionPackage([file_weft_v1_mesh]) as never).addToServer(server);
+    const target = bindTarget(options.address);
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(target, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    const address = target.startsWith("unix:") ? target : target.replace(/:\d+$/, `:${port}`);
+    return new ServiceServer(server, mesh, health, address);
+  }
+
+  /**
+   * Graceful shutdown: reports NOT_SERVING, stops accepting calls, lets accepted publish
+   * batches finish storing, ends every stream with UNAVAILABLE, then closes the listener.
+   * Calls still open after `graceMs` are cut.
+   */
+  async shutdown(graceMs = 5000): Promise<void> {
+    this.health.setStatus("", "NOT_SERVING");
+    this.health.setStatus("weft.v1.Mesh", "NOT_SERVING");
+    const stopped = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    await this.mesh.drain();
+    const timer = setTimeout(() => this.server.forceShutdown(), graceMs);
+    await stopped;
+    clearTimeout(timer);
+  }
+
+  /** Cuts every call and the listener at once. */
+  forceShutdown(): void {
+    this.server.forceShutdown();
+  }
+}
+
+/** Turns a configured address into a grpc-js bind target. */
+export function bindTarget(address: string): string {
+  if (address.startsWith("unix:")) return address;
+  if (address.startsWith("/")) return `unix:${address}`;
+  return address;
+}

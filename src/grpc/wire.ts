@@ -1,0 +1,91 @@
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { Reason, invalid } from "../contract/errors.js";
+import type { OutgoingDelivery } from "../delivery/types.js";
+
+/**
+ * Hand-written codecs for the two hot messages, so that event bytes travel from the
+ * publisher's request into the log and out to subscribers without being re-encoded.
+ * Field numbers follow proto/weft/v1/mesh.proto.
+ */
+
+/** A PublishRequest with each event still in its received bytes. */
+export interface RawPublishRequest {
+  batchId: bigint;
+  events: Uint8Array[];
+}
+
+/**
+ * Splits an encoded weft.v1.PublishRequest into its batch id and raw event bytes.
+ * @throws WeftError INVALID_ARGUMENT (MALFORMED_MESSAGE) when the bytes are not a PublishRequest.
+ */
+export function readPublishRequest(bytes: Uint8Array, maxEvents: number): { batchId: bigint; events: Uint8Array[]; tooMany: boolean } {
+  const reader = new BinaryReader(bytes);
+  let batchId = 0n;
+  const events: Uint8Array[] = [];
+  let count = 0;
+  try {
+    while (reader.pos < reader.len) {
+      const [field, wire] = reader.tag();
+      if (field === 1 && wire === WireType.Varint) {
+        batchId = BigInt(reader.uint64());
+      } else if (field === 2 && wire === WireType.LengthDelimited) {
+        count++;
+        const event = reader.bytes();
+        if (count <= maxEvents) events.push(event);
+      } else {
+        reader.skip(wire, field);
+      }
+    }
+  } catch (e) {
+    throw invalid(
+      Reason.MALFORMED_MESSAGE,
+      "PublishRequest",
+      `the request is not a valid weft.v1.PublishRequest (${(e as Error).message})`,
+    );
+  }
+  return { batchId, events, tooMany: count > maxEvents };
+}
+
+/**
+ * Encodes SubscribeResponse messages carrying `deliveries`, each message at most about
+ * `maxBytes` (a single larger delivery still goes, alone).
+ */
+export function writeDeliveries(deliveries: readonly OutgoingDelivery[], maxBytes: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let writer = new BinaryWriter();
+  let size = 0;
+  let open = false;
+  const close = (): void => {
+    if (!open) return;
+    writer.join();
+    out.push(writer.finish());
+    writer = new BinaryWriter();
+    size = 0;
+    open = false;
+  };
+  for (const d of deliveries) {
+    const approx = d.event.bytes.length + 40;
+    if (open && size + approx > maxBytes) close();
+    if (!open) {
+      writer.tag(2, WireType.LengthDelimited).fork(); // SubscribeResponse.deliveries
+      open = true;
+    }
+    writer
+      .tag(1, WireType.LengthDelimited) // Deliveries.deliveries
+      .fork()
+      .tag(1, WireType.Varint)
+      .uint64(d.deliveryId)
+      .tag(2, WireType.Varint)
+      .uint64(d.event.sequence)
+      .tag(3, WireType.Varint)
+      .uint32(d.attempt)
+      .tag(4, WireType.LengthDelimited)
+      .bytes(d.event.bytes)
+      .tag(5, WireType.Varint)
+      .int64(Math.round(d.deadline))
+      .join();
+    size += approx;
+  }
+  close();
+  return out;
+}

@@ -1,0 +1,55 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Sidecar, type SidecarConfig, defaultConfig } from "../../sidecar/sidecar.js";
+import { type ConnectOptions, type WeftClient, connect } from "../../src/client/index.js";
+
+/** A fresh data directory under the system temp dir. */
+export async function tempDir(prefix = "weft-test-"): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** A real sidecar on a free loopback port, and clients connected to it over a real socket. */
+export interface TestSidecar {
+  sidecar: Sidecar;
+  address: string;
+  dataDir: string;
+  /** A new client; closed by `stop()`. */
+  client(options?: ConnectOptions): WeftClient;
+  /** Stops the sidecar gracefully (keeps the data directory). */
+  stop(): Promise<void>;
+  /** Stops and starts again on the same data directory and the same port. */
+  restart(): Promise<void>;
+  /** Stops, closes clients and removes the data directory. */
+  dispose(): Promise<void>;
+}
+
+export async function startSidecar(overrides: Partial<SidecarConfig> = {}): Promise<TestSidecar> {
+  const dataDir = overrides.dataDir ?? (await tempDir());
+  const config: SidecarConfig = { ...defaultConfig(), listen: "127.0.0.1:0", shutdownGraceMs: 1000, ...overrides, dataDir };
+  const clients: WeftClient[] = [];
+  const t: TestSidecar = {
+    sidecar: await Sidecar.start(config),
+    address: "",
+    dataDir,
+    client(options) {
+      const c = connect(t.address, options);
+      clients.push(c);
+      return c;
+    },
+    async stop() {
+      await t.sidecar.stop();
+    },
+    async restart() {
+      await t.sidecar.stop();
+      t.sidecar = await Sidecar.start({ ...config, listen: t.address });
+    },
+    async dispose() {
+      for (const c of clients) c.close();
+      await t.sidecar.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  t.address = t.sidecar.address;
+  return t;
+}

@@ -20,6 +20,8 @@ export interface GroupStatus {
   ackedThrough: number;
   backlog: number;
   members: number;
+  /** Events retention removed before the group finished them. */
+  expiredUnacked: number;
 }
 
 /**
@@ -122,6 +124,7 @@ export class DeliveryEngine {
       ackedThrough: d.ackedThrough,
       backlog: d.backlog,
       members: d.memberCount,
+      expiredUnacked: d.expiredUnacked,
     }));
   }
 

@@ -94,6 +94,10 @@ export class GroupDispatcher {
   get settings(): { maxAttempts: number; deadLetterChannel: string } {
     return { maxAttempts: this.record.maxAttempts, deadLetterChannel: this.record.deadLetterChannel };
   }
+  /** Events retention removed before the group finished them. */
+  get expiredUnacked(): number {
+    return this.record.expiredUnacked;
+  }
   get memberCount(): number {
     return this.members.size;
   }

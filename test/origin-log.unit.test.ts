@@ -1,0 +1,134 @@
+import { rm } from "node:fs/promises";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { afterEach, describe, expect, it } from "vitest";
+import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
+import { type AppendEntry, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
+import { tempDir } from "./support/sidecar.js";
+
+function entry(channel: string, id: string, data = "x", key = ""): AppendEntry {
+  const bytes = toBinary(EventSchema, create(EventSchema, { channel, id, source: "//unit", type: "t", key, data: Buffer.from(data) }));
+  return { channel, source: "//unit", id, key, bytes };
+}
+
+describe("OriginLog", () => {
+  const open: OriginLog[] = [];
+  const dirs: string[] = [];
+  afterEach(async () => {
+    for (const l of open.splice(0)) await l.close();
+    for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+  });
+  async function openLog(options: OriginLogOptions = {}, dir?: string): Promise<{ log: OriginLog; dir: string }> {
+    const d = dir ?? (await tempDir());
+    if (!dir) dirs.push(d);
+    const log = await OriginLog.open(d, options);
+    open.push(log);
+    return { log, dir: d };
+  }
+
+  it("assigns strictly increasing sequences per channel, across concurrent appends", async () => {
+    const { log } = await openLog();
+    const results = await Promise.all([
+      log.append([entry("a", "1"), entry("b", "1"), entry("a", "2")]),
+      log.append([entry("a", "3")]),
+      log.append([entry("b", "2")]),
+    ]);
+    expect(results.map((r) => r.map((x) => x.sequence))).toEqual([[1, 1, 2], [3], [2]]);
+    expect(log.head("a")).toMatchObject({ first: 1, last: 3 });
+    const read = await log.read("a", 1, 10);
+    expect(read.map((e) => e.sequence)).toEqual([1, 2, 3]);
+  });
+
+  it("keeps the bytes it was given, and the key", async () => {
+    const { log } = await openLog();
+    const e = entry("a", "1", "payload", "k1");
+    await log.append([e]);
+    const [stored] = await log.read("a", 1, 1);
+    expect(Buffer.from(stored!.bytes).equals(Buffer.from(e.bytes))).toBe(true);
+    expect(stored!.key).toBe("k1");
+  });
+
+  it("dedups (channel, source, id) within the window, and not after it", async () => {
+    let now = 1_000_000;
+    const { log } = await openLog({ now: () => now, dedupWindowMs: 60_000 });
+    const [[first, inBatch]] = [await log.append([entry("a", "x"), entry("a", "x")])];
+    expect(first).toEqual({ sequence: 1, duplicate: false });
+    expect(inBatch).toEqual({ sequence: 1, duplicate: true });
+    expect(await log.append([entry("a", "x")])).toEqual([{ sequence: 1, duplicate: true }]);
+    expect(await log.append([entry("b", "x")])).toEqual([{ sequence: 1, duplicate: false }]); // other channel
+    now += 60_000;
+    expect(await log.append([entry("a", "x")])).toEqual([{ sequence: 2, duplicate: false }]);
+  });
+
+  it("survives reopening: heads, events and dedup entries are durable", async () => {
+    const { log, dir } = await openLog();
+    await log.append([entry("a", "1"), entry("a", "2")]);
+    await log.close();
+    const { log: again } = await openLog({}, dir);
+    expect(again.head("a")).toMatchObject({ first: 1, last: 2 });
+    expect(await again.append([entry("a", "2"), entry("a", "3")])).toEqual([
+      { sequence: 2, duplicate: true },
+      { sequence: 3, duplicate: false },
+    ]);
+  });
+
+  it("removes events by age and by size, counts them, and tells listeners", async () => {
+    let now = 1_000_000;
+    const { log } = await openLog({
+      now: () => now,
+      retention: { maxAgeMs: 10_000, maxBytes: 1024 ** 3 },
+      channelRetention: { small: { maxAgeMs: 1e12, maxBytes: 300 } },
+    });
+    const trims: [string, number][] = [];
+    log.onTrim((c, first) => trims.push([c, first]));
+    await log.append([entry("old", "1"), entry("old", "2")]);
+    now += 5_000;
+    await log.append([entry("old", "3")]);
+    await log.append(Array.from({ length: 10 }, (_, i) => entry("small", String(i), "y".repeat(40))));
+    now += 6_000; // events 1 and 2 of "old" are now 11 s old, event 3 is 6 s old
+    await log.sweep();
+    expect(log.head("old")).toMatchObject({ first: 3, last: 3, expired: 2 });
+    expect((await log.read("old", 1, 10)).map((e) => e.sequence)).toEqual([3]);
+    const small = log.head("small");
+    expect(small.bytes).toBeLessThanOrEqual(300);
+    expect(small.expired).toBe(small.first - 1);
+    expect(small.expired).toBeGreaterThan(0);
+    expect(trims).toContainEqual(["old", 3]);
+    expect(trims).toContainEqual(["small", small.first]);
+  });
+
+  it("finds the first event stored at or after a time", async () => {
+    let now = 1000;
+    const { log } = await openLog({ now: () => now });
+    for (let i = 1; i <= 5; i++) {
+      await log.append([entry("a", String(i))]);
+      now += 100;
+    }
+    expect(log.sequenceAtTime("a", 0)).toBe(1);
+    expect(log.sequenceAtTime("a", 1150)).toBe(3);
+    expect(log.sequenceAtTime("a", 1200)).toBe(3);
+    expect(log.sequenceAtTime("a", 99_999)).toBe(6);
+  });
+
+  it("refuses appends after close, and close is idempotent", async () => {
+    const { log } = await openLog();
+    await log.close();
+    await log.close();
+    await expect(log.append([entry("a", "1")])).rejects.toThrow(/LOG_CLOSED/);
+  });
+
+  it("stores group cursors, acks above them and attempts in flight", async () => {
+    const { log, dir } = await openLog();
+    await log
+      .groupBatch()
+      .putGroup({ channel: "a", group: "g", ackedThrough: 4, maxAttempts: 5, deadLetterChannel: "a.dlq.g", expiredUnacked: 0 })
+      .putAcked("a", "g", 6)
+      .putInflight("a", "g", 5, 2)
+      .write();
+    await log.close();
+    const { log: again } = await openLog({}, dir);
+    const [g] = await again.loadGroups();
+    expect(g!.record.ackedThrough).toBe(4);
+    expect(g!.acked).toEqual([6]);
+    expect(g!.inflight).toEqual([{ sequence: 5, attempt: 2 }]);
+  });
+});

@@ -1,0 +1,69 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+
+export const WEFT_BIN = fileURLToPath(new URL("../../sidecar/bin/weft.js", import.meta.url));
+
+/** A loopback port that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const port = (server.address() as { port: number }).port;
+  server.close();
+  await once(server, "close");
+  return port;
+}
+
+/** A `weft sidecar` child process. */
+export interface SidecarProcess {
+  child: ChildProcess;
+  address: string;
+  /** Everything it wrote to stderr so far. */
+  stderr(): string;
+  /** SIGKILL, and wait for the exit. */
+  kill9(): Promise<void>;
+  /** SIGTERM, and wait for the exit code. */
+  terminate(): Promise<number | null>;
+}
+
+/** Starts `weft sidecar` and resolves once it says it is listening. */
+export async function spawnSidecar(dataDir: string, port: number, extra: string[] = []): Promise<SidecarProcess> {
+  const address = `127.0.0.1:${port}`;
+  const child = spawn(process.execPath, [WEFT_BIN, "sidecar", "--data-dir", dataDir, "--listen", address, ...extra], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let err = "";
+  child.stderr!.on("data", (b: Buffer) => (err += b.toString()));
+  child.stdout!.resume();
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sidecar did not start within 30 s: ${err}`)), 30_000);
+    const check = (): void => {
+      if (/listening/.test(err)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stderr!.on("data", check);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`sidecar exited with ${code} before listening: ${err}`));
+    });
+  });
+  const exited = once(child, "exit");
+  return {
+    child,
+    address,
+    stderr: () => err,
+    async kill9() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+    async terminate() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      const [code] = await exited;
+      return code as number | null;
+    },
+  };
+}

@@ -16,7 +16,7 @@ import {
   prefixEnd,
   seqOfKey,
 } from "./keys.js";
-import { type StoredEvent, decodeRecord, encodeRecord, recordTime } from "./record.js";
+import { type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime } from "./record.js";
 
 /** How long and how much a channel keeps. The first limit reached removes the oldest events. */
 export interface Retention {
@@ -103,6 +103,7 @@ interface PendingAppend {
 
 const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 };
 const MAX_APPEND_GROUP = 10_000;
+const SWEEP_CHUNK = 1000;
 
 /**
  * The origin log: every event published to this sidecar, per channel, in LevelDB, plus
@@ -338,31 +339,36 @@ export class OriginLog {
       let changed = false;
       // Dedup entries of events past the window.
       let swept = Math.max(next.dedupSwept, next.first - 1);
-      while (swept < next.last) {
-        const [event] = await this.read(channel, swept + 1, 1);
-        if (!event || now - event.appendedAt < this.dedupWindowMs) break;
-        swept = event.sequence;
-        const ids = parseIdentity(event.bytes);
-        if (ids) {
+      sweepDedup: while (swept < next.last) {
+        const events = await this.read(channel, swept + 1, SWEEP_CHUNK);
+        if (events.length === 0) break;
+        for (const event of events) {
+          if (now - event.appendedAt < this.dedupWindowMs) break sweepDedup;
+          swept = event.sequence;
+          changed = true;
+          const ids = parseIdentity(event.bytes);
+          if (!ids) continue;
           const dk = dedupKey(channel, ids.source, ids.id);
           const v = this.db.getSync(dk);
+          // Only if no later event re-used the entry (a re-publish after the window).
           if (v !== undefined && Buffer.from(v).toString("utf8").startsWith(`${event.sequence}:`)) batch.del(dk);
         }
-        changed = true;
       }
       next.dedupSwept = swept;
       // Retention by age and size.
-      while (next.first <= next.last) {
-        const [event] = await this.read(channel, next.first, 1);
-        if (!event) break;
-        const tooOld = now - event.appendedAt > retention.maxAgeMs;
-        const tooBig = next.bytes > retention.maxBytes;
-        if (!tooOld && !tooBig) break;
-        batch.del(eventKey(channel, event.sequence));
-        next.bytes -= event.bytes.length + 11 + Buffer.byteLength(event.key);
-        next.expired += 1;
-        next.first = event.sequence + 1;
-        changed = true;
+      retain: while (next.first <= next.last) {
+        const events = await this.read(channel, next.first, SWEEP_CHUNK);
+        if (events.length === 0) break;
+        for (const event of events) {
+          const tooOld = now - event.appendedAt > retention.maxAgeMs;
+          const tooBig = next.bytes > retention.maxBytes;
+          if (!tooOld && !tooBig) break retain;
+          batch.del(eventKey(channel, event.sequence));
+          next.bytes -= recordSize(event);
+          next.expired += 1;
+          next.first = event.sequence + 1;
+          changed = true;
+        }
       }
       if (!changed) {
         await batch.close();

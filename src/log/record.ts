@@ -45,3 +45,8 @@ export function decodeRecord(channel: string, sequence: number, value: Uint8Arra
 export function recordTime(value: Uint8Array): number {
   return Buffer.from(value.buffer, value.byteOffset, value.byteLength).readDoubleBE(1);
 }
+
+/** The stored size of a record, as counted against retention. */
+export function recordSize(event: StoredEvent): number {
+  return HEADER + Buffer.byteLength(event.key, "utf8") + event.bytes.length;
+}

@@ -1,0 +1,66 @@
+/**
+ * Throughput of one sidecar: a publisher and a subscriber over real loopback gRPC, in one
+ * process with the sidecar (run `npm run bench`). Prints events/s for publish (acked =
+ * stored) and for end-to-end delivery (delivered and acked), and their ratio to the
+ * one-gRPC-message-per-event ceiling measured on this kind of machine (~42k/s).
+ *
+ *   npx tsx bench/publish-subscribe.ts [events=200000] [payloadBytes=256] [--fsync]
+ */
+import { rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Sidecar, defaultConfig } from "../sidecar/sidecar.js";
+import { connect } from "../src/client/index.js";
+
+const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const total = Number(args[0] ?? 200_000);
+const payload = Buffer.alloc(Number(args[1] ?? 256), 120);
+const fsync = process.argv.includes("--fsync");
+const PER_MESSAGE_CEILING = 42_000;
+
+const dataDir = join(tmpdir(), `weft-bench-${process.pid}`);
+const sidecar = await Sidecar.start({ ...defaultConfig(), dataDir, listen: "127.0.0.1:0", fsync });
+const pub = connect(sidecar.address, { maxOutstanding: 20_000 });
+const subClient = connect(sidecar.address);
+const channel = "bench.events";
+const sub = subClient.subscribe({ channel, group: "bench", from: "earliest", maxInFlight: 5000 });
+await sub.subscribed();
+
+const start = performance.now();
+let received = 0;
+let consumed!: () => void;
+const allConsumed = new Promise<void>((r) => (consumed = r));
+void (async () => {
+  for await (const d of sub) {
+    d.ack();
+    if (++received === total) {
+      consumed();
+      break;
+    }
+  }
+})();
+
+const chunk = 1000;
+const inflight: Promise<unknown>[] = [];
+for (let i = 0; i < total; i += chunk) {
+  const n = Math.min(chunk, total - i);
+  inflight.push(pub.publishMany(Array.from({ length: n }, () => ({ channel, data: payload }))));
+  if (inflight.length >= 16) await inflight.shift();
+}
+await Promise.all(inflight);
+const published = performance.now();
+await allConsumed;
+const done = performance.now();
+
+const pubRate = total / ((published - start) / 1000);
+const e2eRate = total / ((done - start) / 1000);
+console.log(`events ${total}, payload ${payload.length} B, fsync ${fsync}`);
+console.log(`publish (acked = stored): ${Math.round(pubRate)} events/s  (${(pubRate / PER_MESSAGE_CEILING).toFixed(2)}x the per-message ceiling)`);
+console.log(`end to end (delivered + acked): ${Math.round(e2eRate)} events/s  (${(e2eRate / PER_MESSAGE_CEILING).toFixed(2)}x)`);
+console.log(`rss ${Math.round(process.memoryUsage().rss / 2 ** 20)} MiB`);
+
+sub.close();
+pub.close();
+subClient.close();
+await sidecar.stop();
+await rm(dataDir, { recursive: true, force: true });

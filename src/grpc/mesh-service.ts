@@ -6,9 +6,6 @@ import type { DeliveryEngine } from "../delivery/delivery-engine.js";
 import { DEFAULTS, type JoinSettings, type Membership, type StartAt, deadLetterChannelFor } from "../delivery/types.js";
 import { type Event, EventSchema } from "../gen/weft/v1/event_pb.js";
 import {
-  type PublishResult,
-  PublishResponseSchema,
-  PublishResultSchema,
   StartPosition_Kind,
   type SubscribeOpen,
   SubscribeRequestSchema,
@@ -16,7 +13,7 @@ import {
 } from "../gen/weft/v1/mesh_pb.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import { failStream, writeSafe } from "./status.js";
-import { readPublishRequest, writeDeliveries } from "./wire.js";
+import { type RawPublishResult, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
 
 type Call = ServerDuplexStream<Buffer, Uint8Array>;
 
@@ -89,7 +86,7 @@ export class MeshService {
     call.on("data", (bytes: Buffer) => {
       if (failed || this.stopping) return;
       let batchId: bigint;
-      let results: (PublishResult | undefined)[];
+      let results: RawPublishResult[];
       let entries: AppendEntry[];
       let slots: number[];
       try {
@@ -116,9 +113,7 @@ export class MeshService {
             checkEvent(event, raw.length, limits);
           } catch (e) {
             if (!(e instanceof WeftError)) throw e;
-            results[i] = create(PublishResultSchema, {
-              error: { code: e.code, reason: e.reason, field: e.field, message: e.message },
-            });
+            results[i] = { error: { code: e.code, reason: e.reason, field: e.field, message: e.message } };
             return;
           }
           slots.push(i);
@@ -136,10 +131,9 @@ export class MeshService {
         .then(
           (stored) => {
             stored.forEach((r, j) => {
-              results[slots[j]!] = create(PublishResultSchema, { sequence: BigInt(r.sequence), duplicate: r.duplicate });
+              results[slots[j]!] = r;
             });
-            const response = create(PublishResponseSchema, { batchId, results: results as PublishResult[] });
-            writeSafe(call, toBinary(PublishResponseSchema, response));
+            writeSafe(call, writePublishResponse(batchId, results));
           },
           (e) => fail(e),
         )

@@ -89,3 +89,35 @@ export function writeDeliveries(deliveries: readonly OutgoingDelivery[], maxByte
   close();
   return out;
 }
+
+/** One event's outcome in a PublishResponse: stored at `sequence`, or refused. */
+export type RawPublishResult =
+  | { sequence: number; duplicate: boolean }
+  | { error: { code: number; reason: string; field: string; message: string } };
+
+/** Encodes a weft.v1.PublishResponse. */
+export function writePublishResponse(batchId: bigint, results: readonly RawPublishResult[]): Uint8Array {
+  const w = new BinaryWriter();
+  if (batchId !== 0n) w.tag(1, WireType.Varint).uint64(batchId);
+  for (const r of results) {
+    w.tag(2, WireType.LengthDelimited).fork();
+    if ("error" in r) {
+      w.tag(3, WireType.LengthDelimited)
+        .fork()
+        .tag(1, WireType.Varint)
+        .uint32(r.error.code)
+        .tag(2, WireType.LengthDelimited)
+        .string(r.error.reason)
+        .tag(3, WireType.LengthDelimited)
+        .string(r.error.field)
+        .tag(4, WireType.LengthDelimited)
+        .string(r.error.message)
+        .join();
+    } else {
+      w.tag(1, WireType.Varint).uint64(r.sequence);
+      if (r.duplicate) w.tag(2, WireType.Varint).bool(true);
+    }
+    w.join();
+  }
+  return w.finish();
+}

@@ -310,8 +310,7 @@ export class OriginLog {
         gte: inflightPrefix(record.channel, record.group),
         lt: prefixEnd(inflightPrefix(record.channel, record.group)),
       })) {
-        const { attempt } = JSON.parse(Buffer.from(v).toString("utf8")) as { attempt: number };
-        inflight.push({ sequence: seqOfKey(key), attempt });
+        inflight.push({ sequence: seqOfKey(key), attempt: Number(Buffer.from(v).toString("utf8")) || 1 });
       }
       out.push({ record, acked, inflight });
     }
@@ -415,7 +414,7 @@ export class GroupBatch {
     return this;
   }
   putInflight(channel: string, group: string, seq: number, attempt: number): this {
-    this.batch.put(inflightKey(channel, group, seq), Buffer.from(JSON.stringify({ attempt })));
+    this.batch.put(inflightKey(channel, group, seq), Buffer.from(String(attempt)));
     this.size++;
     return this;
   }

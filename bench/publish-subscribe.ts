@@ -4,7 +4,7 @@
  * stored) and for end-to-end delivery (delivered and acked), and their ratio to the
  * one-gRPC-message-per-event ceiling measured on this kind of machine (~42k/s).
  *
- *   npx tsx bench/publish-subscribe.ts [events=200000] [payloadBytes=256] [--fsync]
+ *   npx tsx bench/publish-subscribe.ts [events=200000] [payloadBytes=256] [--fsync] [--to HOST:PORT]
  */
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,17 +12,21 @@ import { join } from "node:path";
 import { Sidecar, defaultConfig } from "../sidecar/sidecar.js";
 import { connect } from "../src/client/index.js";
 
-const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const toIndex = process.argv.indexOf("--to");
+const external = toIndex > 0 ? process.argv[toIndex + 1] : undefined;
+const args = process.argv.slice(2).filter((a, i, all) => !a.startsWith("--") && all[i - 1] !== "--to");
 const total = Number(args[0] ?? 200_000);
 const payload = Buffer.alloc(Number(args[1] ?? 256), 120);
 const fsync = process.argv.includes("--fsync");
 const PER_MESSAGE_CEILING = 42_000;
 
 const dataDir = join(tmpdir(), `weft-bench-${process.pid}`);
-const sidecar = await Sidecar.start({ ...defaultConfig(), dataDir, listen: "127.0.0.1:0", fsync });
-const pub = connect(sidecar.address, { maxOutstanding: 20_000 });
-const subClient = connect(sidecar.address);
-const channel = "bench.events";
+// With --to HOST:PORT the bench drives a sidecar in another process (e.g. `npm start`).
+const sidecar = external ? undefined : await Sidecar.start({ ...defaultConfig(), dataDir, listen: "127.0.0.1:0", fsync });
+const address = external ?? sidecar!.address;
+const pub = connect(address, { maxOutstanding: 20_000 });
+const subClient = connect(address);
+const channel = `bench.events.r${Date.now()}`;
 const sub = subClient.subscribe({ channel, group: "bench", from: "earliest", maxInFlight: 5000 });
 await sub.subscribed();
 
@@ -62,5 +66,5 @@ console.log(`rss ${Math.round(process.memoryUsage().rss / 2 ** 20)} MiB`);
 sub.close();
 pub.close();
 subClient.close();
-await sidecar.stop();
+await sidecar?.stop();
 await rm(dataDir, { recursive: true, force: true });

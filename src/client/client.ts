@@ -36,6 +36,8 @@ export class WeftClient {
     const target = address.startsWith("/") ? `unix:${address}` : address;
     this.client = new MeshClient(target, credentials.createInsecure(), {
       "grpc.max_receive_message_length": -1,
+      // Deliveries arrive in batches of up to 3 MiB: a 64 KiB HTTP/2 window would stall them.
+      "grpc-node.flow_control_window": 16 * 1024 * 1024,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 2000,
       ...options.channelOptions,

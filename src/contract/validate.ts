@@ -97,9 +97,13 @@ export function checkEvent(event: Event, encodedBytes: number, limits: Limits): 
     }
   }
   if (event.time) {
-    const nanos = event.time.nanos;
+    const { seconds, nanos } = event.time;
     if (nanos < 0 || nanos > 999_999_999) {
       throw invalid(Reason.INVALID_EVENT, "time", "time.nanos must be between 0 and 999999999");
+    }
+    // google.protobuf.Timestamp is defined from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+    if (seconds < -62_135_596_800n || seconds > 253_402_300_799n) {
+      throw invalid(Reason.INVALID_EVENT, "time", "time must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z");
     }
   }
 }

@@ -4,6 +4,7 @@ import { Reason, WeftError } from "../contract/errors.js";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
 import type { GroupRecord, InflightRecord, OriginLog } from "../log/origin-log.js";
 import type { StoredEvent } from "../log/record.js";
+import { fnv1a } from "./hash.js";
 import type { MemberSink, OutgoingDelivery } from "./types.js";
 
 type EntryState = "waiting" | "ready" | "inflight" | "delayed" | "dead";
@@ -473,14 +474,4 @@ export class GroupDispatcher {
       if (!this.closed) throw e;
     }
   }
-}
-
-/** FNV-1a, 32 bits: a stable hash for key affinity. */
-export function fnv1a(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
 }

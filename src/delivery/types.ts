@@ -1,3 +1,5 @@
+import { MAX_NAME_LENGTH, isName } from "../contract/validate.js";
+import { fnv1a } from "./hash.js";
 import type { StoredEvent } from "../log/record.js";
 
 /** One attempt to hand one event to one member, as the member's stream sends it. */
@@ -65,4 +67,14 @@ export const DEFAULTS = {
   maxCredits: 10_000,
 } as const;
 
-export const deadLetterChannelFor = (channel: string, group: string): string => `${channel}.dlq.${group}`;
+/**
+ * The dead-letter channel of a group that names none: "<channel>.dlq.<group>", or, when that
+ * would pass the 200-character name limit, "dlq.x<hash>.<group>" (or just "dlq.x<hash>" for
+ * a very long group), stable for the pair. The Subscribed response tells the member which.
+ */
+export function defaultDeadLetterChannel(channel: string, group: string): string {
+  const plain = `${channel}.dlq.${group}`;
+  if (plain.length <= MAX_NAME_LENGTH) return plain;
+  const hashed = `dlq.x${fnv1a(`${channel}!${group}`).toString(16)}`;
+  return isName(`${hashed}.${group}`) ? `${hashed}.${group}` : hashed;
+}

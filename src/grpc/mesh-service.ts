@@ -3,7 +3,7 @@ import { type ServerDuplexStream, type UntypedServiceImplementation, status } fr
 import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
 import { type Limits, checkChannel, checkEvent, checkGroup } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
-import { DEFAULTS, type JoinSettings, type Membership, type StartAt, deadLetterChannelFor } from "../delivery/types.js";
+import { DEFAULTS, type JoinSettings, type Membership, type StartAt, defaultDeadLetterChannel } from "../delivery/types.js";
 import { type Event, EventSchema } from "../gen/weft/v1/event_pb.js";
 import {
   StartPosition_Kind,
@@ -13,7 +13,7 @@ import {
 } from "../gen/weft/v1/mesh_pb.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import { failStream, writeSafe } from "./status.js";
-import { type RawPublishResult, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
+import { type RawPublishResult, eventWireProblem, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
 
 type Call = ServerDuplexStream<Buffer, Uint8Array>;
 
@@ -105,6 +105,8 @@ export class MeshService {
         request.events.forEach((raw, i) => {
           let event: Event;
           try {
+            const problem = eventWireProblem(raw);
+            if (problem) throw new Error(problem);
             event = fromBinary(EventSchema, raw);
           } catch (e) {
             throw invalid(Reason.MALFORMED_MESSAGE, `events[${i}]`, `events[${i}] is not a valid weft.v1.Event (${(e as Error).message})`);
@@ -295,7 +297,7 @@ export function joinSettings(open: SubscribeOpen): JoinSettings {
   if (maxAttempts > 1000) {
     throw invalid(Reason.INVALID_SETTING, "open.max_attempts", `max_attempts is ${maxAttempts}; use 1 to 1000, or 0 for the default`);
   }
-  const deadLetterChannel = open.deadLetterChannel || deadLetterChannelFor(open.channel, open.group);
+  const deadLetterChannel = open.deadLetterChannel || defaultDeadLetterChannel(open.channel, open.group);
   checkChannel(deadLetterChannel, "open.dead_letter_channel");
   if (deadLetterChannel === open.channel) {
     throw invalid(Reason.INVALID_SETTING, "open.dead_letter_channel", "the dead-letter channel must differ from the channel");

@@ -8,6 +8,48 @@ import type { OutgoingDelivery } from "../delivery/types.js";
  * Field numbers follow proto/weft/v1/mesh.proto.
  */
 
+/**
+ * Checks that every known field of an encoded weft.v1.Event uses its declared wire type.
+ * protobuf-es decodes a string field sent as a varint without complaint, but other
+ * languages' parsers refuse such bytes; since the log keeps the bytes as received, they must
+ * be valid protobuf for every subscriber. Unknown fields are allowed (newer publishers).
+ * @returns a description of the first problem, or undefined when the bytes are well-formed.
+ */
+export function eventWireProblem(bytes: Uint8Array): string | undefined {
+  return fieldsProblem(bytes, (field) => (field >= 1 && field <= 10 ? WireType.LengthDelimited : undefined), (field, value) => {
+    if (field === 5) return fieldsProblem(value, (f) => (f === 1 || f === 2 ? WireType.Varint : undefined), () => undefined, "time");
+    if (field === 8) return fieldsProblem(value, (f) => (f === 1 || f === 2 ? WireType.LengthDelimited : undefined), () => undefined, "attributes");
+    return undefined;
+  }, "event");
+}
+
+function fieldsProblem(
+  bytes: Uint8Array,
+  expected: (field: number) => WireType | undefined,
+  nested: (field: number, value: Uint8Array) => string | undefined,
+  where: string,
+): string | undefined {
+  const reader = new BinaryReader(bytes);
+  try {
+    while (reader.pos < reader.len) {
+      const [field, wire] = reader.tag();
+      const want = expected(field);
+      if (want !== undefined && wire !== want) {
+        return `${where} field ${field} has wire type ${wire}; its declared type needs wire type ${want}`;
+      }
+      if (wire === WireType.LengthDelimited && want !== undefined) {
+        const problem = nested(field, reader.bytes());
+        if (problem) return problem;
+      } else {
+        reader.skip(wire, field);
+      }
+    }
+  } catch (e) {
+    return `${where} is not valid protobuf (${(e as Error).message})`;
+  }
+  return undefined;
+}
+
 /** A PublishRequest with each event still in its received bytes. */
 export interface RawPublishRequest {
   batchId: bigint;

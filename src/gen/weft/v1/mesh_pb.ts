@@ -294,7 +294,9 @@ export type SubscribeOpen = Message<"weft.v1.SubscribeOpen"> & {
 
   /**
    * The channel that receives the group's dead letters. Empty means
-   * "<channel>.dlq.<group>". Stored with the group; the latest open wins.
+   * "<channel>.dlq.<group>", or "dlq.x<hash>.<group>" when that would be over 200
+   * characters (`Subscribed.dead_letter_channel` says which). Stored with the group; the
+   * latest open wins.
    *
    * @generated from field: string dead_letter_channel = 7;
    */

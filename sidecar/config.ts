@@ -1,0 +1,527 @@
+import { open } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { parseDocument } from "yaml";
+import { WeftError } from "../src/contract/errors.js";
+import { checkChannel } from "../src/contract/validate.js";
+import type { Retention } from "../src/log/origin-log.js";
+import { addressProblem, addressRule } from "./address.js";
+import { type SidecarConfig, defaultConfig } from "./sidecar.js";
+import { DURATION_RULE, SIZE_RULE, formatDuration, formatSize, parseDuration, parseSize } from "./units.js";
+
+/** Config files larger than this are refused: a config file is a page of settings, not data. */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
+/** Where a setting came from, lowest precedence first: defaults < file < env < flags. */
+export type ConfigSource =
+  | { kind: "default" }
+  | { kind: "file"; path: string }
+  | { kind: "env"; name: string }
+  | { kind: "flag"; name: string };
+
+/**
+ * A setting, a config file or a combination of settings that cannot be used. The message
+ * names where the value came from (file and key, environment variable, or flag), what is
+ * wrong and what is allowed.
+ */
+export class ConfigError extends Error {
+  constructor(
+    /** Where the offending value came from. */
+    readonly source: ConfigSource,
+    /** The setting, as spelled in a config file ("retention.maxAge"); "" for the file itself. */
+    readonly key: string,
+    /** What is wrong and what is allowed, without the source. */
+    readonly problem: string,
+  ) {
+    super(`${describeSource(source, key)}: ${problem}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** The flags of `weft sidecar` that override configuration. Values are checked like the rest. */
+export interface ConfigFlags {
+  /** --data-dir */
+  dataDir?: string;
+  /** --listen */
+  listen?: string;
+  /** --fsync / --no-fsync */
+  fsync?: boolean;
+  /** --max-event-bytes: bytes, or a size such as "512KiB". */
+  maxEventBytes?: string | number;
+}
+
+/** The inputs of {@link resolveConfig}. */
+export interface ConfigInput {
+  /** A YAML or JSON config file. Default: the WEFT_CONFIG environment variable, else none. */
+  file?: string | undefined;
+  /** The environment, usually `process.env`. Empty values count as unset. */
+  env: Record<string, string | undefined>;
+  /** Command-line flags; undefined entries count as unset. */
+  flags?: ConfigFlags;
+  /** Told about environment variables that look like misspelt settings. */
+  warn?: (message: string) => void;
+}
+
+/** One setting as it is read from files, the environment and flags. */
+interface Setting<T> {
+  /** The environment variable that sets it. */
+  env: string;
+  /** The `weft sidecar` flag that sets it, if there is one. */
+  flag?: keyof ConfigFlags;
+  /** Checks a raw value; `text` is true for environment variables, whose values are strings. */
+  read(value: unknown, text: boolean): T;
+}
+
+/** A value that cannot be used; the caller adds where it came from. */
+class Problem extends Error {}
+
+/** The settings, flat, keyed as they are spelled in a config file. */
+interface Flat {
+  dataDir: string;
+  listen: string;
+  fsync: boolean;
+  maxEventBytes: number;
+  maxBatchEvents: number;
+  maxMessageBytes: number;
+  dedupWindow: number;
+  "retention.maxAge": number;
+  "retention.maxBytes": number;
+  sweepInterval: number;
+  shutdownGrace: number;
+}
+type FlatKey = keyof Flat;
+type Found = { [K in FlatKey]?: { value: Flat[K]; source: ConfigSource } };
+
+const SECOND = 1000;
+const DAY = 86_400_000;
+const KiB = 1024;
+const MiB = 1024 ** 2;
+const GiB = 1024 ** 3;
+
+const RETENTION_AGE = duration(SECOND, 3650 * DAY);
+const RETENTION_BYTES = size(KiB, 1024 ** 5);
+
+const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
+  dataDir: { env: "WEFT_DATA_DIR", flag: "dataDir", read: path },
+  listen: { env: "WEFT_LISTEN", flag: "listen", read: listenAddress },
+  fsync: { env: "WEFT_FSYNC", flag: "fsync", read: boolean },
+  maxEventBytes: { env: "WEFT_MAX_EVENT_BYTES", flag: "maxEventBytes", read: size(KiB, 256 * MiB) },
+  maxBatchEvents: { env: "WEFT_MAX_BATCH_EVENTS", read: integer(1, 100_000) },
+  maxMessageBytes: { env: "WEFT_MAX_MESSAGE_BYTES", read: size(4 * KiB, GiB) },
+  dedupWindow: { env: "WEFT_DEDUP_WINDOW", read: duration(SECOND, 30 * DAY) },
+  "retention.maxAge": { env: "WEFT_RETENTION_MAX_AGE", read: RETENTION_AGE },
+  "retention.maxBytes": { env: "WEFT_RETENTION_MAX_BYTES", read: RETENTION_BYTES },
+  sweepInterval: { env: "WEFT_SWEEP_INTERVAL", read: duration(100, DAY) },
+  shutdownGrace: { env: "WEFT_SHUTDOWN_GRACE", read: duration(0, 3_600_000) },
+};
+const FLAT_KEYS = Object.keys(SETTINGS) as FlatKey[];
+
+/** The environment variable naming a config file when no file is given. */
+export const CONFIG_ENV = "WEFT_CONFIG";
+/** Every environment variable {@link resolveConfig} reads. */
+export const CONFIG_ENV_VARS: readonly string[] = [CONFIG_ENV, ...FLAT_KEYS.map((k) => SETTINGS[k].env)];
+/** WEFT_ variables that are not sidecar settings but are not misspellings either. */
+const OTHER_ENV_VARS = ["WEFT_ADDRESS"];
+
+const TOP_KEYS = [...FLAT_KEYS.filter((k) => !k.includes(".")), "retention", "channels"];
+const RETENTION_KEYS = ["maxAge", "maxBytes"];
+const MAX_CHANNELS = 10_000;
+
+/**
+ * Resolves the sidecar configuration from, lowest precedence first: `defaultConfig()`, a
+ * YAML or JSON config file, environment variables, then flags. Pure apart from reading the
+ * file. Relative paths in a config file are relative to the file's directory; relative
+ * paths elsewhere are relative to the working directory.
+ *
+ * @throws ConfigError naming the first unusable value and its source.
+ */
+export async function resolveConfig(input: ConfigInput): Promise<SidecarConfig> {
+  const found: Found = {};
+  let channels: Record<string, Partial<Retention>> = {};
+
+  const file = input.file ?? nonEmpty(input.env[CONFIG_ENV]);
+  if (file !== undefined) {
+    const source: ConfigSource = { kind: "file", path: file };
+    const fromFile = readSettings(await readConfigFile(file), source);
+    Object.assign(found, fromFile.found);
+    channels = fromFile.channels;
+    const dir = found.dataDir;
+    if (dir) dir.value = resolve(dirname(file), dir.value);
+  }
+
+  for (const key of FLAT_KEYS) {
+    const name = SETTINGS[key].env;
+    const raw = nonEmpty(input.env[name]);
+    if (raw !== undefined) set(found, key, raw, { kind: "env", name }, true);
+  }
+  warnAboutEnv(input.env, input.warn);
+
+  for (const key of FLAT_KEYS) {
+    const flag = SETTINGS[key].flag;
+    if (flag === undefined || input.flags?.[flag] === undefined) continue;
+    const raw = input.flags[flag];
+    set(found, key, raw, { kind: "flag", name: `--${kebab(flag)}` }, typeof raw === "string");
+  }
+
+  return build(found, channels);
+}
+
+/**
+ * Reads and parses a config file: a regular file of at most {@link MAX_CONFIG_FILE_BYTES},
+ * UTF-8, one YAML document (JSON is YAML). Returns the document with mappings as `Map`s.
+ * @throws ConfigError naming the file and what is wrong with it.
+ */
+async function readConfigFile(path: string): Promise<unknown> {
+  const source: ConfigSource = { kind: "file", path };
+  const fail = (problem: string): never => {
+    throw new ConfigError(source, "", problem);
+  };
+  let bytes: Buffer;
+  let handle;
+  try {
+    handle = await open(path, "r");
+  } catch (e) {
+    return fail(fileProblem(e));
+  }
+  try {
+    const stat = await handle.stat();
+    if (stat.isDirectory()) fail("is a directory; pass a YAML or JSON file");
+    if (!stat.isFile()) fail("is not a regular file; pass a YAML or JSON file");
+    if (stat.size > MAX_CONFIG_FILE_BYTES) {
+      fail(`is ${stat.size} bytes; a config file may be at most ${formatSize(MAX_CONFIG_FILE_BYTES)}`);
+    }
+    // Read at most one byte past the limit, in case the file grew since stat.
+    const buffer = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > MAX_CONFIG_FILE_BYTES) fail(`is larger than ${formatSize(MAX_CONFIG_FILE_BYTES)}, the most a config file may be`);
+    }
+    bytes = buffer.subarray(0, length);
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    return fail(fileProblem(e));
+  } finally {
+    await handle.close();
+  }
+
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return fail("is not UTF-8 text; a config file is YAML or JSON");
+  }
+  const doc = parseDocument(text, { schema: "core", uniqueKeys: true, prettyErrors: true, strict: true });
+  const error = doc.errors[0] ?? doc.warnings[0];
+  if (error) return fail(`is not valid YAML or JSON: ${error.message.split("\n")[0]!.replace(/:$/, "")}`);
+  try {
+    return doc.toJS({ mapAsMap: true, maxAliasCount: 100 });
+  } catch (e) {
+    return fail(`is not usable YAML: ${(e as Error).message}`);
+  }
+}
+
+// ---- reading the file's settings ----
+
+function readSettings(doc: unknown, source: ConfigSource): { found: Found; channels: Record<string, Partial<Retention>> } {
+  const found: Found = {};
+  const channels: Record<string, Partial<Retention>> = Object.create(null);
+  if (doc === null || doc === undefined) return { found, channels }; // an empty file: all defaults
+  const top = mapping(doc, source, "", "a mapping of settings (e.g. `listen: 127.0.0.1:7420`)");
+  for (const [key, value] of top) {
+    if (key === "retention") {
+      const retention = mapping(value, source, key, "a mapping with maxAge and/or maxBytes");
+      for (const [sub, v] of retention) {
+        const flat = `retention.${sub}`;
+        if (!RETENTION_KEYS.includes(sub)) unknownKey(source, flat, sub, RETENTION_KEYS, "retention");
+        set(found, flat as FlatKey, v, source, false);
+      }
+    } else if (key === "channels") {
+      const entries = mapping(value, source, key, 'a mapping of channel name to retention (e.g. `"orders.created": { maxAge: 1d }`)');
+      if (entries.size > MAX_CHANNELS) {
+        throw new ConfigError(source, key, `has ${entries.size} channels; at most ${MAX_CHANNELS} may have their own retention`);
+      }
+      for (const [name, v] of entries) channels[name] = readChannel(name, v, source);
+    } else if (TOP_KEYS.includes(key)) {
+      set(found, key as FlatKey, value, source, false);
+    } else {
+      unknownKey(source, key, key, TOP_KEYS, "");
+    }
+  }
+  return { found, channels };
+}
+
+function readChannel(name: string, value: unknown, source: ConfigSource): Partial<Retention> {
+  const key = `channels.${name}`;
+  try {
+    checkChannel(name, "channel name");
+  } catch (e) {
+    if (!(e instanceof WeftError)) throw e;
+    throw new ConfigError(source, key, e.message.slice(e.reason.length + 2));
+  }
+  const entry = mapping(value, source, key, "a mapping with maxAge and/or maxBytes (e.g. `{ maxAge: 1d }`)");
+  if (entry.size === 0) throw new ConfigError(source, key, "is empty; set maxAge and/or maxBytes, or remove the channel");
+  const retention: Partial<Retention> = {};
+  for (const [sub, v] of entry) {
+    const at = `${key}.${sub}`;
+    if (sub === "maxAge") retention.maxAgeMs = readValue(RETENTION_AGE, v, source, at, false);
+    else if (sub === "maxBytes") retention.maxBytes = readValue(RETENTION_BYTES, v, source, at, false);
+    else unknownKey(source, at, sub, RETENTION_KEYS, key);
+  }
+  return retention;
+}
+
+/** Checks that `value` is a mapping with string keys; `what` says what kind of mapping. */
+function mapping(value: unknown, source: ConfigSource, key: string, what: string): Map<string, unknown> {
+  if (!(value instanceof Map)) throw new ConfigError(source, key, `must be ${what}, not ${kindOf(value)}`);
+  for (const k of value.keys()) {
+    if (typeof k !== "string") {
+      throw new ConfigError(source, key, `has the key ${describe(k)}, which is ${kindOf(k)}; keys must be text`);
+    }
+  }
+  return value as Map<string, unknown>;
+}
+
+function unknownKey(source: ConfigSource, at: string, key: string, known: string[], parent: string): never {
+  const guess = suggest(key, known);
+  const where = parent ? ` in ${parent}` : "";
+  const hint = guess ? `did you mean "${guess}"? ` : "";
+  throw new ConfigError(source, at, `is not a setting${where}; ${hint}the settings are ${known.join(", ")}`);
+}
+
+// ---- merging and the final check ----
+
+function set<K extends FlatKey>(found: Found, key: K, raw: unknown, source: ConfigSource, text: boolean): void {
+  const value = readValue((SETTINGS[key] as Setting<Flat[K]>).read, raw, source, key, text);
+  (found as Record<string, { value: unknown; source: ConfigSource }>)[key] = { value, source };
+}
+
+function readValue<T>(read: Setting<T>["read"], raw: unknown, source: ConfigSource, key: string, text: boolean): T {
+  try {
+    return read(raw, text);
+  } catch (e) {
+    if (e instanceof Problem) throw new ConfigError(source, key, e.message);
+    throw e;
+  }
+}
+
+function build(found: Found, fileChannels: Record<string, Partial<Retention>>): SidecarConfig {
+  const d = defaultConfig();
+  const pick = <K extends FlatKey>(key: K, fallback: Flat[K]): Flat[K] => found[key]?.value ?? fallback;
+  const retention: Retention = {
+    maxAgeMs: pick("retention.maxAge", d.retention.maxAgeMs),
+    maxBytes: pick("retention.maxBytes", d.retention.maxBytes),
+  };
+  // No prototype: a channel named "constructor" must not find Object's.
+  const channels: Record<string, Retention> = Object.create(null);
+  for (const [name, r] of Object.entries(fileChannels)) channels[name] = { ...retention, ...r };
+  const config: SidecarConfig = {
+    dataDir: pick("dataDir", d.dataDir),
+    listen: pick("listen", d.listen),
+    fsync: pick("fsync", d.fsync),
+    maxEventBytes: pick("maxEventBytes", d.maxEventBytes),
+    maxBatchEvents: pick("maxBatchEvents", d.maxBatchEvents),
+    maxMessageBytes: pick("maxMessageBytes", d.maxMessageBytes),
+    dedupWindowMs: pick("dedupWindow", d.dedupWindowMs),
+    retention,
+    channels,
+    sweepIntervalMs: pick("sweepInterval", d.sweepIntervalMs),
+    shutdownGraceMs: pick("shutdownGrace", d.shutdownGraceMs),
+  };
+  if (config.maxEventBytes > config.maxMessageBytes) {
+    // Blame the setting that was set; when both were, the event limit.
+    const event = found.maxEventBytes;
+    const message = found.maxMessageBytes;
+    const fix = "an event must fit in one gRPC message: raise maxMessageBytes or lower maxEventBytes";
+    if (event || !message) {
+      const from = message ? describeSource(message.source, "maxMessageBytes") : "the default";
+      throw new ConfigError(
+        event?.source ?? { kind: "default" },
+        "maxEventBytes",
+        `${formatSize(config.maxEventBytes)} is larger than maxMessageBytes (${formatSize(config.maxMessageBytes)}, from ${from}); ${fix}`,
+      );
+    }
+    throw new ConfigError(
+      message.source,
+      "maxMessageBytes",
+      `${formatSize(config.maxMessageBytes)} is smaller than maxEventBytes (${formatSize(config.maxEventBytes)}, from the default); ${fix}`,
+    );
+  }
+  return config;
+}
+
+// ---- value readers ----
+
+function path(value: unknown): string {
+  if (typeof value !== "string") throw new Problem(`must be a directory path, not ${kindOf(value)}`);
+  if (value.length === 0) throw new Problem("is empty; use a directory path");
+  if (value.includes("\0")) throw new Problem("contains a NUL character; use a directory path");
+  if (Buffer.byteLength(value) > 4096) throw new Problem("is longer than 4096 bytes; use a shorter directory path");
+  return value;
+}
+
+function listenAddress(value: unknown): string {
+  if (typeof value !== "string") throw new Problem(`must be text, not ${kindOf(value)}; use ${addressRule(false)}`);
+  const problem = addressProblem(value);
+  if (problem) throw new Problem(`${describe(value)} is not an address to listen on (${problem}); use ${addressRule(false)}`);
+  return value;
+}
+
+const TRUE = ["true", "1", "yes", "on"];
+const FALSE = ["false", "0", "no", "off"];
+
+function boolean(value: unknown, text: boolean): boolean {
+  if (typeof value === "boolean") return value;
+  if (text && typeof value === "string") {
+    const v = value.trim().toLowerCase();
+    if (TRUE.includes(v)) return true;
+    if (FALSE.includes(v)) return false;
+    throw new Problem(`${describe(value)} is not a boolean; use one of ${[...TRUE, ...FALSE].join(", ")}`);
+  }
+  const hint = typeof value === "string" ? " (YAML reads yes, no, on and off as text)" : "";
+  throw new Problem(`${describe(value)} is not a boolean${hint}; use true or false`);
+}
+
+function integer(min: number, max: number): Setting<number>["read"] {
+  return (value, text) => {
+    let n: number | undefined;
+    if (typeof value === "number") n = value;
+    else if (text && typeof value === "string" && /^\s*\d+\s*$/.test(value)) n = Number(value);
+    if (n === undefined || !Number.isSafeInteger(n)) {
+      throw new Problem(`${describe(value)} is not a whole number; use ${min} to ${max}`);
+    }
+    if (n < min || n > max) throw new Problem(`${n} is out of range; use ${min} to ${max}`);
+    return n;
+  };
+}
+
+function duration(min: number, max: number): Setting<number>["read"] {
+  const range = `${formatDuration(min)} to ${formatDuration(max)}`;
+  return (value) => {
+    if (isNegative(value)) throw new Problem(`${describe(value)} is negative; use a duration from ${range}`);
+    const ms = parseDuration(value);
+    if (ms === undefined) throw new Problem(`${describe(value)} is not a duration; use ${DURATION_RULE}`);
+    if (ms < min) throw new Problem(`${describe(value)} is too short; use ${range}`);
+    if (ms > max) throw new Problem(`${describe(value)} is too long; use ${range}`);
+    return ms;
+  };
+}
+
+function size(min: number, max: number): Setting<number>["read"] {
+  const range = `${formatSize(min)} to ${formatSize(max)}`;
+  return (value) => {
+    if (isNegative(value)) throw new Problem(`${describe(value)} is negative; use a size from ${range}`);
+    const bytes = parseSize(value);
+    if (bytes === undefined) throw new Problem(`${describe(value)} is not a size; use ${SIZE_RULE}`);
+    if (bytes < min) throw new Problem(`${describe(value)} is too small; use ${range}`);
+    if (bytes > max) throw new Problem(`${describe(value)} is too large; use ${range}`);
+    return bytes;
+  };
+}
+
+function isNegative(value: unknown): boolean {
+  return (typeof value === "number" && value < 0) || (typeof value === "string" && value.trim().startsWith("-"));
+}
+
+// ---- helpers ----
+
+/** Describes where a value came from, for messages. */
+function describeSource(source: ConfigSource, key: string): string {
+  switch (source.kind) {
+    case "default":
+      return "the default";
+    case "file":
+      return key ? `config file ${source.path}, key "${key}"` : `config file ${source.path}`;
+    case "env":
+      return `environment variable ${source.name}`;
+    case "flag":
+      return `flag ${source.name}`;
+  }
+}
+
+/** A value as an error message shows it: short, quoted, and never the whole of a hostile input. */
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return "empty";
+  if (value instanceof Map) return "a mapping";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "string") return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value);
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  return `a ${typeof value}`;
+}
+
+/** What kind of value this is, for "must be X, not Y" messages. */
+function kindOf(value: unknown): string {
+  if (value === null || value === undefined) return "empty";
+  if (value instanceof Map) return "a mapping";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "string") return "text";
+  if (typeof value === "number") return "a number";
+  if (typeof value === "boolean") return "true or false";
+  return `a ${typeof value}`;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === "" ? undefined : value;
+}
+
+function kebab(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+function warnAboutEnv(env: Record<string, string | undefined>, warn: ((message: string) => void) | undefined): void {
+  if (!warn) return;
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith("WEFT_") || CONFIG_ENV_VARS.includes(name) || OTHER_ENV_VARS.includes(name)) continue;
+    const guess = suggest(name, [...CONFIG_ENV_VARS, ...OTHER_ENV_VARS]);
+    if (guess) warn(`ignoring environment variable ${name}: it is not a setting; did you mean ${guess}?`);
+  }
+}
+
+/** The known name closest to `name`, if one is close enough to be a likely misspelling. */
+function suggest(name: string, known: string[]): string | undefined {
+  const normal = (s: string): string => s.toLowerCase().replace(/[-_\s]/g, "").replace(/ms$/, "");
+  const exact = known.find((k) => normal(k) === normal(name));
+  if (exact) return exact;
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const k of known) {
+    const d = distance(normal(k), normal(name));
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function distance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = row;
+  }
+  return previous[b.length]!;
+}
+
+function fileProblem(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  switch (code) {
+    case "ENOENT":
+      return "does not exist";
+    case "EACCES":
+    case "EPERM":
+      return "cannot be read (permission denied)";
+    case "EISDIR":
+      return "is a directory; pass a YAML or JSON file";
+    case "ENOTDIR":
+      return "does not exist (a part of its path is not a directory)";
+    case "ENAMETOOLONG":
+      return "cannot be opened: the path is too long";
+    default:
+      return `cannot be read: ${(e as Error).message}`;
+  }
+}

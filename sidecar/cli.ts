@@ -1,0 +1,151 @@
+import { readFileSync } from "node:fs";
+import { logVerbosity, setLogVerbosity } from "@grpc/grpc-js";
+import { Command, CommanderError, Option } from "commander";
+import {
+  CommandError,
+  DEFAULT_ADDRESS,
+  EXIT_FAILURE,
+  EXIT_USAGE,
+  addressArgument,
+  durationArgument,
+  fromArgument,
+  integerArgument,
+  nameArgument,
+} from "./commands/arguments.js";
+import { note } from "./commands/output.js";
+import type { PublishOptions } from "./commands/publish.js";
+import type { SidecarOptions } from "./commands/run-sidecar.js";
+import type { SubscribeOptions } from "./commands/subscribe.js";
+
+/** Most unacked deliveries a subscriber may ask for (the sidecar's limit). */
+const MAX_IN_FLIGHT = 10_000;
+
+/**
+ * The `weft` command line: `weft sidecar`, `weft publish`, `weft subscribe`.
+ * Each action stores its exit status in `exit.code`; commander's own errors are usage errors.
+ * Commands load their modules when they run, so that help and usage errors answer quickly
+ * and `publish` does not load LevelDB.
+ */
+export function buildProgram(exit: { code: number }): Command {
+  const version = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+  const program = new Command("weft")
+    .description("Weft: a gRPC streaming event mesh. A sidecar next to every service, a LevelDB log, nothing lost.")
+    .version(version)
+    .exitOverride()
+    .showHelpAfterError("(add --help for usage)")
+    .configureHelp({ showGlobalOptions: false });
+
+  const to = (): Option =>
+    new Option("--to <address>", "the sidecar: host:port, /path.sock or unix:/path")
+      .env("WEFT_ADDRESS")
+      .default(DEFAULT_ADDRESS)
+      .argParser(addressArgument);
+  const timeout = (): Option =>
+    new Option("--timeout <duration>", "how long to wait for the sidecar to answer, e.g. 5s")
+      .default(5000, "5s")
+      .argParser(durationArgument(100, 600_000));
+
+  program
+    .command("sidecar")
+    .description("Run a sidecar: the service API (gRPC) over a LevelDB log.")
+    .option("--config <file>", "a YAML or JSON config file (env: WEFT_CONFIG)")
+    .option("--data-dir <dir>", "the LevelDB data directory (default: ./weft-data)")
+    .option("--listen <address>", "the service API address: host:port, /path.sock or unix:/path (default: 127.0.0.1:7420)")
+    .option("--fsync", "sync each append batch to disk before acking it")
+    .option("--no-fsync", "do not sync before acking (the default)")
+    .option("--max-event-bytes <size>", "the largest event, bytes or e.g. 512KiB (default: 1MiB)")
+    .addHelpText(
+      "after",
+      `
+Settings come from, lowest precedence first: defaults, the config file, environment
+variables, flags. Each setting of the config file has an environment variable: WEFT_ and
+its name in upper snake case (WEFT_DATA_DIR, WEFT_LISTEN, WEFT_FSYNC, WEFT_MAX_EVENT_BYTES,
+WEFT_DEDUP_WINDOW, WEFT_RETENTION_MAX_AGE, ...). WEFT_CONFIG names a config file.
+Durations are ms or e.g. "500ms", "30s", "10m", "7d"; sizes are bytes or e.g. "512KiB", "1MiB".
+Stops gracefully on SIGINT or SIGTERM (a second one exits at once).`,
+    )
+    .action(async (o: SidecarOptions) => {
+      const { sidecarCommand } = await import("./commands/run-sidecar.js");
+      exit.code = await sidecarCommand(o);
+    });
+
+  program
+    .command("publish")
+    .description("Publish events and print the sequence the sidecar stored each one at.")
+    .argument("<channel>", 'the channel, e.g. "orders.created"', nameArgument)
+    .addOption(to())
+    .option("--data <text>", "the event's data, as UTF-8 text")
+    .option("--data-file <file>", "the event's data, the bytes of a file")
+    .option("--key <key>", "the ordering key: events with one key are delivered in order")
+    .option("--type <type>", 'the event type (default: "weft.event")')
+    .option("--source <source>", 'the event source (default: "//weft-cli/HOSTNAME")')
+    .option("--id <id>", "the event id; re-publishing an id is a duplicate (default: a random UUID)")
+    .option("--count <n>", "publish n copies of --data or --data-file", integerArgument(1))
+    .option("--json", 'print {"channel","sequence","id","duplicate"} per event')
+    .addOption(timeout())
+    .addHelpText(
+      "after",
+      `
+Without --data or --data-file, each non-empty line of stdin is one event.
+Prints one line per stored event, in order: "CHANNEL SEQUENCE", plus " duplicate" for a
+re-publish. At the first event the sidecar rejects, prints its reason, stops reading input,
+reports the events already sent, and exits 1.`,
+    )
+    .action(async (channel: string, o: PublishOptions) => {
+      const { publishCommand } = await import("./commands/publish.js");
+      exit.code = await publishCommand(channel, o);
+    });
+
+  program
+    .command("subscribe")
+    .description("Subscribe as a member of a group; print each event as a JSON line and ack it.")
+    .argument("<channel>", 'the channel, e.g. "orders.created"', nameArgument)
+    .requiredOption("--group <group>", 'the consumer group, e.g. "billing"', nameArgument)
+    .addOption(to())
+    .option("--from <position>", "where a new group starts: latest, earliest, a sequence, or an ISO 8601 time (default: latest)", fromArgument)
+    .option("--count <n>", "exit after n events", integerArgument(1))
+    .option("--max-in-flight <n>", `the most unacked events at once, 1 to ${MAX_IN_FLIGHT} (default: 100, or n of --count if smaller)`, integerArgument(1, MAX_IN_FLIGHT))
+    .option("--json", "print JSON lines (the only format; accepted for explicitness)")
+    .addOption(timeout())
+    .addHelpText(
+      "after",
+      `
+Prints one JSON line per event: {"id","sequence","attempt","channel","key","type","source","data"},
+with "dataBase64" instead of "data" when the data is not UTF-8. Each event is acked once its
+line is written. Runs until SIGINT or SIGTERM, or until --count events.`,
+    )
+    .action(async (channel: string, o: SubscribeOptions) => {
+      const { subscribeCommand } = await import("./commands/subscribe.js");
+      exit.code = await subscribeCommand(channel, o);
+    });
+
+  return program;
+}
+
+/** Runs the command line and returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  // grpc-js logs connection errors to stderr itself; the commands say what went wrong.
+  if (!process.env.GRPC_VERBOSITY) setLogVerbosity(logVerbosity.NONE);
+  // A closed stdout is reported by the write that failed (see commands/output.ts).
+  process.stdout.on("error", () => {});
+  const exit = { code: 0 };
+  const program = buildProgram(exit);
+  try {
+    await program.parseAsync(argv);
+    return exit.code;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT_USAGE; // commander printed it
+    if (e instanceof CommandError) {
+      note(`error: ${e.message}`);
+      if (e.exitCode === EXIT_USAGE) note("(add --help for usage)");
+      return e.exitCode;
+    }
+    note(`error: unexpected failure: ${(e as Error)?.stack ?? String(e)}`);
+    return EXIT_FAILURE;
+  }
+}
+
+const code = await main(process.argv);
+process.exitCode = code;
+// Exit once the event loop drains (flushing stdout and the last acks); never linger on a handle.
+setTimeout(() => process.exit(code), 3000).unref();

@@ -1,0 +1,48 @@
+import { Client, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
+import { formatDuration } from "../units.js";
+import { CommandError } from "./arguments.js";
+
+// grpc.health.v1.HealthCheckResponse is one enum field: tag 0x08, then the value.
+const SERVING = 1;
+
+/**
+ * Checks that a Weft sidecar answers at `address` within `timeoutMs`, with the standard
+ * gRPC health check. The client reconnects forever by design; a command line tool must
+ * instead fail fast and say why when there is nobody there.
+ *
+ * @throws CommandError when nothing answers in time, the server is not a sidecar, or the
+ *   sidecar is not serving (shutting down).
+ */
+export async function reachSidecar(address: string, timeoutMs: number): Promise<void> {
+  const target = address.startsWith("/") ? `unix:${address}` : address;
+  const client = new Client(target, credentials.createInsecure());
+  try {
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      client.makeUnaryRequest(
+        "/grpc.health.v1.Health/Check",
+        (request: Buffer) => request,
+        (response: Buffer) => response,
+        Buffer.alloc(0), // HealthCheckRequest{service: ""}: the whole server
+        new Metadata({ waitForReady: true }),
+        { deadline: Date.now() + timeoutMs },
+        (error: ServiceError | null, response?: Buffer) => (error ? reject(error) : resolve(response ?? Buffer.alloc(0))),
+      );
+    });
+    const serving = reply.length === 2 && reply[0] === 0x08 && reply[1] === SERVING;
+    if (!serving) throw new CommandError(`the sidecar at ${address} is not serving (it may be shutting down)`);
+  } catch (e) {
+    if (e instanceof CommandError) throw e;
+    const error = e as ServiceError;
+    if (error.code === status.DEADLINE_EXCEEDED || error.code === status.UNAVAILABLE) {
+      throw new CommandError(
+        `cannot reach a sidecar at ${address} within ${formatDuration(timeoutMs)}: is \`weft sidecar\` running there? (choose the address with --to or WEFT_ADDRESS)`,
+      );
+    }
+    if (error.code === status.UNIMPLEMENTED) {
+      throw new CommandError(`the server at ${address} is not a Weft sidecar (it has no gRPC health service)`);
+    }
+    throw new CommandError(`cannot check the sidecar at ${address}: ${error.details || error.message}`);
+  } finally {
+    client.close();
+  }
+}

@@ -96,6 +96,16 @@ describe("OriginLog", () => {
     expect(trims).toContainEqual(["small", small.first]);
   });
 
+  it("applies the default retention to channels named like Object properties", async () => {
+    let now = 1_000_000;
+    const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 1000, maxBytes: 1e9 }, channelRetention: {} });
+    await log.append([entry("constructor", "1"), entry("tostring", "1")]);
+    now += 2000;
+    await log.sweep();
+    expect(log.head("constructor").expired).toBe(1);
+    expect(log.head("tostring").expired).toBe(1);
+  });
+
   it("finds the first event stored at or after a time", async () => {
     let now = 1000;
     const { log } = await openLog({ now: () => now });

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { type ChannelOptions, Client, type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
 import { Mesh } from "../gen/weft/v1/mesh_pb.js";
-import type { PublishRequest, PublishResponse, SubscribeRequest, SubscribeResponse } from "../gen/weft/v1/mesh_pb.js";
+import type { PublishResponse, SubscribeRequest, SubscribeResponse } from "../gen/weft/v1/mesh_pb.js";
 import { typedServiceDefinition } from "../grpc/definitions.js";
 import { type EventInput, type Published, Publisher } from "./publisher.js";
 import { type SubscribeOptions, Subscription } from "./subscription.js";
@@ -13,6 +13,8 @@ export interface ConnectOptions {
   maxBatch?: number;
   /** Most events published but not yet acked; `publish` waits beyond it. Default 10000. */
   maxOutstanding?: number;
+  /** Most encoded event bytes per publish request. Default 4 MiB (the sidecar takes 16). */
+  maxBatchBytes?: number;
   /** Extra grpc-js channel options. */
   channelOptions?: ChannelOptions;
 }
@@ -43,11 +45,12 @@ export class WeftClient {
       ...options.channelOptions,
     });
     this.publisher = new Publisher(
-      () => (this.client as unknown as { Publish(): ClientDuplexStream<PublishRequest, PublishResponse> }).Publish(),
+      () => (this.client as unknown as { Publish(): ClientDuplexStream<Uint8Array, PublishResponse> }).Publish(),
       {
         source: options.source ?? `//weft-client/${hostname()}/${process.pid}`,
         maxBatch: options.maxBatch ?? 500,
         maxOutstanding: options.maxOutstanding ?? 10_000,
+        maxBatchBytes: options.maxBatchBytes ?? 4 * 1024 * 1024,
       },
     );
   }

@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type ClientDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
 import { type Event, EventSchema } from "../gen/weft/v1/event_pb.js";
-import { type PublishRequest, PublishRequestSchema, type PublishResponse } from "../gen/weft/v1/mesh_pb.js";
+import type { PublishResponse } from "../gen/weft/v1/mesh_pb.js";
 import { Backoff, ClientError, isRetryable, toClientError } from "./errors.js";
 
 /** An event to publish. Only `channel` is required; the rest have defaults. */
@@ -41,15 +42,26 @@ export interface PublisherOptions {
   maxBatch: number;
   /** Most events published but not yet acked; `publish` waits beyond it. Default 10000. */
   maxOutstanding: number;
+  /** Most encoded event bytes in one request (a larger single event goes alone). Default 4 MiB. */
+  maxBatchBytes: number;
+}
+
+/** Encodes a weft.v1.PublishRequest from events encoded once, when they were published. */
+function encodePublishRequest(batchId: bigint, batch: readonly Pending[]): Uint8Array {
+  const w = new BinaryWriter().tag(1, WireType.Varint).uint64(batchId);
+  for (const p of batch) w.tag(2, WireType.LengthDelimited).bytes(p.bytes);
+  return w.finish();
 }
 
 interface Pending {
-  event: Event;
+  id: string;
+  /** The encoded event, made once. */
+  bytes: Uint8Array;
   resolve: (p: Published) => void;
   reject: (e: Error) => void;
 }
 
-type OpenStream = () => ClientDuplexStream<PublishRequest, PublishResponse>;
+type OpenStream = () => ClientDuplexStream<Uint8Array, PublishResponse>;
 
 /**
  * Batches publishes onto one Publish stream. Events published in the same tick go out in
@@ -61,7 +73,7 @@ export class Publisher {
   private readonly inflight = new Map<bigint, Pending[]>();
   private outstanding = 0;
   private nextBatch = 1n;
-  private stream: ClientDuplexStream<PublishRequest, PublishResponse> | undefined;
+  private stream: ClientDuplexStream<Uint8Array, PublishResponse> | undefined;
   private scheduled = false;
   private waiters: (() => void)[] = [];
   private closed = false;
@@ -83,7 +95,10 @@ export class Publisher {
     }
     this.outstanding += events.length;
     const results = events.map(
-      (event) => new Promise<Published>((resolve, reject) => this.queue.push({ event, resolve, reject })),
+      (event) =>
+        new Promise<Published>((resolve, reject) =>
+          this.queue.push({ id: event.id, bytes: toBinary(EventSchema, event), resolve, reject }),
+        ),
     );
     this.schedule();
     return Promise.all(results);
@@ -138,7 +153,7 @@ export class Publisher {
     });
   }
 
-  private ensureStream(): ClientDuplexStream<PublishRequest, PublishResponse> {
+  private ensureStream(): ClientDuplexStream<Uint8Array, PublishResponse> {
     if (this.stream) return this.stream;
     const stream = this.open();
     this.stream = stream;
@@ -155,10 +170,19 @@ export class Publisher {
     if (this.closed || this.reconnectTimer || this.queue.length === 0) return;
     const stream = this.ensureStream();
     while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.options.maxBatch);
+      // A batch ends at maxBatch events or maxBatchBytes, whichever comes first (at least one).
+      let n = 0;
+      let bytes = 0;
+      while (n < this.queue.length && n < this.options.maxBatch) {
+        const size = this.queue[n]!.bytes.length;
+        if (n > 0 && bytes + size > this.options.maxBatchBytes) break;
+        bytes += size;
+        n++;
+      }
+      const batch = this.queue.splice(0, n);
       const batchId = this.nextBatch++;
       this.inflight.set(batchId, batch);
-      stream.write(create(PublishRequestSchema, { batchId, events: batch.map((p) => p.event) }));
+      stream.write(encodePublishRequest(batchId, batch));
     }
   }
 
@@ -170,14 +194,14 @@ export class Publisher {
       const r = response.results[i];
       if (!r) p.reject(new ClientError(status.INTERNAL, "MISSING_RESULT", "the sidecar sent no result for this event"));
       else if (r.error) p.reject(new ClientError(r.error.code, r.error.reason, r.error.message, r.error.field));
-      else p.resolve({ sequence: r.sequence, duplicate: r.duplicate, id: p.event.id });
+      else p.resolve({ sequence: r.sequence, duplicate: r.duplicate, id: p.id });
     });
     this.outstanding -= batch.length;
     for (const w of this.waiters.splice(0)) w();
   }
 
   /** The stream ended: retry unacked batches on a new stream, or fail them for good. */
-  private broken(stream: ClientDuplexStream<PublishRequest, PublishResponse>, e: ServiceError | undefined): void {
+  private broken(stream: ClientDuplexStream<Uint8Array, PublishResponse>, e: ServiceError | undefined): void {
     if (this.stream !== stream) return;
     this.stream = undefined;
     if (this.closed) return;

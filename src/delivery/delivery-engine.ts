@@ -112,7 +112,7 @@ export class DeliveryEngine {
         }
         dispatcher.grant(member, credits);
       },
-      leave: () => dispatcher.removeMember(member),
+      leave: (returned) => dispatcher.removeMember(member, returned),
     };
   }
 

@@ -120,16 +120,30 @@ export class GroupDispatcher {
     this.wake();
   }
 
-  removeMember(member: MemberState): void {
+  /**
+   * Removes a member; its unacked deliveries go to the others. When the member said goodbye
+   * (`returned`: its stream ended cleanly), those deliveries were handed back unhandled and
+   * do not count as attempts; when its stream broke, they do.
+   */
+  removeMember(member: MemberState, returned = false): void {
     if (member.gone) return;
     member.gone = true;
     this.members.delete(member.id);
     this.reassign();
     const now = this.options.now();
+    const batch = this.log.groupBatch();
     for (const entry of [...member.deliveries.values()]) {
       this.release(member, entry);
-      this.retry(entry, now, 0, "was lost when its member left");
+      if (returned) {
+        entry.attempt--;
+        if (entry.attempt > 0) batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
+        else batch.delInflight(this.channel, this.group, entry.seq);
+        this.makeReady(entry, true);
+      } else {
+        this.retry(entry, now, 0, "was lost when its member's stream broke");
+      }
     }
+    void this.flush(batch);
     this.pump();
   }
 

@@ -56,8 +56,12 @@ export interface Membership {
   extend(deliveryIds: readonly number[], extensionMs: number): void;
   /** Raises this member's max in flight. @throws WeftError past the limit. */
   credit(credits: number): void;
-  /** Leaves the group: this member's unacked deliveries go to the other members. Idempotent. */
-  leave(): void;
+  /**
+   * Leaves the group: this member's unacked deliveries go to the other members. With
+   * `returned`, the member handed them back unhandled (a clean goodbye) and they do not count
+   * as attempts. Idempotent.
+   */
+  leave(returned?: boolean): void;
 }
 
 export const DEFAULTS = {

@@ -38,7 +38,8 @@ export function typedServiceDefinition(service: DescService): ServiceDefinition 
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
-      requestSerialize: (m: any) => asBuffer(toBinary(method.input, m)),
+      // A request the caller already encoded (the publisher's batches) goes as it is.
+      requestSerialize: (m: any) => asBuffer(m instanceof Uint8Array ? m : toBinary(method.input, m)),
       requestDeserialize: (b: Buffer) => fromBinary(method.input, b),
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
       responseSerialize: (m: any) => asBuffer(toBinary(method.output, m)),

@@ -158,9 +158,10 @@ export class MeshService {
     let membership: Membership | undefined;
     let opening = false;
     let failed = false;
-    const leave = (): void => {
+    let ended = false;
+    const leave = (returned = false): void => {
       this.subscribing.delete(call);
-      membership?.leave();
+      membership?.leave(returned);
     };
     const fail = (e: unknown): void => {
       if (failed) return;
@@ -199,8 +200,8 @@ export class MeshService {
             .then(
               (m) => {
                 opening = false;
-                if (failed || call.cancelled) {
-                  m.leave();
+                if (failed || ended || call.cancelled) {
+                  m.leave(ended && !failed);
                   return;
                 }
                 membership = m;
@@ -265,12 +266,17 @@ export class MeshService {
         fail(e);
       }
     });
+    // A client that half-closes hands its unacked deliveries back; a broken stream loses them.
     call.on("end", () => {
-      leave();
-      if (!failed) call.end();
+      ended = true;
+      // A cancel also ends the readable side; it is told apart once grpc-js has flagged it.
+      setImmediate(() => {
+        leave(!failed && !call.cancelled);
+        if (!failed && !call.cancelled) call.end();
+      });
     });
-    call.on("cancelled", leave);
-    call.on("error", leave);
+    call.on("cancelled", () => leave());
+    call.on("error", () => leave());
   }
 }
 

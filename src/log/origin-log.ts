@@ -339,7 +339,8 @@ export class OriginLog {
   async sweep(): Promise<void> {
     const now = this.now();
     for (const [channel, head] of [...this.heads]) {
-      const retention = this.options.channelRetention?.[channel] ?? this.options.retention ?? DEFAULT_RETENTION;
+      const own = this.options.channelRetention;
+      const retention = (own && Object.hasOwn(own, channel) ? own[channel] : undefined) ?? this.options.retention ?? DEFAULT_RETENTION;
       const batch = this.db.batch();
       const next = { ...head };
       let changed = false;

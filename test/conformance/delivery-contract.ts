@@ -259,6 +259,21 @@ export function describeDeliveryContract(name: string, makeTopology: () => Promi
       resume2.close();
     });
 
+    it("takes back a closing member's unacked deliveries without counting an attempt", async () => {
+      const channel = fresh("goodbye");
+      await topo.publisher().publishMany(Array.from({ length: 10 }, (_, i) => ({ channel, data: { i } })));
+      const first = topo.subscriber(0).subscribe({ channel, group: "g", from: "earliest", maxInFlight: 3 });
+      const handled = await take(first, 3); // acked; the sidecar refills the credits at once
+      first.close();
+      await first.closed;
+      const second = topo.subscriber(1).subscribe({ channel, group: "g", from: "earliest", maxInFlight: 3 });
+      const rest = await take(second, 7);
+      second.close();
+      expect(handled.map((d) => Number(d.sequence))).toEqual([1, 2, 3]);
+      expect(rest.map((d) => Number(d.sequence)).sort((a, b) => a - b)).toEqual([4, 5, 6, 7, 8, 9, 10]);
+      expect(rest.map((d) => d.attempt)).toEqual([1, 1, 1, 1, 1, 1, 1]);
+    });
+
     it("never has more deliveries in flight than the member's credits", async () => {
       const channel = fresh("credits");
       const sub = topo.subscriber(0).subscribe({ channel, group: "g", from: "earliest", maxInFlight: 3 });

@@ -683,7 +683,9 @@ export const Mesh: GenService<{
   /**
    * Subscribes a member of a group to a channel. The first request must be `open`; later
    * requests carry acks, nacks, deadline extensions and credits. Responses carry one
-   * `subscribed` confirmation and then batches of deliveries.
+   * `subscribed` confirmation and then batches of deliveries. When the subscriber ends its
+   * side of the stream, its unacked deliveries go back to the group without counting as an
+   * attempt; when the stream breaks (cancel, network, crash), they count.
    *
    * @generated from rpc weft.v1.Mesh.Subscribe
    */

@@ -91,7 +91,10 @@ export class Sidecar {
     const sweeper = setInterval(() => {
       if (sweeping) return;
       sweeping = true;
-      log.sweep().finally(() => (sweeping = false));
+      log
+        .sweep()
+        .catch((e: unknown) => console.error(`weft sidecar: retention sweep failed, will retry: ${(e as Error).message}`))
+        .finally(() => (sweeping = false));
     }, config.sweepIntervalMs);
     sweeper.unref();
     return new Sidecar(config, log, engine, server, sweeper);

@@ -56,4 +56,28 @@ describe("TypeScript client", () => {
     const error = (results[1] as PromiseRejectedResult).reason;
     expect(error).toMatchObject({ code: 3, reason: "INVALID_CHANNEL", field: "channel" });
   });
+
+  it("rejects subscribed() when the sidecar refuses the subscription, and resolves closed with the error", async () => {
+    t = await startSidecar();
+    const sub = t.client().subscribe({ channel: "Bad Channel", group: "g" });
+    await expect(sub.subscribed()).rejects.toMatchObject({ reason: "INVALID_CHANNEL", field: "open.channel" });
+    expect(await sub.closed).toMatchObject({ code: 3, reason: "INVALID_CHANNEL" });
+    await expect(sub[Symbol.asyncIterator]().next()).rejects.toMatchObject({ reason: "INVALID_CHANNEL" });
+  });
+
+  it("reconnects after the sidecar cut its calls (CANCELLED at the end of a shutdown grace)", async () => {
+    t = await startSidecar();
+    const c = t.client();
+    const channel = "client.cut";
+    const sub = c.subscribe({ channel, group: "g", from: "earliest" });
+    await sub.subscribed();
+    // What a stop does when its grace runs out: every call is cut.
+    (t.sidecar as unknown as { server: { forceShutdown(): void } }).server.forceShutdown();
+    await t.restart();
+    await c.publish({ channel, data: "after the cut" });
+    const [d] = await take(sub, 1);
+    expect(d!.text()).toBe("after the cut");
+    sub.close();
+    expect(await sub.closed).toBeUndefined();
+  });
 });

@@ -106,6 +106,45 @@ describe("OriginLog", () => {
     expect(log.head("tostring").expired).toBe(1);
   });
 
+  it("never loses an append that lands while a sweep runs, nor reuses its sequence", async () => {
+    let now = 1_000_000;
+    const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 10_000, maxBytes: 1e12 }, dedupWindowMs: 1000 });
+    await log.append(Array.from({ length: 50 }, (_, i) => entry("c", `old-${i}`)));
+    now += 20_000; // all 50 past retention and past the dedup window
+    const sweeping = log.sweep();
+    const [during] = await log.append([entry("c", "during")]);
+    await sweeping;
+    const [after] = await log.append([entry("c", "after")]);
+    expect([during!.sequence, after!.sequence]).toEqual([51, 52]);
+    expect(log.head("c")).toMatchObject({ first: 51, last: 52, expired: 50 });
+    expect((await log.read("c", 1, 10)).map((e) => e.sequence)).toEqual([51, 52]);
+  });
+
+  it("forgets the dedup entries of events that retention removed", async () => {
+    let now = 1_000_000;
+    const { log } = await openLog({ now: () => now, channelRetention: { c: { maxAgeMs: 1e12, maxBytes: 400 } } });
+    await log.append(Array.from({ length: 20 }, (_, i) => entry("c", `e${i}`, "y".repeat(40))));
+    await log.sweep();
+    const head = log.head("c");
+    expect(head.first).toBeGreaterThan(1);
+    // Within the window, but the event is gone: re-publishing it stores it again.
+    const [again] = await log.append([entry("c", "e0", "y".repeat(40))]);
+    expect(again).toEqual({ sequence: head.last + 1, duplicate: false });
+    // A retained one is still a duplicate.
+    const [kept] = await log.append([entry("c", `e19`, "y".repeat(40))]);
+    expect(kept).toEqual({ sequence: 20, duplicate: true });
+  });
+
+  it("lets a running sweep finish before it closes", async () => {
+    let now = 1_000_000;
+    const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 10, maxBytes: 1e12 } });
+    await log.append(Array.from({ length: 3000 }, (_, i) => entry("c", String(i))));
+    now += 1000;
+    const sweeping = log.sweep();
+    await log.close();
+    await expect(sweeping).resolves.toBeUndefined();
+  });
+
   it("finds the first event stored at or after a time", async () => {
     let now = 1000;
     const { log } = await openLog({ now: () => now });

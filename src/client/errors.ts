@@ -23,9 +23,12 @@ export function toClientError(e: ServiceError): ClientError {
   return new ClientError(e.code, reason, e.details || e.message, field);
 }
 
-/** Codes after which reconnecting can help: the sidecar went away or is restarting. */
+/**
+ * Codes after which reconnecting can help: the sidecar went away, is restarting, or cut the
+ * call when its shutdown grace ran out (CANCELLED; the client's own cancels never get here).
+ */
 export function isRetryable(code: status): boolean {
-  return code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED || code === status.ABORTED;
+  return code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED || code === status.ABORTED || code === status.CANCELLED;
 }
 
 /** Exponential backoff with jitter, 100 ms up to 5 s. */

@@ -74,11 +74,12 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
   private generation = 0;
   private ended = false;
   private error: ClientError | undefined;
+  private finalError: ClientError | undefined;
   private acks: bigint[] = [];
   private ackScheduled = false;
   private readonly backoff = new Backoff();
   private timer: NodeJS.Timeout | undefined;
-  private confirmations: ((s: Subscribed) => void)[] = [];
+  private confirmations: { resolve: (s: Subscribed) => void; reject: (e: ClientError) => void }[] = [];
   private lastSubscribed: Subscribed | undefined;
 
   constructor(
@@ -91,10 +92,18 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
     else this.connect();
   }
 
-  /** Resolves when the sidecar confirms the subscription (again after each reconnect). */
+  /**
+   * Resolves when the sidecar confirms the subscription (again after each reconnect); rejects
+   * when the subscription ends first (refused by the sidecar, closed or aborted).
+   */
   subscribed(): Promise<Subscribed> {
     if (this.lastSubscribed) return Promise.resolve(this.lastSubscribed);
-    return new Promise((resolve) => this.confirmations.push(resolve));
+    if (this.ended) return Promise.reject(this.endError());
+    return new Promise((resolve, reject) => this.confirmations.push({ resolve, reject }));
+  }
+
+  private endError(): ClientError {
+    return this.finalError ?? new ClientError(status.CANCELLED, "CLIENT_CLOSED", "the subscription was closed");
   }
 
   /** Ends the subscription. Unacked deliveries are redelivered to the group. Idempotent. */
@@ -142,7 +151,7 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
       if (r.case === "subscribed") {
         this.backoff.reset();
         this.lastSubscribed = r.value;
-        for (const c of this.confirmations.splice(0)) c(r.value);
+        for (const c of this.confirmations.splice(0)) c.resolve(r.value);
       } else if (r.case === "deliveries") {
         for (const d of r.value.deliveries) this.buffer.push(this.delivery(d, generation));
         this.notify();
@@ -242,6 +251,8 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
     if (this.ended) return;
     this.ended = true;
     this.error = error;
+    this.finalError = error;
+    for (const c of this.confirmations.splice(0)) c.reject(this.endError());
     clearTimeout(this.timer);
     const stream = this.stream;
     this.stream = undefined;

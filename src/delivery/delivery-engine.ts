@@ -10,6 +10,8 @@ export interface DeliveryEngineOptions {
   maxPendingPerGroup?: number;
   /** Most event bytes each group reads ahead into memory. Default 64 MiB. */
   maxPendingBytesPerGroup?: number;
+  /** Told about storage failures the engine survives. Default: printed to stderr. */
+  onError?: (error: unknown) => void;
   now?: () => number;
 }
 
@@ -49,6 +51,8 @@ export class DeliveryEngine {
     for (const loaded of await this.log.loadGroups()) {
       const d = this.dispatcher(loaded.record, loaded.acked, loaded.inflight);
       this.groups.set(id(loaded.record.channel, loaded.record.group), d);
+      // Retention may have moved past the cursor while the group was not listening.
+      d.trimmed(this.log.head(d.channel).first);
     }
     this.unsubscribe.push(
       this.log.onAppend((channel) => {
@@ -187,6 +191,7 @@ export class DeliveryEngine {
       maxPending: this.options.maxPendingPerGroup ?? 10_000,
       maxPendingBytes: this.options.maxPendingBytesPerGroup ?? 64 * 1024 * 1024,
       now: this.now,
+      onError: this.options.onError ?? ((e) => console.error(`weft: group ${record.channel}/${record.group}: ${(e as Error).message}`)),
     });
   }
 }

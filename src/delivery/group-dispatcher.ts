@@ -43,6 +43,8 @@ export interface DispatcherOptions {
   /** Most event bytes held in memory ahead of the cursor. */
   maxPendingBytes: number;
   now: () => number;
+  /** Told about storage failures that the dispatcher survives. */
+  onError: (error: unknown) => void;
 }
 
 const READ_CHUNK = 512;
@@ -291,7 +293,9 @@ export class GroupDispatcher {
       event.attributes["weft.dead_letter.sequence"] = String(entry.seq);
       bytes = toBinary(EventSchema, event);
       this.log
-        .append([{ channel: event.channel, source: event.source, id: event.id, key: event.key, bytes }])
+        // Deduplicated per group, so groups sharing a dead-letter channel each keep theirs,
+        // and a dead-lettering repeated after a crash is stored once.
+        .append([{ channel: event.channel, source: `weft-dlq:${this.group}:${event.source}`, id: event.id, key: event.key, bytes }])
         .then(() => {
           const batch = this.log.groupBatch();
           this.complete(entry, batch);
@@ -334,16 +338,28 @@ export class GroupDispatcher {
     this.timed.delete(entry);
     if (entry.member) this.release(entry.member, entry);
     this.pendingBytes -= entry.event.bytes.length;
-    entry.state = "dead";
+    entry.state = "dead"; // ready queues skip dead entries (see nextReady)
     if (entry.key) {
       const q = this.keyQueues.get(entry.key);
       if (q) {
         const i = q.indexOf(entry);
         if (i >= 0) q.splice(i, 1);
         if (q.length === 0) this.keyQueues.delete(entry.key);
-        else if (i === 0 && q[0]!.state === "waiting") this.makeReady(q[0]!, false);
+        else if (i === 0 && q[0]!.state === "waiting") this.releaseNext(q[0]!);
       }
     }
+  }
+
+  /** The next event of a key may go now: deliver it, or dead-letter it if a restart left it at max attempts. */
+  private releaseNext(entry: Entry): void {
+    if (entry.attempt >= this.record.maxAttempts) this.deadLetter(entry, "was in flight when the sidecar stopped");
+    else this.makeReady(entry, false);
+  }
+
+  /** Takes the next deliverable entry from a ready queue, skipping ones dropped meanwhile. */
+  private nextReady(queue: Entry[]): Entry | undefined {
+    while (queue.length > 0 && queue[0]!.state !== "ready") queue.shift();
+    return queue[0];
   }
 
   private makeReady(entry: Entry, front: boolean): void {
@@ -378,17 +394,16 @@ export class GroupDispatcher {
     try {
       do {
         this.refill = false;
-        while (
-          !this.closed &&
-          this.members.size > 0 &&
-          this.entries.size < this.options.maxPending &&
-          this.pendingBytes < this.options.maxPendingBytes
-        ) {
+        // Read ahead of the cursor by at most maxPending sequences (which also bounds the
+        // acks held above it) and maxPendingBytes of events.
+        while (!this.closed && this.members.size > 0) {
           const head = this.log.head(this.channel);
+          if (this.record.ackedThrough < head.first - 1) this.trimmed(head.first);
           if (this.readPos > head.last) break;
-          if (this.readPos < head.first) this.readPos = head.first;
-          const room = Math.min(READ_CHUNK, this.options.maxPending - this.entries.size);
-          const events = await this.log.read(this.channel, this.readPos, room);
+          const room = Math.min(READ_CHUNK, this.record.ackedThrough + this.options.maxPending - this.readPos + 1);
+          const budget = this.options.maxPendingBytes - this.pendingBytes;
+          if (room < 1 || budget <= 0) break;
+          const events = await this.log.read(this.channel, this.readPos, room, budget);
           if (events.length === 0) break;
           for (const event of events) this.admit(event);
           this.readPos = events[events.length - 1]!.sequence + 1;
@@ -396,7 +411,7 @@ export class GroupDispatcher {
         }
       } while (this.refill);
     } catch (e) {
-      if (!this.closed) throw e;
+      if (!this.closed) this.options.onError(e);
     } finally {
       this.filling = false;
     }
@@ -443,8 +458,8 @@ export class GroupDispatcher {
       for (let i = 0; i < order.length; i++) {
         const member = order[(this.rr + i) % order.length]!;
         if (member.inflight >= member.window) continue;
-        const mine = member.queue[0];
-        const any = this.unassigned[0];
+        const mine = this.nextReady(member.queue);
+        const any = this.nextReady(this.unassigned);
         const entry = mine && (!any || mine.seq < any.seq) ? member.queue.shift() : this.unassigned.shift();
         if (!entry) continue;
         progress = true;
@@ -478,14 +493,21 @@ export class GroupDispatcher {
   private readMore(): void {
     if (this.filling || this.entries.size >= this.options.maxPending / 2) return;
     if (this.readPos > this.log.head(this.channel).last) return;
+    // Within the read-ahead window (see fill); otherwise fill would stop at once, and pump again.
+    if (this.readPos > this.record.ackedThrough + this.options.maxPending) return;
+    if (this.pendingBytes >= this.options.maxPendingBytes) return;
     this.wake();
   }
 
+  /**
+   * Writes group state. A failed write is reported, not thrown: memory is ahead of the disk
+   * then, and a restart redelivers from the disk's older state (at least once still holds).
+   */
   private async flush(batch: ReturnType<OriginLog["groupBatch"]>): Promise<void> {
     try {
       await batch.write();
     } catch (e) {
-      if (!this.closed) throw e;
+      if (!this.closed) this.options.onError(e);
     }
   }
 }

@@ -128,6 +128,7 @@ export class MeshService {
       outstanding++;
       if (outstanding >= MAX_OUTSTANDING_BATCHES) call.pause();
       const appended = entries.length > 0 ? log.append(entries) : Promise.resolve([]);
+      appended.catch(() => {}); // handled in order by the chain below; not an unhandled rejection meanwhile
       chain = chain
         .then(() => appended)
         .then(

@@ -96,14 +96,38 @@ type Db = ClassicLevel<string, Uint8Array>;
 type ChainedBatch = ReturnType<Db["batch"]>;
 
 interface PendingAppend {
+  kind: "append";
   entries: AppendEntry[];
   resolve: (results: AppendResult[]) => void;
   reject: (error: unknown) => void;
 }
 
+/** Work that changes heads other than appending (retention); runs alone in the write loop. */
+interface PendingTask {
+  kind: "task";
+  run: () => Promise<void>;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** What one sweep pass found to remove, planned outside the write loop. */
+interface SweepPlan {
+  /** The channel's first sequence when the plan was made; the plan is void if it moved. */
+  first: number;
+  /** Events retention removes, oldest first, with their size and dedup key. */
+  expire: { sequence: number; size: number; dedupKey: string | undefined }[];
+  /** Dedup entries past the window: the key and the sequence it must still point to. */
+  forget: { sequence: number; dedupKey: string }[];
+  /** The newest sequence whose dedup entry has been looked at. */
+  dedupSwept: number;
+}
+
 const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 };
 const MAX_APPEND_GROUP = 10_000;
 const SWEEP_CHUNK = 1000;
+/** Events one sweep pass removes or forgets, so a pass holds the write loop only briefly. */
+const SWEEP_PASS_EVENTS = 5000;
+const MAX_SWEEP_PASSES = 100;
 
 /**
  * The origin log: every event published to this sidecar, per channel, in LevelDB, plus
@@ -114,7 +138,8 @@ const SWEEP_CHUNK = 1000;
  */
 export class OriginLog {
   private readonly heads = new Map<string, ChannelHead & { dedupSwept: number }>();
-  private readonly queue: PendingAppend[] = [];
+  private readonly queue: (PendingAppend | PendingTask)[] = [];
+  private sweeping: Promise<void> | undefined;
   private writing = false;
   private closed = false;
   private readonly listeners = new Set<(channel: string, last: number) => void>();
@@ -184,22 +209,43 @@ export class OriginLog {
     if (this.closed) {
       return Promise.reject(new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed"));
     }
-    return new Promise((resolve, reject) => {
-      this.queue.push({ entries, resolve, reject });
-      if (!this.writing) {
-        this.writing = true;
-        this.drained = new Promise((r) => (this.markDrained = r));
-        setImmediate(() => void this.writeLoop());
-      }
-    });
+    return new Promise((resolve, reject) => this.enqueue({ kind: "append", entries, resolve, reject }));
   }
 
+  /** Runs `run` in the write loop, between append batches, so heads change in one place only. */
+  private task(run: () => Promise<void>): Promise<void> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: "task", run, resolve, reject }));
+  }
+
+  private enqueue(job: PendingAppend | PendingTask): void {
+    this.queue.push(job);
+    if (!this.writing) {
+      this.writing = true;
+      this.drained = new Promise((r) => (this.markDrained = r));
+      setImmediate(() => void this.writeLoop());
+    }
+  }
+
+  /** The only writer of heads: append batches (group-committed) and tasks, one at a time. */
   private async writeLoop(): Promise<void> {
     while (this.queue.length > 0) {
+      const first = this.queue[0]!;
+      if (first.kind === "task") {
+        this.queue.shift();
+        try {
+          await first.run();
+          first.resolve();
+        } catch (e) {
+          first.reject(e);
+        }
+        continue;
+      }
       const group: PendingAppend[] = [];
       let count = 0;
-      while (this.queue.length > 0 && count < MAX_APPEND_GROUP) {
-        const next = this.queue.shift()!;
+      while (count < MAX_APPEND_GROUP) {
+        const next = this.queue[0];
+        if (!next || next.kind !== "append") break;
+        this.queue.shift();
         group.push(next);
         count += next.entries.length;
       }
@@ -262,18 +308,25 @@ export class OriginLog {
     return { sequence: seq, duplicate: true };
   }
 
-  /** Reads up to `limit` events of `channel` starting at sequence `from`, in order. */
-  async read(channel: string, from: number, limit: number): Promise<StoredEvent[]> {
+  /**
+   * Reads up to `limit` events of `channel` starting at sequence `from`, in order, stopping
+   * once `maxBytes` of event bytes are read (always at least one event).
+   */
+  async read(channel: string, from: number, limit: number, maxBytes = Infinity): Promise<StoredEvent[]> {
     const out: StoredEvent[] = [];
     const head = this.heads.get(channel);
-    if (!head || from > head.last) return out;
+    if (!head || from > head.last || limit < 1) return out;
     const start = Math.max(from, head.first);
+    let bytes = 0;
     for await (const [key, value] of this.db.iterator({
       gte: eventKey(channel, start),
       lt: prefixEnd(eventPrefix(channel)),
       limit,
     })) {
-      out.push(decodeRecord(channel, seqOfKey(key), value));
+      const event = decodeRecord(channel, seqOfKey(key), value);
+      out.push(event);
+      bytes += event.bytes.length;
+      if (bytes >= maxBytes) break;
     }
     return out;
   }
@@ -332,61 +385,91 @@ export class OriginLog {
   // ---- retention ----
 
   /**
-   * Applies retention: removes each channel's oldest events while they are older than
-   * max age or the channel is over max bytes, and forgets dedup entries past the window.
-   * Listeners of `onTrim` hear about every channel whose first sequence moved.
+   * Applies retention: removes each channel's oldest events while they are older than max
+   * age or the channel is over max bytes (counted in `expired`), and forgets dedup entries
+   * past the window. Each pass is planned with reads outside the write loop and applied
+   * inside it, so appends are never overwritten. Listeners of `onTrim` hear about every
+   * channel whose first sequence moved. One sweep at a time; close() waits for it.
    */
-  async sweep(): Promise<void> {
-    const now = this.now();
-    for (const [channel, head] of [...this.heads]) {
-      const own = this.options.channelRetention;
-      const retention = (own && Object.hasOwn(own, channel) ? own[channel] : undefined) ?? this.options.retention ?? DEFAULT_RETENTION;
-      const batch = this.db.batch();
-      const next = { ...head };
-      let changed = false;
-      // Dedup entries of events past the window.
-      let swept = Math.max(next.dedupSwept, next.first - 1);
-      sweepDedup: while (swept < next.last) {
-        const events = await this.read(channel, swept + 1, SWEEP_CHUNK);
-        if (events.length === 0) break;
-        for (const event of events) {
-          if (now - event.appendedAt < this.dedupWindowMs) break sweepDedup;
-          swept = event.sequence;
-          changed = true;
-          const ids = parseIdentity(event.bytes);
-          if (!ids) continue;
-          const dk = dedupKey(channel, ids.source, ids.id);
-          const v = this.db.getSync(dk);
-          // Only if no later event re-used the entry (a re-publish after the window).
-          if (v !== undefined && Buffer.from(v).toString("utf8").startsWith(`${event.sequence}:`)) batch.del(dk);
-        }
+  sweep(): Promise<void> {
+    this.sweeping ??= this.sweepAll().finally(() => (this.sweeping = undefined));
+    return this.sweeping;
+  }
+
+  private async sweepAll(): Promise<void> {
+    for (const channel of [...this.heads.keys()]) {
+      for (let pass = 0; pass < MAX_SWEEP_PASSES && !this.closed; pass++) {
+        const plan = await this.planSweep(channel);
+        if (!plan) break;
+        await this.task(() => this.applySweep(channel, plan));
       }
-      next.dedupSwept = swept;
-      // Retention by age and size.
-      retain: while (next.first <= next.last) {
-        const events = await this.read(channel, next.first, SWEEP_CHUNK);
-        if (events.length === 0) break;
-        for (const event of events) {
-          const tooOld = now - event.appendedAt > retention.maxAgeMs;
-          const tooBig = next.bytes > retention.maxBytes;
-          if (!tooOld && !tooBig) break retain;
-          batch.del(eventKey(channel, event.sequence));
-          next.bytes -= recordSize(event);
-          next.expired += 1;
-          next.first = event.sequence + 1;
-          changed = true;
-        }
-      }
-      if (!changed) {
-        await batch.close();
-        continue;
-      }
-      batch.put(headKey(channel), Buffer.from(JSON.stringify(next)));
-      await batch.write();
-      const moved = next.first !== head.first;
-      this.heads.set(channel, next);
-      if (moved) for (const l of this.trimListeners) l(channel, next.first);
     }
+  }
+
+  private async planSweep(channel: string): Promise<SweepPlan | undefined> {
+    const head = this.heads.get(channel);
+    if (!head || this.closed) return undefined;
+    const now = this.now();
+    const own = this.options.channelRetention;
+    const retention = (own && Object.hasOwn(own, channel) ? own[channel] : undefined) ?? this.options.retention ?? DEFAULT_RETENTION;
+    const plan: SweepPlan = { first: head.first, expire: [], forget: [], dedupSwept: Math.max(head.dedupSwept, head.first - 1) };
+    // Retention by age and size, oldest first.
+    let over = head.bytes - retention.maxBytes;
+    retain: for (let from = head.first; from <= head.last && plan.expire.length < SWEEP_PASS_EVENTS; ) {
+      const events = await this.read(channel, from, SWEEP_CHUNK);
+      if (events.length === 0 || this.closed) break;
+      for (const event of events) {
+        if (now - event.appendedAt <= retention.maxAgeMs && over <= 0) break retain;
+        const size = recordSize(event);
+        const ids = parseIdentity(event.bytes);
+        plan.expire.push({ sequence: event.sequence, size, dedupKey: ids && dedupKey(channel, ids.source, ids.id) });
+        over -= size;
+        from = event.sequence + 1;
+      }
+    }
+    // Dedup entries of events that stay but are past the window.
+    const firstKept = plan.expire.length > 0 ? plan.expire[plan.expire.length - 1]!.sequence + 1 : head.first;
+    let swept = Math.max(plan.dedupSwept, firstKept - 1);
+    dedup: while (swept < head.last && plan.forget.length < SWEEP_PASS_EVENTS && !this.closed) {
+      const events = await this.read(channel, swept + 1, SWEEP_CHUNK);
+      if (events.length === 0) break;
+      for (const event of events) {
+        if (now - event.appendedAt < this.dedupWindowMs) break dedup;
+        swept = event.sequence;
+        const ids = parseIdentity(event.bytes);
+        if (ids) plan.forget.push({ sequence: event.sequence, dedupKey: dedupKey(channel, ids.source, ids.id) });
+      }
+    }
+    plan.dedupSwept = swept;
+    if (plan.expire.length === 0 && plan.forget.length === 0 && plan.dedupSwept === head.dedupSwept) return undefined;
+    return plan;
+  }
+
+  /** Applies a sweep plan to the live head; runs in the write loop. */
+  private async applySweep(channel: string, plan: SweepPlan): Promise<void> {
+    const head = this.heads.get(channel);
+    if (!head || head.first !== plan.first || this.closed) return;
+    const batch = this.db.batch();
+    const next = { ...head };
+    // A dedup entry goes only if it still points at the event (no re-publish since).
+    const forget = (dk: string | undefined, sequence: number): void => {
+      if (!dk) return;
+      const v = this.db.getSync(dk);
+      if (v !== undefined && Buffer.from(v).toString("utf8").startsWith(`${sequence}:`)) batch.del(dk);
+    };
+    for (const e of plan.expire) {
+      batch.del(eventKey(channel, e.sequence));
+      forget(e.dedupKey, e.sequence);
+      next.bytes -= e.size;
+      next.expired += 1;
+      next.first = e.sequence + 1;
+    }
+    for (const f of plan.forget) forget(f.dedupKey, f.sequence);
+    next.dedupSwept = Math.max(next.dedupSwept, plan.dedupSwept, next.first - 1);
+    batch.put(headKey(channel), Buffer.from(JSON.stringify(next)));
+    await batch.write();
+    this.heads.set(channel, next);
+    if (next.first !== head.first) for (const l of this.trimListeners) l(channel, next.first);
   }
 
   /**
@@ -396,6 +479,7 @@ export class OriginLog {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.sweeping?.catch(() => {});
     await this.drained;
     await this.db.close();
   }

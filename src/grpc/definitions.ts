@@ -1,4 +1,4 @@
-import { type DescFile, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type DescFile, type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
@@ -12,14 +12,18 @@ import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
 const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 
+const streaming = (method: DescMethod): { requestStream: boolean; responseStream: boolean } => ({
+  requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+  responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+});
+
 /** A definition whose handlers receive request bytes and write response bytes. */
 export function rawServiceDefinition(service: DescService): ServiceDefinition {
   const def: Record<string, MethodDefinition<Buffer, Uint8Array>> = {};
   for (const method of service.methods) {
     def[method.name] = {
       path: `/${service.typeName}/${method.name}`,
-      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
-      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      ...streaming(method),
       requestSerialize: asBuffer,
       requestDeserialize: (b: Buffer) => b,
       responseSerialize: asBuffer,
@@ -35,8 +39,7 @@ export function typedServiceDefinition(service: DescService): ServiceDefinition 
   for (const method of service.methods) {
     def[method.name] = {
       path: `/${service.typeName}/${method.name}`,
-      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
-      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      ...streaming(method),
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
       // A request the caller already encoded (the publisher's batches) goes as it is.
       requestSerialize: (m: any) => asBuffer(m instanceof Uint8Array ? m : toBinary(method.input, m)),

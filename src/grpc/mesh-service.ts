@@ -37,8 +37,10 @@ export interface MeshServiceDeps {
  * unacked deliveries stay in the log and are redelivered after restart).
  */
 export class MeshService {
-  private readonly publishing = new Map<Call, () => Promise<void>>();
-  private readonly subscribing = new Map<Call, () => void>();
+  /** Live publish streams: how to wait for their accepted batches, and how to end them. */
+  private readonly publishing = new Map<Call, { settled: () => Promise<void>; fail: (e: unknown) => void }>();
+  /** Live subscribe streams, and how to end them (the member leaves). */
+  private readonly subscribing = new Map<Call, (e: unknown) => void>();
   private stopping = false;
 
   constructor(private readonly deps: MeshServiceDeps) {}
@@ -54,15 +56,12 @@ export class MeshService {
   async drain(): Promise<void> {
     this.stopping = true;
     const closing = new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down; reconnect and resume");
-    for (const [call, leave] of this.subscribing) {
-      leave();
-      failStream(call, closing);
-    }
+    for (const fail of [...this.subscribing.values()]) fail(closing);
     await Promise.all(
-      [...this.publishing].map(async ([call, settle]) => {
+      [...this.publishing].map(async ([call, { settled, fail }]) => {
         call.pause();
-        await settle();
-        failStream(call, closing);
+        await settled();
+        fail(closing);
       }),
     );
   }
@@ -78,7 +77,7 @@ export class MeshService {
       this.publishing.delete(call);
       failStream(call, e);
     };
-    this.publishing.set(call, () => chain);
+    this.publishing.set(call, { settled: () => chain, fail });
     if (this.stopping) {
       fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
       return;
@@ -170,7 +169,7 @@ export class MeshService {
       leave();
       failStream(call, e);
     };
-    this.subscribing.set(call, leave);
+    this.subscribing.set(call, fail);
     if (this.stopping) {
       fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
       return;

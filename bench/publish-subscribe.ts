@@ -4,7 +4,9 @@
  * stored) and for end-to-end delivery (delivered and acked), and their ratio to the
  * one-gRPC-message-per-event ceiling measured on this kind of machine (~42k/s).
  *
- *   npx tsx bench/publish-subscribe.ts [events=200000] [payloadBytes=256] [--fsync] [--to HOST:PORT]
+ *   npx tsx bench/publish-subscribe.ts [events=200000] [payloadBytes=256] [--fsync] [--to HOST:PORT] [--publish-only]
+ *
+ * --publish-only leaves the subscriber out, to see the publish path alone.
  */
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,6 +20,7 @@ const args = process.argv.slice(2).filter((a, i, all) => !a.startsWith("--") && 
 const total = Number(args[0] ?? 200_000);
 const payload = Buffer.alloc(Number(args[1] ?? 256), 120);
 const fsync = process.argv.includes("--fsync");
+const publishOnly = process.argv.includes("--publish-only");
 const PER_MESSAGE_CEILING = 42_000;
 
 const dataDir = join(tmpdir(), `weft-bench-${process.pid}`);
@@ -27,14 +30,15 @@ const address = external ?? sidecar!.address;
 const pub = connect(address, { maxOutstanding: 20_000 });
 const subClient = connect(address);
 const channel = `bench.events.r${Date.now()}`;
-const sub = subClient.subscribe({ channel, group: "bench", from: "earliest", maxInFlight: 5000 });
-await sub.subscribed();
+const sub = publishOnly ? undefined : subClient.subscribe({ channel, group: "bench", from: "earliest", maxInFlight: 5000 });
+await sub?.subscribed();
 
 const start = performance.now();
 let received = 0;
 let consumed!: () => void;
 const allConsumed = new Promise<void>((r) => (consumed = r));
-void (async () => {
+if (!sub) consumed();
+else void (async () => {
   for await (const d of sub) {
     d.ack();
     if (++received === total) {
@@ -60,10 +64,10 @@ const pubRate = total / ((published - start) / 1000);
 const e2eRate = total / ((done - start) / 1000);
 console.log(`events ${total}, payload ${payload.length} B, fsync ${fsync}`);
 console.log(`publish (acked = stored): ${Math.round(pubRate)} events/s  (${(pubRate / PER_MESSAGE_CEILING).toFixed(2)}x the per-message ceiling)`);
-console.log(`end to end (delivered + acked): ${Math.round(e2eRate)} events/s  (${(e2eRate / PER_MESSAGE_CEILING).toFixed(2)}x)`);
+if (!publishOnly) console.log(`end to end (delivered + acked): ${Math.round(e2eRate)} events/s  (${(e2eRate / PER_MESSAGE_CEILING).toFixed(2)}x)`);
 console.log(`rss ${Math.round(process.memoryUsage().rss / 2 ** 20)} MiB`);
 
-sub.close();
+sub?.close();
 pub.close();
 subClient.close();
 await sidecar?.stop();

@@ -5,7 +5,7 @@ import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
 import { type Limits, checkChannel, checkEvent, checkGroup } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
 import { DEFAULTS, type JoinSettings, type Membership, type StartAt, defaultDeadLetterChannel } from "../delivery/types.js";
-import { type Event, EventSchema } from "../gen/weft/v1/event_pb.js";
+import type { Event } from "../gen/weft/v1/event_pb.js";
 import {
   StartPosition_Kind,
   type SubscribeOpen,
@@ -14,7 +14,7 @@ import {
 } from "../gen/weft/v1/mesh_pb.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import { failStream, writeSafe } from "./status.js";
-import { type RawPublishResult, eventWireProblem, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
+import { type RawPublishResult, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
 
 type Call = ServerDuplexStream<Buffer, Uint8Array>;
 
@@ -135,9 +135,7 @@ export class MeshService {
         request.events.forEach((raw, i) => {
           let event: Event;
           try {
-            const problem = eventWireProblem(raw);
-            if (problem) throw new Error(problem);
-            event = fromBinary(EventSchema, raw);
+            event = readEvent(raw);
           } catch (e) {
             throw invalid(Reason.MALFORMED_MESSAGE, `events[${i}]`, `events[${i}] is not a valid weft.v1.Event (${(e as Error).message})`);
           }

@@ -1,53 +1,130 @@
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { Reason, invalid } from "../contract/errors.js";
 import type { OutgoingDelivery } from "../delivery/types.js";
+import type { Event } from "../gen/weft/v1/event_pb.js";
 
 /**
- * Hand-written codecs for the two hot messages, so that event bytes travel from the
- * publisher's request into the log and out to subscribers without being re-encoded.
+ * Hand-written codecs for the hot messages, so that event bytes travel from the publisher's
+ * request into the log and out to subscribers without being re-encoded, and are checked
+ * without the cost of reflection.
  * Field numbers follow proto/weft/v1/mesh.proto.
  */
 
 /**
- * Checks that every known field of an encoded weft.v1.Event uses its declared wire type.
- * protobuf-es decodes a string field sent as a varint without complaint, but other
- * languages' parsers refuse such bytes; since the log keeps the bytes as received, they must
- * be valid protobuf for every subscriber. Unknown fields are allowed (newer publishers).
- * @returns a description of the first problem, or undefined when the bytes are well-formed.
+ * Decodes an encoded weft.v1.Event for validation, in one pass, without the reflection of
+ * `fromBinary` (which cost more than storing the event). It agrees with `fromBinary` on the
+ * result: the last value of a repeated scalar wins, repeated `time` fields merge, a repeated
+ * attribute name keeps its last value, unknown fields of the event and its time are skipped
+ * (newer publishers).
+ *
+ * It refuses more than `fromBinary` where other languages would: every known field must use
+ * its declared wire type (protobuf-es takes a string sent as a varint without complaint,
+ * but other languages' parsers refuse such bytes, and the log keeps the bytes as received,
+ * so they must be valid protobuf for every subscriber), and strings must be valid UTF-8.
+ * `data` is a view of `bytes`, not a copy.
+ * @throws Error saying what is wrong with the bytes.
  */
-export function eventWireProblem(bytes: Uint8Array): string | undefined {
-  return fieldsProblem(bytes, (field) => (field >= 1 && field <= 10 ? WireType.LengthDelimited : undefined), (field, value) => {
-    if (field === 5) return fieldsProblem(value, (f) => (f === 1 || f === 2 ? WireType.Varint : undefined), () => undefined, "time");
-    if (field === 8) return fieldsProblem(value, (f) => (f === 1 || f === 2 ? WireType.LengthDelimited : undefined), () => undefined, "attributes");
-    return undefined;
-  }, "event");
+export function readEvent(bytes: Uint8Array): Event {
+  const event: Event = {
+    $typeName: "weft.v1.Event",
+    id: "",
+    source: "",
+    type: "",
+    subject: "",
+    datacontenttype: "",
+    data: EMPTY,
+    // No prototype: an attribute named "__proto__" is an attribute like any other (and refused by its name).
+    attributes: Object.create(null) as Record<string, string>,
+    channel: "",
+    key: "",
+  };
+  const reader = new BinaryReader(bytes);
+  while (reader.pos < reader.len) {
+    const [field, wire] = reader.tag();
+    if (field > 10) {
+      reader.skip(wire, field);
+      continue;
+    }
+    if (wire !== WireType.LengthDelimited) {
+      throw new Error(`event field ${field} has wire type ${wire}; its declared type needs wire type ${WireType.LengthDelimited}`);
+    }
+    const value = reader.bytes();
+    switch (field) {
+      case 1: event.id = utf8(value, "id"); break;
+      case 2: event.source = utf8(value, "source"); break;
+      case 3: event.type = utf8(value, "type"); break;
+      case 4: event.subject = utf8(value, "subject"); break;
+      case 5: event.time = readTimestamp(value, event.time); break;
+      case 6: event.datacontenttype = utf8(value, "datacontenttype"); break;
+      case 7: event.data = value; break;
+      case 8: readAttribute(value, event.attributes); break;
+      case 9: event.channel = utf8(value, "channel"); break;
+      case 10: event.key = utf8(value, "key"); break;
+    }
+  }
+  return event;
 }
 
-function fieldsProblem(
-  bytes: Uint8Array,
-  expected: (field: number) => WireType | undefined,
-  nested: (field: number, value: Uint8Array) => string | undefined,
-  where: string,
-): string | undefined {
-  const reader = new BinaryReader(bytes);
-  try {
-    while (reader.pos < reader.len) {
-      const [field, wire] = reader.tag();
-      const want = expected(field);
-      if (want !== undefined && wire !== want) {
-        return `${where} field ${field} has wire type ${wire}; its declared type needs wire type ${want}`;
-      }
-      if (wire === WireType.LengthDelimited && want !== undefined) {
-        const problem = nested(field, reader.bytes());
-        if (problem) return problem;
-      } else {
-        reader.skip(wire, field);
-      }
+const EMPTY = new Uint8Array(0);
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** UTF-8 text of a string field. @throws Error when the bytes are not UTF-8. */
+function utf8(bytes: Uint8Array, field: string): string {
+  // Most fields are short ASCII, for which a byte scan beats the decoder's call overhead.
+  let ascii = true;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i]! > 0x7f) {
+      ascii = false;
+      break;
     }
-  } catch (e) {
-    return `${where} is not valid protobuf (${(e as Error).message})`;
   }
-  return undefined;
+  if (ascii) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    throw new Error(`event field ${field} is not valid UTF-8`);
+  }
+}
+
+/** Merges an encoded google.protobuf.Timestamp into `into` (a repeated message field merges). */
+function readTimestamp(bytes: Uint8Array, into: Timestamp | undefined): Timestamp {
+  const time: Timestamp = into ?? { $typeName: "google.protobuf.Timestamp", seconds: 0n, nanos: 0 };
+  const reader = new BinaryReader(bytes);
+  while (reader.pos < reader.len) {
+    const [field, wire] = reader.tag();
+    if (field === 1 || field === 2) {
+      if (wire !== WireType.Varint) {
+        throw new Error(`time field ${field} has wire type ${wire}; its declared type needs wire type ${WireType.Varint}`);
+      }
+      if (field === 1) time.seconds = BigInt(reader.int64());
+      else time.nanos = reader.int32();
+    } else {
+      reader.skip(wire, field);
+    }
+  }
+  return time;
+}
+
+/**
+ * Reads one encoded attributes map entry into `into`; a missing key or value is "". Other
+ * fields in an entry are refused, not skipped: protobuf-es (the TypeScript client) misreads
+ * such an entry, so storing it would hand subscribers an event they cannot decode.
+ */
+function readAttribute(bytes: Uint8Array, into: Record<string, string>): void {
+  const reader = new BinaryReader(bytes);
+  let key = "";
+  let value = "";
+  while (reader.pos < reader.len) {
+    const [field, wire] = reader.tag();
+    if (field !== 1 && field !== 2) throw new Error(`attributes entry has field ${field}; a map entry has only key (1) and value (2)`);
+    if (wire !== WireType.LengthDelimited) {
+      throw new Error(`attributes field ${field} has wire type ${wire}; its declared type needs wire type ${WireType.LengthDelimited}`);
+    }
+    if (field === 1) key = utf8(reader.bytes(), "attributes key");
+    else value = utf8(reader.bytes(), "attributes value");
+  }
+  into[key] = value;
 }
 
 /** A PublishRequest with each event still in its received bytes. */

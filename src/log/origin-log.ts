@@ -488,11 +488,15 @@ export class OriginLog {
 /** Changes to group state, applied atomically by `write()`. */
 export class GroupBatch {
   private size = 0;
+  /** Group records to put, by key, encoded once at write: an ack batch advances a cursor many times. */
+  private readonly groups = new Map<string, GroupRecord>();
   constructor(private readonly batch: ChainedBatch) {}
 
+  /** Puts a group's record; when one batch puts the same group again, the last record wins. */
   putGroup(record: GroupRecord): this {
-    this.batch.put(groupKey(record.channel, record.group), Buffer.from(JSON.stringify(record)));
-    this.size++;
+    const key = groupKey(record.channel, record.group);
+    if (!this.groups.has(key)) this.size++;
+    this.groups.set(key, record);
     return this;
   }
   putAcked(channel: string, group: string, seq: number): this {
@@ -523,6 +527,7 @@ export class GroupBatch {
       await this.batch.close();
       return;
     }
+    for (const [key, record] of this.groups) this.batch.put(key, Buffer.from(JSON.stringify(record)));
     await this.batch.write();
   }
 }

@@ -81,21 +81,13 @@ interface EventFields {
  * Encodes a weft.v1.Event (proto/weft/v1/event.proto) straight from its fields, in field
  * order, leaving out empty strings and bytes as proto3 does. Building a message with
  * `create` and encoding it with `toBinary` cost more than everything else the client does
- * per event; the result decodes the same.
+ * per event; the result is the same bytes. No closures inside: under tsx (esbuild's
+ * keepNames) each closure made per event costs a defineProperty call.
  */
 function encodeEvent(e: EventFields): Uint8Array {
-  const strings: [number, string, number][] = [];
+  const lengths = [e.id, e.source, e.type, e.subject, e.datacontenttype, e.channel, e.key].map(utf8Length);
   let size = 0;
-  const addString = (field: number, value: string): void => {
-    if (value.length === 0) return;
-    const length = Buffer.byteLength(value, "utf8");
-    strings.push([field, value, length]);
-    size += 1 + varintSize(length) + length;
-  };
-  addString(1, e.id);
-  addString(2, e.source);
-  addString(3, e.type);
-  addString(4, e.subject);
+  for (const length of lengths) if (length > 0) size += fieldSize(length);
   let time: Uint8Array | undefined;
   if (e.time) {
     const t = timestampFromDate(e.time);
@@ -103,57 +95,53 @@ function encodeEvent(e: EventFields): Uint8Array {
     if (t.seconds !== 0n) w.tag(1, WireType.Varint).int64(t.seconds);
     if (t.nanos !== 0) w.tag(2, WireType.Varint).int32(t.nanos);
     time = w.finish();
-    size += 1 + varintSize(time.length) + time.length;
+    size += fieldSize(time.length);
   }
-  addString(6, e.datacontenttype);
-  if (e.data.length > 0) size += 1 + varintSize(e.data.length) + e.data.length;
-  const entries: [string, number, string, number][] = [];
-  for (const [name, value] of Object.entries(e.attributes)) {
-    const nameLength = Buffer.byteLength(name, "utf8");
-    const valueLength = Buffer.byteLength(value, "utf8");
-    entries.push([name, nameLength, value, valueLength]);
-    const entry = 2 + varintSize(nameLength) + nameLength + varintSize(valueLength) + valueLength;
-    size += 1 + varintSize(entry) + entry;
-  }
-  addString(9, e.channel);
-  addString(10, e.key);
+  if (e.data.length > 0) size += fieldSize(e.data.length);
+  const attributes = Object.entries(e.attributes);
+  for (const [name, value] of attributes) size += fieldSize(entrySize(name, value));
 
   const out = Buffer.allocUnsafe(size);
   let at = 0;
-  const putString = (field: number, value: string, length: number): void => {
-    out[at++] = (field << 3) | WireType.LengthDelimited;
-    at = writeVarint(out, at, length);
-    at += out.write(value, at, "utf8");
-  };
-  const putBytes = (field: number, value: Uint8Array): void => {
-    out[at++] = (field << 3) | WireType.LengthDelimited;
-    at = writeVarint(out, at, value.length);
-    out.set(value, at);
-    at += value.length;
-  };
-  let next = 0;
-  // Strings of fields 1 to 4, then time (5), datacontenttype (6), data (7), attributes (8), channel (9), key (10).
-  while (next < strings.length && strings[next]![0] < 5) {
-    const [field, value, length] = strings[next++]!;
-    putString(field, value, length);
-  }
-  if (time) putBytes(5, time);
-  if (next < strings.length && strings[next]![0] === 6) {
-    const [field, value, length] = strings[next++]!;
-    putString(field, value, length);
-  }
-  if (e.data.length > 0) putBytes(7, e.data);
-  for (const [name, nameLength, value, valueLength] of entries) {
+  at = putString(out, at, 1, e.id, lengths[0]!);
+  at = putString(out, at, 2, e.source, lengths[1]!);
+  at = putString(out, at, 3, e.type, lengths[2]!);
+  at = putString(out, at, 4, e.subject, lengths[3]!);
+  if (time) at = putBytes(out, at, 5, time);
+  at = putString(out, at, 6, e.datacontenttype, lengths[4]!);
+  if (e.data.length > 0) at = putBytes(out, at, 7, e.data);
+  for (const [name, value] of attributes) {
     out[at++] = (8 << 3) | WireType.LengthDelimited;
-    at = writeVarint(out, at, 2 + varintSize(nameLength) + nameLength + varintSize(valueLength) + valueLength);
-    putString(1, name, nameLength);
-    putString(2, value, valueLength);
+    at = writeVarint(out, at, entrySize(name, value));
+    // A map entry carries its key and value even when empty, as toBinary writes it.
+    at = putString(out, at, 1, name, utf8Length(name), true);
+    at = putString(out, at, 2, value, utf8Length(value), true);
   }
-  while (next < strings.length) {
-    const [field, value, length] = strings[next++]!;
-    putString(field, value, length);
-  }
+  at = putString(out, at, 9, e.channel, lengths[5]!);
+  at = putString(out, at, 10, e.key, lengths[6]!);
   return out;
+}
+
+const utf8Length = (s: string): number => Buffer.byteLength(s, "utf8");
+
+/** The size of a length-delimited field (tag, length, body) with a body of `length` bytes. */
+const fieldSize = (length: number): number => 1 + varintSize(length) + length;
+
+const entrySize = (name: string, value: string): number => fieldSize(utf8Length(name)) + fieldSize(utf8Length(value));
+
+/** Writes a string field unless it is empty (or `always`); returns the position after it. */
+function putString(out: Buffer, at: number, field: number, value: string, length: number, always = false): number {
+  if (length === 0 && !always) return at;
+  out[at++] = (field << 3) | WireType.LengthDelimited;
+  at = writeVarint(out, at, length);
+  return at + out.write(value, at, "utf8");
+}
+
+function putBytes(out: Buffer, at: number, field: number, value: Uint8Array): number {
+  out[at++] = (field << 3) | WireType.LengthDelimited;
+  at = writeVarint(out, at, value.length);
+  out.set(value, at);
+  return at + value.length;
 }
 
 function varintSize(n: number): number {

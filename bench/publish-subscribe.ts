@@ -34,6 +34,7 @@ const sub = publishOnly ? undefined : subClient.subscribe({ channel, group: "ben
 await sub?.subscribed();
 
 const start = performance.now();
+const cpuAtStart = process.cpuUsage();
 let received = 0;
 let consumed!: () => void;
 const allConsumed = new Promise<void>((r) => (consumed = r));
@@ -59,12 +60,15 @@ await Promise.all(inflight);
 const published = performance.now();
 await allConsumed;
 const done = performance.now();
+const cpu = process.cpuUsage(cpuAtStart);
 
 const pubRate = total / ((published - start) / 1000);
 const e2eRate = total / ((done - start) / 1000);
 console.log(`events ${total}, payload ${payload.length} B, fsync ${fsync}`);
 console.log(`publish (acked = stored): ${Math.round(pubRate)} events/s  (${(pubRate / PER_MESSAGE_CEILING).toFixed(2)}x the per-message ceiling)`);
 if (!publishOnly) console.log(`end to end (delivered + acked): ${Math.round(e2eRate)} events/s  (${(e2eRate / PER_MESSAGE_CEILING).toFixed(2)}x)`);
+// With --to, this process is the client alone: its CPU per event is the client's cost.
+console.log(`cpu of this process: ${(((cpu.user + cpu.system) / total)).toFixed(1)} us/event, ${Math.round(((cpu.user + cpu.system) / 1000 / (done - start)) * 100)}% of one core`);
 console.log(`rss ${Math.round(process.memoryUsage().rss / 2 ** 20)} MiB`);
 
 sub?.close();

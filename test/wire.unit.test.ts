@@ -1,8 +1,9 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { PublishRequestSchema, PublishResponseSchema, SubscribeResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
-import { readPublishRequest, writeDeliveries, writePublishResponse } from "../src/grpc/wire.js";
+import { readPublishRequest, readSubscribeResponse, writeDeliveries, writePublishResponse } from "../src/grpc/wire.js";
 
 const event = (i: number) => create(EventSchema, { channel: "a.b", id: `id-${i}`, source: "//s", type: "t", data: Buffer.alloc(i * 10, i) });
 
@@ -54,5 +55,60 @@ describe("wire codecs agree with the generated ones", () => {
       [3n, 13n, 3, 1_700_000_000_003n, "id-3"],
     ]);
     expect(writeDeliveries(deliveries, 60)).toHaveLength(3);
+  });
+
+  it("decodes SubscribeResponse deliveries by hand to what fromBinary gives", () => {
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const text = (): string => ["", "a", "ünï", "日本", "\u{1F600}", "x".repeat(rand(300))][rand(6)]! + String(rand(1000));
+    for (let round = 0; round < 200; round++) {
+      const deliveries = Array.from({ length: 1 + rand(20) }, (_, i) => {
+        const e = create(EventSchema, {
+          channel: "a.b",
+          id: text(),
+          source: text(),
+          type: text(),
+          subject: text(),
+          datacontenttype: rand(2) ? "application/json" : "",
+          data: Buffer.alloc(rand(500), rand(256)),
+          key: rand(2) ? text() : "",
+          attributes: rand(2) ? { [text()]: text(), other: text() } : {},
+          ...(rand(2) ? { time: { seconds: BigInt(rand(2 ** 31)) - 2n ** 30n, nanos: rand(1e9) } } : {}),
+        });
+        return {
+          deliveryId: rand(2) ? i + 1 : Number.MAX_SAFE_INTEGER - i,
+          attempt: 1 + rand(1000),
+          deadline: rand(2) ? 1_700_000_000_000 + rand(1e6) : -rand(1e6),
+          event: { channel: "a.b", sequence: 1 + rand(2 ** 31), appendedAt: 0, key: e.key, bytes: toBinary(EventSchema, e) },
+        };
+      });
+      for (const bytes of writeDeliveries(deliveries, 1 + rand(8000))) {
+        expect(readSubscribeResponse(bytes)).toEqual(fromBinary(SubscribeResponseSchema, bytes));
+      }
+    }
+  });
+
+  it("hands what it does not read by hand to fromBinary", () => {
+    const subscribed = toBinary(
+      SubscribeResponseSchema,
+      create(SubscribeResponseSchema, { response: { case: "subscribed", value: { channel: "a.b", group: "g", maxInFlight: 5 } } }),
+    );
+    const [one] = writeDeliveries([{ deliveryId: 1, attempt: 1, deadline: 5, event: { channel: "a.b", sequence: 1, appendedAt: 0, key: "", bytes: toBinary(EventSchema, event(1)) } }], 1 << 20);
+    const twice = Buffer.concat([one!, one!]); // the deliveries field repeated: fromBinary merges
+    // Fields out of order, and an event whose id has the wrong wire type (readEvent refuses;
+    // fromBinary reads the varint 0 as the length of an empty string).
+    const delivery = new BinaryWriter().tag(3, WireType.Varint).uint32(2).tag(1, WireType.Varint).uint64(9).finish();
+    const oddEvent = new BinaryWriter().tag(1, WireType.Varint).uint32(0).tag(2, WireType.LengthDelimited).string("//s").finish();
+    const withOddEvent = new BinaryWriter().tag(1, WireType.Varint).uint64(1).tag(4, WireType.LengthDelimited).bytes(oddEvent).finish();
+    const wrap = (d: Uint8Array): Uint8Array =>
+      new BinaryWriter().tag(2, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).bytes(d).join().finish();
+    for (const bytes of [subscribed, twice, wrap(delivery), wrap(withOddEvent), new Uint8Array(0)]) {
+      expect(readSubscribeResponse(bytes)).toEqual(fromBinary(SubscribeResponseSchema, bytes));
+    }
+    expect(readSubscribeResponse(twice).response.value).toMatchObject({ deliveries: [{ deliveryId: 1n }, { deliveryId: 1n }] });
+    expect(() => readSubscribeResponse(Buffer.from([0x12, 0xff, 0xff, 0xff, 0xff, 0x0f]))).toThrow();
   });
 });

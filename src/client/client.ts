@@ -3,6 +3,7 @@ import { type ChannelOptions, Client, type ClientDuplexStream, credentials, make
 import { Mesh } from "../gen/weft/v1/mesh_pb.js";
 import type { PublishResponse, SubscribeRequest, SubscribeResponse } from "../gen/weft/v1/mesh_pb.js";
 import { typedServiceDefinition } from "../grpc/definitions.js";
+import { readSubscribeResponse } from "../grpc/wire.js";
 import { type EventInput, type Published, Publisher } from "./publisher.js";
 import { type SubscribeOptions, Subscription } from "./subscription.js";
 
@@ -19,7 +20,7 @@ export interface ConnectOptions {
   channelOptions?: ChannelOptions;
 }
 
-const MeshClient = makeGenericClientConstructor(typedServiceDefinition(Mesh), "Mesh");
+const MeshClient = makeGenericClientConstructor(typedServiceDefinition(Mesh, { Subscribe: readSubscribeResponse }), "Mesh");
 
 /**
  * A connection to a Weft sidecar. Publishing and subscribing survive sidecar restarts:

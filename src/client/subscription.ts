@@ -182,35 +182,20 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
   }
 
   private delivery(d: DeliveryMessage, generation: number): Delivery {
-    const event = d.event!;
-    const send = (request: SubscribeRequest["request"]): void => {
-      if (generation !== this.generation || this.ended) return;
-      this.stream?.write(create(SubscribeRequestSchema, { request }));
-    };
-    let settled = false;
-    return {
-      event,
-      sequence: d.sequence,
-      attempt: d.attempt,
-      deliveryId: d.deliveryId,
-      data: event.data,
-      text: () => Buffer.from(event.data).toString("utf8"),
-      json: <T>() => JSON.parse(Buffer.from(event.data).toString("utf8")) as T,
-      ack: () => {
-        if (settled || generation !== this.generation) return;
-        settled = true;
-        this.acks.push(d.deliveryId);
-        this.scheduleAcks();
-      },
-      nack: (opts) => {
-        if (settled) return;
-        settled = true;
-        send({ case: "nack", value: { deliveryIds: [d.deliveryId], delayMs: opts?.delayMs ?? 0 } } as SubscribeRequest["request"]);
-      },
-      extend: (ms) => {
-        if (!settled) send({ case: "extend", value: { deliveryIds: [d.deliveryId], extensionMs: ms } } as SubscribeRequest["request"]);
-      },
-    };
+    return new ReceivedDelivery(d, generation, this);
+  }
+
+  /** @internal Sends a nack or extend of a delivery, unless its stream was replaced or closed. */
+  sendFor(generation: number, request: SubscribeRequest["request"]): void {
+    if (generation !== this.generation || this.ended) return;
+    this.stream?.write(create(SubscribeRequestSchema, { request }));
+  }
+
+  /** @internal Queues the ack of a delivery for this tick's ack request, unless its stream was replaced. */
+  ackFor(generation: number, deliveryId: bigint): void {
+    if (generation !== this.generation) return;
+    this.acks.push(deliveryId);
+    this.scheduleAcks();
   }
 
   /** Acks of one tick go out in one request. */
@@ -270,5 +255,51 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
     const w = this.wake;
     this.wake = undefined;
     w?.();
+  }
+}
+
+/**
+ * A delivery as the iterator hands it out. A class rather than an object of closures: a
+ * subscriber receives thousands a second, and closures made per delivery cost more than
+ * decoding it (under tsx each is also wrapped to keep its name).
+ */
+class ReceivedDelivery implements Delivery {
+  readonly event: Event;
+  readonly sequence: bigint;
+  readonly attempt: number;
+  readonly deliveryId: bigint;
+  readonly data: Uint8Array;
+  private settled = false;
+
+  constructor(
+    d: DeliveryMessage,
+    private readonly generation: number,
+    private readonly subscription: Subscription,
+  ) {
+    this.event = d.event!;
+    this.sequence = d.sequence;
+    this.attempt = d.attempt;
+    this.deliveryId = d.deliveryId;
+    this.data = this.event.data;
+  }
+
+  text(): string {
+    return Buffer.from(this.event.data).toString("utf8");
+  }
+  json<T = unknown>(): T {
+    return JSON.parse(this.text()) as T;
+  }
+  ack(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.subscription.ackFor(this.generation, this.deliveryId);
+  }
+  nack(options?: { delayMs?: number }): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.subscription.sendFor(this.generation, { case: "nack", value: { deliveryIds: [this.deliveryId], delayMs: options?.delayMs ?? 0 } } as SubscribeRequest["request"]);
+  }
+  extend(ms: number): void {
+    if (!this.settled) this.subscription.sendFor(this.generation, { case: "extend", value: { deliveryIds: [this.deliveryId], extensionMs: ms } } as SubscribeRequest["request"]);
   }
 }

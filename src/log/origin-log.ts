@@ -261,16 +261,24 @@ export class OriginLog {
   }
 
   private async writeGroup(group: PendingAppend[]): Promise<AppendResult[][]> {
+    const keys: string[] = [];
+    for (const pending of group) for (const entry of pending.entries) keys.push(dedupKey(entry.channel, entry.source, entry.id));
+    // One lookup of every dedup entry on LevelDB's threads: one getSync per event cost ~5 us
+    // of this loop's time, which is also the loop that delivers. Only the write loop writes
+    // dedup entries, so what is read here is still current when the batch is written.
+    const stored = await this.db.getMany(keys);
     const now = this.now();
     const batch = this.db.batch();
     const touched = new Map<string, ChannelHead & { dedupSwept: number }>();
     const seenInBatch = new Map<string, AppendResult>();
     const out: AppendResult[][] = [];
+    let k = 0;
     for (const pending of group) {
       const results: AppendResult[] = [];
       for (const entry of pending.entries) {
-        const dk = dedupKey(entry.channel, entry.source, entry.id);
-        const earlier = seenInBatch.get(dk) ?? this.findDuplicate(dk, now);
+        const dk = keys[k]!;
+        const value = stored[k++];
+        const earlier = seenInBatch.get(dk) ?? this.duplicateOf(value, now);
         if (earlier) {
           results.push({ sequence: earlier.sequence, duplicate: true });
           continue;
@@ -300,8 +308,8 @@ export class OriginLog {
     return out;
   }
 
-  private findDuplicate(dk: string, now: number): AppendResult | undefined {
-    const value = this.db.getSync(dk);
+  /** The earlier append a stored dedup entry points to, if it is within the window. */
+  private duplicateOf(value: Uint8Array | undefined, now: number): AppendResult | undefined {
     if (value === undefined) return undefined;
     const [seq, at] = Buffer.from(value).toString("utf8").split(":").map(Number);
     if (seq === undefined || at === undefined || now - at >= this.dedupWindowMs) return undefined;

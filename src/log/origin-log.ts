@@ -125,6 +125,8 @@ interface SweepPlan {
 const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 };
 const MAX_APPEND_GROUP = 10_000;
 const SWEEP_CHUNK = 1000;
+/** Entries a read fetches in its first native call; each further call fetches twice as many. */
+const READ_STEP = 32;
 /** Events one sweep pass removes or forgets, so a pass holds the write loop only briefly. */
 const SWEEP_PASS_EVENTS = 5000;
 const MAX_SWEEP_PASSES = 100;
@@ -326,15 +328,23 @@ export class OriginLog {
     if (!head || from > head.last || limit < 1) return out;
     const start = Math.max(from, head.first);
     let bytes = 0;
-    for await (const [key, value] of this.db.iterator({
-      gte: eventKey(channel, start),
-      lt: prefixEnd(eventPrefix(channel)),
-      limit,
-    })) {
-      const event = decodeRecord(channel, seqOfKey(key), value);
-      out.push(event);
-      bytes += event.bytes.length;
-      if (bytes >= maxBytes) break;
+    const iterator = this.db.iterator({ gte: eventKey(channel, start), lt: prefixEnd(eventPrefix(channel)), limit });
+    try {
+      // Entries in steps with nextv: `for await` costs a promise and a native call per entry,
+      // on the loop that also delivers. Small steps, so a byte budget reached early reads
+      // little past it.
+      for (let step = READ_STEP; out.length < limit && bytes < maxBytes; step *= 2) {
+        const entries = await iterator.nextv(Math.min(step, limit - out.length));
+        if (entries.length === 0) break;
+        for (const [key, value] of entries) {
+          const event = decodeRecord(channel, seqOfKey(key), value);
+          out.push(event);
+          bytes += event.bytes.length;
+          if (bytes >= maxBytes) break;
+        }
+      }
+    } finally {
+      await iterator.close();
     }
     return out;
   }

@@ -57,6 +57,46 @@ describe("wire codecs agree with the generated ones", () => {
     expect(writeDeliveries(deliveries, 60)).toHaveLength(3);
   });
 
+  it("encodes deliveries to the bytes toBinary gives, in messages under the size asked for", () => {
+    const deliveries = [1, 2, 3, 40, 300].map((i) => ({
+      deliveryId: i === 300 ? Number.MAX_SAFE_INTEGER : i,
+      attempt: i,
+      deadline: i === 2 ? -1_700_000_000_000.4 : 1_700_000_000_000 + i * 1e9,
+      event: { channel: "a.b", sequence: 2 ** 40 + i, appendedAt: 0, key: "", bytes: toBinary(EventSchema, event(i)) },
+    }));
+    const expected = (ds: typeof deliveries) =>
+      toBinary(
+        SubscribeResponseSchema,
+        create(SubscribeResponseSchema, {
+          response: {
+            case: "deliveries",
+            value: {
+              deliveries: ds.map((d) => ({
+                deliveryId: BigInt(d.deliveryId),
+                sequence: BigInt(d.event.sequence),
+                attempt: d.attempt,
+                event: fromBinary(EventSchema, d.event.bytes),
+                deadlineUnixMs: BigInt(Math.round(d.deadline)),
+              })),
+            },
+          },
+        }),
+      );
+    const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+    expect(writeDeliveries(deliveries, 1 << 20).map(hex)).toEqual([hex(expected(deliveries))]);
+    for (const maxBytes of [1, 100, 200, 3100, 3500]) {
+      const messages = writeDeliveries(deliveries, maxBytes);
+      const split = messages.map((m) => (fromBinary(SubscribeResponseSchema, m).response.value as { deliveries: unknown[] }).deliveries.length);
+      expect(split.reduce((a, b) => a + b)).toBe(deliveries.length);
+      let at = 0;
+      messages.forEach((m, i) => {
+        // Each message holds what fits; only a message of one delivery may be larger.
+        if (split[i]! > 1) expect(m.length).toBeLessThanOrEqual(maxBytes + 6);
+        expect(hex(m)).toBe(hex(expected(deliveries.slice(at, (at += split[i]!)))));
+      });
+    }
+  });
+
   it("decodes SubscribeResponse deliveries by hand to what fromBinary gives", () => {
     let seed = 7;
     const rand = (n: number): number => {

@@ -170,45 +170,94 @@ export function readPublishRequest(bytes: Uint8Array, maxEvents: number): { batc
 /**
  * Encodes SubscribeResponse messages carrying `deliveries`, each message at most about
  * `maxBytes` (a single larger delivery still goes, alone).
+ *
+ * Written by hand into one buffer per message, sized up front: BinaryWriter's fork and join
+ * copied every event's bytes twice more, ~3 us per delivery on the loop that delivers.
+ * Every field is written, zero or not (as the writer did); `fromBinary` reads the same.
  */
 export function writeDeliveries(deliveries: readonly OutgoingDelivery[], maxBytes: number): Uint8Array[] {
   const out: Uint8Array[] = [];
-  let writer = new BinaryWriter();
-  let size = 0;
-  let open = false;
-  const close = (): void => {
-    if (!open) return;
-    writer.join();
-    out.push(writer.finish());
-    writer = new BinaryWriter();
-    size = 0;
-    open = false;
-  };
-  for (const d of deliveries) {
-    const approx = d.event.bytes.length + 40;
-    if (open && size + approx > maxBytes) close();
-    if (!open) {
-      writer.tag(2, WireType.LengthDelimited).fork(); // SubscribeResponse.deliveries
-      open = true;
+  const sizes = deliveries.map(deliverySize);
+  let from = 0;
+  while (from < deliveries.length) {
+    // Deliveries.deliveries entries: tag, length, the Delivery.
+    let content = 0;
+    let to = from;
+    do {
+      content += 1 + varintSize(sizes[to]!) + sizes[to]!;
+      to++;
+    } while (to < deliveries.length && content + 1 + varintSize(sizes[to]!) + sizes[to]! <= maxBytes);
+    const message = Buffer.allocUnsafe(1 + varintSize(content) + content);
+    let pos = 0;
+    message[pos++] = (2 << 3) | WireType.LengthDelimited; // SubscribeResponse.deliveries
+    pos = putVarint(message, pos, content);
+    for (let i = from; i < to; i++) {
+      const d = deliveries[i]!;
+      message[pos++] = (1 << 3) | WireType.LengthDelimited; // Deliveries.deliveries
+      pos = putVarint(message, pos, sizes[i]!);
+      message[pos++] = (1 << 3) | WireType.Varint;
+      pos = putVarint(message, pos, d.deliveryId);
+      message[pos++] = (2 << 3) | WireType.Varint;
+      pos = putVarint(message, pos, d.event.sequence);
+      message[pos++] = (3 << 3) | WireType.Varint;
+      pos = putVarint(message, pos, d.attempt);
+      message[pos++] = (4 << 3) | WireType.LengthDelimited;
+      pos = putVarint(message, pos, d.event.bytes.length);
+      message.set(d.event.bytes, pos);
+      pos += d.event.bytes.length;
+      message[pos++] = (5 << 3) | WireType.Varint;
+      pos = putInt64(message, pos, Math.round(d.deadline));
     }
-    writer
-      .tag(1, WireType.LengthDelimited) // Deliveries.deliveries
-      .fork()
-      .tag(1, WireType.Varint)
-      .uint64(d.deliveryId)
-      .tag(2, WireType.Varint)
-      .uint64(d.event.sequence)
-      .tag(3, WireType.Varint)
-      .uint32(d.attempt)
-      .tag(4, WireType.LengthDelimited)
-      .bytes(d.event.bytes)
-      .tag(5, WireType.Varint)
-      .int64(Math.round(d.deadline))
-      .join();
-    size += approx;
+    out.push(message);
+    from = to;
   }
-  close();
   return out;
+}
+
+/** Encoded size of a Delivery message (without its own tag and length). */
+function deliverySize(d: OutgoingDelivery): number {
+  const deadline = Math.round(d.deadline);
+  return (
+    5 + // the five tags
+    varintSize(d.deliveryId) +
+    varintSize(d.event.sequence) +
+    varintSize(d.attempt) +
+    varintSize(d.event.bytes.length) +
+    d.event.bytes.length +
+    (deadline < 0 ? 10 : varintSize(deadline))
+  );
+}
+
+/** Bytes of the varint of a non-negative safe integer. */
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 128) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+/** Writes the varint of a non-negative safe integer (beyond 32 bits, so no bitwise operators). */
+function putVarint(buf: Buffer, pos: number, n: number): number {
+  while (n >= 128) {
+    buf[pos++] = (n % 128) | 128;
+    n = Math.floor(n / 128);
+  }
+  buf[pos++] = n;
+  return pos;
+}
+
+/** Writes an int64 varint: a negative value is its 64-bit two's complement, 10 bytes. */
+function putInt64(buf: Buffer, pos: number, n: number): number {
+  if (n >= 0) return putVarint(buf, pos, n);
+  let v = BigInt.asUintN(64, BigInt(n));
+  while (v >= 128n) {
+    buf[pos++] = Number(v % 128n) | 128;
+    v /= 128n;
+  }
+  buf[pos++] = Number(v);
+  return pos;
 }
 
 /**

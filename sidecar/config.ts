@@ -81,6 +81,7 @@ interface Flat {
   fsync: boolean;
   maxEventBytes: number;
   maxBatchEvents: number;
+  maxSubscriptions: number;
   maxMessageBytes: number;
   dedupWindow: number;
   "retention.maxAge": number;
@@ -106,6 +107,7 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   fsync: { env: "WEFT_FSYNC", flag: "fsync", read: boolean },
   maxEventBytes: { env: "WEFT_MAX_EVENT_BYTES", flag: "maxEventBytes", read: size(KiB, 256 * MiB) },
   maxBatchEvents: { env: "WEFT_MAX_BATCH_EVENTS", read: integer(1, 100_000) },
+  maxSubscriptions: { env: "WEFT_MAX_SUBSCRIPTIONS", read: integer(1, 1_000_000) },
   maxMessageBytes: { env: "WEFT_MAX_MESSAGE_BYTES", read: size(4 * KiB, GiB) },
   dedupWindow: { env: "WEFT_DEDUP_WINDOW", read: duration(SECOND, 30 * DAY) },
   "retention.maxAge": { env: "WEFT_RETENTION_MAX_AGE", read: RETENTION_AGE },
@@ -322,6 +324,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     fsync: pick("fsync", d.fsync),
     maxEventBytes: pick("maxEventBytes", d.maxEventBytes),
     maxBatchEvents: pick("maxBatchEvents", d.maxBatchEvents),
+    maxSubscriptions: pick("maxSubscriptions", d.maxSubscriptions),
     maxMessageBytes: pick("maxMessageBytes", d.maxMessageBytes),
     dedupWindowMs: pick("dedupWindow", d.dedupWindowMs),
     retention,

@@ -16,6 +16,8 @@ export interface SidecarConfig {
   maxEventBytes: number;
   /** Most events in one publish batch. */
   maxBatchEvents: number;
+  /** Most Subscribe streams open at once. */
+  maxSubscriptions: number;
   /** Largest gRPC request message, bytes. */
   maxMessageBytes: number;
   /** Re-publishing (source, id) within this window is a duplicate, ms. */
@@ -37,6 +39,7 @@ export function defaultConfig(): SidecarConfig {
     fsync: false,
     maxEventBytes: DEFAULT_LIMITS.maxEventBytes,
     maxBatchEvents: DEFAULT_LIMITS.maxBatchEvents,
+    maxSubscriptions: DEFAULT_LIMITS.maxSubscriptions,
     maxMessageBytes: 16 * 1024 * 1024,
     dedupWindowMs: 10 * 60_000,
     retention: { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 },
@@ -79,7 +82,7 @@ export class Sidecar {
     try {
       await engine.start();
       server = await ServiceServer.start(
-        { log, engine, limits: { maxEventBytes: config.maxEventBytes, maxBatchEvents: config.maxBatchEvents } },
+        { log, engine, limits: { maxEventBytes: config.maxEventBytes, maxBatchEvents: config.maxBatchEvents, maxSubscriptions: config.maxSubscriptions } },
         { address: config.listen, maxMessageBytes: config.maxMessageBytes },
       );
     } catch (e) {

@@ -106,6 +106,7 @@ listen: 0.0.0.0:7000
 fsync: true
 maxEventBytes: 2MiB
 maxBatchEvents: 200
+maxSubscriptions: 500
 maxMessageBytes: 32MiB
 dedupWindow: 5m
 retention:
@@ -124,6 +125,7 @@ shutdownGrace: 2s
       fsync: true,
       maxEventBytes: 2 * 1024 ** 2,
       maxBatchEvents: 200,
+      maxSubscriptions: 500,
       maxMessageBytes: 32 * 1024 ** 2,
       dedupWindowMs: 300_000,
       retention: { maxAgeMs: 3 * 86_400_000, maxBytes: 10 * 1024 ** 3 },
@@ -177,6 +179,7 @@ shutdownGrace: 2s
         WEFT_FSYNC: "YES",
         WEFT_MAX_EVENT_BYTES: "64KiB",
         WEFT_MAX_BATCH_EVENTS: "50",
+        WEFT_MAX_SUBSCRIPTIONS: "7",
         WEFT_MAX_MESSAGE_BYTES: "1MiB",
         WEFT_DEDUP_WINDOW: "90s",
         WEFT_RETENTION_MAX_AGE: "12h",
@@ -192,6 +195,7 @@ shutdownGrace: 2s
       fsync: true,
       maxEventBytes: 64 * 1024,
       maxBatchEvents: 50,
+      maxSubscriptions: 7,
       maxMessageBytes: 1024 ** 2,
       dedupWindowMs: 90_000,
       retention: { maxAgeMs: 12 * 3_600_000, maxBytes: 5 * 1024 ** 3 },
@@ -208,6 +212,7 @@ shutdownGrace: 2s
       "WEFT_FSYNC",
       "WEFT_MAX_EVENT_BYTES",
       "WEFT_MAX_BATCH_EVENTS",
+      "WEFT_MAX_SUBSCRIPTIONS",
       "WEFT_MAX_MESSAGE_BYTES",
       "WEFT_DEDUP_WINDOW",
       "WEFT_RETENTION_MAX_AGE",
@@ -309,6 +314,8 @@ describe("refusals name the source, the key and what is allowed", () => {
     ["maxEventBytes: 1TiB", "maxEventBytes", /"1TiB" is too large; use 1KiB to 256MiB/],
     ["maxMessageBytes: 2GiB", "maxMessageBytes", /too large; use 4KiB to 1GiB/],
     ["maxBatchEvents: 0", "maxBatchEvents", /0 is out of range; use 1 to 100000/],
+    ["maxSubscriptions: 0", "maxSubscriptions", /0 is out of range; use 1 to 1000000/],
+    ["maxSubscriptions: -3", "maxSubscriptions", /out of range|not a whole number/],
     ["maxBatchEvents: 1e9", "maxBatchEvents", /out of range/],
     ["maxBatchEvents: 12345678901234567890", "maxBatchEvents", /is not a whole number/],
     ["sweepInterval: .inf", "sweepInterval", /Infinity is not a duration/],
@@ -411,6 +418,7 @@ describe("refusals name the source, the key and what is allowed", () => {
     ["WEFT_MAX_EVENT_BYTES", "abc", /^environment variable WEFT_MAX_EVENT_BYTES: "abc" is not a size/],
     ["WEFT_DEDUP_WINDOW", "-5s", /^environment variable WEFT_DEDUP_WINDOW: "-5s" is negative/],
     ["WEFT_MAX_BATCH_EVENTS", "1.5", /^environment variable WEFT_MAX_BATCH_EVENTS: "1.5" is not a whole number/],
+    ["WEFT_MAX_SUBSCRIPTIONS", "lots", /^environment variable WEFT_MAX_SUBSCRIPTIONS: "lots" is not a whole number/],
     ["WEFT_DATA_DIR", "a\0b", /^environment variable WEFT_DATA_DIR: contains a NUL character/],
   ])("an environment variable %s=%j", async (name, value, message) => {
     const e = await refusal({ env: { [name]: value } });

@@ -99,6 +99,25 @@ describe("service server", () => {
     audit.close();
   });
 
+  it("refuses Subscribe streams past maxSubscriptions with RESOURCE_EXHAUSTED, and takes new ones once some close", async () => {
+    t = await startSidecar({ maxSubscriptions: 2 });
+    const c = t.client();
+    const open = [1, 2].map(() => c.subscribe({ channel: "limit.test", group: "g" }));
+    await Promise.all(open.map((s) => s.subscribed()));
+    const third = c.subscribe({ channel: "limit.test", group: "g" });
+    await expect(third.subscribed()).rejects.toMatchObject({ code: 8, reason: "TOO_MANY_SUBSCRIPTIONS" });
+    open[0]!.close();
+    await open[0]!.closed;
+    // The sidecar frees the slot when it sees the stream end; the client may be a moment ahead.
+    let fourth = c.subscribe({ channel: "limit.test", group: "g", reconnect: false });
+    while ((await fourth.subscribed().then(() => "ok", (e: ClientError) => e.reason)) === "TOO_MANY_SUBSCRIPTIONS") {
+      fourth = c.subscribe({ channel: "limit.test", group: "g", reconnect: false });
+    }
+    expect(await fourth.subscribed()).toMatchObject({ group: "g" });
+    fourth.close();
+    open[1]!.close();
+  });
+
   it("listens on a unix socket", async () => {
     const dir = await tempDir();
     t = await startSidecar({ listen: join(dir, "weft.sock") });

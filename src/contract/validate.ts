@@ -7,9 +7,11 @@ export interface Limits {
   maxEventBytes: number;
   /** Most events in one publish batch. */
   maxBatchEvents: number;
+  /** Most Subscribe streams open at once on one sidecar. */
+  maxSubscriptions: number;
 }
 
-export const DEFAULT_LIMITS: Limits = { maxEventBytes: 1024 * 1024, maxBatchEvents: 1000 };
+export const DEFAULT_LIMITS: Limits = { maxEventBytes: 1024 * 1024, maxBatchEvents: 1000, maxSubscriptions: 10_000 };
 
 export const MAX_NAME_LENGTH = 200;
 const NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/;

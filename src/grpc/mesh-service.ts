@@ -198,11 +198,16 @@ export class MeshService {
       leave();
       failStream(call, e);
     };
-    this.subscribing.set(call, fail);
     if (this.stopping) {
       fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
       return;
     }
+    const max = this.deps.limits.maxSubscriptions;
+    if (this.subscribing.size >= max) {
+      fail(exhausted(Reason.TOO_MANY_SUBSCRIPTIONS, "", `this sidecar already serves ${max} Subscribe streams, its limit; close some or raise maxSubscriptions`));
+      return;
+    }
+    this.subscribing.set(call, fail);
     call.on("data", (bytes: Buffer) => {
       if (failed) return;
       try {

@@ -660,7 +660,7 @@ export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE_
  * message ("REASON: what was wrong and what is allowed") and in the trailing metadata key
  * "weft-reason":
  *   INVALID_ARGUMENT    malformed messages, bad names, bad settings, unknown delivery ids
- *   RESOURCE_EXHAUSTED  limits: events per batch, message size, credits
+ *   RESOURCE_EXHAUSTED  limits: events per batch, message size, credits, subscriptions
  *   FAILED_PRECONDITION requests in the wrong order (e.g. an ack before the subscription)
  *   UNAVAILABLE         the sidecar is shutting down; reconnect and resume
  *

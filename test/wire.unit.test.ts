@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { PublishRequestSchema, PublishResponseSchema, SubscribeResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
-import { readPublishRequest, readSubscribeResponse, writeDeliveries, writePublishResponse } from "../src/grpc/wire.js";
+import { type EventFields, readPublishRequest, readSubscribeResponse, writeDeliveries, writeEvent, writePublishRequest, writePublishResponse } from "../src/grpc/wire.js";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 const event = (i: number) => create(EventSchema, { channel: "a.b", id: `id-${i}`, source: "//s", type: "t", data: Buffer.alloc(i * 10, i) });
 
@@ -150,5 +151,33 @@ describe("wire codecs agree with the generated ones", () => {
     }
     expect(readSubscribeResponse(twice).response.value).toMatchObject({ deliveries: [{ deliveryId: 1n }, { deliveryId: 1n }] });
     expect(() => readSubscribeResponse(Buffer.from([0x12, 0xff, 0xff, 0xff, 0xff, 0x0f]))).toThrow();
+  });
+
+  it("encodes events and publish requests on the client exactly as toBinary does", () => {
+    const samples: EventFields[] = [
+      { id: "a", source: "//s", type: "t", subject: "", time: undefined, datacontenttype: "", data: new Uint8Array(0), attributes: {}, channel: "a.b", key: "" },
+      {
+        id: "ünïcode-✓",
+        source: "//s/" + "x".repeat(300),
+        type: "t.y",
+        subject: "subj",
+        time: new Date(Date.UTC(2026, 10, 27, 9, 0, 0, 123)),
+        datacontenttype: "application/json",
+        data: Buffer.from('{"n":1}'),
+        attributes: { traceparent: "00-abc", empty: "" },
+        channel: "orders.created",
+        key: "customer-7",
+      },
+      { id: "pre-epoch", source: "//s", type: "t", subject: "", time: new Date(-1500), datacontenttype: "", data: Buffer.alloc(200, 1), attributes: {}, channel: "c", key: "" },
+    ];
+    const encoded = samples.map((e) => writeEvent(e));
+    samples.forEach((e, i) => {
+      const { time, ...rest } = e;
+      const expected = toBinary(EventSchema, create(EventSchema, { ...rest, ...(time ? { time: timestampFromDate(time) } : {}) }));
+      expect(Buffer.from(encoded[i]!).toString("hex")).toBe(Buffer.from(expected).toString("hex"));
+    });
+    const request = fromBinary(PublishRequestSchema, writePublishRequest(2n ** 63n + 5n, encoded));
+    expect(request.batchId).toBe(2n ** 63n + 5n);
+    expect(request.events.map((e) => e.id)).toEqual(samples.map((e) => e.id));
   });
 });

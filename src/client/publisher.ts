@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type ClientDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
 import type { PublishResponse } from "../gen/weft/v1/mesh_pb.js";
+import { type EventFields, writeEvent, writePublishRequest } from "../grpc/wire.js";
 import { Backoff, ClientError, isRetryable, toClientError } from "./errors.js";
 
 /** An event to publish. Only `channel` is required; the rest have defaults. */
@@ -42,143 +41,6 @@ export interface PublisherOptions {
   maxOutstanding: number;
   /** Most encoded event bytes in one request (a larger single event goes alone). Default 4 MiB. */
   maxBatchBytes: number;
-}
-
-/**
- * Encodes a weft.v1.PublishRequest from events encoded once, when they were published:
- * the batch id, then each event as a length-delimited field 2, copied into one buffer.
- */
-function encodePublishRequest(batchId: bigint, batch: readonly Pending[]): Uint8Array {
-  let size = 1 + varint64Size(batchId);
-  for (const p of batch) size += 1 + varintSize(p.bytes.length) + p.bytes.length;
-  const out = Buffer.allocUnsafe(size);
-  out[0] = 0x08; // field 1 (batch_id), varint
-  let at = writeVarint64(out, 1, batchId);
-  for (const p of batch) {
-    out[at++] = 0x12; // field 2 (events), length-delimited
-    at = writeVarint(out, at, p.bytes.length);
-    out.set(p.bytes, at);
-    at += p.bytes.length;
-  }
-  return out;
-}
-
-/** The fields of a weft.v1.Event as they go on the wire; strings empty when unset. */
-interface EventFields {
-  id: string;
-  source: string;
-  type: string;
-  subject: string;
-  time: Date | undefined;
-  datacontenttype: string;
-  data: Uint8Array;
-  attributes: Record<string, string>;
-  channel: string;
-  key: string;
-}
-
-/**
- * Encodes a weft.v1.Event (proto/weft/v1/event.proto) straight from its fields, in field
- * order, leaving out empty strings and bytes as proto3 does. Building a message with
- * `create` and encoding it with `toBinary` cost more than everything else the client does
- * per event; the result is the same bytes. No closures inside: under tsx (esbuild's
- * keepNames) each closure made per event costs a defineProperty call.
- */
-function encodeEvent(e: EventFields): Uint8Array {
-  const lengths = [e.id, e.source, e.type, e.subject, e.datacontenttype, e.channel, e.key].map(utf8Length);
-  let size = 0;
-  for (const length of lengths) if (length > 0) size += fieldSize(length);
-  let time: Uint8Array | undefined;
-  if (e.time) {
-    const t = timestampFromDate(e.time);
-    const w = new BinaryWriter();
-    if (t.seconds !== 0n) w.tag(1, WireType.Varint).int64(t.seconds);
-    if (t.nanos !== 0) w.tag(2, WireType.Varint).int32(t.nanos);
-    time = w.finish();
-    size += fieldSize(time.length);
-  }
-  if (e.data.length > 0) size += fieldSize(e.data.length);
-  const attributes = Object.entries(e.attributes);
-  for (const [name, value] of attributes) size += fieldSize(entrySize(name, value));
-
-  const out = Buffer.allocUnsafe(size);
-  let at = 0;
-  at = putString(out, at, 1, e.id, lengths[0]!);
-  at = putString(out, at, 2, e.source, lengths[1]!);
-  at = putString(out, at, 3, e.type, lengths[2]!);
-  at = putString(out, at, 4, e.subject, lengths[3]!);
-  if (time) at = putBytes(out, at, 5, time);
-  at = putString(out, at, 6, e.datacontenttype, lengths[4]!);
-  if (e.data.length > 0) at = putBytes(out, at, 7, e.data);
-  for (const [name, value] of attributes) {
-    out[at++] = (8 << 3) | WireType.LengthDelimited;
-    at = writeVarint(out, at, entrySize(name, value));
-    // A map entry carries its key and value even when empty, as toBinary writes it.
-    at = putString(out, at, 1, name, utf8Length(name), true);
-    at = putString(out, at, 2, value, utf8Length(value), true);
-  }
-  at = putString(out, at, 9, e.channel, lengths[5]!);
-  at = putString(out, at, 10, e.key, lengths[6]!);
-  return out;
-}
-
-const utf8Length = (s: string): number => Buffer.byteLength(s, "utf8");
-
-/** The size of a length-delimited field (tag, length, body) with a body of `length` bytes. */
-const fieldSize = (length: number): number => 1 + varintSize(length) + length;
-
-const entrySize = (name: string, value: string): number => fieldSize(utf8Length(name)) + fieldSize(utf8Length(value));
-
-/** Writes a string field unless it is empty (or `always`); returns the position after it. */
-function putString(out: Buffer, at: number, field: number, value: string, length: number, always = false): number {
-  if (length === 0 && !always) return at;
-  out[at++] = (field << 3) | WireType.LengthDelimited;
-  at = writeVarint(out, at, length);
-  return at + out.write(value, at, "utf8");
-}
-
-function putBytes(out: Buffer, at: number, field: number, value: Uint8Array): number {
-  out[at++] = (field << 3) | WireType.LengthDelimited;
-  at = writeVarint(out, at, value.length);
-  out.set(value, at);
-  return at + value.length;
-}
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-/** Writes a non-negative integer as a varint at `at`; returns the position after it. */
-function writeVarint(out: Uint8Array, at: number, n: number): number {
-  while (n >= 0x80) {
-    out[at++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[at++] = n;
-  return at;
-}
-
-function varint64Size(n: bigint): number {
-  let size = 1;
-  while (n >= 0x80n) {
-    n >>= 7n;
-    size++;
-  }
-  return size;
-}
-
-function writeVarint64(out: Uint8Array, at: number, n: bigint): number {
-  while (n >= 0x80n) {
-    out[at++] = Number(n & 0x7fn) | 0x80;
-    n >>= 7n;
-  }
-  out[at++] = Number(n);
-  return at;
 }
 
 interface Pending {
@@ -225,7 +87,7 @@ export class Publisher {
     const results = events.map(
       (event) =>
         new Promise<Published>((resolve, reject) =>
-          this.queue.push({ id: event.id, bytes: encodeEvent(event), resolve, reject }),
+          this.queue.push({ id: event.id, bytes: writeEvent(event), resolve, reject }),
         ),
     );
     this.schedule();
@@ -310,7 +172,7 @@ export class Publisher {
       const batch = this.queue.splice(0, n);
       const batchId = this.nextBatch++;
       this.inflight.set(batchId, batch);
-      stream.write(encodePublishRequest(batchId, batch));
+      stream.write(writePublishRequest(batchId, batch.map((p) => p.bytes)));
     }
   }
 

@@ -350,7 +350,7 @@ export class GroupDispatcher {
     }
   }
 
-  /** The next event of a key may go now: deliver it, or dead-letter it if a restart left it at max attempts. */
+  /** An event may go now (new, or next of its key): deliver it, or dead-letter it if a restart left it at max attempts. */
   private releaseNext(entry: Entry): void {
     if (entry.attempt >= this.record.maxAttempts) this.deadLetter(entry, "was in flight when the sidecar stopped");
     else this.makeReady(entry, false);
@@ -394,16 +394,14 @@ export class GroupDispatcher {
     try {
       do {
         this.refill = false;
-        // Read ahead of the cursor by at most maxPending sequences (which also bounds the
-        // acks held above it) and maxPendingBytes of events.
+        // Read ahead of the cursor within readRoom().
         while (!this.closed && this.members.size > 0) {
           const head = this.log.head(this.channel);
           if (this.record.ackedThrough < head.first - 1) this.trimmed(head.first);
           if (this.readPos > head.last) break;
-          const room = Math.min(READ_CHUNK, this.record.ackedThrough + this.options.maxPending - this.readPos + 1);
-          const budget = this.options.maxPendingBytes - this.pendingBytes;
-          if (room < 1 || budget <= 0) break;
-          const events = await this.log.read(this.channel, this.readPos, room, budget);
+          const room = this.readRoom();
+          if (!room) break;
+          const events = await this.log.read(this.channel, this.readPos, Math.min(READ_CHUNK, room.events), room.bytes);
           if (events.length === 0) break;
           for (const event of events) this.admit(event);
           this.readPos = events[events.length - 1]!.sequence + 1;
@@ -437,12 +435,7 @@ export class GroupDispatcher {
         blocked = true;
       } else this.keyQueues.set(entry.key, [entry]);
     }
-    if (blocked) return;
-    if (entry.attempt >= this.record.maxAttempts) {
-      this.deadLetter(entry, "was in flight when the sidecar stopped");
-      return;
-    }
-    this.makeReady(entry, false);
+    if (!blocked) this.releaseNext(entry);
   }
 
   /** Hands ready entries to members with free credits, round-robin, then persists attempts. */
@@ -493,10 +486,19 @@ export class GroupDispatcher {
   private readMore(): void {
     if (this.filling || this.entries.size >= this.options.maxPending / 2) return;
     if (this.readPos > this.log.head(this.channel).last) return;
-    // Within the read-ahead window (see fill); otherwise fill would stop at once, and pump again.
-    if (this.readPos > this.record.ackedThrough + this.options.maxPending) return;
-    if (this.pendingBytes >= this.options.maxPendingBytes) return;
+    // Otherwise fill would stop at once, and pump again.
+    if (!this.readRoom()) return;
     this.wake();
+  }
+
+  /**
+   * How much more read-ahead may hold: at most maxPending sequences past the cursor (which
+   * also bounds the acks held above it) and maxPendingBytes of events; undefined when full.
+   */
+  private readRoom(): { events: number; bytes: number } | undefined {
+    const events = this.record.ackedThrough + this.options.maxPending - this.readPos + 1;
+    const bytes = this.options.maxPendingBytes - this.pendingBytes;
+    return events >= 1 && bytes > 0 ? { events, bytes } : undefined;
   }
 
   /**

@@ -205,10 +205,15 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
     const generation = this.generation;
     setImmediate(() => {
       this.ackScheduled = false;
-      const ids = this.acks.splice(0);
-      if (ids.length === 0 || generation !== this.generation || this.ended) return;
-      this.stream?.write(create(SubscribeRequestSchema, { request: { case: "ack", value: { deliveryIds: ids } } }));
+      if (generation !== this.generation || this.ended || !this.stream) return;
+      this.writeAcks(this.stream);
     });
+  }
+
+  /** Sends the queued acks, if any, in one request. */
+  private writeAcks(stream: ClientDuplexStream<SubscribeRequest, SubscribeResponse>): void {
+    const ids = this.acks.splice(0);
+    if (ids.length > 0) stream.write(create(SubscribeRequestSchema, { request: { case: "ack", value: { deliveryIds: ids } } }));
   }
 
   private broken(generation: number, error: ClientError | undefined): void {
@@ -242,9 +247,7 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
     const stream = this.stream;
     this.stream = undefined;
     if (stream) {
-      // Send the acks of this tick before saying goodbye.
-      const ids = this.acks.splice(0);
-      if (ids.length > 0) stream.write(create(SubscribeRequestSchema, { request: { case: "ack", value: { deliveryIds: ids } } }));
+      this.writeAcks(stream); // the acks of this tick go before the goodbye
       stream.end(); // the sidecar ends the call after handling the acks before it
     }
     this.notify();

@@ -319,6 +319,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
   const channels: Record<string, Retention> = Object.create(null);
   for (const [name, r] of Object.entries(fileChannels)) channels[name] = { ...retention, ...r };
   const config: SidecarConfig = {
+    ...d,
     dataDir: pick("dataDir", d.dataDir),
     listen: pick("listen", d.listen),
     fsync: pick("fsync", d.fsync),

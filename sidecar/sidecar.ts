@@ -1,5 +1,6 @@
 import { mkdir } from "node:fs/promises";
-import { DEFAULT_LIMITS } from "../src/contract/validate.js";
+import { hostname } from "node:os";
+import { DEFAULT_LIMITS, isNodeId } from "../src/contract/validate.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import { ServiceServer } from "../src/grpc/server.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
@@ -30,6 +31,20 @@ export interface SidecarConfig {
   sweepIntervalMs: number;
   /** How long shutdown waits for streams to finish, ms. */
   shutdownGraceMs: number;
+  /** This sidecar's name in the mesh; unique among its peers. */
+  nodeId: string;
+  /** The peer API address ("host:port"); peers dial it. */
+  peerListen: string;
+  /** Peer addresses to link with ("host:port"); may include this sidecar's own. */
+  peers: string[];
+  /** DNS names whose every address is a peer ("name:port"), re-resolved periodically. */
+  peersDns: string[];
+  /** How often `peersDns` names are resolved again, ms. */
+  peersDnsIntervalMs: number;
+  /** A peer unreachable this long loses its share of each group to the others, ms. */
+  peerTimeoutMs: number;
+  /** Most events forwarded to one peer for one group and not yet handled there. */
+  peerWindow: number;
 }
 
 export function defaultConfig(): SidecarConfig {
@@ -46,6 +61,13 @@ export function defaultConfig(): SidecarConfig {
     channels: {},
     sweepIntervalMs: 10_000,
     shutdownGraceMs: 5_000,
+    nodeId: defaultNodeId(),
+    peerListen: "127.0.0.1:7421",
+    peers: [],
+    peersDns: [],
+    peersDnsIntervalMs: 30_000,
+    peerTimeoutMs: 30_000,
+    peerWindow: 1000,
   };
 }
 
@@ -113,4 +135,10 @@ export class Sidecar {
     })();
     return this.stopping;
   }
+}
+
+/** The host name, made a valid node id ("weft" if nothing of it is usable). */
+export function defaultNodeId(): string {
+  const id = hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64);
+  return isNodeId(id) ? id : "weft";
 }

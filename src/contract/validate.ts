@@ -21,6 +21,15 @@ const ATTRIBUTE_NAME = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const MAX_ATTRIBUTES = 64;
 
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** The node id rule, for error messages. */
+export const NODE_ID_RULE = "1 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit";
+
+/** True for a valid node id (a sidecar's name in the mesh). */
+export function isNodeId(id: string): boolean {
+  return NODE_ID.test(id);
+}
+
 /** True for a valid channel or group name: dot-separated lowercase segments. */
 export function isName(name: string): boolean {
   return name.length > 0 && name.length <= MAX_NAME_LENGTH && NAME.test(name);

@@ -26,7 +26,7 @@ export interface TestSidecar {
 
 export async function startSidecar(overrides: Partial<SidecarConfig> = {}): Promise<TestSidecar> {
   const dataDir = overrides.dataDir ?? (await tempDir());
-  const config: SidecarConfig = { ...defaultConfig(), listen: "127.0.0.1:0", shutdownGraceMs: 1000, ...overrides, dataDir };
+  const config: SidecarConfig = { ...defaultConfig(), listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", shutdownGraceMs: 1000, ...overrides, dataDir };
   const clients: WeftClient[] = [];
   const t: TestSidecar = {
     sidecar: await Sidecar.start(config),

@@ -1,6 +1,7 @@
 import { Reason, exhausted } from "../contract/errors.js";
 import type { GroupRecord, OriginLog } from "../log/origin-log.js";
-import { GroupDispatcher, type MemberState } from "./group-dispatcher.js";
+import type { Origin, StoredEvent } from "../log/record.js";
+import { GroupDispatcher, type MemberCredits, type MemberState } from "./group-dispatcher.js";
 import { DEFAULTS, type JoinSettings, type Joined, type MemberSink, type Membership } from "./types.js";
 
 export interface DeliveryEngineOptions {
@@ -37,6 +38,10 @@ export class DeliveryEngine {
   private readonly unsubscribe: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private nextMemberId = 1;
+  /** Groups with members on this sidecar: how many, and the latest settings. */
+  private readonly local = new Map<string, { count: number; settings: JoinSettings }>();
+  private readonly interestListeners = new Set<(settings: JoinSettings, present: boolean) => void>();
+  private readonly relayListeners = new Set<(channel: string, group: string, origin: Origin) => void>();
   private readonly now: () => number;
 
   constructor(
@@ -71,53 +76,132 @@ export class DeliveryEngine {
   /**
    * Joins a member to a group, creating the group at its start position if it is new.
    * The member receives deliveries through `sink` until it calls `leave()`.
+   *
+   * A local member (a Subscribe stream) receives the group's events from this sidecar's
+   * log and the relay copies peers forwarded to this sidecar for the group, within one
+   * window of credits. A remote member (`remote`: a peer link standing for the group's
+   * members behind that peer) receives only this sidecar's own events, never relay copies
+   * (forwarded events are not forwarded again), and its deliveries have no deadline: they
+   * end when the peer reports them handled or gives them back.
    */
-  async join(settings: JoinSettings, sink: MemberSink): Promise<Membership> {
-    const { group: dispatcher, created } = await this.groupFor(settings);
-    await dispatcher.configure(settings.maxAttempts, settings.deadLetterChannel);
-    const member: MemberState = {
-      id: this.nextMemberId++,
-      sink,
-      window: settings.maxInFlight,
-      ackDeadlineMs: settings.ackDeadlineMs,
-      inflight: 0,
-      lastDeliveryId: 0,
-      deliveries: new Map(),
-      queue: [],
-      gone: false,
-    };
+  async join(settings: JoinSettings, sink: MemberSink, options: { remote?: boolean } = {}): Promise<Membership> {
+    const remote = options.remote ?? false;
+    const own = await this.groupFor(settings);
+    const dispatchers = [own.group];
+    if (!remote) {
+      const relay = { ...settings, channel: relayChannel(settings.channel, settings.group), start: { kind: "earliest" } as const };
+      dispatchers.push((await this.groupFor(relay)).group);
+    }
+    for (const d of dispatchers) await d.configure(settings.maxAttempts, settings.deadLetterChannel);
+    const credits: MemberCredits = { window: settings.maxInFlight, inflight: 0, lastDeliveryId: 0, released: () => {} };
+    const id = this.nextMemberId++;
+    const members = dispatchers.map((d): [GroupDispatcher, MemberState] => [
+      d,
+      { id, sink, credits, ackDeadlineMs: remote ? Infinity : settings.ackDeadlineMs, deliveries: new Map(), queue: [], gone: false },
+    ]);
+    if (members.length > 1) {
+      // A credit freed in one dispatcher may be used by the others.
+      let scheduled = false;
+      credits.released = () => {
+        if (scheduled) return;
+        scheduled = true;
+        queueMicrotask(() => {
+          scheduled = false;
+          for (const [d, m] of members) if (!m.gone) d.kick();
+        });
+      };
+    }
     const joined: Joined = {
-      created,
-      ackedThrough: dispatcher.ackedThrough,
+      created: own.created,
+      ackedThrough: own.group.ackedThrough,
       maxInFlight: settings.maxInFlight,
       ackDeadlineMs: settings.ackDeadlineMs,
-      ...dispatcher.settings,
+      ...own.group.settings,
     };
-    dispatcher.addMember(member);
+    for (const [d, m] of members) d.addMember(m);
+    if (!remote) this.countLocal(settings, 1);
+    let left = false;
+    const each = (f: (d: GroupDispatcher, m: MemberState) => void): void => {
+      for (const [d, m] of members) if (!m.gone) f(d, m);
+    };
     return {
       joined,
-      ack: (ids) => {
-        if (!member.gone) dispatcher.ack(member, ids);
-      },
-      nack: (ids, delayMs) => {
-        if (!member.gone) dispatcher.nack(member, ids, delayMs);
-      },
-      extend: (ids, ms) => {
-        if (!member.gone) dispatcher.extend(member, ids, ms);
-      },
-      credit: (credits) => {
-        if (member.gone) return;
-        if (member.window + credits > DEFAULTS.maxCredits) {
+      ack: (ids) => each((d, m) => d.ack(m, ids)),
+      nack: (ids, delayMs) => each((d, m) => d.nack(m, ids, delayMs)),
+      extend: (ids, ms) => each((d, m) => d.extend(m, ids, ms)),
+      credit: (more) => {
+        if (left) return;
+        if (credits.window + more > DEFAULTS.maxCredits) {
           throw exhausted(
             Reason.TOO_MANY_CREDITS,
             "credit.credits",
-            `granting ${credits} more would make ${member.window + credits} in flight; at most ${DEFAULTS.maxCredits} are allowed`,
+            `granting ${more} more would make ${credits.window + more} in flight; at most ${DEFAULTS.maxCredits} are allowed`,
           );
         }
-        dispatcher.grant(member, credits);
+        credits.window += more;
+        each((d) => d.kick());
       },
-      leave: (returned) => dispatcher.removeMember(member, returned),
+      leave: (returned) => {
+        if (left) return;
+        left = true;
+        each((d, m) => d.removeMember(m, returned));
+        if (!remote) this.countLocal(settings, -1);
+      },
     };
+  }
+
+  /** The groups with members on this sidecar (Subscribe streams, not peers), with their latest settings. */
+  interest(): JoinSettings[] {
+    return [...this.local.values()].map((l) => l.settings);
+  }
+
+  /** Told when a group gains its first or loses its last member on this sidecar. */
+  onInterest(listener: (settings: JoinSettings, present: boolean) => void): () => void {
+    this.interestListeners.add(listener);
+    return () => this.interestListeners.delete(listener);
+  }
+
+  /**
+   * Told when a relay copy is done for its group here (acked or dead-lettered), with the
+   * event's channel, the group and where it came from: the origin waits for this report.
+   */
+  onRelayDone(listener: (channel: string, group: string, origin: Origin) => void): () => void {
+    this.relayListeners.add(listener);
+    return () => this.relayListeners.delete(listener);
+  }
+
+  /** True when the relay copy stored at `sequence` is done for the group here. */
+  relayDone(channel: string, group: string, sequence: number): boolean {
+    return this.groups.get(id(relayChannel(channel, group), group))?.isDone(sequence) ?? false;
+  }
+
+  /** The groups holding relay copies not yet done here. */
+  relayBacklog(): { channel: string; group: string; backlog: number }[] {
+    const out: { channel: string; group: string; backlog: number }[] = [];
+    for (const d of this.groups.values()) {
+      const channel = channelOfRelay(d.channel, d.group);
+      if (channel !== undefined && d.backlog > 0) out.push({ channel, group: d.group, backlog: d.backlog });
+    }
+    return out;
+  }
+
+  /**
+   * Gives up the relay copies of a group held here, without delivering or reporting them:
+   * their origins have given (or will give) them to the group's members elsewhere.
+   */
+  abandonRelay(channel: string, group: string): void {
+    const relay = relayChannel(channel, group);
+    this.groups.get(id(relay, group))?.skipTo(this.log.head(relay).last + 1, false);
+  }
+
+  private countLocal(settings: JoinSettings, delta: 1 | -1): void {
+    const key = id(settings.channel, settings.group);
+    const current = this.local.get(key);
+    const count = (current?.count ?? 0) + delta;
+    if (count > 0) this.local.set(key, { count, settings: delta > 0 ? settings : current!.settings });
+    else this.local.delete(key);
+    if (count === 1 && delta > 0) for (const l of this.interestListeners) l(settings, true);
+    if (count === 0) for (const l of this.interestListeners) l(current!.settings, false);
   }
 
   /** Every group, for operators and tests. */
@@ -187,7 +271,15 @@ export class DeliveryEngine {
   }
 
   private dispatcher(record: GroupRecord, acked: number[], inflight: { sequence: number; attempt: number }[]): GroupDispatcher {
+    const eventChannel = channelOfRelay(record.channel, record.group);
+    const onDone =
+      eventChannel === undefined
+        ? undefined
+        : (event: StoredEvent) => {
+            if (event.origin) for (const l of this.relayListeners) l(eventChannel, record.group, event.origin);
+          };
     return new GroupDispatcher(this.log, record, acked, inflight, {
+      onDone,
       maxPending: this.options.maxPendingPerGroup ?? 10_000,
       maxPendingBytes: this.options.maxPendingBytesPerGroup ?? 64 * 1024 * 1024,
       now: this.now,
@@ -197,3 +289,16 @@ export class DeliveryEngine {
 }
 
 const id = (channel: string, group: string): string => `${channel}!${group}`;
+
+/**
+ * The log channel where a sidecar keeps the relay copies of `channel`'s events that peers
+ * forwarded to its members of `group`. '~' is outside the name grammar, so no published
+ * channel can be one.
+ */
+export const relayChannel = (channel: string, group: string): string => `${channel}~${group}`;
+
+/** The event channel of a relay channel of `group`; undefined for any other channel. */
+function channelOfRelay(channel: string, group: string): string | undefined {
+  const suffix = `~${group}`;
+  return channel.endsWith(suffix) ? channel.slice(0, -suffix.length) : undefined;
+}

@@ -23,14 +23,26 @@ interface Entry {
   due: number;
 }
 
-/** A member's window and its deliveries. */
+/**
+ * The credits of one subscriber, shared by every dispatcher it is a member of (a group's
+ * own events and its relay copies): in flight never exceeds the window across them, and
+ * delivery ids are unique across them.
+ */
+export interface MemberCredits {
+  window: number;
+  inflight: number;
+  lastDeliveryId: number;
+  /** Called when a delivery ends, so the member's other dispatchers may use the credit. */
+  released: () => void;
+}
+
+/** A member's deliveries in one dispatcher. */
 export interface MemberState {
   readonly id: number;
   readonly sink: MemberSink;
-  window: number;
+  readonly credits: MemberCredits;
+  /** Infinity for a peer link: its deliveries end by the peer's outcome, not a deadline. */
   ackDeadlineMs: number;
-  inflight: number;
-  lastDeliveryId: number;
   readonly deliveries: Map<number, Entry>;
   /** Keyed entries hashed to this member, ready to go, in order. */
   readonly queue: Entry[];
@@ -45,6 +57,8 @@ export interface DispatcherOptions {
   now: () => number;
   /** Told about storage failures that the dispatcher survives. */
   onError: (error: unknown) => void;
+  /** Told when an event is done for the group (acked or dead-lettered). */
+  onDone?: ((event: StoredEvent) => void) | undefined;
 }
 
 const READ_CHUNK = 512;
@@ -179,14 +193,24 @@ export class GroupDispatcher {
     const now = this.options.now();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
-      if (entry) entry.due = now + extensionMs;
+      if (entry && Number.isFinite(entry.due)) entry.due = now + extensionMs;
     }
   }
 
   /** Makes more room for a member (credits). */
   grant(member: MemberState, credits: number): void {
-    member.window += credits;
+    member.credits.window += credits;
     this.pump();
+  }
+
+  /** Delivers what members have room for (after another dispatcher freed shared credits). */
+  kick(): void {
+    this.pump();
+  }
+
+  /** True when `seq` is finished for the group (acked, dead-lettered, or skipped). */
+  isDone(seq: number): boolean {
+    return seq <= this.record.ackedThrough || this.acked.has(seq);
   }
 
   /** New events were appended up to `last`. */
@@ -197,6 +221,14 @@ export class GroupDispatcher {
 
   /** Retention removed everything before `first`. */
   trimmed(first: number): void {
+    this.skipTo(first, true);
+  }
+
+  /**
+   * Finishes every event before `first` without delivering it. With `expired`, those not
+   * yet done are counted as removed by retention; otherwise they were given up on purpose.
+   */
+  skipTo(first: number, expired: boolean): void {
     if (this.record.ackedThrough >= first - 1) return;
     const batch = this.log.groupBatch();
     let lost = 0;
@@ -211,7 +243,7 @@ export class GroupDispatcher {
       batch.delInflight(this.channel, this.group, s);
       this.restored.delete(s);
     }
-    this.record = { ...this.record, ackedThrough: first - 1, expiredUnacked: this.record.expiredUnacked + lost };
+    this.record = { ...this.record, ackedThrough: first - 1, expiredUnacked: this.record.expiredUnacked + (expired ? lost : 0) };
     this.readPos = Math.max(this.readPos, first);
     batch.putGroup(this.record);
     void this.flush(batch);
@@ -245,11 +277,11 @@ export class GroupDispatcher {
 
   private checkIds(member: MemberState, ids: readonly number[]): void {
     for (const id of ids) {
-      if (!Number.isSafeInteger(id) || id < 1 || id > member.lastDeliveryId) {
+      if (!Number.isSafeInteger(id) || id < 1 || id > member.credits.lastDeliveryId) {
         throw new WeftError(
           status.INVALID_ARGUMENT,
           Reason.UNKNOWN_DELIVERY,
-          `delivery id ${id} was never issued on this stream (ids issued so far: 1 to ${member.lastDeliveryId})`,
+          `delivery id ${id} was never issued on this stream (ids issued so far: 1 to ${member.credits.lastDeliveryId})`,
           "delivery_ids",
         );
       }
@@ -258,7 +290,8 @@ export class GroupDispatcher {
 
   private release(member: MemberState, entry: Entry): void {
     member.deliveries.delete(entry.deliveryId!);
-    member.inflight--;
+    member.credits.inflight--;
+    member.credits.released();
     this.timed.delete(entry);
     entry.member = undefined;
     entry.deliveryId = undefined;
@@ -284,13 +317,17 @@ export class GroupDispatcher {
     let bytes: Uint8Array;
     try {
       const event = fromBinary(EventSchema, entry.event.bytes);
+      // For a relay copy, the event's own channel and its sequence at the origin.
+      const channel = event.channel;
+      const origin = entry.event.origin;
       event.channel = this.record.deadLetterChannel;
       event.attributes["weft.dead_letter.reason"] = "max_attempts";
       event.attributes["weft.dead_letter.detail"] = `${entry.attempt} of ${this.record.maxAttempts} attempts made; the last ${why}`;
       event.attributes["weft.dead_letter.attempts"] = String(entry.attempt);
-      event.attributes["weft.dead_letter.channel"] = this.channel;
+      event.attributes["weft.dead_letter.channel"] = channel;
       event.attributes["weft.dead_letter.group"] = this.group;
-      event.attributes["weft.dead_letter.sequence"] = String(entry.seq);
+      event.attributes["weft.dead_letter.sequence"] = String(origin?.sequence ?? entry.seq);
+      if (origin) event.attributes["weft.dead_letter.origin"] = origin.node;
       bytes = toBinary(EventSchema, event);
       this.log
         // Deduplicated per group, so groups sharing a dead-letter channel each keep theirs,
@@ -317,6 +354,7 @@ export class GroupDispatcher {
   private complete(entry: Entry, batch: ReturnType<OriginLog["groupBatch"]>): void {
     if (!this.entries.has(entry.seq)) return;
     this.drop(entry);
+    this.options.onDone?.(entry.event);
     batch.delInflight(this.channel, this.group, entry.seq);
     if (entry.seq === this.record.ackedThrough + 1) {
       let through = entry.seq;
@@ -450,7 +488,7 @@ export class GroupDispatcher {
       progress = false;
       for (let i = 0; i < order.length; i++) {
         const member = order[(this.rr + i) % order.length]!;
-        if (member.inflight >= member.window) continue;
+        if (member.credits.inflight >= member.credits.window) continue;
         const mine = this.nextReady(member.queue);
         const any = this.nextReady(this.unassigned);
         const entry = mine && (!any || mine.seq < any.seq) ? member.queue.shift() : this.unassigned.shift();
@@ -459,11 +497,11 @@ export class GroupDispatcher {
         entry.attempt++;
         entry.state = "inflight";
         entry.member = member;
-        entry.deliveryId = ++member.lastDeliveryId;
+        entry.deliveryId = ++member.credits.lastDeliveryId;
         entry.due = now + member.ackDeadlineMs;
         member.deliveries.set(entry.deliveryId, entry);
-        member.inflight++;
-        this.timed.add(entry);
+        member.credits.inflight++;
+        if (Number.isFinite(entry.due)) this.timed.add(entry);
         batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
         let list = out.get(member);
         if (!list) out.set(member, (list = []));

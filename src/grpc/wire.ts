@@ -199,7 +199,7 @@ export function writeDeliveries(deliveries: readonly OutgoingDelivery[], maxByte
       message[pos++] = (1 << 3) | WireType.Varint;
       pos = putVarint(message, pos, d.deliveryId);
       message[pos++] = (2 << 3) | WireType.Varint;
-      pos = putVarint(message, pos, d.event.sequence);
+      pos = putVarint(message, pos, originSequence(d));
       message[pos++] = (3 << 3) | WireType.Varint;
       pos = putVarint(message, pos, d.attempt);
       message[pos++] = (4 << 3) | WireType.LengthDelimited;
@@ -215,13 +215,16 @@ export function writeDeliveries(deliveries: readonly OutgoingDelivery[], maxByte
   return out;
 }
 
+/** Delivery.sequence: the sequence at the event's origin, for a relay copy too. */
+const originSequence = (d: OutgoingDelivery): number => d.event.origin?.sequence ?? d.event.sequence;
+
 /** Encoded size of a Delivery message (without its own tag and length). */
 function deliverySize(d: OutgoingDelivery): number {
   const deadline = Math.round(d.deadline);
   return (
     5 + // the five tags
     varintSize(d.deliveryId) +
-    varintSize(d.event.sequence) +
+    varintSize(originSequence(d)) +
     varintSize(d.attempt) +
     varintSize(d.event.bytes.length) +
     d.event.bytes.length +

@@ -16,7 +16,7 @@ import {
   prefixEnd,
   seqOfKey,
 } from "./keys.js";
-import { type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime } from "./record.js";
+import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime } from "./record.js";
 
 /** How long and how much a channel keeps. The first limit reached removes the oldest events. */
 export interface Retention {
@@ -46,6 +46,8 @@ export interface AppendEntry {
   id: string;
   key: string;
   bytes: Uint8Array;
+  /** For a relay copy of an event another sidecar published: that sidecar and its sequence. */
+  origin?: Origin | undefined;
 }
 
 /** What happened to one appended event. */
@@ -293,7 +295,7 @@ export class OriginLog {
         }
         const sequence = head.last + 1;
         head.last = sequence;
-        const record = encodeRecord(now, entry.key, entry.bytes);
+        const record = encodeRecord(now, entry.key, entry.bytes, entry.origin);
         head.bytes += record.length;
         batch.put(eventKey(entry.channel, sequence), record);
         batch.put(dk, Buffer.from(`${sequence}:${now}`));

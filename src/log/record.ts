@@ -3,8 +3,14 @@
  * publisher sent them (never re-encoded).
  *
  *   u8 version (1) | f64 append time, Unix ms | u16 key length | key (UTF-8) | event bytes
+ *
+ * A relay copy (an event another sidecar forwarded) also names its origin:
+ *
+ *   u8 version (2) | f64 append time | u16 key length | key | u8 origin length | origin
+ *   (UTF-8 node id) | f64 origin sequence | event bytes
  */
 const VERSION = 1;
+const RELAY_VERSION = 2;
 const HEADER = 1 + 8 + 2;
 
 /** One event as the origin log holds it. */
@@ -17,28 +23,52 @@ export interface StoredEvent {
   readonly key: string;
   /** The encoded weft.v1.Event. */
   readonly bytes: Uint8Array;
+  /** For a relay copy: the sidecar that published it and its sequence there. */
+  readonly origin?: Origin | undefined;
 }
 
-export function encodeRecord(appendedAt: number, key: string, event: Uint8Array): Uint8Array {
+/** Where a relay copy came from. */
+export interface Origin {
+  readonly node: string;
+  readonly sequence: number;
+}
+
+export function encodeRecord(appendedAt: number, key: string, event: Uint8Array, origin?: Origin): Uint8Array {
   const keyBytes = Buffer.from(key, "utf8");
-  const out = Buffer.allocUnsafe(HEADER + keyBytes.length + event.length);
-  out.writeUInt8(VERSION, 0);
+  const originBytes = origin ? Buffer.from(origin.node, "utf8") : undefined;
+  const extra = originBytes ? 1 + originBytes.length + 8 : 0;
+  const out = Buffer.allocUnsafe(HEADER + keyBytes.length + extra + event.length);
+  out.writeUInt8(originBytes ? RELAY_VERSION : VERSION, 0);
   out.writeDoubleBE(appendedAt, 1);
   out.writeUInt16BE(keyBytes.length, 9);
   keyBytes.copy(out, HEADER);
-  out.set(event, HEADER + keyBytes.length);
+  let pos = HEADER + keyBytes.length;
+  if (originBytes) {
+    out.writeUInt8(originBytes.length, pos);
+    originBytes.copy(out, pos + 1);
+    out.writeDoubleBE(origin!.sequence, pos + 1 + originBytes.length);
+    pos += extra;
+  }
+  out.set(event, pos);
   return out;
 }
 
 export function decodeRecord(channel: string, sequence: number, value: Uint8Array): StoredEvent {
   const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  if (buf.length < HEADER || buf.readUInt8(0) !== VERSION) {
+  const version = buf.length < HEADER ? 0 : buf.readUInt8(0);
+  if (version !== VERSION && version !== RELAY_VERSION) {
     throw new Error(`corrupt record for ${channel}#${sequence}: unknown version or short header`);
   }
   const appendedAt = buf.readDoubleBE(1);
   const keyLength = buf.readUInt16BE(9);
   const key = buf.toString("utf8", HEADER, HEADER + keyLength);
-  return { channel, sequence, appendedAt, key, bytes: buf.subarray(HEADER + keyLength) };
+  let pos = HEADER + keyLength;
+  if (version === VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos) };
+  const nodeLength = buf.readUInt8(pos);
+  const node = buf.toString("utf8", pos + 1, pos + 1 + nodeLength);
+  const originSequence = buf.readDoubleBE(pos + 1 + nodeLength);
+  pos += 1 + nodeLength + 8;
+  return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos), origin: { node, sequence: originSequence } };
 }
 
 /** The append time of a record without decoding the rest. */
@@ -48,5 +78,6 @@ export function recordTime(value: Uint8Array): number {
 
 /** The stored size of a record, as counted against retention. */
 export function recordSize(event: StoredEvent): number {
-  return HEADER + Buffer.byteLength(event.key, "utf8") + event.bytes.length;
+  const origin = event.origin ? 1 + Buffer.byteLength(event.origin.node, "utf8") + 8 : 0;
+  return HEADER + Buffer.byteLength(event.key, "utf8") + origin + event.bytes.length;
 }

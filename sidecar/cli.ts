@@ -54,14 +54,23 @@ export function buildProgram(exit: { code: number }): Command {
     .option("--fsync", "sync each append batch to disk before acking it")
     .option("--no-fsync", "do not sync before acking (the default)")
     .option("--max-event-bytes <size>", "the largest event, bytes or e.g. 512KiB (default: 1MiB)")
+    .option("--node-id <id>", "this sidecar's name in the mesh, unique among its peers: letters, digits, '.', '_', '-' (default: the host name)")
+    .option("--peer-listen <host:port>", "the peer API address, TCP only; not the --listen address (default: 127.0.0.1:7421)")
+    .option("--peers <host:port,...>", "peer addresses, comma-separated; may include this sidecar's own; repeatable (default: none)", joinList)
+    .option("--peers-dns <name:port,...>", "DNS names whose every address is a peer, comma-separated; repeatable (default: none)", joinList)
+    .option("--peers-dns-interval <duration>", "how often --peers-dns names are resolved again, 1s to 1h (default: 30s)")
+    .option("--peer-timeout <duration>", "how long a peer may be unreachable before others take its share, 100ms to 1h (default: 30s)")
+    .option("--peer-window <n>", "the most events forwarded to a peer per group and not yet handled, 1 to 10000 (default: 1000)")
     .addHelpText(
       "after",
       `
 Settings come from, lowest precedence first: defaults, the config file, environment
 variables, flags. Each setting of the config file has an environment variable: WEFT_ and
 its name in upper snake case (WEFT_DATA_DIR, WEFT_LISTEN, WEFT_FSYNC, WEFT_MAX_EVENT_BYTES,
-WEFT_DEDUP_WINDOW, WEFT_RETENTION_MAX_AGE, ...). WEFT_CONFIG names a config file.
+WEFT_DEDUP_WINDOW, WEFT_RETENTION_MAX_AGE, WEFT_NODE_ID, WEFT_PEERS, ...). WEFT_CONFIG names
+a config file.
 Durations are ms or e.g. "500ms", "30s", "10m", "7d"; sizes are bytes or e.g. "512KiB", "1MiB".
+The same --peers list on every sidecar, each one's own address included, forms one mesh.
 Stops gracefully on SIGINT or SIGTERM (a second one exits at once).`,
     )
     .action(async (o: SidecarOptions) => {
@@ -120,6 +129,11 @@ line is written. Runs until SIGINT or SIGTERM, or until --count events.`,
     });
 
   return program;
+}
+
+/** Joins a repeated list flag (`--peers a:1 --peers b:2`) into one comma-separated value. */
+function joinList(value: string, previous: string | undefined): string {
+  return previous === undefined ? value : `${previous},${value}`;
 }
 
 /** Runs the command line and returns the exit status. */

@@ -1,8 +1,9 @@
 import { open } from "node:fs/promises";
+import { isIPv6 } from "node:net";
 import { dirname, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import { WeftError } from "../src/contract/errors.js";
-import { checkChannel } from "../src/contract/validate.js";
+import { NODE_ID_RULE, checkChannel, isNodeId } from "../src/contract/validate.js";
 import type { Retention } from "../src/log/origin-log.js";
 import { addressProblem, addressRule } from "./address.js";
 import { type SidecarConfig, defaultConfig } from "./sidecar.js";
@@ -47,6 +48,20 @@ export interface ConfigFlags {
   fsync?: boolean;
   /** --max-event-bytes: bytes, or a size such as "512KiB". */
   maxEventBytes?: string | number;
+  /** --node-id */
+  nodeId?: string;
+  /** --peer-listen: host:port. */
+  peerListen?: string;
+  /** --peers: comma-separated host:port, or a list of them. */
+  peers?: string | readonly string[];
+  /** --peers-dns: comma-separated name:port, or a list of them. */
+  peersDns?: string | readonly string[];
+  /** --peers-dns-interval: ms, or a duration such as "30s". */
+  peersDnsInterval?: string | number;
+  /** --peer-timeout: ms, or a duration such as "30s". */
+  peerTimeout?: string | number;
+  /** --peer-window: a whole number. */
+  peerWindow?: string | number;
 }
 
 /** The inputs of {@link resolveConfig}. */
@@ -88,11 +103,19 @@ interface Flat {
   "retention.maxBytes": number;
   sweepInterval: number;
   shutdownGrace: number;
+  nodeId: string;
+  peerListen: string;
+  peers: string[];
+  peersDns: string[];
+  peersDnsInterval: number;
+  peerTimeout: number;
+  peerWindow: number;
 }
 type FlatKey = keyof Flat;
 type Found = { [K in FlatKey]?: { value: Flat[K]; source: ConfigSource } };
 
 const SECOND = 1000;
+const HOUR = 3_600_000;
 const DAY = 86_400_000;
 const KiB = 1024;
 const MiB = 1024 ** 2;
@@ -100,6 +123,13 @@ const GiB = 1024 ** 3;
 
 const RETENTION_AGE = duration(SECOND, 3650 * DAY);
 const RETENTION_BYTES = size(KiB, 1024 ** 5);
+
+/** Most entries in `peers` or `peersDns`; a larger mesh is found through DNS, not listed. */
+export const MAX_PEER_ENTRIES = 1000;
+
+const PEER_LISTEN_RULE = 'host:port (TCP; port 0-65535, 0 picks a free port; an IPv6 host in brackets, e.g. "[::1]:7421")';
+const PEER_RULE = 'host:port (TCP; port 1-65535; an IPv6 host in brackets, e.g. "10.0.0.7:7421" or "[fd00::7]:7421")';
+const PEER_DNS_RULE = 'name:port (a DNS name, or an IP address; port 1-65535; e.g. "weft-peers.mesh.svc:7421")';
 
 const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   dataDir: { env: "WEFT_DATA_DIR", flag: "dataDir", read: path },
@@ -113,7 +143,14 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   "retention.maxAge": { env: "WEFT_RETENTION_MAX_AGE", read: RETENTION_AGE },
   "retention.maxBytes": { env: "WEFT_RETENTION_MAX_BYTES", read: RETENTION_BYTES },
   sweepInterval: { env: "WEFT_SWEEP_INTERVAL", read: duration(100, DAY) },
-  shutdownGrace: { env: "WEFT_SHUTDOWN_GRACE", read: duration(0, 3_600_000) },
+  shutdownGrace: { env: "WEFT_SHUTDOWN_GRACE", read: duration(0, HOUR) },
+  nodeId: { env: "WEFT_NODE_ID", flag: "nodeId", read: nodeId },
+  peerListen: { env: "WEFT_PEER_LISTEN", flag: "peerListen", read: peerListenAddress },
+  peers: { env: "WEFT_PEERS", flag: "peers", read: addressList("peer address", PEER_RULE) },
+  peersDns: { env: "WEFT_PEERS_DNS", flag: "peersDns", read: addressList("DNS name and port", PEER_DNS_RULE) },
+  peersDnsInterval: { env: "WEFT_PEERS_DNS_INTERVAL", flag: "peersDnsInterval", read: duration(SECOND, HOUR) },
+  peerTimeout: { env: "WEFT_PEER_TIMEOUT", flag: "peerTimeout", read: duration(100, HOUR) },
+  peerWindow: { env: "WEFT_PEER_WINDOW", flag: "peerWindow", read: integer(1, 10_000) },
 };
 const FLAT_KEYS = Object.keys(SETTINGS) as FlatKey[];
 
@@ -319,7 +356,6 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
   const channels: Record<string, Retention> = Object.create(null);
   for (const [name, r] of Object.entries(fileChannels)) channels[name] = { ...retention, ...r };
   const config: SidecarConfig = {
-    ...d,
     dataDir: pick("dataDir", d.dataDir),
     listen: pick("listen", d.listen),
     fsync: pick("fsync", d.fsync),
@@ -332,7 +368,15 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     channels,
     sweepIntervalMs: pick("sweepInterval", d.sweepIntervalMs),
     shutdownGraceMs: pick("shutdownGrace", d.shutdownGraceMs),
+    nodeId: pick("nodeId", d.nodeId),
+    peerListen: pick("peerListen", d.peerListen),
+    peers: pick("peers", d.peers),
+    peersDns: pick("peersDns", d.peersDns),
+    peersDnsIntervalMs: pick("peersDnsInterval", d.peersDnsIntervalMs),
+    peerTimeoutMs: pick("peerTimeout", d.peerTimeoutMs),
+    peerWindow: pick("peerWindow", d.peerWindow),
   };
+  checkPeerListen(found, config);
   if (config.maxEventBytes > config.maxMessageBytes) {
     // Blame the setting that was set; when both were, the event limit.
     const event = found.maxEventBytes;
@@ -355,6 +399,57 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
   return config;
 }
 
+/** Refuses a peer listener on the service listener's address: the two APIs need their own sockets. */
+function checkPeerListen(found: Found, config: SidecarConfig): void {
+  if (!sameListener(config.listen, config.peerListen)) return;
+  const clash = config.listen === config.peerListen ? "is the same address as" : "binds the same port, on an overlapping host, as";
+  const fix = "the service API and the peer API each need their own port (port 0 picks a free one)";
+  // Blame the setting that was set; when both were, the peer listener.
+  const peer = found.peerListen;
+  const listen = found.listen;
+  if (peer || !listen) {
+    const from = listen ? describeSource(listen.source, "listen") : "the default";
+    throw new ConfigError(
+      peer?.source ?? { kind: "default" },
+      "peerListen",
+      `${describe(config.peerListen)} ${clash} listen (${config.listen}, from ${from}); ${fix}: give peerListen another port`,
+    );
+  }
+  throw new ConfigError(
+    listen.source,
+    "listen",
+    `${describe(config.listen)} ${clash} peerListen (${config.peerListen}, from the default); ${fix}: give listen another port, or set peerListen`,
+  );
+}
+
+/**
+ * True when two listen addresses would bind one TCP port: the same port (not 0, which picks a
+ * free one each time) on the same host, on a wildcard host, or on "localhost" and a loopback
+ * address. Host names are not resolved; a clash they hide is reported when the sidecar starts.
+ */
+function sameListener(a: string, b: string): boolean {
+  const x = splitHostPort(a);
+  const y = splitHostPort(b);
+  if (!x || !y || x.port !== y.port || x.port === 0) return false;
+  const wildcard = (h: string): boolean => h === "0.0.0.0" || h === "::";
+  const loopback = (h: string): boolean => h === "localhost" || h === "::1" || h.startsWith("127.");
+  if (x.host === y.host || wildcard(x.host) || wildcard(y.host)) return true;
+  return (x.host === "localhost" || y.host === "localhost") && loopback(x.host) && loopback(y.host);
+}
+
+/** A TCP address's host (lowercase, without brackets or a trailing dot, IPv6 canonical) and port. */
+function splitHostPort(address: string): { host: string; port: number } | undefined {
+  if (address.startsWith("/") || address.startsWith("unix:")) return undefined;
+  const colon = address.lastIndexOf(":");
+  if (colon < 0) return undefined;
+  let host = address.slice(0, colon).toLowerCase().replace(/\.$/, "");
+  if (host.startsWith("[") && host.endsWith("]")) {
+    host = host.slice(1, -1);
+    if (isIPv6(host)) host = new URL(`http://[${host}]/`).hostname.slice(1, -1);
+  }
+  return { host, port: Number(address.slice(colon + 1)) };
+}
+
 // ---- value readers ----
 
 function path(value: unknown): string {
@@ -370,6 +465,83 @@ function listenAddress(value: unknown): string {
   const problem = addressProblem(value);
   if (problem) throw new Problem(`${describe(value)} is not an address to listen on (${problem}); use ${addressRule(false)}`);
   return value;
+}
+
+function nodeId(value: unknown): string {
+  if (typeof value !== "string") {
+    const hint = typeof value === "number" ? ` (quote a number in YAML: nodeId: "${value}")` : "";
+    throw new Problem(`must be text, not ${kindOf(value)}${hint}; use ${NODE_ID_RULE}`);
+  }
+  if (!isNodeId(value)) throw new Problem(`${describe(value)} is not a node id; use ${NODE_ID_RULE}`);
+  return value;
+}
+
+function peerListenAddress(value: unknown): string {
+  if (typeof value !== "string") throw new Problem(`must be text, not ${kindOf(value)}; use ${PEER_LISTEN_RULE}`);
+  const problem = tcpAddressProblem(value, false);
+  if (problem) throw new Problem(`${describe(value)} is not an address for the peer API (${problem}); use ${PEER_LISTEN_RULE}`);
+  return value;
+}
+
+/**
+ * Returns a reader of a list of TCP addresses to connect to: a list of text, or one text of
+ * comma-separated entries. Entries are trimmed; empty ones are refused; duplicates (ignoring
+ * case) are dropped, keeping the first. An empty text is an empty list.
+ */
+function addressList(noun: string, rule: string): Setting<string[]>["read"] {
+  const shape = `a list of ${rule}, or one text of them separated by commas`;
+  return (value) => {
+    let entries: unknown[];
+    if (typeof value === "string") {
+      // Split no further than one past the limit: a hostile value costs no more than a full list.
+      entries = value.trim() === "" ? [] : value.split(",", MAX_PEER_ENTRIES + 1);
+      if (entries.length > MAX_PEER_ENTRIES) {
+        throw new Problem(`has more than ${MAX_PEER_ENTRIES} entries; at most ${MAX_PEER_ENTRIES} may be listed (use peersDns for a larger mesh)`);
+      }
+    } else if (Array.isArray(value)) {
+      entries = value;
+      if (entries.length > MAX_PEER_ENTRIES) {
+        throw new Problem(`has ${entries.length} entries; at most ${MAX_PEER_ENTRIES} may be listed (use peersDns for a larger mesh)`);
+      }
+    } else {
+      throw new Problem(`must be ${shape}, not ${kindOf(value)}`);
+    }
+    const seen = new Set<string>();
+    const addresses: string[] = [];
+    entries.forEach((raw, i) => {
+      const at = `entry ${i + 1}`;
+      const empty = typeof value === "string" ? `${at} is empty (a doubled or trailing comma?); each entry is ${rule}` : `${at} is empty; each entry is ${rule}`;
+      if (raw === null || raw === undefined) throw new Problem(empty);
+      if (typeof raw !== "string") throw new Problem(`${at} is ${kindOf(raw)} (${describe(raw)}), not text; each entry is ${rule}`);
+      const entry = raw.trim();
+      if (entry === "") throw new Problem(empty);
+      if (typeof value !== "string" && entry.includes(",")) {
+        throw new Problem(`${at}, ${describe(entry)}, contains a comma; in a list, give one ${noun} per entry`);
+      }
+      const problem = tcpAddressProblem(entry, true);
+      if (problem) throw new Problem(`${at}, ${describe(entry)}, is not a ${noun} (${problem}); use ${rule}`);
+      const key = entry.toLowerCase();
+      if (!seen.has(key)) {
+        seen.add(key);
+        addresses.push(entry);
+      }
+    });
+    return addresses;
+  };
+}
+
+/** Checks a TCP host:port, as {@link addressProblem} does, but refusing unix sockets. */
+function tcpAddressProblem(address: string, forConnect: boolean): string | undefined {
+  if (address.startsWith("unix:") || address.startsWith("/")) return "a unix socket cannot be used: peers connect over TCP only";
+  const colon = address.lastIndexOf(":");
+  if (colon >= 0) {
+    const port = address.slice(colon + 1);
+    const min = forConnect ? 1 : 0;
+    if (!/^\d{1,5}$/.test(port) || Number(port) < min || Number(port) > 65535) {
+      return `port ${describe(port)} is not a number from ${min} to 65535`;
+    }
+  }
+  return addressProblem(address, forConnect);
 }
 
 const TRUE = ["true", "1", "yes", "on"];

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CONFIG_ENV_VARS, ConfigError, type ConfigInput, MAX_CONFIG_FILE_BYTES, resolveConfig } from "../sidecar/config.js";
+import { CONFIG_ENV_VARS, ConfigError, type ConfigInput, MAX_CONFIG_FILE_BYTES, MAX_PEER_ENTRIES, resolveConfig } from "../sidecar/config.js";
 import { defaultConfig } from "../sidecar/sidecar.js";
 import { formatDuration, formatSize, parseDuration, parseSize } from "../sidecar/units.js";
 
@@ -118,6 +118,13 @@ channels:
     maxBytes: 100GiB
 sweepInterval: 30s
 shutdownGrace: 2s
+nodeId: weft-a.eu-1
+peerListen: 0.0.0.0:7421
+peers: [10.0.0.1:7421, 10.0.0.2:7421]
+peersDns: weft-peers.mesh.svc:7421
+peersDnsInterval: 1m
+peerTimeout: 10s
+peerWindow: 500
 `);
     expect(config).toEqual({
       dataDir: "/var/lib/weft",
@@ -136,6 +143,13 @@ shutdownGrace: 2s
       },
       sweepIntervalMs: 30_000,
       shutdownGraceMs: 2000,
+      nodeId: "weft-a.eu-1",
+      peerListen: "0.0.0.0:7421",
+      peers: ["10.0.0.1:7421", "10.0.0.2:7421"],
+      peersDns: ["weft-peers.mesh.svc:7421"],
+      peersDnsIntervalMs: 60_000,
+      peerTimeoutMs: 10_000,
+      peerWindow: 500,
     });
   });
 
@@ -186,6 +200,13 @@ shutdownGrace: 2s
         WEFT_RETENTION_MAX_BYTES: "5GiB",
         WEFT_SWEEP_INTERVAL: "1500",
         WEFT_SHUTDOWN_GRACE: "0",
+        WEFT_NODE_ID: "node_7",
+        WEFT_PEER_LISTEN: "[::]:9000",
+        WEFT_PEERS: "a.mesh:9000,b.mesh:9000",
+        WEFT_PEERS_DNS: "weft.mesh:9000",
+        WEFT_PEERS_DNS_INTERVAL: "5s",
+        WEFT_PEER_TIMEOUT: "250ms",
+        WEFT_PEER_WINDOW: "64",
       },
     });
     expect(config).toEqual({
@@ -201,6 +222,13 @@ shutdownGrace: 2s
       retention: { maxAgeMs: 12 * 3_600_000, maxBytes: 5 * 1024 ** 3 },
       sweepIntervalMs: 1500,
       shutdownGraceMs: 0,
+      nodeId: "node_7",
+      peerListen: "[::]:9000",
+      peers: ["a.mesh:9000", "b.mesh:9000"],
+      peersDns: ["weft.mesh:9000"],
+      peersDnsIntervalMs: 5000,
+      peerTimeoutMs: 250,
+      peerWindow: 64,
     });
   });
 
@@ -219,6 +247,13 @@ shutdownGrace: 2s
       "WEFT_RETENTION_MAX_BYTES",
       "WEFT_SWEEP_INTERVAL",
       "WEFT_SHUTDOWN_GRACE",
+      "WEFT_NODE_ID",
+      "WEFT_PEER_LISTEN",
+      "WEFT_PEERS",
+      "WEFT_PEERS_DNS",
+      "WEFT_PEERS_DNS_INTERVAL",
+      "WEFT_PEER_TIMEOUT",
+      "WEFT_PEER_WINDOW",
     ]);
   });
 
@@ -449,5 +484,366 @@ describe("refusals name the source, the key and what is allowed", () => {
 
     const small = await refusal({ env: { WEFT_MAX_MESSAGE_BYTES: "512KiB" } });
     expect(small.message).toMatch(/^environment variable WEFT_MAX_MESSAGE_BYTES: 512KiB is smaller than maxEventBytes \(1MiB, from the default\)/);
+  });
+});
+
+describe("mesh settings", () => {
+  const RULE = /use 1 to 64 characters: letters, digits, '\.', '_' or '-', starting with a letter or digit/;
+
+  it("defaults the node id to the host name, and the peer settings as documented", async () => {
+    const config = await resolveConfig({ env: {} });
+    expect(config.nodeId).toBe(defaultConfig().nodeId);
+    expect(config.nodeId).toMatch(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/);
+    expect([config.peerListen, config.peers, config.peersDns]).toEqual(["127.0.0.1:7421", [], []]);
+    expect([config.peersDnsIntervalMs, config.peerTimeoutMs, config.peerWindow]).toEqual([30_000, 30_000, 1000]);
+  });
+
+  it("applies defaults < file < environment < flags to every mesh setting", async () => {
+    const path = await file(`
+nodeId: from-file
+peerListen: 127.0.0.1:8001
+peers: [f1:7421, f2:7421]
+peersDns: [file.mesh:7421]
+peersDnsInterval: 10s
+peerTimeout: 10s
+peerWindow: 10
+`);
+    const env = {
+      WEFT_NODE_ID: "from-env",
+      WEFT_PEER_LISTEN: "127.0.0.1:8002",
+      WEFT_PEERS: "e1:7421",
+      WEFT_PEERS_DNS: "env.mesh:7421",
+      WEFT_PEERS_DNS_INTERVAL: "20s",
+      WEFT_PEER_TIMEOUT: "20s",
+      WEFT_PEER_WINDOW: "20",
+    };
+    const flags = {
+      nodeId: "from-flag",
+      peerListen: "127.0.0.1:8003",
+      peers: "x1:7421,x2:7421,x3:7421",
+      peersDns: "flag.mesh:7421",
+      peersDnsInterval: "30s",
+      peerTimeout: "30s",
+      peerWindow: "30",
+    };
+    const pickMesh = (c: Awaited<ReturnType<typeof resolveConfig>>) => [
+      c.nodeId,
+      c.peerListen,
+      c.peers,
+      c.peersDns,
+      c.peersDnsIntervalMs,
+      c.peerTimeoutMs,
+      c.peerWindow,
+    ];
+    expect(pickMesh(await resolveConfig({ file: path, env: {} }))).toEqual(["from-file", "127.0.0.1:8001", ["f1:7421", "f2:7421"], ["file.mesh:7421"], 10_000, 10_000, 10]);
+    expect(pickMesh(await resolveConfig({ file: path, env }))).toEqual(["from-env", "127.0.0.1:8002", ["e1:7421"], ["env.mesh:7421"], 20_000, 20_000, 20]);
+    expect(pickMesh(await resolveConfig({ file: path, env, flags }))).toEqual([
+      "from-flag",
+      "127.0.0.1:8003",
+      ["x1:7421", "x2:7421", "x3:7421"],
+      ["flag.mesh:7421"],
+      30_000,
+      30_000,
+      30,
+    ]);
+    // A flag given one setting leaves the others to the environment.
+    const some = await resolveConfig({ file: path, env, flags: { peerWindow: 5 } });
+    expect(pickMesh(some)).toEqual(["from-env", "127.0.0.1:8002", ["e1:7421"], ["env.mesh:7421"], 20_000, 20_000, 5]);
+  });
+
+  it.each([["a"], ["A1"], ["weft-0"], ["node_7.eu-west-1"], ["9"], ["a".repeat(64)]])("accepts the node id %j", async (id) => {
+    expect((await resolveConfig({ env: {}, flags: { nodeId: id } })).nodeId).toBe(id);
+  });
+
+  it.each([
+    ["node 1"],
+    [" node"],
+    ["node\t"],
+    ["nœud"],
+    ["ノード"],
+    ["node\u0000x"],
+    ["node\u202ex"],
+    ["-node"],
+    [".node"],
+    ["_node"],
+    ["node/1"],
+    ["node:1"],
+    ["a".repeat(65)],
+    ["a".repeat(100_000)],
+  ])("refuses the node id %j from a flag, the environment and a file", async (id) => {
+    const flag = await refusal({ env: {}, flags: { nodeId: id } });
+    expect(flag.source).toEqual({ kind: "flag", name: "--node-id" });
+    expect(flag.problem).toMatch(/ is not a node id; /);
+    expect(flag.problem).toMatch(RULE);
+    expect(flag.message.length).toBeLessThan(400); // a hostile value is not echoed whole
+
+    const env = await refusal({ env: { WEFT_NODE_ID: id } });
+    expect(env.message).toMatch(/^environment variable WEFT_NODE_ID: .* is not a node id/);
+
+    const yaml = await yamlRefusal(`nodeId: ${JSON.stringify(id)}\n`);
+    expect(yaml.key).toBe("nodeId");
+    expect(yaml.problem).toMatch(RULE);
+  });
+
+  it.each([
+    ["nodeId: 42", /must be text, not a number \(quote a number in YAML: nodeId: "42"\); use 1 to 64 characters/],
+    ["nodeId: true", /must be text, not true or false/],
+    ["nodeId: [a, b]", /must be text, not a list/],
+    ["nodeId:", /must be text, not empty/],
+    ["nodeId: ''", /"" is not a node id/],
+  ])("refuses a node id that is not text: %j", async (yaml, message) => {
+    const e = await yamlRefusal(`${yaml}\n`);
+    expect(e.key).toBe("nodeId");
+    expect(e.problem).toMatch(message);
+  });
+
+  it("accepts a peer listener on every TCP form, port 0 included", async () => {
+    for (const peerListen of ["127.0.0.1:0", "0.0.0.0:7421", "localhost:9000", "[::1]:7421", "[::]:7421", "weft.internal:65535"]) {
+      expect((await resolveConfig({ env: {}, flags: { peerListen } })).peerListen).toBe(peerListen);
+    }
+  });
+
+  it.each([
+    ["/run/weft-peer.sock", /a unix socket cannot be used: peers connect over TCP only/],
+    ["unix:/run/weft-peer.sock", /a unix socket cannot be used/],
+    ["localhost", /it has no port/],
+    ["127.0.0.1:65536", /port "65536" is not a number from 0 to 65535/],
+    ["127.0.0.1:-1", /port "-1" is not a number/],
+    [`127.0.0.1:${"9".repeat(10_000)}`, /port "9{64}…" is not a number/],
+    [":7421", /it has no host/],
+    ["::1:7421", /an IPv6 host must be in brackets/],
+    ["bad host:7421", /is not a hostname or an IP address/],
+    ["", /it is empty/],
+  ])("refuses the peer listener %j", async (peerListen, message) => {
+    const e = await yamlRefusal(`peerListen: ${JSON.stringify(peerListen)}\n`);
+    expect(e.key).toBe("peerListen");
+    expect(e.problem).toMatch(message);
+    expect(e.problem).toContain("use host:port (TCP; port 0-65535");
+    expect((await yamlRefusal("peerListen: 7421\n")).problem).toMatch(/must be text, not a number; use host:port/);
+  });
+
+  it("refuses a peer listener on the service listener's address, blaming the one that was set", async () => {
+    const same = await refusal({ env: {}, flags: { listen: "127.0.0.1:9000", peerListen: "127.0.0.1:9000" } });
+    expect(same.key).toBe("peerListen");
+    expect(same.message).toMatch(
+      /^flag --peer-listen: "127.0.0.1:9000" is the same address as listen \(127.0.0.1:9000, from flag --listen\); the service API and the peer API each need their own port/,
+    );
+
+    const onDefault = await refusal({ env: { WEFT_PEER_LISTEN: "127.0.0.1:7420" } });
+    expect(onDefault.message).toMatch(/^environment variable WEFT_PEER_LISTEN: "127.0.0.1:7420" is the same address as listen \(127.0.0.1:7420, from the default\)/);
+
+    const listenOnPeer = await refusal({ env: { WEFT_LISTEN: "127.0.0.1:7421" } });
+    expect(listenOnPeer.key).toBe("listen");
+    expect(listenOnPeer.message).toMatch(/^environment variable WEFT_LISTEN: "127.0.0.1:7421" is the same address as peerListen \(127.0.0.1:7421, from the default\).*give listen another port, or set peerListen/);
+
+    // Overlapping hosts on one port clash too: a wildcard, localhost and loopback, case and brackets.
+    for (const [listen, peerListen] of [
+      ["0.0.0.0:9001", "127.0.0.1:9001"],
+      ["127.0.0.1:9001", "[::]:9001"],
+      ["localhost:9001", "127.0.0.1:9001"],
+      ["Weft.Local:9001", "weft.local.:9001"],
+      ["[::1]:9001", "[0:0::1]:9001"],
+    ] as const) {
+      const e = await refusal({ env: {}, flags: { listen, peerListen } });
+      expect(e.problem, `${listen} vs ${peerListen}`).toMatch(/binds the same port, on an overlapping host, as listen/);
+    }
+  });
+
+  it("lets the peer listener share a host with the service listener, and both use port 0", async () => {
+    const zero = await resolveConfig({ env: {}, flags: { listen: "127.0.0.1:0", peerListen: "127.0.0.1:0" } });
+    expect([zero.listen, zero.peerListen]).toEqual(["127.0.0.1:0", "127.0.0.1:0"]);
+    const ports = await resolveConfig({ env: {}, flags: { listen: "0.0.0.0:9000", peerListen: "0.0.0.0:9001" } });
+    expect(ports.peerListen).toBe("0.0.0.0:9001");
+    const hosts = await resolveConfig({ env: {}, flags: { listen: "127.0.0.1:9000", peerListen: "10.1.2.3:9000" } });
+    expect(hosts.peerListen).toBe("10.1.2.3:9000");
+    const socket = await resolveConfig({ env: {}, flags: { listen: "/run/weft.sock", peerListen: "0.0.0.0:7421" } });
+    expect(socket.peerListen).toBe("0.0.0.0:7421");
+  });
+
+  it.each([
+    ["peers", "WEFT_PEERS", "--peers"],
+    ["peersDns", "WEFT_PEERS_DNS", "--peers-dns"],
+  ] as const)("reads %s as a YAML list, a JSON list or comma-separated text, trimmed and without duplicates", async (key, variable, flag) => {
+    const expected = ["a.mesh:7421", "10.0.0.2:7421", "[fd00::7]:7421"];
+    expect((await fromYaml(`${key}:\n  - a.mesh:7421\n  - " 10.0.0.2:7421 "\n  - "[fd00::7]:7421"\n`))[key]).toEqual(expected);
+    const json = await file(JSON.stringify({ [key]: ["a.mesh:7421", "10.0.0.2:7421", "[fd00::7]:7421", "a.mesh:7421"] }), `weft-${++files}.json`);
+    expect((await resolveConfig({ file: json, env: {} }))[key]).toEqual(expected);
+    expect((await fromYaml(`${key}: "a.mesh:7421, 10.0.0.2:7421 ,[fd00::7]:7421"\n`))[key]).toEqual(expected);
+    expect((await resolveConfig({ env: { [variable]: " a.mesh:7421,10.0.0.2:7421,[fd00::7]:7421,A.MESH:7421 " } }))[key]).toEqual(expected);
+    expect((await resolveConfig({ env: {}, flags: { [key]: "a.mesh:7421,10.0.0.2:7421,[fd00::7]:7421,10.0.0.2:7421" } }))[key]).toEqual(expected);
+    // An empty list, or empty text, is no peers; an empty variable is unset.
+    expect((await fromYaml(`${key}: []\n`))[key]).toEqual([]);
+    expect((await fromYaml(`${key}: ""\n`))[key]).toEqual([]);
+    expect((await resolveConfig({ env: { [variable]: "a.mesh:7421" }, flags: { [key]: "" } }))[key]).toEqual([]);
+    expect((await resolveConfig({ env: { [variable]: "" } }))[key]).toEqual([]);
+    const e = await refusal({ env: {}, flags: { [key]: "a.mesh:0" } });
+    expect(e.source).toEqual({ kind: "flag", name: flag });
+  });
+
+  it("accepts the sidecar's own address among its peers (the same list on every sidecar)", async () => {
+    const peers = "10.0.0.1:7421,10.0.0.2:7421,10.0.0.3:7421";
+    const config = await resolveConfig({ env: { WEFT_PEERS: peers }, flags: { peerListen: "10.0.0.2:7421" } });
+    expect(config.peers).toEqual(peers.split(","));
+  });
+
+  it(`accepts ${MAX_PEER_ENTRIES} peers and refuses ${MAX_PEER_ENTRIES + 1}, from a list or from text`, async () => {
+    const many = (n: number): string[] => Array.from({ length: n }, (_, i) => `10.0.${Math.floor(i / 250)}.${(i % 250) + 1}:7421`);
+    expect((await resolveConfig({ env: { WEFT_PEERS: many(MAX_PEER_ENTRIES).join(",") } })).peers).toHaveLength(MAX_PEER_ENTRIES);
+
+    const list = await yamlRefusal(`peers: ${JSON.stringify(many(MAX_PEER_ENTRIES + 1))}\n`);
+    expect(list.key).toBe("peers");
+    expect(list.problem).toBe("has 1001 entries; at most 1000 may be listed (use peersDns for a larger mesh)");
+
+    const text = await refusal({ env: { WEFT_PEERS_DNS: many(MAX_PEER_ENTRIES + 1).join(",") } });
+    expect(text.message).toBe("environment variable WEFT_PEERS_DNS: has more than 1000 entries; at most 1000 may be listed (use peersDns for a larger mesh)");
+
+    // Commas alone count as entries: a hostile value is refused by count before anything else.
+    const commas = await refusal({ env: {}, flags: { peers: ",".repeat(1_000_000) } });
+    expect(commas.problem).toMatch(/has more than 1000 entries/);
+  });
+
+  it.each([
+    ["a.mesh", /entry 1, "a.mesh", is not a peer address \(it has no port\)/],
+    ["a.mesh:", /entry 1, "a.mesh:", is not a peer address \(port "" is not a number from 1 to 65535\)/],
+    ["a.mesh:0", /port "0" is not a number from 1 to 65535/],
+    ["a.mesh:70000", /port "70000" is not a number from 1 to 65535/],
+    ["a.mesh:-1", /port "-1" is not a number/],
+    ["a.mesh:http", /port "http" is not a number/],
+    ["ok:1,a.mesh:70000", /entry 2, "a.mesh:70000", is not a peer address/],
+    ["a.mesh:1,,b.mesh:2", /entry 2 is empty \(a doubled or trailing comma\?\)/],
+    ["a.mesh:1,", /entry 2 is empty/],
+    [",a.mesh:1", /entry 1 is empty/],
+    ["a.mesh:1, ,b.mesh:2", /entry 2 is empty/],
+    ["/run/peer.sock", /a unix socket cannot be used: peers connect over TCP only/],
+    ["unix:/run/peer.sock", /a unix socket cannot be used/],
+    [":7421", /it has no host/],
+    ["::1:7421", /an IPv6 host must be in brackets/],
+    ["[nope]:7421", /\[nope\] is not an IPv6 address/],
+    ["a mesh:7421", /host "a mesh" is not a hostname or an IP address/],
+    ["under_score.mesh:7421", /is not a hostname or an IP address/],
+    ["ünïcode.mesh:7421", /is not a hostname or an IP address/],
+    [`${"a".repeat(300)}:7421`, /is not a hostname or an IP address/],
+  ])("refuses the peers entry %j, naming it and the rule", async (peers, message) => {
+    const e = await refusal({ env: { WEFT_PEERS: peers } });
+    expect(e.source).toEqual({ kind: "env", name: "WEFT_PEERS" });
+    expect(e.problem).toMatch(message);
+    expect(e.problem).toContain("host:port (TCP; port 1-65535");
+    expect(e.message.length).toBeLessThan(500);
+  });
+
+  it.each([
+    ["peersDns", "weft.mesh"],
+    ["peersDns", "weft.mesh:0"],
+    ["peersDns", "weft.mesh:70000"],
+    ["peersDns", "weft_peers.mesh:7421"],
+    ["peersDns", "/run/dns.sock"],
+  ])("refuses the %s entry %j with the DNS rule", async (key, entry) => {
+    const e = await yamlRefusal(`${key}: ${JSON.stringify(entry)}\n`);
+    expect(e.key).toBe(key);
+    expect(e.problem).toMatch(/entry 1, ".*", is not a DNS name and port/);
+    expect(e.problem).toContain("use name:port (a DNS name, or an IP address; port 1-65535");
+  });
+
+  it("accepts DNS names and IP addresses in peersDns", async () => {
+    const config = await fromYaml("peersDns: [weft-peers.default.svc.cluster.local:7421, WEFT.example.:1, 10.0.0.9:65535, '[::1]:7421']\n");
+    expect(config.peersDns).toEqual(["weft-peers.default.svc.cluster.local:7421", "WEFT.example.:1", "10.0.0.9:65535", "[::1]:7421"]);
+  });
+
+  it.each([
+    ["peers: [a.mesh:1, 7421]", /entry 2 is a number \(7421\), not text; each entry is host:port/],
+    ["peers: [a.mesh:1, true]", /entry 2 is true or false \(true\), not text/],
+    ["peers: [a.mesh:1, [b.mesh:2]]", /entry 2 is a list \(a list\), not text/],
+    ["peers: [{ host: a.mesh, port: 1 }]", /entry 1 is a mapping \(a mapping\), not text/],
+    ["peers:\n  - a.mesh:1\n  -\n", /entry 2 is empty; each entry is host:port/],
+    ["peers: ['a.mesh:1', '']", /entry 2 is empty; each entry is host:port/],
+    ["peers: ['a.mesh:1,b.mesh:2']", /entry 1, "a.mesh:1,b.mesh:2", contains a comma; in a list, give one peer address per entry/],
+    ["peers: 7421", /must be a list of host:port .*, or one text of them separated by commas, not a number/],
+    ["peers:", /must be a list of .*, not empty/],
+    ["peers: { a: b }", /not a mapping/],
+    ["peersDns: [weft.mesh:1, 2]", /entry 2 is a number \(2\), not text; each entry is name:port/],
+  ])("refuses a peer list that is not a list of text: %j", async (yaml, message) => {
+    const e = await yamlRefusal(`${yaml}\n`);
+    expect(e.key).toBe(yaml.split(":")[0]);
+    expect(e.problem).toMatch(message);
+  });
+
+  it("suggests the mesh settings for near misses in a file", async () => {
+    expect((await yamlRefusal("peer: [a:1]\n")).message).toContain('did you mean "peers"?');
+    expect((await yamlRefusal("node_id: a\n")).message).toContain('did you mean "nodeId"?');
+    expect((await yamlRefusal("peerTimeoutMs: 1000\n")).message).toContain('did you mean "peerTimeout"?');
+    expect((await yamlRefusal("peersDnsIntervalMs: 1000\n")).message).toContain('did you mean "peersDnsInterval"?');
+    const warnings: string[] = [];
+    await resolveConfig({ env: { WEFT_PEER: "a:1", WEFT_NODEID: "x" }, warn: (m) => warnings.push(m) });
+    expect(warnings.join("\n")).toContain("did you mean WEFT_PEERS?");
+    expect(warnings.join("\n")).toContain("did you mean WEFT_NODE_ID?");
+  });
+
+  it.each([
+    ["peersDnsInterval", "1s", 1000],
+    ["peersDnsInterval", "1h", 3_600_000],
+    ["peersDnsInterval", 5000, 5000],
+    ["peerTimeout", "100ms", 100],
+    ["peerTimeout", "1.5s", 1500],
+    ["peerTimeout", "1h", 3_600_000],
+  ] as const)("accepts %s %j", async (key, value, ms) => {
+    const config = await resolveConfig({ env: {}, flags: { [key]: value } });
+    expect(key === "peerTimeout" ? config.peerTimeoutMs : config.peersDnsIntervalMs).toBe(ms);
+  });
+
+  it.each([
+    ["peersDnsInterval: 999ms", "peersDnsInterval", /"999ms" is too short; use 1s to 1h/],
+    ["peersDnsInterval: 0", "peersDnsInterval", /0 is too short; use 1s to 1h/],
+    ["peersDnsInterval: 2h", "peersDnsInterval", /"2h" is too long; use 1s to 1h/],
+    ["peersDnsInterval: -5s", "peersDnsInterval", /"-5s" is negative/],
+    ["peersDnsInterval: soon", "peersDnsInterval", /"soon" is not a duration; use a number of milliseconds/],
+    ["peersDnsInterval: 1h30m", "peersDnsInterval", /is not a duration/],
+    ["peersDnsInterval: .inf", "peersDnsInterval", /Infinity is not a duration/],
+    ["peersDnsInterval: [1s]", "peersDnsInterval", /a list is not a duration/],
+    ["peerTimeout: 99ms", "peerTimeout", /"99ms" is too short; use 100ms to 1h/],
+    ["peerTimeout: 0", "peerTimeout", /0 is too short; use 100ms to 1h/],
+    ["peerTimeout: 61m", "peerTimeout", /"61m" is too long; use 100ms to 1h/],
+    ["peerTimeout: 99999999999999999999d", "peerTimeout", /is not a duration/],
+    ["peerTimeout: 10x", "peerTimeout", /"10x" is not a duration/],
+    ["peerTimeout: -1", "peerTimeout", /-1 is negative/],
+    ["peerWindow: 0", "peerWindow", /0 is out of range; use 1 to 10000/],
+    ["peerWindow: 10001", "peerWindow", /10001 is out of range; use 1 to 10000/],
+    ["peerWindow: -1", "peerWindow", /out of range|not a whole number/],
+    ["peerWindow: 2.5", "peerWindow", /2.5 is not a whole number; use 1 to 10000/],
+    ["peerWindow: '100'", "peerWindow", /"100" is not a whole number/],
+    ["peerWindow: lots", "peerWindow", /"lots" is not a whole number/],
+    ["peerWindow: 1e9", "peerWindow", /out of range/],
+  ])("refuses a nonsense, negative or absurd value: %j", async (yaml, key, message) => {
+    const e = await yamlRefusal(`${yaml}\n`);
+    expect(e.key).toBe(key);
+    expect(e.problem).toMatch(message);
+  });
+
+  it.each([
+    ["WEFT_PEERS_DNS_INTERVAL", "500ms", /^environment variable WEFT_PEERS_DNS_INTERVAL: "500ms" is too short; use 1s to 1h/],
+    ["WEFT_PEER_TIMEOUT", "forever", /^environment variable WEFT_PEER_TIMEOUT: "forever" is not a duration/],
+    ["WEFT_PEER_WINDOW", "1.5", /^environment variable WEFT_PEER_WINDOW: "1.5" is not a whole number; use 1 to 10000/],
+    ["WEFT_PEER_WINDOW", "1e3", /is not a whole number/],
+    ["WEFT_PEER_WINDOW", "99999", /99999 is out of range; use 1 to 10000/],
+  ])("refuses the environment variable %s=%j", async (name, value, message) => {
+    const e = await refusal({ env: { [name]: value } });
+    expect(e.source).toEqual({ kind: "env", name });
+    expect(e.message).toMatch(message);
+  });
+
+  it("names the flag of each mesh setting in its refusals", async () => {
+    const cases: [NonNullable<ConfigInput["flags"]>, string][] = [
+      [{ nodeId: "bad id" }, "--node-id"],
+      [{ peerListen: "/run/p.sock" }, "--peer-listen"],
+      [{ peers: "a.mesh" }, "--peers"],
+      [{ peersDns: "a.mesh:0" }, "--peers-dns"],
+      [{ peersDnsInterval: "1ms" }, "--peers-dns-interval"],
+      [{ peerTimeout: "2h" }, "--peer-timeout"],
+      [{ peerWindow: "0" }, "--peer-window"],
+    ];
+    for (const [flags, name] of cases) {
+      const e = await refusal({ env: {}, flags });
+      expect(e.source).toEqual({ kind: "flag", name });
+      expect(e.message.startsWith(`flag ${name}: `)).toBe(true);
+    }
   });
 });

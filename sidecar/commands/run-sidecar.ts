@@ -10,6 +10,13 @@ export interface SidecarOptions {
   listen?: string;
   fsync?: boolean;
   maxEventBytes?: string;
+  nodeId?: string;
+  peerListen?: string;
+  peers?: string;
+  peersDns?: string;
+  peersDnsInterval?: string;
+  peerTimeout?: string;
+  peerWindow?: string;
 }
 
 /**
@@ -25,7 +32,19 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
     config = await resolveConfig({
       file: o.config,
       env: process.env,
-      flags: { dataDir: o.dataDir, listen: o.listen, fsync: o.fsync, maxEventBytes: o.maxEventBytes },
+      flags: {
+        dataDir: o.dataDir,
+        listen: o.listen,
+        fsync: o.fsync,
+        maxEventBytes: o.maxEventBytes,
+        nodeId: o.nodeId,
+        peerListen: o.peerListen,
+        peers: o.peers,
+        peersDns: o.peersDns,
+        peersDnsInterval: o.peersDnsInterval,
+        peerTimeout: o.peerTimeout,
+        peerWindow: o.peerWindow,
+      },
       warn: (message) => note(`weft sidecar: warning: ${message}`),
     });
   } catch (e) {

@@ -2,7 +2,10 @@ import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { DEFAULT_LIMITS, isNodeId } from "../src/contract/validate.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
+import { PeerServer } from "../src/grpc/peer-server.js";
 import { ServiceServer } from "../src/grpc/server.js";
+import { Dialer } from "../src/mesh/dialer.js";
+import { MeshNode } from "../src/mesh/mesh-node.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
 
 /** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
@@ -72,7 +75,8 @@ export function defaultConfig(): SidecarConfig {
 }
 
 /**
- * One running sidecar: the origin log, the delivery engine and the service API.
+ * One running sidecar: the origin log, the delivery engine, the service API, and its place
+ * in the mesh (the peer API, and links dialed to the configured peers).
  * `stop()` is graceful and idempotent.
  */
 export class Sidecar {
@@ -82,9 +86,17 @@ export class Sidecar {
     readonly config: SidecarConfig,
     readonly log: OriginLog,
     readonly engine: DeliveryEngine,
+    readonly mesh: MeshNode,
     private readonly server: ServiceServer,
+    private readonly peerServer: PeerServer,
+    private readonly dialer: Dialer,
     private readonly sweeper: NodeJS.Timeout,
   ) {}
+
+  /** The bound peer address (with the real port when the config asked for port 0). */
+  get peerAddress(): string {
+    return this.peerServer.address;
+  }
 
   /** The bound service address (with the real port when the config asked for port 0). */
   get address(): string {
@@ -100,18 +112,40 @@ export class Sidecar {
       channelRetention: config.channels,
     });
     const engine = new DeliveryEngine(log);
-    let server: ServiceServer;
+    const limits = { maxEventBytes: config.maxEventBytes, maxBatchEvents: config.maxBatchEvents, maxSubscriptions: config.maxSubscriptions };
+    const notice = (m: string): void => console.error(`weft sidecar [${config.nodeId}]: ${m}`);
+    const mesh = new MeshNode({
+      nodeId: config.nodeId,
+      log,
+      engine,
+      limits,
+      peerTimeoutMs: config.peerTimeoutMs,
+      peerWindow: config.peerWindow,
+      softwareVersion: SOFTWARE_VERSION,
+      notice,
+    });
+    let server: ServiceServer | undefined;
+    let peerServer: PeerServer | undefined;
     try {
       await engine.start();
-      server = await ServiceServer.start(
-        { log, engine, limits: { maxEventBytes: config.maxEventBytes, maxBatchEvents: config.maxBatchEvents, maxSubscriptions: config.maxSubscriptions } },
-        { address: config.listen, maxMessageBytes: config.maxMessageBytes },
-      );
+      mesh.start();
+      peerServer = await PeerServer.start(mesh, { address: config.peerListen, maxMessageBytes: config.maxMessageBytes });
+      server = await ServiceServer.start({ log, engine, limits }, { address: config.listen, maxMessageBytes: config.maxMessageBytes });
     } catch (e) {
+      mesh.stop();
+      peerServer?.forceShutdown();
       engine.stop();
       await log.close();
       throw e;
     }
+    const dialer = new Dialer(mesh, {
+      peers: config.peers,
+      peersDns: config.peersDns,
+      dnsIntervalMs: config.peersDnsIntervalMs,
+      maxMessageBytes: config.maxMessageBytes,
+      notice,
+    });
+    dialer.start();
     let sweeping = false;
     const sweeper = setInterval(() => {
       if (sweeping) return;
@@ -122,14 +156,16 @@ export class Sidecar {
         .finally(() => (sweeping = false));
     }, config.sweepIntervalMs);
     sweeper.unref();
-    return new Sidecar(config, log, engine, server, sweeper);
+    return new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper);
   }
 
   /** Stops accepting, finishes accepted appends, ends streams, closes the log. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       clearInterval(this.sweeper);
-      await this.server.shutdown(this.config.shutdownGraceMs);
+      this.dialer.stop();
+      this.mesh.stop();
+      await Promise.all([this.peerServer.shutdown(this.config.shutdownGraceMs), this.server.shutdown(this.config.shutdownGraceMs)]);
       this.engine.stop();
       await this.log.close();
     })();
@@ -142,3 +178,6 @@ export function defaultNodeId(): string {
   const id = hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64);
   return isNodeId(id) ? id : "weft";
 }
+
+/** This sidecar's software version, sent to peers in hello. */
+export const SOFTWARE_VERSION = "0.1.0";

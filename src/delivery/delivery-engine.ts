@@ -176,11 +176,11 @@ export class DeliveryEngine {
   }
 
   /** The groups holding relay copies not yet done here. */
-  relayBacklog(): { channel: string; group: string; backlog: number }[] {
-    const out: { channel: string; group: string; backlog: number }[] = [];
+  relayBacklog(): { channel: string; group: string; backlog: number; maxAttempts: number; deadLetterChannel: string }[] {
+    const out: { channel: string; group: string; backlog: number; maxAttempts: number; deadLetterChannel: string }[] = [];
     for (const d of this.groups.values()) {
       const channel = channelOfRelay(d.channel, d.group);
-      if (channel !== undefined && d.backlog > 0) out.push({ channel, group: d.group, backlog: d.backlog });
+      if (channel !== undefined && d.backlog > 0) out.push({ channel, group: d.group, backlog: d.backlog, ...d.settings });
     }
     return out;
   }

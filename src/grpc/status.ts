@@ -6,9 +6,10 @@ import { WeftError } from "../contract/errors.js";
  * reason travels in the trailing metadata key "weft-reason"; anything else is INTERNAL.
  * Safe to call on a stream that is already finished.
  */
-export function failStream(call: ServerDuplexStream<unknown, unknown>, error: unknown): void {
+export function failStream(call: ServerDuplexStream<unknown, unknown>, error: unknown, trailers: Record<string, string> = {}): void {
   if (call.cancelled || call.destroyed || call.writableEnded) return;
   const metadata = new Metadata();
+  for (const [k, v] of Object.entries(trailers)) metadata.set(k, v);
   let code = status.INTERNAL;
   let details = `INTERNAL: ${(error as Error)?.message ?? String(error)}`;
   if (error instanceof WeftError) {

@@ -13,6 +13,8 @@ export async function tempDir(prefix = "weft-test-"): Promise<string> {
 export interface TestSidecar {
   sidecar: Sidecar;
   address: string;
+  /** The peer API address. */
+  peerAddress: string;
   dataDir: string;
   /** A new client; closed by `stop()`. */
   client(options?: ConnectOptions): WeftClient;
@@ -31,6 +33,7 @@ export async function startSidecar(overrides: Partial<SidecarConfig> = {}): Prom
   const t: TestSidecar = {
     sidecar: await Sidecar.start(config),
     address: "",
+    peerAddress: "",
     dataDir,
     client(options) {
       const c = connect(t.address, options);
@@ -42,7 +45,7 @@ export async function startSidecar(overrides: Partial<SidecarConfig> = {}): Prom
     },
     async restart() {
       await t.sidecar.stop();
-      t.sidecar = await Sidecar.start({ ...config, listen: t.address });
+      t.sidecar = await Sidecar.start({ ...config, listen: t.address, peerListen: t.peerAddress });
     },
     async dispose() {
       for (const c of clients) c.close();
@@ -51,5 +54,6 @@ export async function startSidecar(overrides: Partial<SidecarConfig> = {}): Prom
     },
   };
   t.address = t.sidecar.address;
+  t.peerAddress = t.sidecar.peerAddress;
   return t;
 }

@@ -1,0 +1,54 @@
+import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
+import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
+import type { MeshNode } from "../mesh/mesh-node.js";
+import { PeerLink, serverTransport } from "../mesh/peer-link.js";
+import { rawServiceDefinition } from "./definitions.js";
+
+export interface PeerServerOptions {
+  /** "host:port"; port 0 picks a free port. */
+  address: string;
+  /** Largest frame accepted from a peer, bytes. */
+  maxMessageBytes: number;
+}
+
+/**
+ * The gRPC server of the peer API (weft.v1.Peer), on its own listener so that it can be
+ * bound wider than the service API (and, later, with mutual TLS).
+ */
+export class PeerServer {
+  private constructor(
+    private readonly server: Server,
+    /** The bound address, with the real port when 0 was asked for. */
+    readonly address: string,
+  ) {}
+
+  static async start(node: MeshNode, options: PeerServerOptions): Promise<PeerServer> {
+    const server = new Server({
+      "grpc.max_receive_message_length": options.maxMessageBytes,
+      "grpc.max_send_message_length": -1,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    server.addService(rawServiceDefinition(PeerDesc), {
+      Link: (call: ServerDuplexStream<Buffer, Uint8Array>) => {
+        new PeerLink(serverTransport(call, node.nodeId), "acceptor", node, node.heartbeatMs);
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(options.address, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    return new PeerServer(server, options.address.replace(/:\d+$/, `:${port}`));
+  }
+
+  /** Stops accepting links; links still open after `graceMs` are cut. */
+  async shutdown(graceMs = 1000): Promise<void> {
+    const stopped = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    const timer = setTimeout(() => this.server.forceShutdown(), graceMs);
+    await stopped;
+    clearTimeout(timer);
+  }
+
+  /** Cuts every link and the listener at once. */
+  forceShutdown(): void {
+    this.server.forceShutdown();
+  }
+}

@@ -1,0 +1,169 @@
+import { lookup } from "node:dns/promises";
+import { type Client, type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
+import { Reason } from "../contract/errors.js";
+import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
+import { rawServiceDefinition } from "../grpc/definitions.js";
+import type { MeshNode } from "./mesh-node.js";
+import { type LinkClosed, PeerLink, clientTransport } from "./peer-link.js";
+
+export interface DialerOptions {
+  /** Static peer addresses, "host:port". */
+  peers: string[];
+  /** DNS names whose every address is a peer, "name:port". */
+  peersDns: string[];
+  /** How often DNS names are resolved again, ms. */
+  dnsIntervalMs: number;
+  /** Largest message accepted from a peer, bytes. */
+  maxMessageBytes: number;
+  notice: (message: string) => void;
+}
+
+const PeerClient = makeGenericClientConstructor(rawServiceDefinition(PeerDesc), "Peer");
+
+/**
+ * Keeps a link dialed to every peer address: the static list and every address the DNS
+ * names resolve to (re-resolved periodically, as a Kubernetes headless Service needs).
+ * A dropped link is dialed again with backoff. An address that turns out to be this
+ * sidecar's own is skipped from then on; an address whose sidecar already has a link with
+ * this one (it dialed first) is dialed again only once that link is gone.
+ */
+export class Dialer {
+  private readonly targets = new Map<string, DialTarget>();
+  private readonly dnsAddresses = new Set<string>();
+  private dnsTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly node: MeshNode,
+    private readonly options: DialerOptions,
+  ) {}
+
+  start(): void {
+    for (const a of this.options.peers) this.target(a);
+    if (this.options.peersDns.length > 0) {
+      void this.resolve();
+      this.dnsTimer = setInterval(() => void this.resolve(), this.options.dnsIntervalMs);
+      this.dnsTimer.unref();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.dnsTimer) clearInterval(this.dnsTimer);
+    for (const t of this.targets.values()) t.stop();
+  }
+
+  /** The addresses being dialed, and whether each turned out to be this sidecar. */
+  status(): { address: string; self: boolean; nodeId: string }[] {
+    return [...this.targets.values()].map((t) => ({ address: t.address, self: t.self, nodeId: t.nodeId }));
+  }
+
+  private target(address: string): void {
+    if (this.stopped || this.targets.has(address)) return;
+    const t = new DialTarget(address, this.node, this.options);
+    this.targets.set(address, t);
+    void t.run();
+  }
+
+  private async resolve(): Promise<void> {
+    for (const entry of this.options.peersDns) {
+      const i = entry.lastIndexOf(":");
+      const name = entry.slice(0, i).replace(/^\[(.*)\]$/, "$1");
+      const port = entry.slice(i + 1);
+      try {
+        const found = await lookup(name, { all: true });
+        for (const a of found) {
+          const address = a.family === 6 ? `[${a.address}]:${port}` : `${a.address}:${port}`;
+          if (!this.dnsAddresses.has(address)) this.dnsAddresses.add(address);
+          this.target(address);
+        }
+      } catch (e) {
+        this.options.notice(`cannot resolve peer name ${name} (will try again in ${this.options.dnsIntervalMs} ms): ${(e as Error).message}`);
+      }
+    }
+  }
+}
+
+class DialTarget {
+  /** The address is this sidecar's own. */
+  self = false;
+  /** The node at the address, once known. */
+  nodeId = "";
+  private stopped = false;
+  private readonly client: Client;
+  private call: ClientDuplexStream<Uint8Array, Buffer> | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    readonly address: string,
+    private readonly node: MeshNode,
+    private readonly options: DialerOptions,
+  ) {
+    this.client = new PeerClient(address, credentials.createInsecure(), {
+      "grpc.max_receive_message_length": options.maxMessageBytes,
+      "grpc.max_send_message_length": -1,
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 2000,
+    });
+  }
+
+  async run(): Promise<void> {
+    let delay = 100;
+    let lastReason = "";
+    while (!this.stopped && !this.self) {
+      if (this.nodeId && this.node.hasLink(this.nodeId)) {
+        await this.sleep(this.node.heartbeatMs);
+        continue;
+      }
+      const { why, wasUp } = await this.dialOnce();
+      if (this.stopped) break;
+      if (why.nodeId) this.nodeId = why.nodeId;
+      if (why.reason === Reason.SELF_LINK) {
+        this.self = true;
+        break;
+      }
+      if (wasUp) delay = 100;
+      if (why.reason !== lastReason && why.reason !== Reason.LINK_EXISTS && !wasUp) {
+        this.options.notice(`cannot link with ${this.address}: ${why.reason}: ${why.message} (retrying)`);
+      }
+      lastReason = why.reason;
+      await this.sleep(delay / 2 + (Math.random() * delay) / 2);
+      delay = Math.min(delay * 2, 5000);
+    }
+    this.client.close();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.call?.cancel();
+    this.wake?.();
+  }
+
+  private dialOnce(): Promise<{ why: LinkClosed; wasUp: boolean }> {
+    return new Promise((resolve) => {
+      const call = this.client.makeBidiStreamRequest(`/${PeerDesc.typeName}/Link`, (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength), (b: Buffer) => b) as ClientDuplexStream<Uint8Array, Buffer>;
+      this.call = call;
+      const transport = clientTransport(call);
+      const link = new PeerLink(transport, "dialer", this.node, this.node.heartbeatMs, this.address);
+      transport.onClose((why) => {
+        this.call = undefined;
+        if (link.peer) this.nodeId = link.peer.nodeId;
+        resolve({ why, wasUp: link.peer !== undefined && why.reason !== Reason.LINK_EXISTS });
+      });
+    });
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      t.unref();
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+}

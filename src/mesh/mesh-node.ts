@@ -1,0 +1,607 @@
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { status } from "@grpc/grpc-js";
+import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
+import { type Limits, checkEvent, isName, isNodeId, NODE_ID_RULE } from "../contract/validate.js";
+import type { DeliveryEngine } from "../delivery/delivery-engine.js";
+import type { JoinSettings, Membership, OutgoingDelivery, StartAt } from "../delivery/types.js";
+import { StartPosition_Kind, SubscribeOpenSchema, type StartPosition } from "../gen/weft/v1/mesh_pb.js";
+import type { GroupInterest, Hello, Interest, Outcomes } from "../gen/weft/v1/peer_pb.js";
+import { joinSettings } from "../grpc/mesh-service.js";
+import { readEvent } from "../grpc/wire.js";
+import type { AppendEntry, OriginLog } from "../log/origin-log.js";
+import { relayChannel } from "../delivery/delivery-engine.js";
+import { type ForwardedEvent, type IncomingFrame, MAX_FORWARD_EVENTS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, writeForward, writeFrame } from "./frames.js";
+import type { LinkClosed, LinkHost, PeerLink } from "./peer-link.js";
+
+export interface MeshNodeOptions {
+  nodeId: string;
+  log: OriginLog;
+  engine: DeliveryEngine;
+  limits: Limits;
+  /** A peer unreachable this long loses its share of each group, ms. */
+  peerTimeoutMs: number;
+  /** Most events forwarded to one peer for one group and not yet handled there. */
+  peerWindow: number;
+  /** Longest silence on a link before a heartbeat, ms. Default: a fifth of the peer timeout, at most 1 s. */
+  heartbeatMs?: number;
+  /** How long a group stays advertised after its last member here left, ms. Default min(5 s, peer timeout). */
+  lingerMs?: number;
+  softwareVersion?: string;
+  /** Told about links coming and going and peers refused. Default: stderr. */
+  notice?: (message: string) => void;
+}
+
+/** A group behind a peer, as a member of this sidecar's group: the origin's side of forwarding. */
+interface RemoteGroup {
+  key: string;
+  settings: JoinSettings;
+  membership: Membership | undefined;
+  removed: boolean;
+  /** Forwarded and not yet reported handled, by sequence. */
+  readonly inflight: Map<number, OutgoingDelivery>;
+}
+
+/** What this sidecar knows of one peer (by node id); outlives its links until the peer timeout. */
+interface PeerState {
+  nodeId: string;
+  instance: bigint;
+  link: PeerLink | undefined;
+  readonly groups: Map<string, RemoteGroup>;
+  lost: NodeJS.Timeout | undefined;
+}
+
+/** Per link: what was advertised on it and whether the peer's snapshot arrived. */
+interface LinkState {
+  readonly advertised: Set<string>;
+  snapshot: boolean;
+}
+
+/** A link's view for operators and tests. */
+export interface PeerStatus {
+  nodeId: string;
+  connected: boolean;
+  /** Groups behind the peer that this sidecar forwards to. */
+  groups: string[];
+  /** Events forwarded to the peer and not yet reported handled. */
+  inflight: number;
+}
+
+/** Most bytes of events in one forward frame (a single larger event still goes, alone). */
+const MAX_FORWARD_BYTES = 3 * 1024 * 1024;
+/** Most sequences in one outcomes frame. */
+const MAX_OUTCOMES = 10_000;
+
+/**
+ * This sidecar's place in the mesh. As an origin, each group behind a peer is a member of
+ * the local group (one remote member per peer and group, within the peer window): the
+ * dispatcher chooses it like any member, by credits and key, and its deliveries become
+ * forwards on the link, kept until the peer reports them handled (or given back, or the
+ * peer times out). As a receiver, forwarded events are stored as relay copies (one per
+ * origin, group and sequence, however often a forward is retried), delivered to the local
+ * members, and their outcomes sent back to the origin.
+ */
+export class MeshNode implements LinkHost {
+  readonly instance: bigint = randomInstance();
+  private readonly peers = new Map<string, PeerState>();
+  private readonly linkStates = new WeakMap<PeerLink, LinkState>();
+  /** The groups this sidecar advertises to its peers (members here, or lingering). */
+  private readonly advertised = new Map<string, JoinSettings>();
+  private readonly lingering = new Map<string, NodeJS.Timeout>();
+  private readonly outcomes = new Map<string, Map<string, { channel: string; group: string; done: number[]; returned: number[] }>>();
+  private outcomesScheduled = false;
+  private nextForwardId = 1;
+  private readonly unsubscribe: (() => void)[] = [];
+  private stopped = false;
+  readonly heartbeatMs: number;
+  private readonly lingerMs: number;
+  private readonly notice: (message: string) => void;
+
+  constructor(private readonly options: MeshNodeOptions) {
+    this.heartbeatMs = options.heartbeatMs ?? Math.max(20, Math.min(1000, Math.floor(options.peerTimeoutMs / 5)));
+    this.lingerMs = options.lingerMs ?? Math.min(5000, options.peerTimeoutMs);
+    this.notice = options.notice ?? ((m) => console.error(`weft mesh: ${m}`));
+  }
+
+  get nodeId(): string {
+    return this.options.nodeId;
+  }
+
+  /** Starts advertising this sidecar's groups and reporting relay outcomes. */
+  start(): void {
+    const { engine } = this.options;
+    for (const s of engine.interest()) this.advertised.set(groupKey(s.channel, s.group), s);
+    // Relay copies held from before a restart keep their group advertised for a peer timeout,
+    // so that their members can come back before the origins give them to others.
+    for (const r of engine.relayBacklog()) {
+      const key = groupKey(r.channel, r.group);
+      if (this.advertised.has(key)) continue;
+      this.advertised.set(key, {
+        channel: r.channel,
+        group: r.group,
+        start: { kind: "latest" },
+        maxInFlight: 0,
+        ackDeadlineMs: 0,
+        maxAttempts: r.maxAttempts,
+        deadLetterChannel: r.deadLetterChannel,
+      });
+      this.linger(key, this.options.peerTimeoutMs);
+    }
+    this.unsubscribe.push(
+      engine.onInterest((settings, present) => {
+        const key = groupKey(settings.channel, settings.group);
+        if (present) this.advertise(key, settings);
+        else this.linger(key, this.lingerMs);
+      }),
+      engine.onRelayDone((channel, group, origin) => this.queueOutcome(origin.node, channel, group, "done", origin.sequence)),
+    );
+  }
+
+  /** Ends every link and timer; forwarding state stays in the log for the next start. */
+  stop(): void {
+    this.stopped = true;
+    for (const u of this.unsubscribe) u();
+    for (const t of this.lingering.values()) clearTimeout(t);
+    for (const peer of this.peers.values()) {
+      if (peer.lost) clearTimeout(peer.lost);
+      peer.link?.fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
+    }
+  }
+
+  /** True while a link with `nodeId` is up. */
+  hasLink(nodeId: string): boolean {
+    return this.peers.get(nodeId)?.link?.open ?? false;
+  }
+
+  /** Every peer known, linked or waiting out its timeout. */
+  status(): PeerStatus[] {
+    return [...this.peers.values()].map((p) => ({
+      nodeId: p.nodeId,
+      connected: p.link?.open ?? false,
+      groups: [...p.groups.keys()],
+      inflight: [...p.groups.values()].reduce((n, g) => n + g.inflight.size, 0),
+    }));
+  }
+
+  // ---- LinkHost ----
+
+  hello(): Omit<Hello, "$typeName"> {
+    return {
+      nodeId: this.options.nodeId,
+      instance: this.instance,
+      maxProtocolVersion: PROTOCOL_VERSION,
+      minProtocolVersion: MIN_PROTOCOL_VERSION,
+      softwareVersion: this.options.softwareVersion ?? "",
+      heartbeatIntervalMs: this.heartbeatMs,
+    };
+  }
+
+  admit(link: PeerLink, hello: Hello): WeftError | undefined {
+    if (this.stopped) return new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down");
+    const ours = `${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`;
+    if (hello.minProtocolVersion < 1 || hello.minProtocolVersion > hello.maxProtocolVersion) {
+      return invalid(Reason.UNSUPPORTED_PROTOCOL, "hello.min_protocol_version", `the hello's protocol range ${hello.minProtocolVersion}..${hello.maxProtocolVersion} is empty; send min 1 <= max`);
+    }
+    if (hello.maxProtocolVersion < MIN_PROTOCOL_VERSION || hello.minProtocolVersion > PROTOCOL_VERSION) {
+      return new WeftError(
+        status.FAILED_PRECONDITION,
+        Reason.UNSUPPORTED_PROTOCOL,
+        `the peer speaks protocol versions ${hello.minProtocolVersion}..${hello.maxProtocolVersion}; this sidecar speaks ${ours}: upgrade the older sidecar`,
+        "hello.max_protocol_version",
+      );
+    }
+    if (!isNodeId(hello.nodeId)) {
+      return invalid(Reason.PROTOCOL_VIOLATION, "hello.node_id", `node id ${JSON.stringify(hello.nodeId.slice(0, 80))} is not valid: ${NODE_ID_RULE}`);
+    }
+    if (hello.instance === 0n) return invalid(Reason.PROTOCOL_VIOLATION, "hello.instance", "hello.instance is required (non-zero)");
+    if (hello.heartbeatIntervalMs > 3_600_000) {
+      return invalid(Reason.PROTOCOL_VIOLATION, "hello.heartbeat_interval_ms", "hello.heartbeat_interval_ms is at most 3600000");
+    }
+    if (hello.nodeId === this.options.nodeId) {
+      if (hello.instance === this.instance) {
+        return new WeftError(status.ALREADY_EXISTS, Reason.SELF_LINK, `this address is this sidecar's own (node ${hello.nodeId}); it is skipped`);
+      }
+      const e = new WeftError(
+        status.ALREADY_EXISTS,
+        Reason.DUPLICATE_NODE_ID,
+        `another sidecar uses this sidecar's node id ${JSON.stringify(hello.nodeId)}: every sidecar of a mesh needs its own --node-id`,
+        "hello.node_id",
+      );
+      this.notice(`refused a link${link.address ? ` with ${link.address}` : ""}: ${e.message}`);
+      return e;
+    }
+    let peer = this.peers.get(hello.nodeId);
+    if (peer?.link && peer.link !== link) {
+      if (peer.instance !== hello.instance) {
+        return new WeftError(
+          status.ALREADY_EXISTS,
+          Reason.DUPLICATE_NODE_ID,
+          `a sidecar with node id ${JSON.stringify(hello.nodeId)} is already linked here (another process: either a duplicate node id, or a restart whose old link has not yet timed out)`,
+          "hello.node_id",
+        );
+      }
+      // Two links between the same two sidecars (both dialed): keep the one the lower node id dialed.
+      const dialedBy = (l: PeerLink): string => (l.role === "dialer" ? this.options.nodeId : hello.nodeId);
+      const preferred = this.options.nodeId < hello.nodeId ? this.options.nodeId : hello.nodeId;
+      if (dialedBy(link) !== preferred) {
+        return new WeftError(status.ALREADY_EXISTS, Reason.LINK_EXISTS, `this sidecar already has a link with ${hello.nodeId}`);
+      }
+      const old = peer.link;
+      peer.link = undefined;
+      old.fail(new WeftError(status.ALREADY_EXISTS, Reason.LINK_EXISTS, `replaced by the link ${preferred} dialed`));
+    }
+    if (!peer) {
+      peer = { nodeId: hello.nodeId, instance: hello.instance, link: undefined, groups: new Map(), lost: undefined };
+      this.peers.set(hello.nodeId, peer);
+    }
+    if (peer.lost) clearTimeout(peer.lost);
+    peer.lost = undefined;
+    peer.instance = hello.instance;
+    peer.link = link;
+    this.linkStates.set(link, { advertised: new Set(), snapshot: false });
+    return undefined;
+  }
+
+  up(link: PeerLink): void {
+    this.notice(`linked with ${link.nodeId}${link.address ? ` at ${link.address}` : ""} (${link.role === "dialer" ? "dialed" : "accepted"})`);
+    const state = this.linkStates.get(link)!;
+    const added = [...this.advertised.values()].map(toGroupInterest);
+    for (const g of added) state.advertised.add(groupKey(g.channel, g.group));
+    link.send(writeFrame({ case: "interest", value: { snapshot: true, added, removed: [] } as never }));
+  }
+
+  closed(link: PeerLink, why: LinkClosed): void {
+    const peer = this.peers.get(link.nodeId);
+    if (!peer || peer.link !== link) return; // refused or replaced
+    peer.link = undefined;
+    if (this.stopped) return;
+    this.notice(`link with ${peer.nodeId} lost (${why.reason}: ${why.message}); its share waits ${this.options.peerTimeoutMs} ms for it to come back`);
+    peer.lost = setTimeout(() => this.lose(peer), this.options.peerTimeoutMs);
+    peer.lost.unref();
+  }
+
+  frame(link: PeerLink, frame: IncomingFrame): void {
+    if (frame.case === "forward") {
+      this.receiveForward(link, frame.forwardId, frame.events);
+      return;
+    }
+    const f = frame.frame;
+    switch (f.case) {
+      case "interest":
+        this.receiveInterest(link, f.value);
+        break;
+      case "outcomes":
+        this.receiveOutcomes(link, f.value);
+        break;
+      case "stored":
+      case "heartbeat":
+        break;
+    }
+  }
+
+  // ---- origin side: groups behind peers ----
+
+  private receiveInterest(link: PeerLink, interest: Interest): void {
+    const peer = this.peers.get(link.nodeId)!;
+    const state = this.linkStates.get(link)!;
+    if (!interest.snapshot && !state.snapshot) {
+      throw new WeftError(status.INVALID_ARGUMENT, Reason.PROTOCOL_VIOLATION, "the first interest frame on a link must be a snapshot");
+    }
+    if (interest.snapshot && state.snapshot) {
+      throw new WeftError(status.INVALID_ARGUMENT, Reason.PROTOCOL_VIOLATION, "a link carries one interest snapshot, after hello; send deltas after it");
+    }
+    const added = interest.added.map((g, i) => this.remoteSettings(g, `interest.added[${i}]`));
+    const removed = interest.removed.map((g, i) => this.remoteSettings(g, `interest.removed[${i}]`));
+    if (interest.snapshot) {
+      state.snapshot = true;
+      const keep = new Set(added.map((s) => groupKey(s.channel, s.group)));
+      for (const rg of [...peer.groups.values()]) if (!keep.has(rg.key)) this.removeRemote(peer, rg);
+    }
+    for (const s of removed) {
+      const rg = peer.groups.get(groupKey(s.channel, s.group));
+      if (rg) this.removeRemote(peer, rg);
+    }
+    for (const s of added) this.addRemote(peer, s);
+  }
+
+  /** Checks a peer's group like a Subscribe open; the window is the peer window. */
+  private remoteSettings(g: GroupInterest, field: string): JoinSettings {
+    try {
+      return joinSettings(
+        create(SubscribeOpenSchema, {
+          channel: g.channel,
+          group: g.group,
+          start: g.start,
+          maxInFlight: this.options.peerWindow,
+          maxAttempts: g.maxAttempts,
+          deadLetterChannel: g.deadLetterChannel,
+        }),
+      );
+    } catch (e) {
+      if (e instanceof WeftError) throw new WeftError(e.code, e.reason, `${field}: ${e.message}`, `${field}.${e.field.replace(/^open\./, "")}`);
+      throw e;
+    }
+  }
+
+  private addRemote(peer: PeerState, settings: JoinSettings): void {
+    const key = groupKey(settings.channel, settings.group);
+    const existing = peer.groups.get(key);
+    if (existing) {
+      // Known from before the link dropped: what is still in flight goes again (the peer
+      // stores it once, and reports again what it already finished).
+      this.forward(peer, existing, [...existing.inflight.values()].sort((a, b) => a.event.sequence - b.event.sequence));
+      return;
+    }
+    const rg: RemoteGroup = { key, settings, membership: undefined, removed: false, inflight: new Map() };
+    peer.groups.set(key, rg);
+    this.options.engine
+      .join(
+        settings,
+        {
+          send: (deliveries) => {
+            if (rg.removed) return;
+            for (const d of deliveries) rg.inflight.set(d.event.sequence, d);
+            this.forward(peer, rg, deliveries);
+          },
+        },
+        { remote: true },
+      )
+      .then(
+        (m) => {
+          if (rg.removed) m.leave(true);
+          else rg.membership = m;
+        },
+        (e: unknown) => {
+          peer.groups.delete(key);
+          this.notice(`cannot forward ${settings.channel}/${settings.group} to ${peer.nodeId}: ${(e as Error).message}`);
+        },
+      );
+  }
+
+  /** The peer has no members of the group any more: what it had in flight goes to the others, uncounted. */
+  private removeRemote(peer: PeerState, rg: RemoteGroup): void {
+    rg.removed = true;
+    peer.groups.delete(rg.key);
+    rg.inflight.clear();
+    rg.membership?.leave(true);
+  }
+
+  /** The peer stayed away past the peer timeout: its share goes to the group's other members. */
+  private lose(peer: PeerState): void {
+    if (this.peers.get(peer.nodeId) !== peer || peer.link) return;
+    this.notice(`peer ${peer.nodeId} gone for ${this.options.peerTimeoutMs} ms: its unfinished events go to the other members of ${peer.groups.size} group(s)`);
+    this.peers.delete(peer.nodeId);
+    for (const rg of peer.groups.values()) {
+      rg.removed = true;
+      rg.inflight.clear();
+      rg.membership?.leave(false);
+    }
+  }
+
+  private forward(peer: PeerState, rg: RemoteGroup, deliveries: readonly OutgoingDelivery[]): void {
+    const link = peer.link;
+    if (!link?.open || !this.linkStates.get(link)?.snapshot || deliveries.length === 0) return; // resent after the next snapshot
+    let batch: ForwardedEvent[] = [];
+    let bytes = 0;
+    const flush = (): void => {
+      if (batch.length === 0) return;
+      link.send(writeForward(this.nextForwardId++, batch));
+      batch = [];
+      bytes = 0;
+    };
+    for (const d of deliveries) {
+      if (batch.length === MAX_FORWARD_EVENTS || (batch.length > 0 && bytes + d.event.bytes.length > MAX_FORWARD_BYTES)) flush();
+      batch.push({ channel: rg.settings.channel, group: rg.settings.group, sequence: d.event.sequence, attempt: d.attempt, bytes: d.event.bytes });
+      bytes += d.event.bytes.length;
+    }
+    flush();
+  }
+
+  private receiveOutcomes(link: PeerLink, outcomes: Outcomes): void {
+    const peer = this.peers.get(link.nodeId)!;
+    for (const g of outcomes.groups) {
+      const rg = peer.groups.get(groupKey(g.channel, g.group));
+      if (!rg?.membership) continue; // given back or timed out meanwhile: late reports are ignored
+      const ids = (seqs: bigint[]): number[] => {
+        const out: number[] = [];
+        for (const s of seqs) {
+          const d = rg.inflight.get(Number(s));
+          if (!d) continue;
+          rg.inflight.delete(Number(s));
+          out.push(d.deliveryId);
+        }
+        return out;
+      };
+      const done = ids(g.done);
+      if (done.length > 0) rg.membership.ack(done);
+      const returned = ids(g.returned);
+      if (returned.length > 0) rg.membership.nack(returned, 0);
+    }
+  }
+
+  // ---- receiver side: relay copies ----
+
+  private receiveForward(link: PeerLink, forwardId: bigint, events: ForwardedEvent[]): void {
+    const origin = link.nodeId;
+    const state = this.linkStates.get(link)!;
+    const entries: AppendEntry[] = [];
+    const stored: ForwardedEvent[] = [];
+    // Every event is checked before any is stored: a bad forward changes nothing.
+    events.forEach((f, i) => {
+      const field = `forward.events[${i}]`;
+      if (!isName(f.channel) || !isName(f.group)) {
+        throw invalid(Reason.INVALID_CHANNEL, `${field}.channel`, `${field} names channel ${JSON.stringify(f.channel.slice(0, 80))} and group ${JSON.stringify(f.group.slice(0, 80))}; both must follow the name grammar`);
+      }
+      if (f.sequence < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.sequence`, `${field}.sequence must be 1 to 2^53-1`);
+      if (f.bytes.length > this.options.limits.maxEventBytes) {
+        throw exhausted(Reason.EVENT_TOO_LARGE, `${field}.event`, `${field} is ${f.bytes.length} bytes; this sidecar stores events of at most ${this.options.limits.maxEventBytes} bytes`);
+      }
+      let key: string;
+      try {
+        const event = readEvent(f.bytes);
+        checkEvent(event, f.bytes.length, this.options.limits);
+        if (event.channel !== f.channel) throw new Error(`the event's channel ${JSON.stringify(event.channel)} is not ${JSON.stringify(f.channel)}`);
+        key = event.key;
+      } catch (e) {
+        if (e instanceof WeftError) throw new WeftError(e.code, e.reason, `${field}: ${e.message}`, `${field}.event`);
+        throw invalid(Reason.INVALID_EVENT, `${field}.event`, `${field}.event is not a valid weft.v1.Event: ${(e as Error).message}`);
+      }
+      const gk = groupKey(f.channel, f.group);
+      if (!this.advertised.has(gk)) {
+        if (state.advertised.has(gk)) {
+          // Withdrawn while the forward was on its way: given back, not stored.
+          this.queueOutcome(origin, f.channel, f.group, "returned", f.sequence);
+          return;
+        }
+        throw new WeftError(
+          status.FAILED_PRECONDITION,
+          Reason.NOT_ADVERTISED,
+          `${field} is for ${f.channel}/${f.group}, which this sidecar never advertised on this link: forward only to groups in the receiver's interest`,
+          `${field}.group`,
+        );
+      }
+      stored.push(f);
+      entries.push({
+        channel: relayChannel(f.channel, f.group),
+        // One relay copy per origin, group and origin sequence, however often it is forwarded.
+        source: `weft-relay:${origin}`,
+        id: String(f.sequence),
+        key,
+        bytes: f.bytes,
+        origin: { node: origin, sequence: f.sequence },
+      });
+    });
+    const answer = (): void => link.send(writeFrame({ case: "stored", value: { forwardId } as never }));
+    if (entries.length === 0) {
+      answer();
+      return;
+    }
+    this.options.log.append(entries).then(
+      (results) => {
+        results.forEach((r, i) => {
+          const f = stored[i]!;
+          // A retried forward of an event already finished here: report it again.
+          if (r.duplicate && this.options.engine.relayDone(f.channel, f.group, r.sequence)) {
+            this.queueOutcome(origin, f.channel, f.group, "done", f.sequence);
+          }
+        });
+        answer();
+      },
+      (e: unknown) => link.fail(new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, `relay copies could not be stored: ${(e as Error).message}`)),
+    );
+  }
+
+  private queueOutcome(origin: string, channel: string, group: string, kind: "done" | "returned", sequence: number): void {
+    let byGroup = this.outcomes.get(origin);
+    if (!byGroup) this.outcomes.set(origin, (byGroup = new Map()));
+    const key = groupKey(channel, group);
+    let g = byGroup.get(key);
+    if (!g) byGroup.set(key, (g = { channel, group, done: [], returned: [] }));
+    g[kind].push(sequence);
+    if (!this.outcomesScheduled) {
+      this.outcomesScheduled = true;
+      setImmediate(() => this.flushOutcomes());
+    }
+  }
+
+  /** Sends queued outcomes to their origins; an origin not linked now will forward again, and hear again. */
+  private flushOutcomes(): void {
+    this.outcomesScheduled = false;
+    for (const [origin, byGroup] of this.outcomes) {
+      const link = this.peers.get(origin)?.link;
+      if (!link?.open) continue;
+      let groups: { channel: string; group: string; done: bigint[]; returned: bigint[] }[] = [];
+      let count = 0;
+      const send = (): void => {
+        if (groups.length > 0) link.send(writeFrame({ case: "outcomes", value: { groups } as never }));
+        groups = [];
+        count = 0;
+      };
+      for (const g of byGroup.values()) {
+        for (let i = 0; i < Math.max(g.done.length, g.returned.length); i += MAX_OUTCOMES) {
+          const done = g.done.slice(i, i + MAX_OUTCOMES).map(BigInt);
+          const returned = g.returned.slice(i, i + MAX_OUTCOMES).map(BigInt);
+          groups.push({ channel: g.channel, group: g.group, done, returned });
+          count += done.length + returned.length;
+          if (count >= MAX_OUTCOMES) send();
+        }
+      }
+      send();
+    }
+    this.outcomes.clear();
+  }
+
+  // ---- this sidecar's interest ----
+
+  private advertise(key: string, settings: JoinSettings): void {
+    const timer = this.lingering.get(key);
+    if (timer) clearTimeout(timer);
+    this.lingering.delete(key);
+    const known = this.advertised.has(key);
+    this.advertised.set(key, settings);
+    if (!known) this.broadcast([settings], []);
+  }
+
+  /** The group lost its last member here: it stays advertised for `ms`, then its relay copies are given up. */
+  private linger(key: string, ms: number): void {
+    const previous = this.lingering.get(key);
+    if (previous) clearTimeout(previous);
+    const timer = setTimeout(() => {
+      this.lingering.delete(key);
+      const settings = this.advertised.get(key);
+      if (!settings || this.options.engine.interest().some((s) => groupKey(s.channel, s.group) === key)) return;
+      this.advertised.delete(key);
+      this.broadcast([], [settings]);
+      this.options.engine.abandonRelay(settings.channel, settings.group);
+    }, ms);
+    timer.unref();
+    this.lingering.set(key, timer);
+  }
+
+  private broadcast(added: JoinSettings[], removed: JoinSettings[]): void {
+    const frame = writeFrame({
+      case: "interest",
+      value: { snapshot: false, added: added.map(toGroupInterest), removed: removed.map(toGroupInterest) } as never,
+    });
+    for (const peer of this.peers.values()) {
+      const link = peer.link;
+      if (!link?.open) continue;
+      const state = this.linkStates.get(link)!;
+      for (const s of added) state.advertised.add(groupKey(s.channel, s.group));
+      link.send(frame);
+    }
+  }
+}
+
+const groupKey = (channel: string, group: string): string => `${channel}!${group}`;
+
+function toGroupInterest(s: JoinSettings): GroupInterest {
+  return {
+    $typeName: "weft.v1.GroupInterest",
+    channel: s.channel,
+    group: s.group,
+    start: toStartPosition(s.start),
+    maxAttempts: s.maxAttempts,
+    deadLetterChannel: s.deadLetterChannel,
+  };
+}
+
+function toStartPosition(start: StartAt): StartPosition {
+  const base = { $typeName: "weft.v1.StartPosition", sequence: 0n, time: undefined } as const;
+  switch (start.kind) {
+    case "latest":
+      return { ...base, kind: StartPosition_Kind.LATEST };
+    case "earliest":
+      return { ...base, kind: StartPosition_Kind.EARLIEST };
+    case "sequence":
+      return { ...base, kind: StartPosition_Kind.SEQUENCE, sequence: BigInt(start.sequence) };
+    case "time":
+      return { ...base, kind: StartPosition_Kind.TIME, time: timestampFromMs(start.time) };
+  }
+}
+
+function randomInstance(): bigint {
+  const n = randomBytes(8).readBigUInt64BE(0);
+  return n === 0n ? 1n : n;
+}

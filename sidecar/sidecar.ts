@@ -129,7 +129,10 @@ export class Sidecar {
     try {
       await engine.start();
       mesh.start();
-      peerServer = await PeerServer.start(mesh, { address: config.peerListen, maxMessageBytes: config.maxMessageBytes });
+      peerServer = await PeerServer.start(mesh, { address: config.peerListen, maxMessageBytes: config.maxMessageBytes }).catch((e: unknown) => {
+        // Tells the operator which of the two listeners failed.
+        throw Object.assign(e as Error, { listener: "peer" });
+      });
       server = await ServiceServer.start({ log, engine, limits }, { address: config.listen, maxMessageBytes: config.maxMessageBytes });
     } catch (e) {
       mesh.stop();

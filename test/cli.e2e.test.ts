@@ -103,7 +103,7 @@ interface Sidecar extends Running {
 async function startSidecar(extraArgs: string[] = [], options: { shared?: boolean; dataDir?: string } = {}): Promise<Sidecar> {
   const dataDir = options.dataDir ?? (await tempDir());
   const port = await freePort();
-  const run = start(["sidecar", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, ...extraArgs], options);
+  const run = start(["sidecar", "--listen", `127.0.0.1:${port}`, "--peer-listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs], options);
   const [, address] = await waitForStderr(run, /weft sidecar listening on (\S+)/);
   return { ...run, address: address!, dataDir };
 }
@@ -306,11 +306,11 @@ describe("the sidecar process", () => {
 
   it("refuses a data directory another sidecar holds, and an address in use", async () => {
     const first = await startSidecar();
-    const locked = await weft(["sidecar", "--listen", `127.0.0.1:${await freePort()}`, "--data-dir", first.dataDir]);
+    const locked = await weft(["sidecar", "--listen", `127.0.0.1:${await freePort()}`, "--peer-listen", "127.0.0.1:0", "--data-dir", first.dataDir]);
     expect(locked.code).toBe(1);
     expect(locked.stderr).toContain(`error: cannot start the sidecar: the data directory ${first.dataDir} is locked by another process`);
 
-    const taken = await weft(["sidecar", "--listen", first.address, "--data-dir", await tempDir()]);
+    const taken = await weft(["sidecar", "--listen", first.address, "--peer-listen", "127.0.0.1:0", "--data-dir", await tempDir()]);
     expect(taken.code).toBe(1);
     expect(taken.stderr).toContain(`error: cannot start the sidecar: cannot listen on ${first.address}: the address is already in use`);
 
@@ -355,7 +355,7 @@ describe("the sidecar process", () => {
     expect(await fromEnv.exited).toBe(0);
 
     const flagDir = join(dir, "flagged");
-    const fromFlags = start(["sidecar", "--config", path, "--listen", "127.0.0.1:0", "--data-dir", flagDir], {
+    const fromFlags = start(["sidecar", "--config", path, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", flagDir], {
       env: { WEFT_LISTEN: `127.0.0.1:${envPort}` },
     });
     const [, address] = await waitForStderr(fromFlags, /listening on (\S+) \(data (\S+)\)/);
@@ -368,7 +368,7 @@ describe("the sidecar process", () => {
   it("listens on a unix socket", async () => {
     const dir = await tempDir();
     const socket = join(dir, "weft.sock");
-    const run = start(["sidecar", "--listen", socket, "--data-dir", join(dir, "data")]);
+    const run = start(["sidecar", "--listen", socket, "--peer-listen", "127.0.0.1:0", "--data-dir", join(dir, "data")]);
     await waitForStderr(run, /listening on unix:/);
     const r = await weft(["publish", "over.unix", "--to", socket, "--data", "x"]);
     expect(r).toMatchObject({ code: 0, stdout: "over.unix 1\n" });

@@ -59,7 +59,7 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
   } catch (e) {
     throw new CommandError(`cannot start the sidecar: ${startProblem(e, config)}`);
   }
-  note(`weft sidecar listening on ${sidecar.address} (data ${config.dataDir})`);
+  note(`weft sidecar listening on ${sidecar.address} (node ${config.nodeId}, peers on ${sidecar.peerAddress}, data ${config.dataDir})`);
 
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const once = (s: NodeJS.Signals): void => {
@@ -98,7 +98,7 @@ function startProblem(e: unknown, config: SidecarConfig): string {
     const why = cause?.message ?? message;
     return `cannot use the data directory ${config.dataDir}: ${why}`;
   }
-  const listen = `cannot listen on ${config.listen}`;
+  const listen = `cannot listen on ${(e as { listener?: string })?.listener === "peer" ? `${config.peerListen} (the peer listener, --peer-listen)` : config.listen}`;
   if (message.includes("EADDRINUSE")) return `${listen}: the address is already in use (by another sidecar or program)`;
   if (message.includes("EADDRNOTAVAIL")) return `${listen}: the address is not one of this machine's`;
   if (message.includes("EACCES")) return `${listen}: permission denied (a privileged port, or a socket directory that is missing or not writable)`;

@@ -31,7 +31,9 @@ export interface SidecarProcess {
 /** Starts `weft sidecar` and resolves once it says it is listening. */
 export async function spawnSidecar(dataDir: string, port: number, extra: string[] = []): Promise<SidecarProcess> {
   const address = `127.0.0.1:${port}`;
-  const child = spawn(process.execPath, [WEFT_BIN, "sidecar", "--data-dir", dataDir, "--listen", address, ...extra], {
+  // A free peer port unless the caller chose one: parallel tests must not share the default.
+  const peer = extra.includes("--peer-listen") ? [] : ["--peer-listen", "127.0.0.1:0"];
+  const child = spawn(process.execPath, [WEFT_BIN, "sidecar", "--data-dir", dataDir, "--listen", address, ...peer, ...extra], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let err = "";

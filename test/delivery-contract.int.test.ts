@@ -7,6 +7,7 @@ describeDeliveryContract("one sidecar", async () => {
   return {
     publisher: () => t.client(),
     subscriber: () => t.client(),
+    sharedLog: true,
     dispose: () => t.dispose(),
   };
 });

@@ -1,0 +1,46 @@
+import { eventually } from "./collect.js";
+import { freePort } from "./process.js";
+import { type TestSidecar, startSidecar } from "./sidecar.js";
+import type { SidecarConfig } from "../../sidecar/sidecar.js";
+
+/**
+ * Starts sidecars named `names` on loopback, each with the same peer list: every one's peer
+ * address, its own included (as a DNS name for the whole mesh would give).
+ */
+export async function startMesh(names: string[], overrides: Partial<SidecarConfig> = {}): Promise<TestSidecar[]> {
+  const ports = await Promise.all(names.map(() => freePort()));
+  const peers = ports.map((p) => `127.0.0.1:${p}`);
+  const mesh = await Promise.all(
+    names.map((nodeId, i) => startSidecar({ nodeId, peerListen: peers[i]!, peers, peerTimeoutMs: 1000, ...overrides })),
+  );
+  await linked(mesh);
+  return mesh;
+}
+
+/** Waits until every sidecar has a link up with every other one. */
+export async function linked(mesh: TestSidecar[]): Promise<void> {
+  await eventually(
+    () => mesh.every((s) => s.sidecar.mesh.status().filter((p) => p.connected).length === mesh.length - 1),
+    20_000,
+    "every sidecar linked with every other",
+  );
+}
+
+/**
+ * Waits until `origin` forwards the group to every other sidecar with members of it, and
+ * the group there has a member for each.
+ */
+export async function settled(origin: TestSidecar, others: TestSidecar[], channel: string, group: string): Promise<void> {
+  const key = `${channel}!${group}`;
+  await eventually(
+    () => {
+      const behind = others.filter((s) => s !== origin && s.sidecar.engine.interest().some((i) => i.channel === channel && i.group === group));
+      const forwarded = behind.every((s) => origin.sidecar.mesh.status().some((p) => p.nodeId === s.sidecar.config.nodeId && p.groups.includes(key)));
+      const local = origin.sidecar.engine.interest().some((i) => i.channel === channel && i.group === group) ? 1 : 0;
+      const members = origin.sidecar.engine.status().find((g) => g.channel === channel && g.group === group)?.members ?? 0;
+      return forwarded && members >= behind.length + local;
+    },
+    20_000,
+    `${channel}/${group} known at ${origin.sidecar.config.nodeId}`,
+  );
+}

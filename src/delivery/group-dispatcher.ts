@@ -4,7 +4,7 @@ import { Reason, WeftError } from "../contract/errors.js";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
 import type { GroupRecord, InflightRecord, OriginLog } from "../log/origin-log.js";
 import type { StoredEvent } from "../log/record.js";
-import { fnv1a } from "./hash.js";
+import { spreadHash } from "./hash.js";
 import type { MemberSink, OutgoingDelivery } from "./types.js";
 
 type EntryState = "waiting" | "ready" | "inflight" | "delayed" | "dead";
@@ -410,7 +410,10 @@ export class GroupDispatcher {
 
   private memberFor(key: string): MemberState | undefined {
     if (this.memberOrder.length === 0) return undefined;
-    return this.memberOrder[fnv1a(key) % this.memberOrder.length];
+    // Salted with the channel: a relay dispatcher ("channel~group") receives only the keys
+    // the origin hashed to its sidecar, and hashing them the same way again would give
+    // them all to one member there.
+    return this.memberOrder[spreadHash(`${this.channel}\u0000${key}`) % this.memberOrder.length];
   }
 
   /** Rebuilds the ready queues after membership changed, keeping sequence order. */

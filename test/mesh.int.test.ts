@@ -1,0 +1,164 @@
+import { afterEach, describe, expect, it } from "vitest";
+import type { Delivery, Subscription } from "../src/client/index.js";
+import { collect, eventually, take } from "./support/collect.js";
+import { settled, startMesh } from "./support/mesh.js";
+import type { TestSidecar } from "./support/sidecar.js";
+
+/**
+ * The mesh with real sidecars on loopback: events published on one sidecar reach groups
+ * behind others, acks travel back to the origin, groups span sidecars, and a peer that
+ * leaves gives its share to the others.
+ */
+describe("mesh", () => {
+  const started: TestSidecar[] = [];
+  afterEach(async () => {
+    for (const s of started.splice(0)) await s.dispose();
+  });
+  async function mesh(names: string[], peerTimeoutMs = 1000): Promise<TestSidecar[]> {
+    const m = await startMesh(names, { peerTimeoutMs });
+    started.push(...m);
+    return m;
+  }
+  const group = (s: TestSidecar, channel: string, g: string) => s.sidecar.engine.status().find((x) => x.channel === channel && x.group === g);
+
+  it("links every pair once when every sidecar has the same peer list, its own address included", async () => {
+    const [a, b, c] = await mesh(["a", "b", "c"]);
+    for (const s of [a!, b!, c!]) {
+      const others = s.sidecar.mesh.status().map((p) => p.nodeId).sort();
+      expect(others).toEqual(["a", "b", "c"].filter((n) => n !== s.sidecar.config.nodeId));
+    }
+  });
+
+  it("delivers events published on A to a subscriber on B, and B's acks drain A's backlog", async () => {
+    const [a, b] = await mesh(["a", "b"]);
+    const channel = "orders.created";
+    const sub = b!.client().subscribe({ channel, group: "billing", from: "earliest", maxInFlight: 200 });
+    await sub.subscribed();
+    await settled(a!, [b!], channel, "billing");
+    const published = await a!.client().publishMany(Array.from({ length: 2000 }, (_, i) => ({ channel, data: { i } })));
+    const got = await take(sub, 2000);
+    sub.close();
+    expect(new Set(got.map((d) => d.event.id))).toEqual(new Set(published.map((p) => p.id)));
+    // The subscriber sees each event's sequence at its origin.
+    expect(got.map((d) => d.sequence).sort((x, y) => Number(x - y))).toEqual(published.map((p) => p.sequence));
+    // A keeps each event until B reports it handled: then its backlog for the group is 0.
+    await eventually(() => group(a!, channel, "billing")?.backlog === 0, 20_000, "A's backlog drained");
+    expect(group(a!, channel, "billing")!.ackedThrough).toBe(2000);
+    expect(a!.sidecar.mesh.status().find((p) => p.nodeId === "b")!.inflight).toBe(0);
+    // B kept one relay copy of each, and finished them all.
+    expect(b!.sidecar.log.head(`${channel}~billing`).last).toBe(2000);
+    expect(group(b!, `${channel}~billing`, "billing")!.backlog).toBe(0);
+  });
+
+  it("gives two groups on two sidecars everything, and shares one group across B and C in per-key order", async () => {
+    const [a, b, c] = await mesh(["a", "b", "c"]);
+    const channel = "orders.placed";
+    const billing = b!.client().subscribe({ channel, group: "billing", from: "earliest", maxInFlight: 50 });
+    const audit = c!.client().subscribe({ channel, group: "audit", from: "earliest", maxInFlight: 50 });
+    const shipping = [b!, c!, c!].map((s) => s.client().subscribe({ channel, group: "shipping", from: "earliest", maxInFlight: 20 }));
+    await Promise.all([billing, audit, ...shipping].map((s) => s.subscribed()));
+    for (const g of ["billing", "audit", "shipping"]) await settled(a!, [b!, c!], channel, g);
+
+    const keys = Array.from({ length: 40 }, (_, k) => `customer-${k}`);
+    const events = Array.from({ length: 1200 }, (_, i) => ({ channel, key: keys[i % keys.length]!, data: { i } }));
+    const published = await a!.client().publishMany(events);
+    const all = new Set(published.map((p) => p.id));
+
+    const [gotBilling, gotAudit] = await Promise.all([take(billing, 1200), take(audit, 1200)]);
+    expect(new Set(gotBilling.map((d) => d.event.id))).toEqual(all);
+    expect(new Set(gotAudit.map((d) => d.event.id))).toEqual(all);
+
+    const seen = new Set<string>();
+    const byMember = shipping.map(() => [] as Delivery[]);
+    await Promise.all(
+      shipping.map((s, m) =>
+        collect(
+          s,
+          () => seen.size >= 1200,
+          (d) => {
+            seen.add(d.event.id);
+            byMember[m]!.push(d);
+            d.ack();
+          },
+        ),
+      ),
+    );
+    for (const s of [billing, audit, ...shipping]) s.close();
+    expect(seen).toEqual(all);
+    // Shared: every member did part of the work, on both sidecars.
+    expect(byMember.every((ds) => ds.length > 0)).toBe(true);
+    // Each key stayed with one member, and reached it in publish order.
+    for (const key of keys) {
+      const holders = byMember.map((ds) => ds.filter((d) => d.event.key === key)).filter((ds) => ds.length > 0);
+      expect(holders).toHaveLength(1);
+      const order = holders[0]!.map((d) => d.json<{ i: number }>().i);
+      expect(order).toEqual([...order].sort((x, y) => x - y));
+    }
+    await eventually(() => ["billing", "audit", "shipping"].every((g) => group(a!, channel, g)?.backlog === 0), 20_000, "A drained");
+  });
+
+  it("gives a group's events held by a peer that is gone for good to the members behind the others, after the peer timeout", async () => {
+    const [a, b, c] = await mesh(["a", "b", "c"], 1000);
+    const channel = "jobs.queued";
+    const onB = b!.client().subscribe({ channel, group: "workers", from: "earliest", maxInFlight: 1000 });
+    const onC = c!.client().subscribe({ channel, group: "workers", from: "earliest", maxInFlight: 1000 });
+    await Promise.all([onB.subscribed(), onC.subscribed()]);
+    await settled(a!, [b!, c!], channel, "workers");
+    const published = await a!.client().publishMany(Array.from({ length: 400 }, (_, i) => ({ channel, data: { i } })));
+
+    // B's member takes its share and never acks it; C's acks everything.
+    const heldOnB: Delivery[] = [];
+    const cDone = new Set<string>();
+    const drainC = collect(onC, () => cDone.size + heldOnB.length >= 400 && cDone.size >= 400, (d) => {
+      cDone.add(d.event.id);
+      d.ack();
+    });
+    await collect(onB, () => heldOnB.length + cDone.size >= 400, (d) => void heldOnB.push(d));
+    expect(heldOnB.length).toBeGreaterThan(0);
+
+    // B goes away and does not come back: after the peer timeout, A gives B's share to C.
+    await b!.stop();
+    started.splice(started.indexOf(b!), 1);
+    await drainC;
+    onB.close();
+    onC.close();
+    expect(cDone).toEqual(new Set(published.map((p) => p.id)));
+    await eventually(() => group(a!, channel, "workers")?.backlog === 0, 20_000, "A drained");
+    expect(a!.sidecar.mesh.status().map((p) => p.nodeId)).toEqual(["c"]);
+  });
+
+  it("gives back what a sidecar held for a group whose members there all left, without counting an attempt", async () => {
+    const [a, b, c] = await mesh(["a", "b", "c"], 500);
+    const channel = "mail.outbound";
+    const onB = b!.client().subscribe({ channel, group: "senders", from: "earliest", maxInFlight: 5 });
+    await onB.subscribed();
+    await settled(a!, [b!], channel, "senders");
+    const published = await a!.client().publishMany(Array.from({ length: 100 }, (_, i) => ({ channel, data: { i } })));
+    // B holds all 100 as relay copies; its member handles 5 and leaves cleanly.
+    await eventually(() => b!.sidecar.log.head(`${channel}~senders`).last === 100, 20_000, "B stored the relay copies");
+    const handled = await take(onB, 5);
+    onB.close();
+    await onB.closed;
+
+    const onC = c!.client().subscribe({ channel, group: "senders", from: "earliest", maxInFlight: 100 });
+    const rest = await take(onC, 95);
+    onC.close();
+    const ids = new Set([...handled, ...rest].map((d) => d.event.id));
+    expect(ids).toEqual(new Set(published.map((p) => p.id)));
+    expect(rest.every((d) => d.attempt === 1)).toBe(true);
+    await eventually(() => group(a!, channel, "senders")?.backlog === 0, 20_000, "A drained");
+    // B gave its relay copies up: nothing of the group is left to do there.
+    expect(group(b!, `${channel}~senders`, "senders")!.backlog).toBe(0);
+  });
+
+  it("keeps serving when a peer listed in the configuration is not there", async () => {
+    const [a] = await mesh(["a"]);
+    const channel = "solo.events";
+    const sub: Subscription = a!.client().subscribe({ channel, group: "g", from: "earliest" });
+    await sub.subscribed();
+    await a!.client().publishMany([{ channel, data: "still here" }]);
+    const [d] = await take(sub, 1);
+    sub.close();
+    expect(d!.text()).toBe("still here");
+  });
+});

@@ -4,6 +4,9 @@ import type { Hello } from "../gen/weft/v1/peer_pb.js";
 import { failStream, writeSafe } from "../grpc/status.js";
 import { type IncomingFrame, TooManyEvents, readFrame, writeFrame } from "./frames.js";
 
+/** The shortest silence that ends a link, ms. */
+const SILENCE_FLOOR_MS = 2000;
+
 /** Why a link ended. */
 export interface LinkClosed {
   code: status;
@@ -135,7 +138,9 @@ export class PeerLink {
   private beat(): void {
     const now = Date.now();
     const peerInterval = this.peer?.heartbeatIntervalMs || this.heartbeatMs;
-    if (now - this.lastReceived > 3 * Math.max(peerInterval, this.heartbeatMs)) {
+    // Three missed heartbeats, and never less than SILENCE_FLOOR_MS: a busy event loop on
+    // either side must not pass for a dead peer (a dead process closes its sockets anyway).
+    if (now - this.lastReceived > Math.max(3 * Math.max(peerInterval, this.heartbeatMs), SILENCE_FLOOR_MS)) {
       this.fail(new WeftError(status.UNAVAILABLE, Reason.PEER_SILENT, `nothing heard from the peer for ${now - this.lastReceived} ms`));
       return;
     }

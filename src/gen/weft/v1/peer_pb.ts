@@ -134,7 +134,8 @@ export type Hello = Message<"weft.v1.Hello"> & {
 
   /**
    * The most milliseconds the sender lets pass without sending a frame (heartbeats fill
-   * the silence). The receiver treats a link quiet for three times this as broken.
+   * the silence). The receiver treats a link quiet for three times this (and at least
+   * 2 seconds) as broken.
    *
    * @generated from field: uint32 heartbeat_interval_ms = 6;
    */

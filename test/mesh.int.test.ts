@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Delivery, Subscription } from "../src/client/index.js";
 import { collect, eventually, take } from "./support/collect.js";
 import { settled, startMesh } from "./support/mesh.js";
-import type { TestSidecar } from "./support/sidecar.js";
+import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
 /**
  * The mesh with real sidecars on loopback: events published on one sidecar reach groups
@@ -149,6 +149,31 @@ describe("mesh", () => {
     await eventually(() => group(a!, channel, "senders")?.backlog === 0, 20_000, "A drained");
     // B gave its relay copies up: nothing of the group is left to do there.
     expect(group(b!, `${channel}~senders`, "senders")!.backlog).toBe(0);
+  });
+
+  it("takes the events of a sidecar whose log was wiped for new ones, not for those it already stored", async () => {
+    const [a, b] = await mesh(["a", "b"], 5000);
+    const channel = "wiped.events";
+    const sub = b!.client().subscribe({ channel, group: "g", from: "earliest" });
+    await sub.subscribed();
+    await settled(a!, [b!], channel, "g");
+    await a!.client().publishMany(Array.from({ length: 10 }, (_, i) => ({ channel, data: `old ${i}` })));
+    await take(sub, 10);
+    await eventually(() => group(a!, channel, "g")?.backlog === 0, 20_000, "A drained");
+
+    // A loses its data directory and comes back under the same node id and address:
+    // its sequences start at 1 again.
+    const config = a!.sidecar.config;
+    await a!.dispose();
+    started.splice(started.indexOf(a!), 1);
+    const again = await startSidecar({ ...config, dataDir: undefined, listen: "127.0.0.1:0" });
+    started.push(again);
+    await settled(again, [b!], channel, "g");
+    const published = await again.client().publishMany(Array.from({ length: 10 }, (_, i) => ({ channel, data: `new ${i}` })));
+    expect(published[0]!.sequence).toBe(1n);
+    const fresh = await take(sub, 10);
+    sub.close();
+    expect(fresh.map((d) => d.text()).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `new ${i}`));
   });
 
   it("keeps serving when a peer listed in the configuration is not there", async () => {

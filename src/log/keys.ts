@@ -8,6 +8,7 @@
  *   g!CHANNEL!GROUP          a group's cursor and settings
  *   a!CHANNEL!GROUP!SEQ      acked above the cursor (out-of-order acks)
  *   f!CHANNEL!GROUP!SEQ      a delivery in flight: attempt, deadline
+ *   m!log-id                 8 random bytes chosen when the log was created
  */
 export const seqHex = (seq: number): string => seq.toString(16).padStart(16, "0");
 
@@ -29,3 +30,6 @@ export const prefixEnd = (prefix: string): string => `${prefix}\uffff`;
 
 /** The sequence at the end of a key made by ackedKey, inflightKey or eventKey. */
 export const seqOfKey = (key: string): number => Number.parseInt(key.slice(key.length - 16), 16);
+
+/** The log's random id (see OriginLog.id). */
+export const LOG_ID_KEY = "m!log-id";

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ClassicLevel } from "classic-level";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
@@ -13,6 +14,7 @@ import {
   headKey,
   inflightKey,
   inflightPrefix,
+  LOG_ID_KEY,
   prefixEnd,
   seqOfKey,
 } from "./keys.js";
@@ -157,6 +159,11 @@ export class OriginLog {
   private constructor(
     private readonly db: Db,
     private readonly options: OriginLogOptions,
+    /**
+     * Random, chosen when the log was created: a wiped data directory is a new log, whose
+     * sequences start again at 1. Peers keep relay copies per (node, log id).
+     */
+    readonly id: bigint,
   ) {
     this.now = options.now ?? Date.now;
     this.dedupWindowMs = options.dedupWindowMs ?? 10 * 60_000;
@@ -174,7 +181,12 @@ export class OriginLog {
       cacheSize: 32 * 1024 * 1024,
     });
     await db.open();
-    const log = new OriginLog(db, options);
+    let id = await db.get(LOG_ID_KEY);
+    if (id === undefined) {
+      id = randomBytes(8);
+      await db.put(LOG_ID_KEY, id, { sync: true });
+    }
+    const log = new OriginLog(db, options, Buffer.from(id).readBigUInt64BE(0));
     for await (const [key, value] of db.iterator({ gte: "h!", lt: prefixEnd("h!") })) {
       const head = JSON.parse(Buffer.from(value).toString("utf8"));
       log.heads.set(key.slice(2), head);

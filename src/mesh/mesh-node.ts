@@ -174,6 +174,7 @@ export class MeshNode implements LinkHost {
       minProtocolVersion: MIN_PROTOCOL_VERSION,
       softwareVersion: this.options.softwareVersion ?? "",
       heartbeatIntervalMs: this.heartbeatMs,
+      logId: this.options.log.id,
     };
   }
 
@@ -195,6 +196,7 @@ export class MeshNode implements LinkHost {
       return invalid(Reason.PROTOCOL_VIOLATION, "hello.node_id", `node id ${JSON.stringify(hello.nodeId.slice(0, 80))} is not valid: ${NODE_ID_RULE}`);
     }
     if (hello.instance === 0n) return invalid(Reason.PROTOCOL_VIOLATION, "hello.instance", "hello.instance is required (non-zero)");
+    if (hello.logId === 0n) return invalid(Reason.PROTOCOL_VIOLATION, "hello.log_id", "hello.log_id is required (non-zero)");
     if (hello.heartbeatIntervalMs > 3_600_000) {
       return invalid(Reason.PROTOCOL_VIOLATION, "hello.heartbeat_interval_ms", "hello.heartbeat_interval_ms is at most 3600000");
     }
@@ -464,8 +466,8 @@ export class MeshNode implements LinkHost {
       stored.push(f);
       entries.push({
         channel: relayChannel(f.channel, f.group),
-        // One relay copy per origin, group and origin sequence, however often it is forwarded.
-        source: `weft-relay:${origin}`,
+        // One relay copy per origin log, group and origin sequence, however often it is forwarded.
+        source: `weft-relay:${origin}:${link.peer!.logId.toString(16)}`,
         id: String(f.sequence),
         key,
         bytes: f.bytes,

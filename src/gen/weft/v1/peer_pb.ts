@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file weft/v1/peer.proto.
  */
 export const file_weft_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("ChJ3ZWZ0L3YxL3BlZXIucHJvdG8SB3dlZnQudjEi9AEKCVBlZXJGcmFtZRIfCgVoZWxsbxgBIAEoCzIOLndlZnQudjEuSGVsbG9IABIlCghpbnRlcmVzdBgCIAEoCzIRLndlZnQudjEuSW50ZXJlc3RIABIjCgdmb3J3YXJkGAMgASgLMhAud2VmdC52MS5Gb3J3YXJkSAASIQoGc3RvcmVkGAQgASgLMg8ud2VmdC52MS5TdG9yZWRIABIlCghvdXRjb21lcxgFIAEoCzIRLndlZnQudjEuT3V0Y29tZXNIABInCgloZWFydGJlYXQYBiABKAsyEi53ZWZ0LnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIp8BCgVIZWxsbxIPCgdub2RlX2lkGAEgASgJEhAKCGluc3RhbmNlGAIgASgEEhwKFG1heF9wcm90b2NvbF92ZXJzaW9uGAMgASgNEhwKFG1pbl9wcm90b2NvbF92ZXJzaW9uGAQgASgNEhgKEHNvZnR3YXJlX3ZlcnNpb24YBSABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAYgASgNIokBCg1Hcm91cEludGVyZXN0Eg8KB2NoYW5uZWwYASABKAkSDQoFZ3JvdXAYAiABKAkSJQoFc3RhcnQYAyABKAsyFi53ZWZ0LnYxLlN0YXJ0UG9zaXRpb24SFAoMbWF4X2F0dGVtcHRzGAQgASgNEhsKE2RlYWRfbGV0dGVyX2NoYW5uZWwYBSABKAkibAoISW50ZXJlc3QSEAoIc25hcHNob3QYASABKAgSJQoFYWRkZWQYAiADKAsyFi53ZWZ0LnYxLkdyb3VwSW50ZXJlc3QSJwoHcmVtb3ZlZBgDIAMoCzIWLndlZnQudjEuR3JvdXBJbnRlcmVzdCJGCgdGb3J3YXJkEhIKCmZvcndhcmRfaWQYASABKAQSJwoGZXZlbnRzGAIgAygLMhcud2VmdC52MS5Gb3J3YXJkZWRFdmVudCJyCg5Gb3J3YXJkZWRFdmVudBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEg8KB2F0dGVtcHQYBCABKA0SHQoFZXZlbnQYBSABKAsyDi53ZWZ0LnYxLkV2ZW50IhwKBlN0b3JlZBISCgpmb3J3YXJkX2lkGAEgASgEIk4KDEdyb3VwT3V0Y29tZRIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEgwKBGRvbmUYAyADKAQSEAoIcmV0dXJuZWQYBCADKAQiMQoIT3V0Y29tZXMSJQoGZ3JvdXBzGAEgAygLMhUud2VmdC52MS5Hcm91cE91dGNvbWUiIQoJSGVhcnRiZWF0EhQKDHNlbnRfdW5peF9tcxgBIAEoAzI6CgRQZWVyEjIKBExpbmsSEi53ZWZ0LnYxLlBlZXJGcmFtZRoSLndlZnQudjEuUGVlckZyYW1lKAEwAWIGcHJvdG8z", [file_weft_v1_event, file_weft_v1_mesh]);
+  fileDesc("ChJ3ZWZ0L3YxL3BlZXIucHJvdG8SB3dlZnQudjEi9AEKCVBlZXJGcmFtZRIfCgVoZWxsbxgBIAEoCzIOLndlZnQudjEuSGVsbG9IABIlCghpbnRlcmVzdBgCIAEoCzIRLndlZnQudjEuSW50ZXJlc3RIABIjCgdmb3J3YXJkGAMgASgLMhAud2VmdC52MS5Gb3J3YXJkSAASIQoGc3RvcmVkGAQgASgLMg8ud2VmdC52MS5TdG9yZWRIABIlCghvdXRjb21lcxgFIAEoCzIRLndlZnQudjEuT3V0Y29tZXNIABInCgloZWFydGJlYXQYBiABKAsyEi53ZWZ0LnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIq8BCgVIZWxsbxIPCgdub2RlX2lkGAEgASgJEhAKCGluc3RhbmNlGAIgASgEEhwKFG1heF9wcm90b2NvbF92ZXJzaW9uGAMgASgNEhwKFG1pbl9wcm90b2NvbF92ZXJzaW9uGAQgASgNEhgKEHNvZnR3YXJlX3ZlcnNpb24YBSABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAYgASgNEg4KBmxvZ19pZBgHIAEoBCKJAQoNR3JvdXBJbnRlcmVzdBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEiUKBXN0YXJ0GAMgASgLMhYud2VmdC52MS5TdGFydFBvc2l0aW9uEhQKDG1heF9hdHRlbXB0cxgEIAEoDRIbChNkZWFkX2xldHRlcl9jaGFubmVsGAUgASgJImwKCEludGVyZXN0EhAKCHNuYXBzaG90GAEgASgIEiUKBWFkZGVkGAIgAygLMhYud2VmdC52MS5Hcm91cEludGVyZXN0EicKB3JlbW92ZWQYAyADKAsyFi53ZWZ0LnYxLkdyb3VwSW50ZXJlc3QiRgoHRm9yd2FyZBISCgpmb3J3YXJkX2lkGAEgASgEEicKBmV2ZW50cxgCIAMoCzIXLndlZnQudjEuRm9yd2FyZGVkRXZlbnQicgoORm9yd2FyZGVkRXZlbnQSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIPCgdhdHRlbXB0GAQgASgNEh0KBWV2ZW50GAUgASgLMg4ud2VmdC52MS5FdmVudCIcCgZTdG9yZWQSEgoKZm9yd2FyZF9pZBgBIAEoBCJOCgxHcm91cE91dGNvbWUSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIMCgRkb25lGAMgAygEEhAKCHJldHVybmVkGAQgAygEIjEKCE91dGNvbWVzEiUKBmdyb3VwcxgBIAMoCzIVLndlZnQudjEuR3JvdXBPdXRjb21lIiEKCUhlYXJ0YmVhdBIUCgxzZW50X3VuaXhfbXMYASABKAMyOgoEUGVlchIyCgRMaW5rEhIud2VmdC52MS5QZWVyRnJhbWUaEi53ZWZ0LnYxLlBlZXJGcmFtZSgBMAFiBnByb3RvMw", [file_weft_v1_event, file_weft_v1_mesh]);
 
 /**
  * One message on a link, in either direction.
@@ -140,6 +140,15 @@ export type Hello = Message<"weft.v1.Hello"> & {
    * @generated from field: uint32 heartbeat_interval_ms = 6;
    */
   heartbeatIntervalMs: number;
+
+  /**
+   * Random per data directory, chosen when the sender's log was created. A sidecar whose
+   * log was wiped starts its sequences at 1 again; receivers keep relay copies per (node
+   * id, log id), so new events are never taken for old ones. Required, non-zero.
+   *
+   * @generated from field: uint64 log_id = 7;
+   */
+  logId: bigint;
 };
 
 /**
@@ -285,8 +294,8 @@ export type ForwardedEvent = Message<"weft.v1.ForwardedEvent"> & {
 
   /**
    * The event's sequence in its channel at the origin (the sender). With the origin's node
-   * id it names the event: the receiver stores one relay copy per (origin, channel, group,
-   * sequence), however often a forward is retried.
+   * id and log id (from its hello) it names the event: the receiver stores one relay copy
+   * per (origin, log id, channel, group, sequence), however often a forward is retried.
    *
    * @generated from field: uint64 sequence = 3;
    */

@@ -396,6 +396,24 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
       `${formatSize(config.maxMessageBytes)} is smaller than maxEventBytes (${formatSize(config.maxEventBytes)}, from the default); ${fix}`,
     );
   }
+  if (config.peerTimeoutMs >= config.dedupWindowMs) {
+    // A forward retried after the dedup window would be stored twice at the receiver.
+    const fix = "a peer must time out within the dedup window, which keeps relay copies from being stored twice: lower peerTimeout or raise dedupWindow";
+    const timeout = found.peerTimeout;
+    const window = found.dedupWindow;
+    if (timeout || !window) {
+      throw new ConfigError(
+        timeout?.source ?? { kind: "default" },
+        "peerTimeout",
+        `${formatDuration(config.peerTimeoutMs)} is not shorter than dedupWindow (${formatDuration(config.dedupWindowMs)}); ${fix}`,
+      );
+    }
+    throw new ConfigError(
+      window.source,
+      "dedupWindow",
+      `${formatDuration(config.dedupWindowMs)} is not longer than peerTimeout (${formatDuration(config.peerTimeoutMs)}); ${fix}`,
+    );
+  }
   return config;
 }
 

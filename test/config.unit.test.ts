@@ -488,6 +488,17 @@ describe("refusals name the source, the key and what is allowed", () => {
 });
 
 describe("mesh settings", () => {
+  it("refuses a peer timeout that is not shorter than the dedup window, blaming the one that was set", async () => {
+    const timeout = await yamlRefusal("peerTimeout: 20m\n");
+    expect(timeout.key).toBe("peerTimeout");
+    expect(timeout.message).toMatch(/20m is not shorter than dedupWindow \(10m\); a peer must time out within the dedup window/);
+    const window = await yamlRefusal("dedupWindow: 10s\n");
+    expect(window.key).toBe("dedupWindow");
+    expect(window.message).toMatch(/10s is not longer than peerTimeout \(30s\)/);
+    const both = await resolveConfig({ file: await file("dedupWindow: 10s\npeerTimeout: 5s\n"), env: {} });
+    expect([both.dedupWindowMs, both.peerTimeoutMs]).toEqual([10_000, 5000]);
+  });
+
   const RULE = /use 1 to 64 characters: letters, digits, '\.', '_' or '-', starting with a letter or digit/;
 
   it("defaults the node id to the host name, and the peer settings as documented", async () => {
@@ -786,7 +797,8 @@ peerWindow: 10
     ["peerTimeout", "1.5s", 1500],
     ["peerTimeout", "1h", 3_600_000],
   ] as const)("accepts %s %j", async (key, value, ms) => {
-    const config = await resolveConfig({ env: {}, flags: { [key]: value } });
+    // The dedup window must stay longer than the peer timeout.
+    const config = await resolveConfig({ env: { WEFT_DEDUP_WINDOW: "2h" }, flags: { [key]: value } });
     expect(key === "peerTimeout" ? config.peerTimeoutMs : config.peersDnsIntervalMs).toBe(ms);
   });
 

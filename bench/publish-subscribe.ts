@@ -4,7 +4,8 @@
  * stored) and for end-to-end delivery (delivered and acked), and their ratio to the
  * one-gRPC-message-per-event ceiling measured on this kind of machine (~42k/s).
  *
- *   npx tsx bench/publish-subscribe.ts [events=200000] [payloadBytes=256] [--fsync] [--to HOST:PORT] [--publish-only]
+ *   npx tsx bench/publish-subscribe.ts [events=200000] [payloadBytes=256] [--fsync] [--to HOST:PORT]
+ *     [--subscribe-to HOST:PORT] [--publish-only]
  *
  * --publish-only leaves the subscriber out, to see the publish path alone.
  */
@@ -16,7 +17,10 @@ import { connect } from "../src/client/index.js";
 
 const toIndex = process.argv.indexOf("--to");
 const external = toIndex > 0 ? process.argv[toIndex + 1] : undefined;
-const args = process.argv.slice(2).filter((a, i, all) => !a.startsWith("--") && all[i - 1] !== "--to");
+const subscribeIndex = process.argv.indexOf("--subscribe-to");
+// With --subscribe-to, the subscriber talks to another sidecar of a mesh (one hop).
+const subscribeTo = subscribeIndex > 0 ? process.argv[subscribeIndex + 1] : undefined;
+const args = process.argv.slice(2).filter((a, i, all) => !a.startsWith("--") && all[i - 1] !== "--to" && all[i - 1] !== "--subscribe-to");
 const total = Number(args[0] ?? 200_000);
 const payload = Buffer.alloc(Number(args[1] ?? 256), 120);
 const fsync = process.argv.includes("--fsync");
@@ -28,7 +32,7 @@ const dataDir = join(tmpdir(), `weft-bench-${process.pid}`);
 const sidecar = external ? undefined : await Sidecar.start({ ...defaultConfig(), dataDir, listen: "127.0.0.1:0", fsync });
 const address = external ?? sidecar!.address;
 const pub = connect(address, { maxOutstanding: 20_000 });
-const subClient = connect(address);
+const subClient = connect(subscribeTo ?? address);
 const channel = `bench.events.r${Date.now()}`;
 const sub = publishOnly ? undefined : subClient.subscribe({ channel, group: "bench", from: "earliest", maxInFlight: 5000 });
 await sub?.subscribed();

@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Delivery, Subscription } from "../src/client/index.js";
-import { collect, eventually, take } from "./support/collect.js";
+import { collect, eventually, settle, take } from "./support/collect.js";
 import { settled, startMesh } from "./support/mesh.js";
+import { freePort } from "./support/process.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
 /**
@@ -27,6 +28,18 @@ describe("mesh", () => {
       const others = s.sidecar.mesh.status().map((p) => p.nodeId).sort();
       expect(others).toEqual(["a", "b", "c"].filter((n) => n !== s.sidecar.config.nodeId));
     }
+  });
+
+  it("finds peers through a DNS name (every address it resolves to), its own address included", async () => {
+    const port = await freePort();
+    // "localhost" resolves to this machine: the name stands for the whole mesh, as a headless Service does.
+    const a = await startSidecar({ nodeId: "a", peerListen: `127.0.0.1:${port}`, peersDns: [`localhost:${port}`], peersDnsIntervalMs: 1000 });
+    started.push(a);
+    const b = await startSidecar({ nodeId: "b", peersDns: [`localhost:${port}`], peersDnsIntervalMs: 1000 });
+    started.push(b);
+    await eventually(() => a.sidecar.mesh.status().some((p) => p.nodeId === "b" && p.connected), 20_000, "b linked with a");
+    expect(b.sidecar.mesh.status().map((p) => p.nodeId)).toEqual(["a"]);
+    expect(a.sidecar.mesh.status().map((p) => p.nodeId)).toEqual(["b"]);
   });
 
   it("delivers events published on A to a subscriber on B, and B's acks drain A's backlog", async () => {
@@ -174,6 +187,26 @@ describe("mesh", () => {
     const fresh = await take(sub, 10);
     sub.close();
     expect(fresh.map((d) => d.text()).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `new ${i}`));
+  });
+
+  it("gives a member one window of credits for its sidecar's own events and those forwarded to it", async () => {
+    const [a, b] = await mesh(["a", "b"]);
+    const channel = "mixed.origins";
+    const sub = a!.client().subscribe({ channel, group: "g", from: "earliest", maxInFlight: 3 });
+    await sub.subscribed();
+    await settled(b!, [a!], channel, "g");
+    await a!.client().publishMany(Array.from({ length: 5 }, (_, i) => ({ channel, data: `a${i}` })));
+    await b!.client().publishMany(Array.from({ length: 5 }, (_, i) => ({ channel, data: `b${i}` })));
+    await eventually(() => a!.sidecar.log.head(`${channel}~g`).last === 5, 20_000, "B's events stored at A");
+    const it = sub[Symbol.asyncIterator]();
+    const held: Delivery[] = [];
+    for (let i = 0; i < 3; i++) held.push((await it.next()).value as Delivery);
+    const fourth = it.next();
+    expect(await Promise.race([fourth.then(() => "delivered"), settle(400).then(() => "held back")])).toBe("held back");
+    for (const d of held) d.ack();
+    const rest = [(await fourth).value as Delivery, ...(await take(sub, 6))];
+    sub.close();
+    expect([...held, ...rest].map((d) => d.text()).sort()).toEqual(["a0", "a1", "a2", "a3", "a4", "b0", "b1", "b2", "b3", "b4"]);
   });
 
   it("keeps serving when a peer listed in the configuration is not there", async () => {

@@ -215,19 +215,15 @@ describe("readFrame", () => {
     expect(frame.case === "forward" && frame.events.length).toBe(MAX_FORWARD_EVENTS);
   });
 
-  // BUG (src/mesh/frames.ts readFrame): a forward next to an unknown PeerFrame field is
-  // handed to fromBinary and comes back as {case: "message", frame: {case: "forward"}},
-  // which MeshNode.frame ignores (see test/peer-bad-input.int.test.ts). Proto3 skips
-  // unknown fields: it should be read as a forward.
-  it.fails("reads a forward next to an unknown PeerFrame field as a forward", () => {
+  // Proto3 skips unknown fields: a forward next to one is read as a forward.
+  it("reads a forward next to an unknown PeerFrame field as a forward", () => {
     const bytes = Buffer.concat([writeForward(3, [samples[0]!]), new BinaryWriter().tag(99, WireType.Varint).uint32(1).finish()]);
     expect(readFrame(bytes).case).toBe("forward");
   });
 
-  // BUG (src/mesh/frames.ts readFrame): a singular message field seen twice merges (what
-  // fromBinary does: the events of both, the last forward_id); readFrame keeps only the
-  // last forward, dropping the first one's events without a word.
-  it.fails("reads a frame carrying forward twice as fromBinary does (merged)", () => {
+  // A singular message field seen twice merges, as fromBinary does: the events of both,
+  // the last forward_id.
+  it("reads a frame carrying forward twice as fromBinary does (merged)", () => {
     const bytes = Buffer.concat([writeForward(1, [samples[0]!]), writeForward(2, [samples[1]!])]);
     const es = fromBinary(PeerFrameSchema, bytes).frame;
     expect(es.case === "forward" && es.value.events.map((e) => e.sequence)).toEqual([1n, 300n]);

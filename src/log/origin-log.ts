@@ -18,7 +18,7 @@ import {
   prefixEnd,
   seqOfKey,
 } from "./keys.js";
-import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime } from "./record.js";
+import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime, relayIdentity } from "./record.js";
 
 /** How long and how much a channel keeps. The first limit reached removes the oldest events. */
 export interface Retention {
@@ -294,7 +294,7 @@ export class OriginLog {
       for (const entry of pending.entries) {
         const dk = keys[k]!;
         const value = stored[k++];
-        const earlier = seenInBatch.get(dk) ?? this.duplicateOf(value, now);
+        const earlier = seenInBatch.get(dk) ?? this.duplicateOf(value, now, entry.origin !== undefined);
         if (earlier) {
           results.push({ sequence: earlier.sequence, duplicate: true });
           continue;
@@ -325,10 +325,11 @@ export class OriginLog {
   }
 
   /** The earlier append a stored dedup entry points to, if it is within the window. */
-  private duplicateOf(value: Uint8Array | undefined, now: number): AppendResult | undefined {
+  private duplicateOf(value: Uint8Array | undefined, now: number, relay: boolean): AppendResult | undefined {
     if (value === undefined) return undefined;
     const [seq, at] = Buffer.from(value).toString("utf8").split(":").map(Number);
-    if (seq === undefined || at === undefined || now - at >= this.dedupWindowMs) return undefined;
+    // A relay copy's entry lasts as long as the copy: retention removes both together.
+    if (seq === undefined || at === undefined || (!relay && now - at >= this.dedupWindowMs)) return undefined;
     return { sequence: seq, duplicate: true };
   }
 
@@ -453,7 +454,7 @@ export class OriginLog {
       for (const event of events) {
         if (now - event.appendedAt <= retention.maxAgeMs && over <= 0) break retain;
         const size = recordSize(event);
-        const ids = parseIdentity(event.bytes);
+        const ids = identity(event);
         plan.expire.push({ sequence: event.sequence, size, dedupKey: ids && dedupKey(channel, ids.source, ids.id) });
         over -= size;
         from = event.sequence + 1;
@@ -468,6 +469,7 @@ export class OriginLog {
       for (const event of events) {
         if (now - event.appendedAt < this.dedupWindowMs) break dedup;
         swept = event.sequence;
+        if (event.origin) continue; // a relay copy's entry goes with the copy
         const ids = parseIdentity(event.bytes);
         if (ids) plan.forget.push({ sequence: event.sequence, dedupKey: dedupKey(channel, ids.source, ids.id) });
       }
@@ -565,6 +567,11 @@ export class GroupBatch {
 }
 
 /** The (source, id) of an encoded event, for dedup sweeps; undefined if it cannot be read. */
+/** The identity an event was deduplicated by: a relay copy's, or the event's (source, id). */
+function identity(event: StoredEvent): { source: string; id: string } | undefined {
+  return event.origin ? relayIdentity(event.origin) : parseIdentity(event.bytes);
+}
+
 function parseIdentity(bytes: Uint8Array): { source: string; id: string } | undefined {
   try {
     const e = fromBinary(EventSchema, bytes);

@@ -7,7 +7,8 @@
  * A relay copy (an event another sidecar forwarded) also names its origin:
  *
  *   u8 version (2) | f64 append time | u16 key length | key | u8 origin length | origin
- *   (UTF-8 node id) | f64 origin sequence | event bytes
+ *   (UTF-8 "NODE/LOG": node id, then the origin log's id in hex) | f64 origin sequence |
+ *   event bytes
  */
 const VERSION = 1;
 const RELAY_VERSION = 2;
@@ -29,13 +30,26 @@ export interface StoredEvent {
 
 /** Where a relay copy came from. */
 export interface Origin {
+  /** The origin's node id. */
   readonly node: string;
+  /** The origin log's id, hex (a wiped log gets a new one). */
+  readonly log: string;
+  /** The event's sequence at the origin. */
   readonly sequence: number;
+}
+
+/**
+ * The dedup identity of a relay copy: one per origin log, relay channel and origin
+ * sequence. Unlike a publish's, it lasts as long as the copy (not a window): an origin
+ * may forward an event again at any time while it waits for the outcome.
+ */
+export function relayIdentity(origin: Origin): { source: string; id: string } {
+  return { source: `weft-relay:${origin.node}:${origin.log}`, id: String(origin.sequence) };
 }
 
 export function encodeRecord(appendedAt: number, key: string, event: Uint8Array, origin?: Origin): Uint8Array {
   const keyBytes = Buffer.from(key, "utf8");
-  const originBytes = origin ? Buffer.from(origin.node, "utf8") : undefined;
+  const originBytes = origin ? Buffer.from(`${origin.node}/${origin.log}`, "utf8") : undefined;
   const extra = originBytes ? 1 + originBytes.length + 8 : 0;
   const out = Buffer.allocUnsafe(HEADER + keyBytes.length + extra + event.length);
   out.writeUInt8(originBytes ? RELAY_VERSION : VERSION, 0);
@@ -65,10 +79,10 @@ export function decodeRecord(channel: string, sequence: number, value: Uint8Arra
   let pos = HEADER + keyLength;
   if (version === VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos) };
   const nodeLength = buf.readUInt8(pos);
-  const node = buf.toString("utf8", pos + 1, pos + 1 + nodeLength);
+  const [node = "", log = ""] = buf.toString("utf8", pos + 1, pos + 1 + nodeLength).split("/");
   const originSequence = buf.readDoubleBE(pos + 1 + nodeLength);
   pos += 1 + nodeLength + 8;
-  return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos), origin: { node, sequence: originSequence } };
+  return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos), origin: { node, log, sequence: originSequence } };
 }
 
 /** The append time of a record without decoding the rest. */
@@ -78,6 +92,6 @@ export function recordTime(value: Uint8Array): number {
 
 /** The stored size of a record, as counted against retention. */
 export function recordSize(event: StoredEvent): number {
-  const origin = event.origin ? 1 + Buffer.byteLength(event.origin.node, "utf8") + 8 : 0;
+  const origin = event.origin ? 1 + Buffer.byteLength(`${event.origin.node}/${event.origin.log}`, "utf8") + 8 : 0;
   return HEADER + Buffer.byteLength(event.key, "utf8") + origin + event.bytes.length;
 }

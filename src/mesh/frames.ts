@@ -82,42 +82,48 @@ export function writeForward(forwardId: number, events: readonly ForwardedEvent[
 }
 
 /**
- * Decodes a PeerFrame. A frame whose only field is `forward` is read by hand, keeping each
- * event's bytes as a view; anything else through `fromBinary`.
+ * Decodes a PeerFrame. When the frame's oneof ends up as `forward` it is read by hand,
+ * keeping each event's bytes as a view; anything else through `fromBinary`. Protobuf's rules
+ * hold either way: unknown fields are skipped, the last oneof member set wins, and a message
+ * field that appears more than once is merged (a forward's events add up).
  * @throws Error saying what is wrong with the bytes.
  */
 export function readFrame(bytes: Uint8Array): IncomingFrame {
   const reader = new BinaryReader(bytes);
-  let forward: Uint8Array | undefined;
-  let other = false;
+  let forwards: Uint8Array[] = [];
+  let last = 0;
   while (reader.pos < reader.len) {
     const [field, wire] = reader.tag();
     if (field === 3 && wire === WireType.LengthDelimited) {
-      forward = reader.bytes();
+      if (last !== 3) forwards = [];
+      forwards.push(reader.bytes());
+      last = 3;
     } else {
-      other = true;
+      if (field >= 1 && field <= 6) last = field;
       reader.skip(wire, field);
     }
   }
-  if (forward && !other) return readForward(forward);
+  if (last === 3) return readForward(forwards);
   return { case: "message", frame: fromBinary(PeerFrameSchema, bytes).frame };
 }
 
-function readForward(bytes: Uint8Array): IncomingFrame {
-  const reader = new BinaryReader(bytes);
+function readForward(parts: Uint8Array[]): IncomingFrame {
   let forwardId = 0n;
   const events: ForwardedEvent[] = [];
-  while (reader.pos < reader.len) {
-    const [field, wire] = reader.tag();
-    if (field === 1) {
-      expectWire(wire, WireType.Varint, "forward.forward_id");
-      forwardId = BigInt(reader.uint64());
-    } else if (field === 2) {
-      expectWire(wire, WireType.LengthDelimited, "forward.events");
-      if (events.length === MAX_FORWARD_EVENTS) throw new TooManyEvents();
-      events.push(readForwardedEvent(reader.bytes()));
-    } else {
-      reader.skip(wire, field);
+  for (const bytes of parts) {
+    const reader = new BinaryReader(bytes);
+    while (reader.pos < reader.len) {
+      const [field, wire] = reader.tag();
+      if (field === 1) {
+        expectWire(wire, WireType.Varint, "forward.forward_id");
+        forwardId = BigInt(reader.uint64());
+      } else if (field === 2) {
+        expectWire(wire, WireType.LengthDelimited, "forward.events");
+        if (events.length === MAX_FORWARD_EVENTS) throw new TooManyEvents();
+        events.push(readForwardedEvent(reader.bytes()));
+      } else {
+        reader.skip(wire, field);
+      }
     }
   }
   return { case: "forward", forwardId, events };

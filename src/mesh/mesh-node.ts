@@ -11,6 +11,7 @@ import type { GroupInterest, Hello, Interest, Outcomes } from "../gen/weft/v1/pe
 import { joinSettings } from "../grpc/mesh-service.js";
 import { readEvent } from "../grpc/wire.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
+import { relayIdentity } from "../log/record.js";
 import { relayChannel } from "../delivery/delivery-engine.js";
 import { type ForwardedEvent, type IncomingFrame, MAX_FORWARD_EVENTS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, writeForward, writeFrame } from "./frames.js";
 import type { LinkClosed, LinkHost, PeerLink } from "./peer-link.js";
@@ -436,6 +437,7 @@ export class MeshNode implements LinkHost {
         throw invalid(Reason.INVALID_CHANNEL, `${field}.channel`, `${field} names channel ${JSON.stringify(f.channel.slice(0, 80))} and group ${JSON.stringify(f.group.slice(0, 80))}; both must follow the name grammar`);
       }
       if (f.sequence < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.sequence`, `${field}.sequence must be 1 to 2^53-1`);
+      if (f.attempt < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.attempt`, `${field}.attempt must be at least 1`);
       if (f.bytes.length > this.options.limits.maxEventBytes) {
         throw exhausted(Reason.EVENT_TOO_LARGE, `${field}.event`, `${field} is ${f.bytes.length} bytes; this sidecar stores events of at most ${this.options.limits.maxEventBytes} bytes`);
       }
@@ -464,15 +466,9 @@ export class MeshNode implements LinkHost {
         );
       }
       stored.push(f);
-      entries.push({
-        channel: relayChannel(f.channel, f.group),
-        // One relay copy per origin log, group and origin sequence, however often it is forwarded.
-        source: `weft-relay:${origin}:${link.peer!.logId.toString(16)}`,
-        id: String(f.sequence),
-        key,
-        bytes: f.bytes,
-        origin: { node: origin, sequence: f.sequence },
-      });
+      const from = { node: origin, log: link.peer!.logId.toString(16), sequence: f.sequence };
+      // One relay copy per origin log, group and origin sequence, however often it is forwarded.
+      entries.push({ channel: relayChannel(f.channel, f.group), ...relayIdentity(from), key, bytes: f.bytes, origin: from });
     });
     const answer = (): void => link.send(writeFrame({ case: "stored", value: { forwardId } as never }));
     if (entries.length === 0) {

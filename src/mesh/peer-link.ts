@@ -207,7 +207,10 @@ function closeOnce(): { close: (why: LinkClosed) => void; listen: (l: (why: Link
     close: (why) => {
       if (done) return;
       done = true;
-      for (const l of listeners) l(why);
+      // Status details start with the reason already ("REASON: what"); keep it once.
+      const text = String(why.message ?? "");
+      const message = text.startsWith(`${why.reason}: `) ? text.slice(why.reason.length + 2) : text;
+      for (const l of listeners) l({ ...why, message });
     },
     listen: (l) => listeners.push(l),
   };

@@ -153,10 +153,9 @@ describe("mesh faults (real processes)", () => {
     const channel = "faults.kill";
     const [dirA, dirB] = await Promise.all([dataDir(), dataDir()]);
     const [portA, portB, peerA, peerB] = (await freePorts(4)) as [number, number, number, number];
-    // B's own peer timeout is longer than its restart plus the subscriber's reconnect backoff
-    // (up to 5 s): with 2 s, B may give up its relay copies before the subscriber is back,
-    // which is the bug the "member away" test below pins down. A keeps 2 s.
-    const flagsB = ["--node-id", "b", "--peer-listen", `127.0.0.1:${peerB}`, "--peer-timeout", "10s"];
+    // The subscriber's reconnect backoff (up to 5 s) may bring it back after B's 2 s peer
+    // timeout: B then withdraws the group meanwhile, and must still deliver what it holds.
+    const flagsB = ["--node-id", "b", "--peer-listen", `127.0.0.1:${peerB}`, "--peer-timeout", "2s"];
     let b = await start(dirB, portB, flagsB);
     const a = await start(dirA, portA, node("a", peerA, "--peers", `127.0.0.1:${peerB}`));
 

@@ -140,7 +140,7 @@ describe("mesh", () => {
     expect(a!.sidecar.mesh.status().map((p) => p.nodeId)).toEqual(["c"]);
   });
 
-  it("gives back what a sidecar held for a group whose members there all left, without counting an attempt", async () => {
+  it("gives what a sidecar held for a group whose members there all left to the members elsewhere, without counting an attempt", async () => {
     const [a, b, c] = await mesh(["a", "b", "c"], 500);
     const channel = "mail.outbound";
     const onB = b!.client().subscribe({ channel, group: "senders", from: "earliest", maxInFlight: 5 });
@@ -160,8 +160,6 @@ describe("mesh", () => {
     expect(ids).toEqual(new Set(published.map((p) => p.id)));
     expect(rest.every((d) => d.attempt === 1)).toBe(true);
     await eventually(() => group(a!, channel, "senders")?.backlog === 0, 20_000, "A drained");
-    // B gave its relay copies up: nothing of the group is left to do there.
-    expect(group(b!, `${channel}~senders`, "senders")!.backlog).toBe(0);
   });
 
   it("takes the events of a sidecar whose log was wiped for new ones, not for those it already stored", async () => {

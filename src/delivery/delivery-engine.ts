@@ -185,15 +185,6 @@ export class DeliveryEngine {
     return out;
   }
 
-  /**
-   * Gives up the relay copies of a group held here, without delivering or reporting them:
-   * their origins have given (or will give) them to the group's members elsewhere.
-   */
-  abandonRelay(channel: string, group: string): void {
-    const relay = relayChannel(channel, group);
-    this.groups.get(id(relay, group))?.skipTo(this.log.head(relay).last + 1, false);
-  }
-
   private countLocal(settings: JoinSettings, delta: 1 | -1): void {
     const key = id(settings.channel, settings.group);
     const current = this.local.get(key);

@@ -221,14 +221,6 @@ export class GroupDispatcher {
 
   /** Retention removed everything before `first`. */
   trimmed(first: number): void {
-    this.skipTo(first, true);
-  }
-
-  /**
-   * Finishes every event before `first` without delivering it. With `expired`, those not
-   * yet done are counted as removed by retention; otherwise they were given up on purpose.
-   */
-  skipTo(first: number, expired: boolean): void {
     if (this.record.ackedThrough >= first - 1) return;
     const batch = this.log.groupBatch();
     let lost = 0;
@@ -243,7 +235,7 @@ export class GroupDispatcher {
       batch.delInflight(this.channel, this.group, s);
       this.restored.delete(s);
     }
-    this.record = { ...this.record, ackedThrough: first - 1, expiredUnacked: this.record.expiredUnacked + (expired ? lost : 0) };
+    this.record = { ...this.record, ackedThrough: first - 1, expiredUnacked: this.record.expiredUnacked + lost };
     this.readPos = Math.max(this.readPos, first);
     batch.putGroup(this.record);
     void this.flush(batch);

@@ -541,7 +541,12 @@ export class MeshNode implements LinkHost {
     if (!known) this.broadcast([settings], []);
   }
 
-  /** The group lost its last member here: it stays advertised for `ms`, then its relay copies are given up. */
+  /**
+   * The group lost its last member here: it stays advertised for `ms`, then it is withdrawn
+   * and its origins give what they forwarded here to the group's members elsewhere. The
+   * relay copies stay: a member that joins here later receives them (at least once), and an
+   * origin that forwards one again finds it stored and still to do.
+   */
   private linger(key: string, ms: number): void {
     const previous = this.lingering.get(key);
     if (previous) clearTimeout(previous);
@@ -551,7 +556,6 @@ export class MeshNode implements LinkHost {
       if (!settings || this.options.engine.interest().some((s) => groupKey(s.channel, s.group) === key)) return;
       this.advertised.delete(key);
       this.broadcast([], [settings]);
-      this.options.engine.abandonRelay(settings.channel, settings.group);
     }, ms);
     timer.unref();
     this.lingering.set(key, timer);

@@ -133,7 +133,7 @@ describe("publish and subscribe against a running sidecar", () => {
 
   beforeAll(async () => {
     sidecar = await startSidecar([], { shared: true });
-    expect(sidecar.stderr()).toContain(`weft sidecar listening on ${sidecar.address} (data ${sidecar.dataDir})`);
+    expect(sidecar.stderr()).toMatch(new RegExp(`weft sidecar listening on ${sidecar.address} \\(node \\S+, peers on 127\\.0\\.0\\.1:\\d+, data ${sidecar.dataDir}\\)`));
   });
 
   it("publishes --data, --count copies and stdin lines, and prints each stored sequence", async () => {
@@ -340,11 +340,13 @@ describe("the sidecar process", () => {
     const dir = await tempDir();
     const [filePort, envPort] = [await freePort(), await freePort()];
     const path = join(dir, "weft.yaml");
-    await writeFile(path, `dataDir: data\nlisten: 127.0.0.1:${filePort}\n`);
+    await writeFile(path, `dataDir: data\nlisten: 127.0.0.1:${filePort}\npeerListen: 127.0.0.1:0\n`);
 
     const fromFile = start(["sidecar", "--config", path]);
     await waitForStderr(fromFile, /listening/);
-    expect(fromFile.stderr()).toContain(`listening on 127.0.0.1:${filePort} (data ${join(dir, "data")})`);
+    expect(fromFile.stderr()).toMatch(/listening on 127\.0\.0\.1:\d+ \(node \S+, peers on [^,]+, data [^)]+\)/);
+    expect(fromFile.stderr()).toContain(`listening on 127.0.0.1:${filePort} (`);
+    expect(fromFile.stderr()).toContain(`data ${join(dir, "data")})`);
     fromFile.child.kill("SIGTERM");
     expect(await fromFile.exited).toBe(0);
 
@@ -358,9 +360,9 @@ describe("the sidecar process", () => {
     const fromFlags = start(["sidecar", "--config", path, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", flagDir], {
       env: { WEFT_LISTEN: `127.0.0.1:${envPort}` },
     });
-    const [, address] = await waitForStderr(fromFlags, /listening on (\S+) \(data (\S+)\)/);
+    const [, address] = await waitForStderr(fromFlags, /listening on (\S+) \(node \S+, peers on \S+, data (\S+)\)/);
     expect(address).not.toBe(`127.0.0.1:${envPort}`);
-    expect(fromFlags.stderr()).toContain(`(data ${flagDir})`);
+    expect(fromFlags.stderr()).toContain(`, data ${flagDir})`);
     fromFlags.child.kill("SIGTERM");
     expect(await fromFlags.exited).toBe(0);
   });

@@ -165,6 +165,7 @@ export class GroupDispatcher {
 
   ack(member: MemberState, ids: readonly number[]): void {
     this.checkIds(member, ids);
+    if (member.deliveries.size === 0) return; // the ids are another dispatcher's of this member
     const batch = this.log.groupBatch();
     for (const id of ids) {
       const entry = member.deliveries.get(id);

@@ -108,6 +108,32 @@ describe("mesh", () => {
       expect(order).toEqual([...order].sort((x, y) => x - y));
     }
     await eventually(() => ["billing", "audit", "shipping"].every((g) => group(a!, channel, g)?.backlog === 0), 20_000, "A drained");
+    // One hop: B and C hold relay copies from A only; neither forwarded what it received.
+    for (const s of [b!, c!]) {
+      for (const relay of s.sidecar.log.channels().filter((ch) => ch.startsWith(`${channel}~`))) {
+        const copies = await s.sidecar.log.read(relay, 1, 10_000);
+        expect(copies.every((e) => e.origin?.node === "a")).toBe(true);
+      }
+    }
+    expect(a!.sidecar.log.channels().filter((ch) => ch.includes("~"))).toEqual([]);
+  });
+
+  it("forwards at most the peer window per group to a peer whose members do not keep up", async () => {
+    const [a, b] = await startMesh(["a", "b"], { peerTimeoutMs: 1000, peerWindow: 50 });
+    started.push(a!, b!);
+    const channel = "slow.consumer";
+    const sub = b!.client().subscribe({ channel, group: "g", from: "earliest", maxInFlight: 10 });
+    await sub.subscribed();
+    await settled(a!, [b!], channel, "g");
+    await a!.client().publishMany(Array.from({ length: 1000 }, (_, i) => ({ channel, data: { i } })));
+    await eventually(() => b!.sidecar.log.head(`${channel}~g`).last === 50, 20_000, "B stored a window");
+    await settle(300);
+    // The rest waits in A's log, not in A's memory nor on the link.
+    expect(b!.sidecar.log.head(`${channel}~g`).last).toBe(50);
+    expect(a!.sidecar.mesh.status().find((p) => p.nodeId === "b")!.inflight).toBe(50);
+    const all = await take(sub, 1000);
+    sub.close();
+    expect(new Set(all.map((d) => d.json<{ i: number }>().i)).size).toBe(1000);
   });
 
   it("gives a group's events held by a peer that is gone for good to the members behind the others, after the peer timeout", async () => {

@@ -110,6 +110,7 @@ class DialTarget {
   async run(): Promise<void> {
     let delay = 100;
     let lastReason = "";
+    let failures = 0;
     while (!this.stopped && !this.self) {
       if (this.nodeId && this.node.hasLink(this.nodeId)) {
         await this.sleep(this.node.heartbeatMs);
@@ -122,9 +123,16 @@ class DialTarget {
         this.self = true;
         break;
       }
-      if (wasUp) delay = 100;
-      if (why.reason !== lastReason && why.reason !== Reason.LINK_EXISTS && !wasUp) {
-        this.options.notice(`cannot link with ${this.address}: ${why.reason}: ${why.message} (retrying)`);
+      if (wasUp) {
+        delay = 100;
+        failures = 0;
+      } else if (why.reason !== Reason.LINK_EXISTS) {
+        // Said once per kind of failure, and only when it persists: peers starting together
+        // refuse each other for a moment.
+        failures = why.reason === lastReason ? failures + 1 : 1;
+        if (failures === 3 || (failures === 1 && why.reason !== "UNAVAILABLE")) {
+          this.options.notice(`cannot link with ${this.address}: ${why.reason}: ${why.message} (retrying)`);
+        }
       }
       lastReason = why.reason;
       await this.sleep(delay / 2 + (Math.random() * delay) / 2);

@@ -119,6 +119,7 @@ export class Sidecar {
       log,
       engine,
       limits,
+      maxMessageBytes: config.maxMessageBytes,
       peerTimeoutMs: config.peerTimeoutMs,
       peerWindow: config.peerWindow,
       softwareVersion: SOFTWARE_VERSION,

@@ -163,8 +163,10 @@ describe("readFrame", () => {
         case: "interest",
         value: {
           snapshot: true,
-          added: [{ channel: "orders", group: "g", start: { kind: StartPosition_Kind.EARLIEST }, maxAttempts: 3, deadLetterChannel: "orders.dead" }],
-          removed: [{ channel: "orders", group: "old" }],
+          groups: [
+            { channel: "orders", group: "g", start: { kind: StartPosition_Kind.EARLIEST }, maxAttempts: 3, deadLetterChannel: "orders.dead", members: true, createdUnixMs: 1_700_000_000_000n },
+            { channel: "orders", group: "old" },
+          ],
         },
       },
     ],

@@ -2,7 +2,7 @@ import { Reason, exhausted } from "../contract/errors.js";
 import type { GroupRecord, OriginLog } from "../log/origin-log.js";
 import type { Origin, StoredEvent } from "../log/record.js";
 import { GroupDispatcher, type MemberCredits, type MemberState } from "./group-dispatcher.js";
-import { DEFAULTS, type JoinSettings, type Joined, type MemberSink, type Membership } from "./types.js";
+import { DEFAULTS, type JoinSettings, type Joined, type MemberSink, type Membership, type StartAt } from "./types.js";
 
 export interface DeliveryEngineOptions {
   /** How often deadlines and delayed retries are checked, in ms. Default 50. */
@@ -14,6 +14,17 @@ export interface DeliveryEngineOptions {
   /** Told about storage failures the engine survives. Default: printed to stderr. */
   onError?: (error: unknown) => void;
   now?: () => number;
+}
+
+/** A group as peers learn of it: its settings, where it started, and when. */
+export interface KnownGroup {
+  channel: string;
+  group: string;
+  start: StartAt;
+  maxAttempts: number;
+  deadLetterChannel: string;
+  /** Unix ms; 0 when unknown (a group stored before this was recorded). */
+  createdAt: number;
 }
 
 /** What a group looks like from outside. */
@@ -42,6 +53,7 @@ export class DeliveryEngine {
   private readonly local = new Map<string, { count: number; settings: JoinSettings }>();
   private readonly interestListeners = new Set<(settings: JoinSettings, present: boolean) => void>();
   private readonly relayListeners = new Set<(channel: string, group: string, origin: Origin) => void>();
+  private readonly createdListeners = new Set<(group: KnownGroup) => void>();
   private readonly now: () => number;
 
   constructor(
@@ -128,6 +140,7 @@ export class DeliveryEngine {
       joined,
       ack: (ids) => each((d, m) => d.ack(m, ids)),
       nack: (ids, delayMs) => each((d, m) => d.nack(m, ids, delayMs)),
+      giveBack: (ids) => each((d, m) => d.giveBack(m, ids)),
       extend: (ids, ms) => each((d, m) => d.extend(m, ids, ms)),
       credit: (more) => {
         if (left) return;
@@ -147,6 +160,39 @@ export class DeliveryEngine {
         each((d, m) => d.removeMember(m, returned));
         if (!remote) this.countLocal(settings, -1);
       },
+    };
+  }
+
+  /**
+   * Makes sure a group exists (creating it at its start position if new), without joining
+   * it: an origin keeps events for a group it learnt of from a peer, members or not.
+   */
+  async ensure(settings: JoinSettings): Promise<void> {
+    await this.groupFor(settings);
+  }
+
+  /** Every group of this sidecar (not the relay groups), as peers learn of them. */
+  knownGroups(): KnownGroup[] {
+    const out: KnownGroup[] = [];
+    for (const d of this.groups.values()) if (channelOfRelay(d.channel, d.group) === undefined) out.push(this.known(d));
+    return out;
+  }
+
+  /** Told when a group is created. */
+  onGroupCreated(listener: (group: KnownGroup) => void): () => void {
+    this.createdListeners.add(listener);
+    return () => this.createdListeners.delete(listener);
+  }
+
+  private known(d: GroupDispatcher): KnownGroup {
+    const r = d.stored;
+    return {
+      channel: r.channel,
+      group: r.group,
+      start: r.start ?? { kind: "latest" },
+      maxAttempts: r.maxAttempts,
+      deadLetterChannel: r.deadLetterChannel,
+      createdAt: r.createdAt ?? 0,
     };
   }
 
@@ -175,12 +221,15 @@ export class DeliveryEngine {
     return this.groups.get(id(relayChannel(channel, group), group))?.isDone(sequence) ?? false;
   }
 
-  /** The groups holding relay copies not yet done here. */
+  /**
+   * The groups holding relay copies not yet done here that had deliveries in flight when
+   * the sidecar stopped: their members were here then, and will likely come back.
+   */
   relayBacklog(): { channel: string; group: string; backlog: number; maxAttempts: number; deadLetterChannel: string }[] {
     const out: { channel: string; group: string; backlog: number; maxAttempts: number; deadLetterChannel: string }[] = [];
     for (const d of this.groups.values()) {
       const channel = channelOfRelay(d.channel, d.group);
-      if (channel !== undefined && d.backlog > 0) out.push({ channel, group: d.group, backlog: d.backlog, ...d.settings });
+      if (channel !== undefined && d.backlog > 0 && d.inflightAtStart > 0) out.push({ channel, group: d.group, backlog: d.backlog, ...d.settings });
     }
     return out;
   }
@@ -225,6 +274,7 @@ export class DeliveryEngine {
     try {
       const group = await creation;
       this.groups.set(key, group);
+      if (channelOfRelay(group.channel, group.group) === undefined) for (const l of this.createdListeners) l(this.known(group));
       return { group, created: true };
     } finally {
       this.creating.delete(key);
@@ -256,6 +306,8 @@ export class DeliveryEngine {
       maxAttempts: settings.maxAttempts,
       deadLetterChannel: settings.deadLetterChannel,
       expiredUnacked: 0,
+      createdAt: settings.createdAt ?? this.now(),
+      start: settings.start,
     };
     await this.log.groupBatch().putGroup(record).write();
     return this.dispatcher(record, [], []);

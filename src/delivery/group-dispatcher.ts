@@ -2,7 +2,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import { Reason, WeftError } from "../contract/errors.js";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
-import type { GroupRecord, InflightRecord, OriginLog } from "../log/origin-log.js";
+import type { GroupBatch, GroupRecord, InflightRecord, OriginLog } from "../log/origin-log.js";
 import type { StoredEvent } from "../log/record.js";
 import { spreadHash } from "./hash.js";
 import type { MemberSink, OutgoingDelivery } from "./types.js";
@@ -80,6 +80,8 @@ export class GroupDispatcher {
   private readonly entries = new Map<number, Entry>();
   private readonly acked = new Set<number>();
   private readonly restored = new Map<number, number>();
+  /** Deliveries that were in flight when the log was last closed (the group had members then). */
+  readonly inflightAtStart: number;
   private readonly keyQueues = new Map<string, Entry[]>();
   private unassigned: Entry[] = [];
   private readonly timed = new Set<Entry>();
@@ -102,9 +104,14 @@ export class GroupDispatcher {
     this.record = record;
     for (const s of acked) if (s > record.ackedThrough) this.acked.add(s);
     for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
+    this.inflightAtStart = this.restored.size;
     this.readPos = record.ackedThrough + 1;
   }
 
+  /** The group's stored record (cursor, settings, creation). */
+  get stored(): GroupRecord {
+    return this.record;
+  }
   get ackedThrough(): number {
     return this.record.ackedThrough;
   }
@@ -151,10 +158,7 @@ export class GroupDispatcher {
     for (const entry of [...member.deliveries.values()]) {
       this.release(member, entry);
       if (returned) {
-        entry.attempt--;
-        if (entry.attempt > 0) batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
-        else batch.delInflight(this.channel, this.group, entry.seq);
-        this.makeReady(entry, true);
+        this.uncount(entry, batch);
       } else {
         this.retry(entry, now, 0, "was lost when its member's stream broke");
       }
@@ -186,6 +190,20 @@ export class GroupDispatcher {
       this.release(member, entry);
       this.retry(entry, now, delayMs, "was nacked");
     }
+    this.pump();
+  }
+
+  /** Takes deliveries back unhandled (a peer had no member for them): delivered again, not counted as an attempt. */
+  giveBack(member: MemberState, ids: readonly number[]): void {
+    this.checkIds(member, ids);
+    const batch = this.log.groupBatch();
+    for (const id of ids) {
+      const entry = member.deliveries.get(id);
+      if (!entry) continue;
+      this.release(member, entry);
+      this.uncount(entry, batch);
+    }
+    void this.flush(batch);
     this.pump();
   }
 
@@ -288,6 +306,14 @@ export class GroupDispatcher {
     this.timed.delete(entry);
     entry.member = undefined;
     entry.deliveryId = undefined;
+  }
+
+  /** A delivery came back unhandled: its attempt does not count, and it goes first again. */
+  private uncount(entry: Entry, batch: GroupBatch): void {
+    entry.attempt--;
+    if (entry.attempt > 0) batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
+    else batch.delInflight(this.channel, this.group, entry.seq);
+    this.makeReady(entry, true);
   }
 
   /** A delivery failed (nack, deadline, member gone): deliver again, or dead-letter at max attempts. */

@@ -33,6 +33,8 @@ export interface JoinSettings {
   ackDeadlineMs: number;
   maxAttempts: number;
   deadLetterChannel: string;
+  /** For a group learnt from a peer: when it was created there, Unix ms. Default: now. */
+  createdAt?: number | undefined;
 }
 
 /** What the member got: the settings in force and where the group stands. */
@@ -52,6 +54,8 @@ export interface Membership {
   ack(deliveryIds: readonly number[]): void;
   /** Refuses deliveries: redelivered after `delayMs`, or dead-lettered at max attempts. */
   nack(deliveryIds: readonly number[], delayMs: number): void;
+  /** Hands deliveries back unhandled: delivered again without counting an attempt. */
+  giveBack(deliveryIds: readonly number[]): void;
   /** Moves the deadline of deliveries to now + `extensionMs`. */
   extend(deliveryIds: readonly number[], extensionMs: number): void;
   /** Raises this member's max in flight. @throws WeftError past the limit. */

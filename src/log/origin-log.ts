@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import type { StartAt } from "../delivery/types.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ClassicLevel } from "classic-level";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
@@ -80,6 +81,10 @@ export interface GroupRecord {
   deadLetterChannel: string;
   /** Events retention removed before the group had finished them. */
   expiredUnacked: number;
+  /** When the group was created (here or, for a group learnt from a peer, where it was), Unix ms. */
+  createdAt?: number | undefined;
+  /** Where the group started when it was created. */
+  start?: StartAt | undefined;
 }
 
 /** A delivery in flight, as stored, so a restart redelivers instead of forgetting. */

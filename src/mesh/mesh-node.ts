@@ -4,9 +4,9 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { status } from "@grpc/grpc-js";
 import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
 import { type Limits, checkEvent, isName, isNodeId, NODE_ID_RULE } from "../contract/validate.js";
-import type { DeliveryEngine } from "../delivery/delivery-engine.js";
+import type { DeliveryEngine, KnownGroup } from "../delivery/delivery-engine.js";
 import type { JoinSettings, Membership, OutgoingDelivery, StartAt } from "../delivery/types.js";
-import { StartPosition_Kind, SubscribeOpenSchema, type StartPosition } from "../gen/weft/v1/mesh_pb.js";
+import { StartPosition_Kind, StartPositionSchema, SubscribeOpenSchema, type StartPosition } from "../gen/weft/v1/mesh_pb.js";
 import type { GroupInterest, Hello, Interest, Outcomes } from "../gen/weft/v1/peer_pb.js";
 import { joinSettings } from "../grpc/mesh-service.js";
 import { readEvent } from "../grpc/wire.js";
@@ -21,6 +21,8 @@ export interface MeshNodeOptions {
   log: OriginLog;
   engine: DeliveryEngine;
   limits: Limits;
+  /** The largest frame this sidecar accepts from a peer, bytes. */
+  maxMessageBytes: number;
   /** A peer unreachable this long loses its share of each group, ms. */
   peerTimeoutMs: number;
   /** Most events forwarded to one peer for one group and not yet handled there. */
@@ -71,6 +73,13 @@ export interface PeerStatus {
 
 /** Most bytes of events in one forward frame (a single larger event still goes, alone). */
 const MAX_FORWARD_BYTES = 3 * 1024 * 1024;
+/** A peer that does not say its limit takes gRPC's default. */
+const DEFAULT_PEER_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** Room for the frame's own tags and lengths, and per event for its names, numbers and tags. */
+const FRAME_OVERHEAD = 64;
+const EVENT_OVERHEAD = 48;
+/** How long a new link must stay up before a peer waiting out its timeout counts as back. */
+const PROOF_MS = 2000;
 /** Most sequences in one outcomes frame. */
 const MAX_OUTCOMES = 10_000;
 
@@ -87,7 +96,7 @@ export class MeshNode implements LinkHost {
   readonly instance: bigint = randomInstance();
   private readonly peers = new Map<string, PeerState>();
   private readonly linkStates = new WeakMap<PeerLink, LinkState>();
-  /** The groups this sidecar advertises to its peers (members here, or lingering). */
+  /** The groups this sidecar advertises with members (members here, or lingering). */
   private readonly advertised = new Map<string, JoinSettings>();
   private readonly lingering = new Map<string, NodeJS.Timeout>();
   private readonly outcomes = new Map<string, Map<string, { channel: string; group: string; done: number[]; returned: number[] }>>();
@@ -113,8 +122,10 @@ export class MeshNode implements LinkHost {
   start(): void {
     const { engine } = this.options;
     for (const s of engine.interest()) this.advertised.set(groupKey(s.channel, s.group), s);
-    // Relay copies held from before a restart keep their group advertised for a peer timeout,
-    // so that their members can come back before the origins give them to others.
+    // A group whose relay copies were in flight to members when the sidecar stopped stays
+    // advertised with members for a peer timeout, so that its members can come back before
+    // the origins give the copies to others. (Copies of a group withdrawn earlier had no
+    // members, so nothing in flight: that group is not advertised again.)
     for (const r of engine.relayBacklog()) {
       const key = groupKey(r.channel, r.group);
       if (this.advertised.has(key)) continue;
@@ -135,7 +146,8 @@ export class MeshNode implements LinkHost {
         if (present) this.advertise(key, settings);
         else this.linger(key, this.lingerMs);
       }),
-      engine.onRelayDone((channel, group, origin) => this.queueOutcome(origin.node, channel, group, "done", origin.sequence)),
+      engine.onGroupCreated((g) => this.broadcast([toGroupInterest(g, this.advertised.has(groupKey(g.channel, g.group)))])),
+      engine.onRelayDone((channel, group, origin) => this.queueOutcome(origin.node, origin.log, channel, group, "done", origin.sequence)),
     );
   }
 
@@ -176,6 +188,7 @@ export class MeshNode implements LinkHost {
       softwareVersion: this.options.softwareVersion ?? "",
       heartbeatIntervalMs: this.heartbeatMs,
       logId: this.options.log.id,
+      maxMessageBytes: Math.min(this.options.maxMessageBytes, 0xffffffff),
     };
   }
 
@@ -238,8 +251,8 @@ export class MeshNode implements LinkHost {
       peer = { nodeId: hello.nodeId, instance: hello.instance, link: undefined, groups: new Map(), lost: undefined };
       this.peers.set(hello.nodeId, peer);
     }
-    if (peer.lost) clearTimeout(peer.lost);
-    peer.lost = undefined;
+    // A peer waiting out its timeout stays on the clock until the new link proves itself
+    // (see prove): a link that fails at once, again and again, must not keep it forever.
     peer.instance = hello.instance;
     peer.link = link;
     this.linkStates.set(link, { advertised: new Set(), snapshot: false });
@@ -247,11 +260,12 @@ export class MeshNode implements LinkHost {
   }
 
   up(link: PeerLink): void {
+    setTimeout(() => this.prove(link), PROOF_MS).unref();
     this.notice(`linked with ${link.nodeId}${link.address ? ` at ${link.address}` : ""} (${link.role === "dialer" ? "dialed" : "accepted"})`);
     const state = this.linkStates.get(link)!;
-    const added = [...this.advertised.values()].map(toGroupInterest);
-    for (const g of added) state.advertised.add(groupKey(g.channel, g.group));
-    link.send(writeFrame({ case: "interest", value: { snapshot: true, added, removed: [] } as never }));
+    const groups = this.options.engine.knownGroups().map((g) => toGroupInterest(g, this.advertised.has(groupKey(g.channel, g.group))));
+    for (const g of groups) if (g.members) state.advertised.add(groupKey(g.channel, g.group));
+    link.send(writeFrame({ case: "interest", value: { snapshot: true, groups } as never }));
   }
 
   closed(link: PeerLink, why: LinkClosed): void {
@@ -275,9 +289,12 @@ export class MeshNode implements LinkHost {
         this.receiveInterest(link, f.value);
         break;
       case "outcomes":
+        this.prove(link);
         this.receiveOutcomes(link, f.value);
         break;
       case "stored":
+        this.prove(link);
+        break;
       case "heartbeat":
         break;
     }
@@ -294,33 +311,50 @@ export class MeshNode implements LinkHost {
     if (interest.snapshot && state.snapshot) {
       throw new WeftError(status.INVALID_ARGUMENT, Reason.PROTOCOL_VIOLATION, "a link carries one interest snapshot, after hello; send deltas after it");
     }
-    const added = interest.added.map((g, i) => this.remoteSettings(g, `interest.added[${i}]`));
-    const removed = interest.removed.map((g, i) => this.remoteSettings(g, `interest.removed[${i}]`));
+    const entries = interest.groups.map((g, i) => ({ members: g.members, settings: this.remoteSettings(g, `interest.groups[${i}]`) }));
     if (interest.snapshot) {
       state.snapshot = true;
-      const keep = new Set(added.map((s) => groupKey(s.channel, s.group)));
+      const keep = new Set(entries.filter((e) => e.members).map((e) => groupKey(e.settings.channel, e.settings.group)));
       for (const rg of [...peer.groups.values()]) if (!keep.has(rg.key)) this.removeRemote(peer, rg);
     }
-    for (const s of removed) {
-      const rg = peer.groups.get(groupKey(s.channel, s.group));
+    for (const { members, settings } of entries) {
+      if (members) {
+        this.addRemote(peer, settings);
+        continue;
+      }
+      const rg = peer.groups.get(groupKey(settings.channel, settings.group));
       if (rg) this.removeRemote(peer, rg);
+      // Durable: this sidecar keeps the group's events from its creation on, members or not.
+      this.options.engine.ensure(settings).catch((e: unknown) => this.notice(`cannot create ${settings.channel}/${settings.group} learnt from ${peer.nodeId}: ${(e as Error).message}`));
     }
-    for (const s of added) this.addRemote(peer, s);
   }
 
-  /** Checks a peer's group like a Subscribe open; the window is the peer window. */
+  /**
+   * Checks a peer's group like a Subscribe open; the window is the peer window. A group that
+   * started at "latest" where it was created starts here at its creation time, so that
+   * events published here after it was created (and before this sidecar heard of it) reach it.
+   */
   private remoteSettings(g: GroupInterest, field: string): JoinSettings {
+    if (g.createdUnixMs < 0n || g.createdUnixMs > 8_640_000_000_000_000n) {
+      throw invalid(Reason.INVALID_START, `${field}.created_unix_ms`, `${field}.created_unix_ms is ${g.createdUnixMs}; use a time in Unix ms (0 for unknown)`);
+    }
+    const createdAt = Number(g.createdUnixMs) || undefined;
+    const start =
+      g.start?.kind === StartPosition_Kind.LATEST && createdAt !== undefined
+        ? create(StartPositionSchema, { kind: StartPosition_Kind.TIME, time: timestampFromMs(createdAt) })
+        : g.start;
     try {
-      return joinSettings(
+      const settings = joinSettings(
         create(SubscribeOpenSchema, {
           channel: g.channel,
           group: g.group,
-          start: g.start,
+          start,
           maxInFlight: this.options.peerWindow,
           maxAttempts: g.maxAttempts,
           deadLetterChannel: g.deadLetterChannel,
         }),
       );
+      return { ...settings, createdAt };
     } catch (e) {
       if (e instanceof WeftError) throw new WeftError(e.code, e.reason, `${field}: ${e.message}`, `${field}.${e.field.replace(/^open\./, "")}`);
       throw e;
@@ -370,9 +404,21 @@ export class MeshNode implements LinkHost {
     rg.membership?.leave(true);
   }
 
-  /** The peer stayed away past the peer timeout: its share goes to the group's other members. */
+  /** The link has stayed up (or the peer made progress on it): the peer is back for good. */
+  private prove(link: PeerLink): void {
+    const peer = this.peers.get(link.nodeId);
+    if (!peer || peer.link !== link || !link.open || !peer.lost) return;
+    clearTimeout(peer.lost);
+    peer.lost = undefined;
+  }
+
+  /**
+   * The peer stayed away past the peer timeout (or only ever came back on links that failed
+   * at once): its share goes to the group's other members. A link it has now is ended, and
+   * the peer starts afresh when it links again.
+   */
   private lose(peer: PeerState): void {
-    if (this.peers.get(peer.nodeId) !== peer || peer.link) return;
+    if (this.peers.get(peer.nodeId) !== peer) return;
     this.notice(`peer ${peer.nodeId} gone for ${this.options.peerTimeoutMs} ms: its unfinished events go to the other members of ${peer.groups.size} group(s)`);
     this.peers.delete(peer.nodeId);
     for (const rg of peer.groups.values()) {
@@ -380,11 +426,15 @@ export class MeshNode implements LinkHost {
       rg.inflight.clear();
       rg.membership?.leave(false);
     }
+    peer.link?.fail(new WeftError(status.UNAVAILABLE, Reason.PEER_SILENT, `no link with ${peer.nodeId} stayed up for the peer timeout; its share went to others`));
   }
 
   private forward(peer: PeerState, rg: RemoteGroup, deliveries: readonly OutgoingDelivery[]): void {
     const link = peer.link;
     if (!link?.open || !this.linkStates.get(link)?.snapshot || deliveries.length === 0) return; // resent after the next snapshot
+    // Frames stay within what the peer accepts (names, numbers and tags take the overhead).
+    const limit = Math.min(MAX_FORWARD_BYTES, (link.peer!.maxMessageBytes || DEFAULT_PEER_MESSAGE_BYTES) - FRAME_OVERHEAD);
+    const perEvent = rg.settings.channel.length + rg.settings.group.length + EVENT_OVERHEAD;
     let batch: ForwardedEvent[] = [];
     let bytes = 0;
     const flush = (): void => {
@@ -394,11 +444,30 @@ export class MeshNode implements LinkHost {
       bytes = 0;
     };
     for (const d of deliveries) {
-      if (batch.length === MAX_FORWARD_EVENTS || (batch.length > 0 && bytes + d.event.bytes.length > MAX_FORWARD_BYTES)) flush();
+      const size = d.event.bytes.length + perEvent;
+      if (size > limit) {
+        this.unsendable(peer, rg, d, limit);
+        continue;
+      }
+      if (batch.length === MAX_FORWARD_EVENTS || bytes + size > limit) flush();
       batch.push({ channel: rg.settings.channel, group: rg.settings.group, sequence: d.event.sequence, attempt: d.attempt, bytes: d.event.bytes });
-      bytes += d.event.bytes.length;
+      bytes += size;
     }
     flush();
+  }
+
+  /**
+   * An event larger than the peer accepts: it cannot go there. It is refused like a nack
+   * (an attempt), so it goes to another member or, at max attempts, to the dead letters.
+   */
+  private unsendable(peer: PeerState, rg: RemoteGroup, d: OutgoingDelivery, limit: number): void {
+    rg.inflight.delete(d.event.sequence);
+    this.notice(
+      `${rg.settings.channel}#${d.event.sequence} (${d.event.bytes.length} bytes) is too large for ${peer.nodeId}, which accepts frames of ${limit} bytes; refused for ${rg.settings.group} there (raise maxMessageBytes on ${peer.nodeId})`,
+    );
+    setImmediate(() => {
+      if (!rg.removed) rg.membership?.nack([d.deliveryId], 0);
+    });
   }
 
   private receiveOutcomes(link: PeerLink, outcomes: Outcomes): void {
@@ -419,7 +488,7 @@ export class MeshNode implements LinkHost {
       const done = ids(g.done);
       if (done.length > 0) rg.membership.ack(done);
       const returned = ids(g.returned);
-      if (returned.length > 0) rg.membership.nack(returned, 0);
+      if (returned.length > 0) rg.membership.giveBack(returned);
     }
   }
 
@@ -427,6 +496,7 @@ export class MeshNode implements LinkHost {
 
   private receiveForward(link: PeerLink, forwardId: bigint, events: ForwardedEvent[]): void {
     const origin = link.nodeId;
+    const originLog = link.peer!.logId.toString(16);
     const state = this.linkStates.get(link)!;
     const entries: AppendEntry[] = [];
     const stored: ForwardedEvent[] = [];
@@ -438,13 +508,12 @@ export class MeshNode implements LinkHost {
       }
       if (f.sequence < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.sequence`, `${field}.sequence must be 1 to 2^53-1`);
       if (f.attempt < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.attempt`, `${field}.attempt must be at least 1`);
-      if (f.bytes.length > this.options.limits.maxEventBytes) {
-        throw exhausted(Reason.EVENT_TOO_LARGE, `${field}.event`, `${field} is ${f.bytes.length} bytes; this sidecar stores events of at most ${this.options.limits.maxEventBytes} bytes`);
-      }
       let key: string;
       try {
         const event = readEvent(f.bytes);
-        checkEvent(event, f.bytes.length, this.options.limits);
+        // The origin applied its publish limits; here an event need only fit in a frame
+        // (sidecars with different max event sizes must not refuse each other's events).
+        checkEvent(event, f.bytes.length, { ...this.options.limits, maxEventBytes: this.options.maxMessageBytes });
         if (event.channel !== f.channel) throw new Error(`the event's channel ${JSON.stringify(event.channel)} is not ${JSON.stringify(f.channel)}`);
         key = event.key;
       } catch (e) {
@@ -455,7 +524,7 @@ export class MeshNode implements LinkHost {
       if (!this.advertised.has(gk)) {
         if (state.advertised.has(gk)) {
           // Withdrawn while the forward was on its way: given back, not stored.
-          this.queueOutcome(origin, f.channel, f.group, "returned", f.sequence);
+          this.queueOutcome(origin, originLog, f.channel, f.group, "returned", f.sequence);
           return;
         }
         throw new WeftError(
@@ -466,7 +535,7 @@ export class MeshNode implements LinkHost {
         );
       }
       stored.push(f);
-      const from = { node: origin, log: link.peer!.logId.toString(16), sequence: f.sequence };
+      const from = { node: origin, log: originLog, sequence: f.sequence };
       // One relay copy per origin log, group and origin sequence, however often it is forwarded.
       entries.push({ channel: relayChannel(f.channel, f.group), ...relayIdentity(from), key, bytes: f.bytes, origin: from });
     });
@@ -481,7 +550,7 @@ export class MeshNode implements LinkHost {
           const f = stored[i]!;
           // A retried forward of an event already finished here: report it again.
           if (r.duplicate && this.options.engine.relayDone(f.channel, f.group, r.sequence)) {
-            this.queueOutcome(origin, f.channel, f.group, "done", f.sequence);
+            this.queueOutcome(origin, originLog, f.channel, f.group, "done", f.sequence);
           }
         });
         answer();
@@ -490,9 +559,15 @@ export class MeshNode implements LinkHost {
     );
   }
 
-  private queueOutcome(origin: string, channel: string, group: string, kind: "done" | "returned", sequence: number): void {
-    let byGroup = this.outcomes.get(origin);
-    if (!byGroup) this.outcomes.set(origin, (byGroup = new Map()));
+  /**
+   * Queues an outcome for the origin log that forwarded the event. Outcomes name sequences,
+   * which a wiped origin reuses: a report for another log than the one now behind the node
+   * is dropped, never applied to the new log's events.
+   */
+  private queueOutcome(origin: string, log: string, channel: string, group: string, kind: "done" | "returned", sequence: number): void {
+    const to = `${origin}/${log}`;
+    let byGroup = this.outcomes.get(to);
+    if (!byGroup) this.outcomes.set(to, (byGroup = new Map()));
     const key = groupKey(channel, group);
     let g = byGroup.get(key);
     if (!g) byGroup.set(key, (g = { channel, group, done: [], returned: [] }));
@@ -506,9 +581,10 @@ export class MeshNode implements LinkHost {
   /** Sends queued outcomes to their origins; an origin not linked now will forward again, and hear again. */
   private flushOutcomes(): void {
     this.outcomesScheduled = false;
-    for (const [origin, byGroup] of this.outcomes) {
+    for (const [to, byGroup] of this.outcomes) {
+      const [origin = "", log = ""] = to.split("/");
       const link = this.peers.get(origin)?.link;
-      if (!link?.open) continue;
+      if (!link?.open || link.peer!.logId.toString(16) !== log) continue;
       let groups: { channel: string; group: string; done: bigint[]; returned: bigint[] }[] = [];
       let count = 0;
       const send = (): void => {
@@ -538,7 +614,21 @@ export class MeshNode implements LinkHost {
     this.lingering.delete(key);
     const known = this.advertised.has(key);
     this.advertised.set(key, settings);
-    if (!known) this.broadcast([settings], []);
+    if (!known) this.broadcast([toGroupInterest(this.known(settings), true)]);
+  }
+
+  /** The group as peers learn of it (it exists once a member joined; settings otherwise). */
+  private known(settings: JoinSettings): KnownGroup {
+    return (
+      this.options.engine.knownGroups().find((g) => g.channel === settings.channel && g.group === settings.group) ?? {
+        channel: settings.channel,
+        group: settings.group,
+        start: settings.start,
+        maxAttempts: settings.maxAttempts,
+        deadLetterChannel: settings.deadLetterChannel,
+        createdAt: 0,
+      }
+    );
   }
 
   /**
@@ -555,22 +645,19 @@ export class MeshNode implements LinkHost {
       const settings = this.advertised.get(key);
       if (!settings || this.options.engine.interest().some((s) => groupKey(s.channel, s.group) === key)) return;
       this.advertised.delete(key);
-      this.broadcast([], [settings]);
+      this.broadcast([toGroupInterest(this.known(settings), false)]);
     }, ms);
     timer.unref();
     this.lingering.set(key, timer);
   }
 
-  private broadcast(added: JoinSettings[], removed: JoinSettings[]): void {
-    const frame = writeFrame({
-      case: "interest",
-      value: { snapshot: false, added: added.map(toGroupInterest), removed: removed.map(toGroupInterest) } as never,
-    });
+  private broadcast(groups: GroupInterest[]): void {
+    const frame = writeFrame({ case: "interest", value: { snapshot: false, groups } as never });
     for (const peer of this.peers.values()) {
       const link = peer.link;
       if (!link?.open) continue;
       const state = this.linkStates.get(link)!;
-      for (const s of added) state.advertised.add(groupKey(s.channel, s.group));
+      for (const g of groups) if (g.members) state.advertised.add(groupKey(g.channel, g.group));
       link.send(frame);
     }
   }
@@ -578,14 +665,16 @@ export class MeshNode implements LinkHost {
 
 const groupKey = (channel: string, group: string): string => `${channel}!${group}`;
 
-function toGroupInterest(s: JoinSettings): GroupInterest {
+function toGroupInterest(g: KnownGroup, members: boolean): GroupInterest {
   return {
     $typeName: "weft.v1.GroupInterest",
-    channel: s.channel,
-    group: s.group,
-    start: toStartPosition(s.start),
-    maxAttempts: s.maxAttempts,
-    deadLetterChannel: s.deadLetterChannel,
+    channel: g.channel,
+    group: g.group,
+    start: toStartPosition(g.start),
+    maxAttempts: g.maxAttempts,
+    deadLetterChannel: g.deadLetterChannel,
+    members,
+    createdUnixMs: BigInt(Math.round(g.createdAt)),
   };
 }
 

@@ -74,7 +74,7 @@ export function hello(nodeId: string, init: Partial<Omit<Hello, "$typeName">> = 
   });
 }
 
-/** A GroupInterest starting at the earliest event, with the sidecar's defaults otherwise. */
+/** A GroupInterest with members, starting at the earliest event, with the sidecar's defaults otherwise. */
 export function groupInterest(channel: string, group: string): Omit<GroupInterest, "$typeName"> {
   return {
     channel,
@@ -82,6 +82,8 @@ export function groupInterest(channel: string, group: string): Omit<GroupInteres
     start: { $typeName: "weft.v1.StartPosition", kind: StartPosition_Kind.EARLIEST, sequence: 0n, time: undefined },
     maxAttempts: 0,
     deadLetterChannel: "",
+    members: true,
+    createdUnixMs: BigInt(Date.now()),
   };
 }
 
@@ -157,8 +159,8 @@ export class RawLink {
   }
 
   /** Sends an interest frame: a snapshot, or a delta. */
-  sendInterest(snapshot: boolean, added: Omit<GroupInterest, "$typeName">[] = [], removed: Omit<GroupInterest, "$typeName">[] = []): void {
-    this.send({ case: "interest", value: { snapshot, added, removed } });
+  sendInterest(snapshot: boolean, groups: Omit<GroupInterest, "$typeName">[] = []): void {
+    this.send({ case: "interest", value: { snapshot, groups } });
   }
 
   /** Sends a forward, encoded as the sidecar encodes it. */

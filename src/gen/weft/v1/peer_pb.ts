@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file weft/v1/peer.proto.
  */
 export const file_weft_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("ChJ3ZWZ0L3YxL3BlZXIucHJvdG8SB3dlZnQudjEi9AEKCVBlZXJGcmFtZRIfCgVoZWxsbxgBIAEoCzIOLndlZnQudjEuSGVsbG9IABIlCghpbnRlcmVzdBgCIAEoCzIRLndlZnQudjEuSW50ZXJlc3RIABIjCgdmb3J3YXJkGAMgASgLMhAud2VmdC52MS5Gb3J3YXJkSAASIQoGc3RvcmVkGAQgASgLMg8ud2VmdC52MS5TdG9yZWRIABIlCghvdXRjb21lcxgFIAEoCzIRLndlZnQudjEuT3V0Y29tZXNIABInCgloZWFydGJlYXQYBiABKAsyEi53ZWZ0LnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIq8BCgVIZWxsbxIPCgdub2RlX2lkGAEgASgJEhAKCGluc3RhbmNlGAIgASgEEhwKFG1heF9wcm90b2NvbF92ZXJzaW9uGAMgASgNEhwKFG1pbl9wcm90b2NvbF92ZXJzaW9uGAQgASgNEhgKEHNvZnR3YXJlX3ZlcnNpb24YBSABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAYgASgNEg4KBmxvZ19pZBgHIAEoBCKJAQoNR3JvdXBJbnRlcmVzdBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEiUKBXN0YXJ0GAMgASgLMhYud2VmdC52MS5TdGFydFBvc2l0aW9uEhQKDG1heF9hdHRlbXB0cxgEIAEoDRIbChNkZWFkX2xldHRlcl9jaGFubmVsGAUgASgJImwKCEludGVyZXN0EhAKCHNuYXBzaG90GAEgASgIEiUKBWFkZGVkGAIgAygLMhYud2VmdC52MS5Hcm91cEludGVyZXN0EicKB3JlbW92ZWQYAyADKAsyFi53ZWZ0LnYxLkdyb3VwSW50ZXJlc3QiRgoHRm9yd2FyZBISCgpmb3J3YXJkX2lkGAEgASgEEicKBmV2ZW50cxgCIAMoCzIXLndlZnQudjEuRm9yd2FyZGVkRXZlbnQicgoORm9yd2FyZGVkRXZlbnQSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIPCgdhdHRlbXB0GAQgASgNEh0KBWV2ZW50GAUgASgLMg4ud2VmdC52MS5FdmVudCIcCgZTdG9yZWQSEgoKZm9yd2FyZF9pZBgBIAEoBCJOCgxHcm91cE91dGNvbWUSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIMCgRkb25lGAMgAygEEhAKCHJldHVybmVkGAQgAygEIjEKCE91dGNvbWVzEiUKBmdyb3VwcxgBIAMoCzIVLndlZnQudjEuR3JvdXBPdXRjb21lIiEKCUhlYXJ0YmVhdBIUCgxzZW50X3VuaXhfbXMYASABKAMyOgoEUGVlchIyCgRMaW5rEhIud2VmdC52MS5QZWVyRnJhbWUaEi53ZWZ0LnYxLlBlZXJGcmFtZSgBMAFiBnByb3RvMw", [file_weft_v1_event, file_weft_v1_mesh]);
+  fileDesc("ChJ3ZWZ0L3YxL3BlZXIucHJvdG8SB3dlZnQudjEi9AEKCVBlZXJGcmFtZRIfCgVoZWxsbxgBIAEoCzIOLndlZnQudjEuSGVsbG9IABIlCghpbnRlcmVzdBgCIAEoCzIRLndlZnQudjEuSW50ZXJlc3RIABIjCgdmb3J3YXJkGAMgASgLMhAud2VmdC52MS5Gb3J3YXJkSAASIQoGc3RvcmVkGAQgASgLMg8ud2VmdC52MS5TdG9yZWRIABIlCghvdXRjb21lcxgFIAEoCzIRLndlZnQudjEuT3V0Y29tZXNIABInCgloZWFydGJlYXQYBiABKAsyEi53ZWZ0LnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIsoBCgVIZWxsbxIPCgdub2RlX2lkGAEgASgJEhAKCGluc3RhbmNlGAIgASgEEhwKFG1heF9wcm90b2NvbF92ZXJzaW9uGAMgASgNEhwKFG1pbl9wcm90b2NvbF92ZXJzaW9uGAQgASgNEhgKEHNvZnR3YXJlX3ZlcnNpb24YBSABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAYgASgNEg4KBmxvZ19pZBgHIAEoBBIZChFtYXhfbWVzc2FnZV9ieXRlcxgIIAEoDSKzAQoNR3JvdXBJbnRlcmVzdBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEiUKBXN0YXJ0GAMgASgLMhYud2VmdC52MS5TdGFydFBvc2l0aW9uEhQKDG1heF9hdHRlbXB0cxgEIAEoDRIbChNkZWFkX2xldHRlcl9jaGFubmVsGAUgASgJEg8KB21lbWJlcnMYBiABKAgSFwoPY3JlYXRlZF91bml4X21zGAcgASgDIlMKCEludGVyZXN0EhAKCHNuYXBzaG90GAEgASgIEiYKBmdyb3VwcxgCIAMoCzIWLndlZnQudjEuR3JvdXBJbnRlcmVzdEoECAMQBFIHcmVtb3ZlZCJGCgdGb3J3YXJkEhIKCmZvcndhcmRfaWQYASABKAQSJwoGZXZlbnRzGAIgAygLMhcud2VmdC52MS5Gb3J3YXJkZWRFdmVudCJyCg5Gb3J3YXJkZWRFdmVudBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEg8KB2F0dGVtcHQYBCABKA0SHQoFZXZlbnQYBSABKAsyDi53ZWZ0LnYxLkV2ZW50IhwKBlN0b3JlZBISCgpmb3J3YXJkX2lkGAEgASgEIk4KDEdyb3VwT3V0Y29tZRIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEgwKBGRvbmUYAyADKAQSEAoIcmV0dXJuZWQYBCADKAQiMQoIT3V0Y29tZXMSJQoGZ3JvdXBzGAEgAygLMhUud2VmdC52MS5Hcm91cE91dGNvbWUiIQoJSGVhcnRiZWF0EhQKDHNlbnRfdW5peF9tcxgBIAEoAzI6CgRQZWVyEjIKBExpbmsSEi53ZWZ0LnYxLlBlZXJGcmFtZRoSLndlZnQudjEuUGVlckZyYW1lKAEwAWIGcHJvdG8z", [file_weft_v1_event, file_weft_v1_mesh]);
 
 /**
  * One message on a link, in either direction.
@@ -39,7 +39,7 @@ export type PeerFrame = Message<"weft.v1.PeerFrame"> & {
     case: "hello";
   } | {
     /**
-     * The sender's interest: the (channel, group) pairs with members behind it.
+     * The sender's interest: its groups, and which have members behind it.
      *
      * @generated from field: weft.v1.Interest interest = 2;
      */
@@ -149,6 +149,15 @@ export type Hello = Message<"weft.v1.Hello"> & {
    * @generated from field: uint64 log_id = 7;
    */
   logId: bigint;
+
+  /**
+   * The largest frame the sender accepts, bytes. A sidecar never sends a larger one: it
+   * splits forwards to fit, and does not forward an event that cannot fit at all. 0 means
+   * 4 MiB (gRPC's default).
+   *
+   * @generated from field: uint32 max_message_bytes = 8;
+   */
+  maxMessageBytes: number;
 };
 
 /**
@@ -159,7 +168,9 @@ export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
   messageDesc(file_weft_v1_peer, 1);
 
 /**
- * One group behind the sender, with the settings its members opened with.
+ * One group the sender knows, with the settings its members opened with. Groups are
+ * durable and global: an origin that learns of a group keeps its events for it from the
+ * group's creation on, whether or not it has members anywhere at the moment.
  *
  * @generated from message weft.v1.GroupInterest
  */
@@ -179,7 +190,8 @@ export type GroupInterest = Message<"weft.v1.GroupInterest"> & {
   group: string;
 
   /**
-   * Where the group starts at the receiver if the receiver has not seen it yet.
+   * Where the group started when it was created (KIND_LATEST means: at `created_unix_ms`).
+   * The receiver creates the group from it if it has not seen the group yet.
    *
    * @generated from field: weft.v1.StartPosition start = 3;
    */
@@ -198,6 +210,23 @@ export type GroupInterest = Message<"weft.v1.GroupInterest"> & {
    * @generated from field: string dead_letter_channel = 5;
    */
   deadLetterChannel: string;
+
+  /**
+   * True when the group has members behind the sender: the receiver, as an origin, then
+   * forwards the group's events to the sender. When it turns false, events in flight to
+   * the sender are given back and go to the group's other members.
+   *
+   * @generated from field: bool members = 6;
+   */
+  members: boolean;
+
+  /**
+   * When the group was created, Unix ms: an origin that creates the group later starts it
+   * at the first event it stored at or after this time (for KIND_LATEST).
+   *
+   * @generated from field: int64 created_unix_ms = 7;
+   */
+  createdUnixMs: bigint;
 };
 
 /**
@@ -208,8 +237,9 @@ export const GroupInterestSchema: GenMessage<GroupInterest> = /*@__PURE__*/
   messageDesc(file_weft_v1_peer, 2);
 
 /**
- * Which groups have members behind the sender. The first interest frame on a link is a
- * snapshot (replaces everything the receiver knew); later ones are deltas.
+ * The sender's groups. The first interest frame on a link is a snapshot: every group the
+ * sender knows (a group it had members for and is not listed with members is taken as
+ * having none now). Later frames are deltas: groups that are new or whose `members` changed.
  *
  * @generated from message weft.v1.Interest
  */
@@ -222,19 +252,11 @@ export type Interest = Message<"weft.v1.Interest"> & {
   snapshot: boolean;
 
   /**
-   * Groups that gained members behind the sender (for a snapshot: all of them).
+   * The groups, each with whether it has members behind the sender.
    *
-   * @generated from field: repeated weft.v1.GroupInterest added = 2;
+   * @generated from field: repeated weft.v1.GroupInterest groups = 2;
    */
-  added: GroupInterest[];
-
-  /**
-   * Groups with no members behind the sender any more. Their events in flight to the
-   * sender are given back: the origin delivers them to the group's other members.
-   *
-   * @generated from field: repeated weft.v1.GroupInterest removed = 3;
-   */
-  removed: GroupInterest[];
+  groups: GroupInterest[];
 };
 
 /**

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Delivery, Subscription } from "../src/client/index.js";
 import { collect, eventually, settle, take } from "./support/collect.js";
-import { settled, startMesh } from "./support/mesh.js";
+import { linked, settled, startMesh } from "./support/mesh.js";
 import { freePort } from "./support/process.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
@@ -37,7 +37,7 @@ describe("mesh", () => {
     started.push(a);
     const b = await startSidecar({ nodeId: "b", peersDns: [`localhost:${port}`], peersDnsIntervalMs: 1000 });
     started.push(b);
-    await eventually(() => a.sidecar.mesh.status().some((p) => p.nodeId === "b" && p.connected), 20_000, "b linked with a");
+    await linked([a, b]);
     expect(b.sidecar.mesh.status().map((p) => p.nodeId)).toEqual(["a"]);
     expect(a.sidecar.mesh.status().map((p) => p.nodeId)).toEqual(["b"]);
   });

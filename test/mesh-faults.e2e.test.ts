@@ -127,7 +127,11 @@ const node = (id: string, peerPort: number, ...extra: string[]): string[] => [
   ...extra,
 ];
 
-describe("mesh faults (real processes)", () => {
+/** `npm run soak` repeats every scenario (WEFT_SOAK_ROUNDS times); CI runs them once. */
+const ROUNDS = Math.max(1, Number(process.env["WEFT_SOAK_ROUNDS"] ?? 1) || 1);
+
+for (let round = 1; round <= ROUNDS; round++)
+describe(ROUNDS > 1 ? `mesh faults (real processes), round ${round} of ${ROUNDS}` : "mesh faults (real processes)", () => {
   const cleanup: (() => Promise<void> | void)[] = [];
   afterEach(async () => {
     for (const c of cleanup.splice(0).reverse()) await c();

@@ -1,8 +1,9 @@
-import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
+import type { Server, ServerDuplexStream } from "@grpc/grpc-js";
 import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
 import type { MeshNode } from "../mesh/mesh-node.js";
 import { PeerLink, serverTransport } from "../mesh/peer-link.js";
 import { rawServiceDefinition } from "./definitions.js";
+import { bind, newServer } from "./server.js";
 
 export interface PeerServerOptions {
   /** "host:port"; port 0 picks a free port. */
@@ -23,20 +24,13 @@ export class PeerServer {
   ) {}
 
   static async start(node: MeshNode, options: PeerServerOptions): Promise<PeerServer> {
-    const server = new Server({
-      "grpc.max_receive_message_length": options.maxMessageBytes,
-      "grpc.max_send_message_length": -1,
-      "grpc.keepalive_permit_without_calls": 1,
-    });
+    const server = newServer(options.maxMessageBytes);
     server.addService(rawServiceDefinition(PeerDesc), {
       Link: (call: ServerDuplexStream<Buffer, Uint8Array>) => {
         new PeerLink(serverTransport(call, node.nodeId), "acceptor", node, node.heartbeatMs);
       },
     });
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(options.address, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
-    return new PeerServer(server, options.address.replace(/:\d+$/, `:${port}`));
+    return new PeerServer(server, await bind(server, options.address));
   }
 
   /** Stops accepting links; links still open after `graceMs` are cut. */

@@ -26,22 +26,13 @@ export class ServiceServer {
   ) {}
 
   static async start(deps: MeshServiceDeps, options: ServiceServerOptions): Promise<ServiceServer> {
-    const server = new Server({
-      "grpc.max_receive_message_length": options.maxMessageBytes,
-      "grpc.max_send_message_length": -1,
-      "grpc.keepalive_permit_without_calls": 1,
-    });
+    const server = newServer(options.maxMessageBytes);
     const mesh = new MeshService(deps);
     server.addService(rawServiceDefinition(MeshDesc), mesh.implementation());
     const health = new HealthImplementation({ "": "SERVING", "weft.v1.Mesh": "SERVING" });
     health.addToServer(server);
     new ReflectionService(reflectionPackage([file_weft_v1_mesh]) as never).addToServer(server);
-    const target = bindTarget(options.address);
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(target, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
-    const address = target.startsWith("unix:") ? target : target.replace(/:\d+$/, `:${port}`);
-    return new ServiceServer(server, mesh, health, address);
+    return new ServiceServer(server, mesh, health, await bind(server, bindTarget(options.address)));
   }
 
   /**
@@ -70,4 +61,21 @@ export function bindTarget(address: string): string {
   if (address.startsWith("unix:")) return address;
   if (address.startsWith("/")) return `unix:${address}`;
   return address;
+}
+
+/** A grpc-js server that accepts requests up to `maxMessageBytes` and sends any size. */
+export function newServer(maxMessageBytes: number): Server {
+  return new Server({
+    "grpc.max_receive_message_length": maxMessageBytes,
+    "grpc.max_send_message_length": -1,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+}
+
+/** Binds `server` to a grpc-js target; resolves with the bound address (the real port for 0). */
+export async function bind(server: Server, target: string): Promise<string> {
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(target, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return target.startsWith("unix:") ? target : target.replace(/:\d+$/, `:${port}`);
 }

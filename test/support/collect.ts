@@ -53,3 +53,18 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
 
 /** Lets in-flight work settle, for asserting that something did not happen. */
 export const settle = (ms = 300): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `promise`, or a rejection naming `what` after `timeoutMs` (a safety net against hangs). */
+export async function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not happen within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -20,6 +20,7 @@ import {
   SubscribeResponseSchema,
 } from "../../src/gen/weft/v1/mesh_pb.js";
 import { rawServiceDefinition } from "../../src/grpc/definitions.js";
+import { within } from "./collect.js";
 
 /**
  * A weft.v1.Mesh client that sends and receives bytes, so tests can send what the typed
@@ -114,17 +115,7 @@ export class RawStream {
 
   /** The status, once the stream ends; rejects after `timeoutMs` (a safety net against hangs). */
   async finished(timeoutMs = 20_000): Promise<StreamStatus> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        this.status,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`the stream did not end within ${timeoutMs} ms`)), timeoutMs);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return within(this.status, timeoutMs, "the end of the stream");
   }
 
   private notify(): void {

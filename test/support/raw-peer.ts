@@ -22,6 +22,7 @@ import {
 import { rawServiceDefinition } from "../../src/grpc/definitions.js";
 import { type EventFields, writeEvent } from "../../src/grpc/wire.js";
 import { type ForwardedEvent, writeForward, writeFrame } from "../../src/mesh/frames.js";
+import { within } from "./collect.js";
 
 /**
  * A weft.v1.Peer client that sends and receives bytes, so tests can play a peer sidecar
@@ -252,17 +253,7 @@ export class RawLink {
 
   /** The status, once the link ends; rejects after `timeoutMs` (a safety net against hangs). */
   async finished(timeoutMs = 20_000): Promise<LinkStatus> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        this.status,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`the link did not end within ${timeoutMs} ms`)), timeoutMs);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return within(this.status, timeoutMs, "the end of the link");
   }
 
   private notify(): void {

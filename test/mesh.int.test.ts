@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Delivery, Subscription } from "../src/client/index.js";
 import { collect, eventually, settle, take } from "./support/collect.js";
 import { linked, settled, startMesh } from "./support/mesh.js";
+import { Dialer } from "../src/mesh/dialer.js";
 import { freePort } from "./support/process.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
@@ -242,5 +243,33 @@ describe("mesh", () => {
     const [d] = await take(sub, 1);
     sub.close();
     expect(d!.text()).toBe("still here");
+  });
+});
+
+describe("dialing peers from DNS", () => {
+  it("stops dialing an address three resolutions after DNS stopped giving it", async () => {
+    const t = await startSidecar({ nodeId: "dns-owner" });
+    let answer = [
+      { address: "127.0.0.1", family: 4 },
+      { address: "127.0.0.2", family: 4 },
+    ];
+    const dialer = new Dialer(t.sidecar.mesh, {
+      peers: [],
+      peersDns: ["mesh.example:1"],
+      dnsIntervalMs: 20,
+      maxMessageBytes: 1024 * 1024,
+      notice: () => {},
+      lookup: async () => answer,
+    });
+    try {
+      dialer.start();
+      await eventually(() => dialer.status().length === 2, 10_000, "both addresses dialed");
+      answer = [{ address: "127.0.0.1", family: 4 }];
+      await eventually(() => dialer.status().length === 1, 10_000, "the address gone from DNS forgotten");
+      expect(dialer.status().map((s) => s.address)).toEqual(["127.0.0.1:1"]);
+    } finally {
+      dialer.stop();
+      await t.dispose();
+    }
   });
 });

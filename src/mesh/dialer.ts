@@ -16,7 +16,12 @@ export interface DialerOptions {
   /** Largest message accepted from a peer, bytes. */
   maxMessageBytes: number;
   notice: (message: string) => void;
+  /** Resolves a DNS name to its addresses. Default: the system resolver (dns.lookup). */
+  lookup?: (name: string) => Promise<{ address: string; family: number }[]>;
 }
+
+/** Resolutions in a row without an address before it stops being dialed. */
+const DNS_MISSES_TO_FORGET = 3;
 
 const PeerClient = makeGenericClientConstructor(rawServiceDefinition(PeerDesc), "Peer");
 
@@ -29,7 +34,8 @@ const PeerClient = makeGenericClientConstructor(rawServiceDefinition(PeerDesc), 
  */
 export class Dialer {
   private readonly targets = new Map<string, DialTarget>();
-  private readonly dnsAddresses = new Set<string>();
+  /** Addresses DNS gave, and how many resolutions in a row have not given them since. */
+  private readonly dnsAddresses = new Map<string, number>();
   private dnsTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -66,20 +72,37 @@ export class Dialer {
   }
 
   private async resolve(): Promise<void> {
+    const seen = new Set<string>();
+    let complete = true;
     for (const entry of this.options.peersDns) {
       const i = entry.lastIndexOf(":");
       const name = entry.slice(0, i).replace(/^\[(.*)\]$/, "$1");
       const port = entry.slice(i + 1);
       try {
-        const found = await lookup(name, { all: true });
+        const found = await (this.options.lookup ?? ((n: string) => lookup(n, { all: true })))(name);
         for (const a of found) {
           const address = a.family === 6 ? `[${a.address}]:${port}` : `${a.address}:${port}`;
-          if (!this.dnsAddresses.has(address)) this.dnsAddresses.add(address);
+          seen.add(address);
+          this.dnsAddresses.set(address, 0);
           this.target(address);
         }
       } catch (e) {
+        complete = false;
         this.options.notice(`cannot resolve peer name ${name} (will try again in ${this.options.dnsIntervalMs} ms): ${(e as Error).message}`);
       }
+    }
+    // An address gone from DNS (a pod replaced) stops being dialed after three resolutions
+    // without it; a link it has stays until it ends. Not after a failed lookup: DNS may be down.
+    if (!complete || this.stopped) return;
+    for (const [address, missed] of this.dnsAddresses) {
+      if (seen.has(address)) continue;
+      if (missed + 1 < DNS_MISSES_TO_FORGET || this.options.peers.includes(address)) {
+        this.dnsAddresses.set(address, missed + 1);
+        continue;
+      }
+      this.dnsAddresses.delete(address);
+      this.targets.get(address)?.retire();
+      this.targets.delete(address);
     }
   }
 }
@@ -144,6 +167,12 @@ class DialTarget {
   stop(): void {
     this.stopped = true;
     this.call?.cancel();
+    this.wake?.();
+  }
+
+  /** Stops dialing again, leaving a link that is up to end by itself. */
+  retire(): void {
+    this.stopped = true;
     this.wake?.();
   }
 

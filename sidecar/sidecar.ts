@@ -103,6 +103,11 @@ export class Sidecar {
     return this.server.address;
   }
 
+  /**
+   * Opens the log, starts delivery and the mesh, binds the peer and service listeners and
+   * dials the peers. Health (grpc.health.v1) reports NOT_SERVING until all of that is done,
+   * SERVING from then on until `stop()`. On failure everything started is stopped again.
+   */
   static async start(config: SidecarConfig): Promise<Sidecar> {
     await mkdir(config.dataDir, { recursive: true });
     const log = await OriginLog.open(config.dataDir, {
@@ -160,12 +165,18 @@ export class Sidecar {
         .finally(() => (sweeping = false));
     }, config.sweepIntervalMs);
     sweeper.unref();
+    // Only now: the log is open, the engine and the mesh run, both listeners are bound.
+    server.health.set("SERVING");
     return new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper);
   }
 
-  /** Stops accepting, finishes accepted appends, ends streams, closes the log. Idempotent. */
+  /**
+   * Reports NOT_SERVING (before anything else stops), stops accepting, finishes accepted
+   * appends, ends streams, closes the log. Idempotent.
+   */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      this.server.health.set("NOT_SERVING");
       clearInterval(this.sweeper);
       this.dialer.stop();
       this.mesh.stop();

@@ -1,11 +1,28 @@
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { Client, credentials } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
+import {
+  Client,
+  type ClientReadableStream,
+  type ServiceDefinition,
+  type ServiceError,
+  type StatusObject,
+  credentials,
+  makeGenericClientConstructor,
+  status,
+} from "@grpc/grpc-js";
+import { service as healthDefinition } from "grpc-health-check";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { ClientError, type Published } from "../src/client/index.js";
-import { take } from "./support/collect.js";
+import { DEFAULT_LIMITS } from "../src/contract/validate.js";
+import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
+import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
+import { ServiceServer } from "../src/grpc/server.js";
+import { OriginLog } from "../src/log/origin-log.js";
+import { take, within } from "./support/collect.js";
+import { RawMeshConnection } from "./support/raw-client.js";
 import { type TestSidecar, startSidecar, tempDir } from "./support/sidecar.js";
 
 const raw = (b: Buffer) => b;
@@ -30,6 +47,50 @@ function fields(bytes: Uint8Array): [number, number | Uint8Array][] {
   return out;
 }
 
+/** grpc.health.v1.Health, with grpc-health-check's definition (messages as plain objects). */
+const HealthClient = makeGenericClientConstructor(healthDefinition as unknown as ServiceDefinition, "Health");
+type HealthStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
+type Health = Client & {
+  Check(request: { service: string }, callback: (err: ServiceError | null, res?: { status: HealthStatus }) => void): void;
+  Watch(request: { service: string }): ClientReadableStream<{ status: HealthStatus }>;
+  List(request: object, callback: (err: ServiceError | null, res?: { statuses: Record<string, { status: HealthStatus }> }) => void): void;
+};
+
+function healthClient(address: string): Health {
+  return new HealthClient(address, credentials.createInsecure()) as unknown as Health;
+}
+
+function check(health: Health, service: string): Promise<HealthStatus> {
+  return new Promise((resolve, reject) => health.Check({ service }, (err, res) => (err ? reject(err) : resolve(res!.status))));
+}
+
+/** A Watch stream: every status it received, a way to wait for the next, and how it ended. */
+function watchHealth(health: Health, service: string) {
+  const call = health.Watch({ service });
+  const seen: HealthStatus[] = [];
+  let waiter: (() => void) | undefined;
+  call.on("data", (m: { status: HealthStatus }) => {
+    seen.push(m.status);
+    waiter?.();
+  });
+  call.on("error", () => {});
+  const ended = new Promise<{ code: status; reason: string }>((resolve) =>
+    call.on("status", (s: StatusObject) => resolve({ code: s.code, reason: String(s.metadata.get("weft-reason")[0] ?? "") })),
+  );
+  let read = 0;
+  return {
+    seen,
+    ended,
+    /** Waits for the next status the stream sends, and checks that it is `expected`. */
+    async next(expected: HealthStatus): Promise<void> {
+      while (seen.length <= read) {
+        await within(new Promise<void>((resolve) => (waiter = resolve)), 10_000, `health status ${expected}`);
+      }
+      expect(seen[read++]).toBe(expected);
+    },
+  };
+}
+
 describe("service server", () => {
   let t: TestSidecar | undefined;
   afterEach(async () => {
@@ -37,14 +98,94 @@ describe("service server", () => {
     t = undefined;
   });
 
-  it("answers grpc.health.v1.Health/Check with SERVING for the server and for weft.v1.Mesh", async () => {
+  it("reports SERVING for the sidecar, weft.v1.Mesh and weft.v1.Peer once started, and NOT_FOUND for other names", async () => {
     t = await startSidecar();
+    const health = healthClient(t.address);
+    for (const service of ["", "weft.v1.Mesh", "weft.v1.Peer"]) expect(await check(health, service)).toBe("SERVING");
+    await expect(check(health, "weft.v1.Admin")).rejects.toMatchObject({ code: status.NOT_FOUND });
+    const listed = await new Promise<Record<string, { status: string }>>((resolve, reject) =>
+      health.List({}, (err: ServiceError | null, res?: { statuses: Record<string, { status: string }> }) => (err ? reject(err) : resolve(res!.statuses))),
+    );
+    expect(listed).toEqual({ "": { status: "SERVING" }, "weft.v1.Mesh": { status: "SERVING" }, "weft.v1.Peer": { status: "SERVING" } });
+    // A raw Check, as a client with no health stubs sends it: HealthCheckResponse{status: SERVING}.
     const client = new Client(t.address, credentials.createInsecure());
-    const serving = await unary(client, "/grpc.health.v1.Health/Check", new Uint8Array());
-    expect(fields(serving)).toEqual([[1, 1]]); // status: SERVING
     const mesh = await unary(client, "/grpc.health.v1.Health/Check", new BinaryWriter().tag(1, WireType.LengthDelimited).string("weft.v1.Mesh").finish());
     expect(fields(mesh)).toEqual([[1, 1]]);
     client.close();
+    health.close();
+  });
+
+  it("keeps health NOT_SERVING on a service server until its owner sets SERVING", async () => {
+    const dataDir = await tempDir();
+    const log = await OriginLog.open(dataDir);
+    const engine = new DeliveryEngine(log);
+    await engine.start();
+    const server = await ServiceServer.start({ log, engine, limits: DEFAULT_LIMITS }, { address: "127.0.0.1:0", maxMessageBytes: 1 << 20 });
+    const health = healthClient(server.address);
+    try {
+      expect(await check(health, "")).toBe("NOT_SERVING");
+      expect(await check(health, "weft.v1.Mesh")).toBe("NOT_SERVING");
+      const watch = watchHealth(health, "weft.v1.Mesh");
+      await watch.next("NOT_SERVING");
+      server.health.set("SERVING");
+      await watch.next("SERVING");
+      expect(await check(health, "")).toBe("SERVING");
+      // Unknown names: Watch says SERVICE_UNKNOWN and stays open (grpc.health.v1).
+      const unknown = watchHealth(health, "weft.v1.Admin");
+      await unknown.next("SERVICE_UNKNOWN");
+      await server.shutdown(5000);
+      expect(await watch.ended).toMatchObject({ code: status.UNAVAILABLE, reason: "SHUTTING_DOWN" });
+      expect(watch.seen).toEqual(["NOT_SERVING", "SERVING", "NOT_SERVING"]);
+      expect(await unknown.ended).toMatchObject({ code: status.UNAVAILABLE, reason: "SHUTTING_DOWN" });
+    } finally {
+      health.close();
+      server.forceShutdown();
+      engine.stop();
+      await log.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it("reports NOT_SERVING from the start of a graceful stop, while a publish stream still drains", async () => {
+    t = await startSidecar({ shutdownGraceMs: 10_000 });
+    const health = healthClient(t.address);
+    const watch = watchHealth(health, "");
+    await watch.next("SERVING");
+    // Hold the log's next append, so that the stop has a publish batch to wait for.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const log = t.sidecar.log;
+    const append = log.append.bind(log);
+    const appending = new Promise<void>((resolve) => {
+      vi.spyOn(log, "append").mockImplementationOnce(async (entries) => {
+        resolve();
+        await held;
+        return append(entries);
+      });
+    });
+    const conn = new RawMeshConnection(t.address);
+    const pub = conn.publish();
+    pub.send(7, [create(EventSchema, { id: "drain-1", source: "//test", type: "t", channel: "health.drain", data: new TextEncoder().encode("x") })]);
+    await appending;
+
+    const started = Date.now();
+    const stopped = t.sidecar.stop();
+    await watch.next("NOT_SERVING");
+    // The batch is accepted but not yet stored: its stream is still open, unanswered.
+    await expect(pub.next(300)).rejects.toThrow("no message within 300 ms");
+    release();
+    // Draining finishes the batch: stored and acked, then the stream ends with UNAVAILABLE.
+    const answer = await pub.response();
+    expect(answer.batchId).toBe(7n);
+    expect(answer.results.map((r) => r.sequence)).toEqual([1n]);
+    expect(await pub.finished()).toMatchObject({ code: status.UNAVAILABLE, reason: "SHUTTING_DOWN" });
+    await stopped;
+    // The watch is ended by the sidecar, not cut after the grace period.
+    expect(await watch.ended).toMatchObject({ code: status.UNAVAILABLE, reason: "SHUTTING_DOWN" });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(watch.seen).toEqual(["SERVING", "NOT_SERVING"]);
+    conn.close();
+    health.close();
   });
 
   it("lists weft.v1.Mesh through server reflection and serves its file descriptor", async () => {

@@ -1,8 +1,8 @@
 import { ReflectionService } from "@grpc/reflection";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
 import { file_weft_v1_mesh, Mesh as MeshDesc } from "../gen/weft/v1/mesh_pb.js";
 import { reflectionPackage, rawServiceDefinition } from "./definitions.js";
+import { HealthService } from "./health-service.js";
 import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
 
 export interface ServiceServerOptions {
@@ -15,12 +15,16 @@ export interface ServiceServerOptions {
 /**
  * The gRPC server of the service API: weft.v1.Mesh, grpc.health.v1.Health and server
  * reflection on one listener.
+ *
+ * Health starts NOT_SERVING: whoever runs the server (the sidecar) sets `health` to SERVING
+ * once everything behind it is up, and `shutdown()` sets it back first.
  */
 export class ServiceServer {
   private constructor(
     private readonly server: Server,
     private readonly mesh: MeshService,
-    private readonly health: HealthImplementation,
+    /** grpc.health.v1 for "", weft.v1.Mesh and weft.v1.Peer; NOT_SERVING until set. */
+    readonly health: HealthService,
     /** The bound address, with the real port when 0 was asked for. */
     readonly address: string,
   ) {}
@@ -29,7 +33,7 @@ export class ServiceServer {
     const server = newServer(options.maxMessageBytes);
     const mesh = new MeshService(deps);
     server.addService(rawServiceDefinition(MeshDesc), mesh.implementation());
-    const health = new HealthImplementation({ "": "SERVING", "weft.v1.Mesh": "SERVING" });
+    const health = new HealthService();
     health.addToServer(server);
     new ReflectionService(reflectionPackage([file_weft_v1_mesh]) as never).addToServer(server);
     return new ServiceServer(server, mesh, health, await bind(server, bindTarget(options.address)));
@@ -37,14 +41,15 @@ export class ServiceServer {
 
   /**
    * Graceful shutdown: reports NOT_SERVING, stops accepting calls, lets accepted publish
-   * batches finish storing, ends every stream with UNAVAILABLE, then closes the listener.
+   * batches finish storing, ends every stream with UNAVAILABLE (health Watch streams last,
+   * so that watchers see NOT_SERVING while the streams drain), then closes the listener.
    * Calls still open after `graceMs` are cut.
    */
   async shutdown(graceMs = 5000): Promise<void> {
-    this.health.setStatus("", "NOT_SERVING");
-    this.health.setStatus("weft.v1.Mesh", "NOT_SERVING");
+    this.health.set("NOT_SERVING");
     const stopped = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     await this.mesh.drain();
+    this.health.close();
     const timer = setTimeout(() => this.server.forceShutdown(), graceMs);
     await stopped;
     clearTimeout(timer);

@@ -56,8 +56,11 @@ function checkText(value: string, field: string, max: number, required: boolean)
   if (required && value.length === 0) {
     throw invalid(Reason.INVALID_EVENT, field, `${field} is required`);
   }
+  // Characters are code points (what other languages count), not UTF-16 units: the cheap
+  // length is an upper bound, so most values are never counted.
   if (value.length > max) {
-    throw invalid(Reason.INVALID_EVENT, field, `${field} is ${value.length} characters; at most ${max} are allowed`);
+    const characters = [...value].length;
+    if (characters > max) throw invalid(Reason.INVALID_EVENT, field, `${field} is ${characters} characters; at most ${max} are allowed`);
   }
   if (CONTROL.test(value)) {
     throw invalid(Reason.INVALID_EVENT, field, `${field} contains control characters, which are not allowed`);

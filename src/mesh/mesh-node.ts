@@ -274,7 +274,8 @@ export class MeshNode implements LinkHost {
     peer.link = undefined;
     if (this.stopped) return;
     this.notice(`link with ${peer.nodeId} lost (${why.reason}: ${why.message}); its share waits ${this.options.peerTimeoutMs} ms for it to come back`);
-    peer.lost = setTimeout(() => this.lose(peer), this.options.peerTimeoutMs);
+    // A timer already running (a link that failed before it proved itself) keeps counting.
+    peer.lost ??= setTimeout(() => this.lose(peer), this.options.peerTimeoutMs);
     peer.lost.unref();
   }
 
@@ -418,7 +419,7 @@ export class MeshNode implements LinkHost {
    * the peer starts afresh when it links again.
    */
   private lose(peer: PeerState): void {
-    if (this.peers.get(peer.nodeId) !== peer) return;
+    if (this.stopped || this.peers.get(peer.nodeId) !== peer) return;
     this.notice(`peer ${peer.nodeId} gone for ${this.options.peerTimeoutMs} ms: its unfinished events go to the other members of ${peer.groups.size} group(s)`);
     this.peers.delete(peer.nodeId);
     for (const rg of peer.groups.values()) {

@@ -149,10 +149,9 @@ describeWithPython("bad input from a Python client", () => {
     expect(c.read_back).toBe(true);
   });
 
-  // Known bug: event.proto counts lengths in characters, the sidecar in UTF-16 code units
-  // (JavaScript string length), so 200 emoji (200 characters) are refused as "400
-  // characters". Remove `.fails` once src/contract/validate.ts counts code points.
-  it.fails("an id of 200 characters outside the BMP is stored (at most 256 characters); 257 are refused", () => {
+  // Lengths are counted in characters (code points), as event.proto says and other
+  // languages count them, not in JavaScript's UTF-16 units.
+  it("an id of 200 characters outside the BMP is stored (at most 256 characters); 257 are refused", () => {
     const c = get("id-astral-characters");
     expect(results(c).map(refusal)).toEqual(["stored", [INVALID_ARGUMENT, "INVALID_EVENT", "id"]]);
   });

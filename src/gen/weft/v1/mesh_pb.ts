@@ -671,7 +671,10 @@ export const Mesh: GenService<{
    * Publishes batches of events. Each request carries a batch; the sidecar answers each
    * request with exactly one response, in request order, once every valid event of the
    * batch is stored in the origin log ("a publish ack means stored"). Invalid events get
-   * a per-event error and are not stored; the other events of the batch are.
+   * a per-event error and are not stored; the other events of the batch are. A request
+   * that cannot be decoded at all (not a PublishRequest, or an event whose fields have the
+   * wrong wire types) ends the stream with INVALID_ARGUMENT (MALFORMED_MESSAGE), and none
+   * of its events is stored.
    *
    * @generated from rpc weft.v1.Mesh.Publish
    */

@@ -6,6 +6,7 @@ import { PeerServer } from "../src/grpc/peer-server.js";
 import { ServiceServer } from "../src/grpc/server.js";
 import { Dialer } from "../src/mesh/dialer.js";
 import { MeshNode } from "../src/mesh/mesh-node.js";
+import { NO_OBSERVER, type Observer } from "../src/ops/observer.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
 
 /** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
@@ -108,15 +109,18 @@ export class Sidecar {
    * dials the peers. Health (grpc.health.v1) reports NOT_SERVING until all of that is done,
    * SERVING from then on until `stop()`. On failure everything started is stopped again.
    */
-  static async start(config: SidecarConfig): Promise<Sidecar> {
+  /** `observer` is told what happens to events (metrics, logs, traces). */
+  static async start(config: SidecarConfig, options: { observer?: Observer } = {}): Promise<Sidecar> {
+    const observer = options.observer ?? NO_OBSERVER;
     await mkdir(config.dataDir, { recursive: true });
     const log = await OriginLog.open(config.dataDir, {
       fsync: config.fsync,
       dedupWindowMs: config.dedupWindowMs,
       retention: config.retention,
       channelRetention: config.channels,
+      observer,
     });
-    const engine = new DeliveryEngine(log);
+    const engine = new DeliveryEngine(log, { observer });
     const limits = { maxEventBytes: config.maxEventBytes, maxBatchEvents: config.maxBatchEvents, maxSubscriptions: config.maxSubscriptions };
     const notice = (m: string): void => console.error(`weft sidecar [${config.nodeId}]: ${m}`);
     const mesh = new MeshNode({
@@ -129,6 +133,7 @@ export class Sidecar {
       peerWindow: config.peerWindow,
       softwareVersion: SOFTWARE_VERSION,
       notice,
+      observer,
     });
     let server: ServiceServer | undefined;
     let peerServer: PeerServer | undefined;
@@ -139,7 +144,7 @@ export class Sidecar {
         // Tells the operator which of the two listeners failed.
         throw Object.assign(e as Error, { listener: "peer" });
       });
-      server = await ServiceServer.start({ log, engine, limits }, { address: config.listen, maxMessageBytes: config.maxMessageBytes });
+      server = await ServiceServer.start({ log, engine, limits, observer }, { address: config.listen, maxMessageBytes: config.maxMessageBytes });
     } catch (e) {
       mesh.stop();
       peerServer?.forceShutdown();

@@ -1,6 +1,7 @@
 import { Reason, exhausted } from "../contract/errors.js";
 import type { GroupRecord, OriginLog } from "../log/origin-log.js";
 import type { Origin, StoredEvent } from "../log/record.js";
+import { NO_OBSERVER, type Observer } from "../ops/observer.js";
 import { GroupDispatcher, type MemberCredits, type MemberState } from "./group-dispatcher.js";
 import { DEFAULTS, type JoinSettings, type Joined, type MemberSink, type Membership, type StartAt } from "./types.js";
 
@@ -13,6 +14,8 @@ export interface DeliveryEngineOptions {
   maxPendingBytesPerGroup?: number;
   /** Told about storage failures the engine survives. Default: printed to stderr. */
   onError?: (error: unknown) => void;
+  /** Told about deliveries, acks, dead letters and expiry. */
+  observer?: Observer;
   now?: () => number;
 }
 
@@ -323,6 +326,7 @@ export class DeliveryEngine {
           };
     return new GroupDispatcher(this.log, record, acked, inflight, {
       onDone,
+      observer: this.options.observer ?? NO_OBSERVER,
       maxPending: this.options.maxPendingPerGroup ?? 10_000,
       maxPendingBytes: this.options.maxPendingBytesPerGroup ?? 64 * 1024 * 1024,
       now: this.now,

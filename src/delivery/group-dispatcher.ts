@@ -4,6 +4,7 @@ import { Reason, WeftError } from "../contract/errors.js";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
 import type { GroupBatch, GroupRecord, InflightRecord, OriginLog } from "../log/origin-log.js";
 import type { StoredEvent } from "../log/record.js";
+import type { Observer } from "../ops/observer.js";
 import { spreadHash } from "./hash.js";
 import type { MemberSink, OutgoingDelivery } from "./types.js";
 
@@ -59,6 +60,8 @@ export interface DispatcherOptions {
   onError: (error: unknown) => void;
   /** Told when an event is done for the group (acked or dead-lettered). */
   onDone?: ((event: StoredEvent) => void) | undefined;
+  /** Told about deliveries, acks, dead letters and expiry. */
+  observer: Observer;
 }
 
 const READ_CHUNK = 512;
@@ -175,6 +178,7 @@ export class GroupDispatcher {
       const entry = member.deliveries.get(id);
       if (!entry) continue; // late or repeated: idempotent
       this.release(member, entry);
+      this.options.observer.acked(this.channel, this.group, entry.event);
       this.complete(entry, batch);
     }
     void this.flush(batch);
@@ -255,6 +259,7 @@ export class GroupDispatcher {
       this.restored.delete(s);
     }
     this.record = { ...this.record, ackedThrough: first - 1, expiredUnacked: this.record.expiredUnacked + lost };
+    if (lost > 0) this.options.observer.expired(this.channel, this.group, lost);
     this.readPos = Math.max(this.readPos, first);
     batch.putGroup(this.record);
     void this.flush(batch);
@@ -353,6 +358,7 @@ export class GroupDispatcher {
         // and a dead-lettering repeated after a crash is stored once.
         .append([{ channel: event.channel, source: `weft-dlq:${this.group}:${event.source}`, id: event.id, key: event.key, bytes }])
         .then(() => {
+          this.options.observer.deadLettered(this.channel, this.group);
           const batch = this.log.groupBatch();
           this.complete(entry, batch);
           this.pump();
@@ -537,7 +543,11 @@ export class GroupDispatcher {
     }
     // The attempt is stored before the event leaves, so a crash never loses count of it.
     void this.flush(batch).then(() => {
-      for (const [member, deliveries] of out) if (!member.gone) member.sink.send(deliveries);
+      for (const [member, deliveries] of out) {
+        if (member.gone) continue;
+        this.options.observer.delivered(this.channel, this.group, deliveries);
+        member.sink.send(deliveries);
+      }
     });
     this.readMore();
   }

@@ -13,6 +13,7 @@ import {
   SubscribeResponseSchema,
 } from "../gen/weft/v1/mesh_pb.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
+import type { Observer } from "../ops/observer.js";
 import { failStream, writeSafe } from "./status.js";
 import { type RawPublishResult, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
 
@@ -40,6 +41,8 @@ export interface MeshServiceDeps {
   log: OriginLog;
   engine: DeliveryEngine;
   limits: Limits;
+  /** Told what publishers sent. */
+  observer?: Observer;
 }
 
 /**
@@ -153,6 +156,7 @@ export class MeshService {
         fail(e);
         return;
       }
+      if (entries.length > 0) this.observePublished(entries);
       outstanding++;
       if (outstanding >= MAX_OUTSTANDING_BATCHES) call.pause();
       const appended = entries.length > 0 ? log.append(entries) : Promise.resolve([]);
@@ -181,6 +185,22 @@ export class MeshService {
     });
     call.on("cancelled", () => this.publishing.delete(call));
     call.on("error", () => this.publishing.delete(call));
+  }
+
+  private observePublished(entries: AppendEntry[]): void {
+    const observer = this.deps.observer;
+    if (!observer) return;
+    let channel = entries[0]!.channel;
+    let count = 0;
+    for (const e of entries) {
+      if (e.channel !== channel) {
+        observer.published(channel, count);
+        channel = e.channel;
+        count = 0;
+      }
+      count++;
+    }
+    observer.published(channel, count);
   }
 
   private subscribe(call: Call): void {

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { StartAt } from "../delivery/types.js";
+import { NO_OBSERVER, type Observer } from "../ops/observer.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ClassicLevel } from "classic-level";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
@@ -40,6 +41,8 @@ export interface OriginLogOptions {
   channelRetention?: Record<string, Retention>;
   /** The clock, Unix ms. Tests may pass their own. */
   now?: () => number;
+  /** Told what is stored, deduplicated and expired. */
+  observer?: Observer;
 }
 
 /** One event to append: its raw bytes and the fields the log indexes. */
@@ -156,6 +159,7 @@ export class OriginLog {
   private readonly listeners = new Set<(channel: string, last: number) => void>();
   private readonly trimListeners = new Set<(channel: string, first: number) => void>();
   private readonly now: () => number;
+  private readonly observer: Observer;
   private readonly dedupWindowMs: number;
   private readonly fsync: boolean;
   private drained: Promise<void> = Promise.resolve();
@@ -171,6 +175,7 @@ export class OriginLog {
     readonly id: bigint,
   ) {
     this.now = options.now ?? Date.now;
+    this.observer = options.observer ?? NO_OBSERVER;
     this.dedupWindowMs = options.dedupWindowMs ?? 10 * 60_000;
     this.fsync = options.fsync ?? false;
   }
@@ -302,6 +307,7 @@ export class OriginLog {
         const earlier = seenInBatch.get(dk) ?? this.duplicateOf(value, now, entry.origin !== undefined);
         if (earlier) {
           results.push({ sequence: earlier.sequence, duplicate: true });
+          this.observer.deduplicated(entry.channel);
           continue;
         }
         let head = touched.get(entry.channel);
@@ -324,7 +330,11 @@ export class OriginLog {
     }
     for (const [channel, head] of touched) batch.put(headKey(channel), Buffer.from(JSON.stringify(head)));
     await batch.write({ sync: this.fsync });
-    for (const [channel, head] of touched) this.heads.set(channel, head);
+    for (const [channel, head] of touched) {
+      const before = this.heads.get(channel);
+      this.observer.stored(channel, head.last - (before?.last ?? 0), head.bytes - (before?.bytes ?? 0));
+      this.heads.set(channel, head);
+    }
     for (const [channel, head] of touched) for (const l of this.listeners) l(channel, head.last);
     return out;
   }
@@ -508,6 +518,7 @@ export class OriginLog {
     batch.put(headKey(channel), Buffer.from(JSON.stringify(next)));
     await batch.write();
     this.heads.set(channel, next);
+    if (next.expired > head.expired) this.observer.expired(channel, undefined, next.expired - head.expired);
     if (next.first !== head.first) for (const l of this.trimListeners) l(channel, next.first);
   }
 

@@ -12,6 +12,7 @@ import { joinSettings } from "../grpc/mesh-service.js";
 import { readEvent } from "../grpc/wire.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import { relayIdentity } from "../log/record.js";
+import type { Observer } from "../ops/observer.js";
 import { relayChannel } from "../delivery/delivery-engine.js";
 import { type ForwardedEvent, type IncomingFrame, MAX_FORWARD_EVENTS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, writeForward, writeFrame } from "./frames.js";
 import type { LinkClosed, LinkHost, PeerLink } from "./peer-link.js";
@@ -34,6 +35,8 @@ export interface MeshNodeOptions {
   softwareVersion?: string;
   /** Told about links coming and going and peers refused. Default: stderr. */
   notice?: (message: string) => void;
+  /** Told about forwards and links. */
+  observer?: Observer;
 }
 
 /** A group behind a peer, as a member of this sidecar's group: the origin's side of forwarding. */
@@ -261,6 +264,7 @@ export class MeshNode implements LinkHost {
 
   up(link: PeerLink): void {
     setTimeout(() => this.prove(link), PROOF_MS).unref();
+    this.options.observer?.peerLink(link.nodeId, true);
     this.notice(`linked with ${link.nodeId}${link.address ? ` at ${link.address}` : ""} (${link.role === "dialer" ? "dialed" : "accepted"})`);
     const state = this.linkStates.get(link)!;
     const groups = this.options.engine.knownGroups().map((g) => toGroupInterest(g, this.advertised.has(groupKey(g.channel, g.group))));
@@ -272,6 +276,7 @@ export class MeshNode implements LinkHost {
     const peer = this.peers.get(link.nodeId);
     if (!peer || peer.link !== link) return; // refused or replaced
     peer.link = undefined;
+    this.options.observer?.peerLink(peer.nodeId, false);
     if (this.stopped) return;
     this.notice(`link with ${peer.nodeId} lost (${why.reason}: ${why.message}); its share waits ${this.options.peerTimeoutMs} ms for it to come back`);
     // A timer already running (a link that failed before it proved itself) keeps counting.
@@ -441,6 +446,7 @@ export class MeshNode implements LinkHost {
     const flush = (): void => {
       if (batch.length === 0) return;
       link.send(writeForward(this.nextForwardId++, batch));
+      this.options.observer?.forwarded(peer.nodeId, rg.settings.channel, rg.settings.group, batch.length, bytes);
       batch = [];
       bytes = 0;
     };

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Sidecar, type SidecarConfig, defaultConfig } from "../../sidecar/sidecar.js";
+import type { Observer } from "../../src/ops/observer.js";
 import { type ConnectOptions, type WeftClient, connect } from "../../src/client/index.js";
 
 /** A fresh data directory under the system temp dir. */
@@ -26,12 +27,12 @@ export interface TestSidecar {
   dispose(): Promise<void>;
 }
 
-export async function startSidecar(overrides: Partial<SidecarConfig> = {}): Promise<TestSidecar> {
+export async function startSidecar(overrides: Partial<SidecarConfig> = {}, options: { observer?: Observer } = {}): Promise<TestSidecar> {
   const dataDir = overrides.dataDir ?? (await tempDir());
   const config: SidecarConfig = { ...defaultConfig(), listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", shutdownGraceMs: 1000, ...overrides, dataDir };
   const clients: WeftClient[] = [];
   const t: TestSidecar = {
-    sidecar: await Sidecar.start(config),
+    sidecar: await Sidecar.start(config, options),
     address: "",
     peerAddress: "",
     dataDir,
@@ -45,7 +46,7 @@ export async function startSidecar(overrides: Partial<SidecarConfig> = {}): Prom
     },
     async restart() {
       await t.sidecar.stop();
-      t.sidecar = await Sidecar.start({ ...config, listen: t.address, peerListen: t.peerAddress });
+      t.sidecar = await Sidecar.start({ ...config, listen: t.address, peerListen: t.peerAddress }, options);
     },
     async dispose() {
       for (const c of clients) c.close();

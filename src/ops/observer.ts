@@ -1,0 +1,43 @@
+import type { OutgoingDelivery } from "../delivery/types.js";
+import type { StoredEvent } from "../log/record.js";
+
+/**
+ * What happens to events, told as it happens, for metrics, logs and traces. The log, the
+ * delivery engine, the service API and the mesh each call it at one place; an observer must
+ * be cheap (it runs on the path of every event) and must not throw.
+ *
+ * Channels are log channels: a relay copy's channel is "CHANNEL~GROUP" (see relayChannel).
+ */
+export interface Observer {
+  /** Valid events a publisher sent (before dedup), per channel, in one batch. */
+  published(channel: string, count: number): void;
+  /** Events appended to the log (not duplicates): published, relay copies, dead letters. */
+  stored(channel: string, count: number, bytes: number): void;
+  /** A re-published (source, id) acked with its original sequence, not stored again. */
+  deduplicated(channel: string): void;
+  /** Events forwarded to a peer for one of its groups, in one frame. */
+  forwarded(peer: string, channel: string, group: string, count: number, bytes: number): void;
+  /** Deliveries handed to one member (attempt > 1 is a redelivery). */
+  delivered(channel: string, group: string, deliveries: readonly OutgoingDelivery[]): void;
+  /** An event a member acked (the handler processed it). */
+  acked(channel: string, group: string, event: StoredEvent): void;
+  /** An event moved to the group's dead-letter channel. */
+  deadLettered(channel: string, group: string): void;
+  /** Events retention removed: from a channel (group undefined), or before a group finished them. */
+  expired(channel: string, group: string | undefined, count: number): void;
+  /** A peer link came up or went down. */
+  peerLink(peer: string, up: boolean): void;
+}
+
+/** Observes nothing. */
+export const NO_OBSERVER: Observer = {
+  published() {},
+  stored() {},
+  deduplicated() {},
+  forwarded() {},
+  delivered() {},
+  acked() {},
+  deadLettered() {},
+  expired() {},
+  peerLink() {},
+};

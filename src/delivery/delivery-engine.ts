@@ -36,6 +36,8 @@ export interface GroupStatus {
   group: string;
   ackedThrough: number;
   backlog: number;
+  /** Deliveries handed to members (or forwarded to peers) and not yet finished. */
+  inflight: number;
   members: number;
   /** Events retention removed before the group finished them. */
   expiredUnacked: number;
@@ -254,6 +256,7 @@ export class DeliveryEngine {
       group: d.group,
       ackedThrough: d.ackedThrough,
       backlog: d.backlog,
+      inflight: d.inflight,
       members: d.memberCount,
       expiredUnacked: d.expiredUnacked,
     }));

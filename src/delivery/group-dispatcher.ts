@@ -128,6 +128,12 @@ export class GroupDispatcher {
   get memberCount(): number {
     return this.members.size;
   }
+  /** Deliveries handed to members and not yet acked, nacked, given back or past their deadline. */
+  get inflight(): number {
+    let n = 0;
+    for (const m of this.members.values()) n += m.deliveries.size;
+    return n;
+  }
   /** Events of the channel the group has not finished. */
   get backlog(): number {
     return Math.max(0, this.log.head(this.channel).last - this.record.ackedThrough - this.acked.size);

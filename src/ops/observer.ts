@@ -41,3 +41,24 @@ export const NO_OBSERVER: Observer = {
   expired() {},
   peerLink() {},
 };
+
+/**
+ * One observer that tells each of `observers` everything, in order (undefined ones are
+ * skipped). With none left it is {@link NO_OBSERVER}; with one, that one.
+ */
+export function composeObservers(...observers: (Observer | undefined)[]): Observer {
+  const all = observers.filter((o): o is Observer => o !== undefined && o !== NO_OBSERVER);
+  if (all.length === 0) return NO_OBSERVER;
+  if (all.length === 1) return all[0]!;
+  return {
+    published: (channel, count) => all.forEach((o) => o.published(channel, count)),
+    stored: (channel, count, bytes) => all.forEach((o) => o.stored(channel, count, bytes)),
+    deduplicated: (channel) => all.forEach((o) => o.deduplicated(channel)),
+    forwarded: (peer, channel, group, count, bytes) => all.forEach((o) => o.forwarded(peer, channel, group, count, bytes)),
+    delivered: (channel, group, deliveries) => all.forEach((o) => o.delivered(channel, group, deliveries)),
+    acked: (channel, group, event) => all.forEach((o) => o.acked(channel, group, event)),
+    deadLettered: (channel, group) => all.forEach((o) => o.deadLettered(channel, group)),
+    expired: (channel, group, count) => all.forEach((o) => o.expired(channel, group, count)),
+    peerLink: (peer, up) => all.forEach((o) => o.peerLink(peer, up)),
+  };
+}

@@ -29,7 +29,7 @@ const PER_MESSAGE_CEILING = 42_000;
 
 const dataDir = join(tmpdir(), `weft-bench-${process.pid}`);
 // With --to HOST:PORT the bench drives a sidecar in another process (e.g. `npm start`).
-const sidecar = external ? undefined : await Sidecar.start({ ...defaultConfig(), dataDir, listen: "127.0.0.1:0", fsync });
+const sidecar = external ? undefined : await Sidecar.start({ ...defaultConfig(), dataDir, listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "127.0.0.1:0", fsync });
 const address = external ?? sidecar!.address;
 const pub = connect(address, { maxOutstanding: 20_000 });
 const subClient = connect(subscribeTo ?? address);

@@ -56,6 +56,7 @@ export function buildProgram(exit: { code: number }): Command {
     .option("--max-event-bytes <size>", "the largest event, bytes or e.g. 512KiB (default: 1MiB)")
     .option("--node-id <id>", "this sidecar's name in the mesh, unique among its peers: letters, digits, '.', '_', '-' (default: the host name)")
     .option("--peer-listen <host:port>", "the peer API address, TCP only; not the --listen address (default: 127.0.0.1:7421)")
+    .option("--http <host:port>", 'the HTTP address for /metrics, /healthz and /readyz, TCP only, or "off" (default: 127.0.0.1:7422)')
     .option("--peers <host:port,...>", "peer addresses, comma-separated; may include this sidecar's own; repeatable (default: none)", joinList)
     .option("--peers-dns <name:port,...>", "DNS names whose every address is a peer, comma-separated; repeatable (default: none)", joinList)
     .option("--peers-dns-interval <duration>", "how often --peers-dns names are resolved again, 1s to 1h (default: 30s)")

@@ -52,6 +52,8 @@ export interface ConfigFlags {
   nodeId?: string;
   /** --peer-listen: host:port. */
   peerListen?: string;
+  /** --http: host:port, or "off". */
+  http?: string;
   /** --peers: comma-separated host:port, or a list of them. */
   peers?: string | readonly string[];
   /** --peers-dns: comma-separated name:port, or a list of them. */
@@ -105,6 +107,7 @@ interface Flat {
   shutdownGrace: number;
   nodeId: string;
   peerListen: string;
+  http: string;
   peers: string[];
   peersDns: string[];
   peersDnsInterval: number;
@@ -128,6 +131,7 @@ const RETENTION_BYTES = size(KiB, 1024 ** 5);
 export const MAX_PEER_ENTRIES = 1000;
 
 const PEER_LISTEN_RULE = 'host:port (TCP; port 0-65535, 0 picks a free port; an IPv6 host in brackets, e.g. "[::1]:7421")';
+const HTTP_RULE = 'host:port (TCP; port 0-65535, 0 picks a free port; an IPv6 host in brackets, e.g. "[::1]:7422"), or "off" for no HTTP listener';
 const PEER_RULE = 'host:port (TCP; port 1-65535; an IPv6 host in brackets, e.g. "10.0.0.7:7421" or "[fd00::7]:7421")';
 const PEER_DNS_RULE = 'name:port (a DNS name, or an IP address; port 1-65535; e.g. "weft-peers.mesh.svc:7421")';
 
@@ -146,6 +150,7 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   shutdownGrace: { env: "WEFT_SHUTDOWN_GRACE", read: duration(0, HOUR) },
   nodeId: { env: "WEFT_NODE_ID", flag: "nodeId", read: nodeId },
   peerListen: { env: "WEFT_PEER_LISTEN", flag: "peerListen", read: peerListenAddress },
+  http: { env: "WEFT_HTTP", flag: "http", read: httpAddress },
   peers: { env: "WEFT_PEERS", flag: "peers", read: addressList("peer address", PEER_RULE) },
   peersDns: { env: "WEFT_PEERS_DNS", flag: "peersDns", read: addressList("DNS name and port", PEER_DNS_RULE) },
   peersDnsInterval: { env: "WEFT_PEERS_DNS_INTERVAL", flag: "peersDnsInterval", read: duration(SECOND, HOUR) },
@@ -370,6 +375,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     shutdownGraceMs: pick("shutdownGrace", d.shutdownGraceMs),
     nodeId: pick("nodeId", d.nodeId),
     peerListen: pick("peerListen", d.peerListen),
+    http: pick("http", d.http),
     peers: pick("peers", d.peers),
     peersDns: pick("peersDns", d.peersDns),
     peersDnsIntervalMs: pick("peersDnsInterval", d.peersDnsIntervalMs),
@@ -377,6 +383,8 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     peerWindow: pick("peerWindow", d.peerWindow),
   };
   checkPeerListen(found, config);
+  checkHttp(found, config, "listen");
+  checkHttp(found, config, "peerListen");
   if (config.maxEventBytes > config.maxMessageBytes) {
     // Blame the setting that was set; when both were, the event limit.
     const event = found.maxEventBytes;
@@ -440,6 +448,21 @@ function checkPeerListen(found: Found, config: SidecarConfig): void {
   );
 }
 
+/** Refuses an HTTP listener on the service or peer listener's address. */
+function checkHttp(found: Found, config: SidecarConfig, other: "listen" | "peerListen"): void {
+  if (config.http === "off" || !sameListener(config.http, config[other])) return;
+  const clash = config.http === config[other] ? "is the same address as" : "binds the same port, on an overlapping host, as";
+  const fix = "the HTTP listener needs its own port (port 0 picks a free one)";
+  // Blame the setting that was set; when both were, the HTTP listener.
+  const http = found.http;
+  const set = found[other];
+  if (http || !set) {
+    const from = set ? describeSource(set.source, other) : "the default";
+    throw new ConfigError(http?.source ?? { kind: "default" }, "http", `${describe(config.http)} ${clash} ${other} (${config[other]}, from ${from}); ${fix}: give http another port`);
+  }
+  throw new ConfigError(set.source, other, `${describe(config[other])} ${clash} http (${config.http}, from the default); ${fix}: give ${other} another port, or set http`);
+}
+
 /**
  * True when two listen addresses would bind one TCP port: the same port (not 0, which picks a
  * free one each time) on the same host, on a wildcard host, or on "localhost" and a loopback
@@ -501,6 +524,14 @@ function peerListenAddress(value: unknown): string {
   return value;
 }
 
+function httpAddress(value: unknown): string {
+  if (typeof value !== "string") throw new Problem(`must be text, not ${kindOf(value)}; use ${HTTP_RULE}`);
+  if (value.trim().toLowerCase() === "off") return "off";
+  const problem = tcpAddressProblem(value, false, "the HTTP listener is TCP only");
+  if (problem) throw new Problem(`${describe(value)} is not an address for HTTP (${problem}); use ${HTTP_RULE}`);
+  return value;
+}
+
 /**
  * Returns a reader of a list of TCP addresses to connect to: a list of text, or one text of
  * comma-separated entries. Entries are trimmed; empty ones are refused; duplicates (ignoring
@@ -549,8 +580,8 @@ function addressList(noun: string, rule: string): Setting<string[]>["read"] {
 }
 
 /** Checks a TCP host:port, as {@link addressProblem} does, but refusing unix sockets. */
-function tcpAddressProblem(address: string, forConnect: boolean): string | undefined {
-  if (address.startsWith("unix:") || address.startsWith("/")) return "a unix socket cannot be used: peers connect over TCP only";
+function tcpAddressProblem(address: string, forConnect: boolean, why = "peers connect over TCP only"): string | undefined {
+  if (address.startsWith("unix:") || address.startsWith("/")) return `a unix socket cannot be used: ${why}`;
   const colon = address.lastIndexOf(":");
   if (colon >= 0) {
     const port = address.slice(colon + 1);

@@ -6,7 +6,9 @@ import { PeerServer } from "../src/grpc/peer-server.js";
 import { ServiceServer } from "../src/grpc/server.js";
 import { Dialer } from "../src/mesh/dialer.js";
 import { MeshNode } from "../src/mesh/mesh-node.js";
-import { NO_OBSERVER, type Observer } from "../src/ops/observer.js";
+import { HttpServer, serveOperations } from "../src/ops/http-server.js";
+import { SidecarMetrics } from "../src/ops/metrics.js";
+import { type Observer, composeObservers } from "../src/ops/observer.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
 
 /** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
@@ -39,6 +41,8 @@ export interface SidecarConfig {
   nodeId: string;
   /** The peer API address ("host:port"); peers dial it. */
   peerListen: string;
+  /** The HTTP address for /metrics, /healthz and /readyz ("host:port"), or "off" for none. */
+  http: string;
   /** Peer addresses to link with ("host:port"); may include this sidecar's own. */
   peers: string[];
   /** DNS names whose every address is a peer ("name:port"), re-resolved periodically. */
@@ -67,6 +71,7 @@ export function defaultConfig(): SidecarConfig {
     shutdownGraceMs: 5_000,
     nodeId: defaultNodeId(),
     peerListen: "127.0.0.1:7421",
+    http: "127.0.0.1:7422",
     peers: [],
     peersDns: [],
     peersDnsIntervalMs: 30_000,
@@ -92,7 +97,25 @@ export class Sidecar {
     private readonly peerServer: PeerServer,
     private readonly dialer: Dialer,
     private readonly sweeper: NodeJS.Timeout,
+    /** The Prometheus metrics this sidecar serves at /metrics. */
+    readonly metrics: SidecarMetrics,
+    /** The HTTP listener; undefined when `config.http` is "off". Routes may be added to it. */
+    readonly http: HttpServer | undefined,
   ) {}
+
+  /** The bound HTTP address (with the real port when the config asked for port 0); undefined when off. */
+  get httpAddress(): string | undefined {
+    return this.http?.address;
+  }
+
+  /**
+   * Why the sidecar is not ready, or undefined when it is: the log is open, the listeners are
+   * up and it is not stopping. The same answer as grpc.health.v1 on the service port.
+   */
+  notReady(): string | undefined {
+    if (this.stopping) return "stopping (draining streams)";
+    return this.server.health.status === "SERVING" ? undefined : "starting";
+  }
 
   /** The bound peer address (with the real port when the config asked for port 0). */
   get peerAddress(): string {
@@ -111,7 +134,8 @@ export class Sidecar {
    */
   /** `observer` is told what happens to events (metrics, logs, traces). */
   static async start(config: SidecarConfig, options: { observer?: Observer } = {}): Promise<Sidecar> {
-    const observer = options.observer ?? NO_OBSERVER;
+    const metrics = new SidecarMetrics({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
+    const observer = composeObservers(metrics, options.observer);
     await mkdir(config.dataDir, { recursive: true });
     const log = await OriginLog.open(config.dataDir, {
       fsync: config.fsync,
@@ -137,6 +161,7 @@ export class Sidecar {
     });
     let server: ServiceServer | undefined;
     let peerServer: PeerServer | undefined;
+    let http: HttpServer | undefined;
     try {
       await engine.start();
       mesh.start();
@@ -145,8 +170,15 @@ export class Sidecar {
         throw Object.assign(e as Error, { listener: "peer" });
       });
       server = await ServiceServer.start({ log, engine, limits, observer }, { address: config.listen, maxMessageBytes: config.maxMessageBytes });
+      metrics.watch({ log, engine, mesh });
+      if (config.http !== "off") {
+        http = await HttpServer.start(config.http).catch((e: unknown) => {
+          throw Object.assign(e as Error, { listener: "http" });
+        });
+      }
     } catch (e) {
       mesh.stop();
+      server?.forceShutdown();
       peerServer?.forceShutdown();
       engine.stop();
       await log.close();
@@ -171,13 +203,16 @@ export class Sidecar {
     }, config.sweepIntervalMs);
     sweeper.unref();
     // Only now: the log is open, the engine and the mesh run, both listeners are bound.
+    const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, metrics, http);
+    if (http) serveOperations(http, { metrics, notReady: () => sidecar.notReady() });
     server.health.set("SERVING");
-    return new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper);
+    return sidecar;
   }
 
   /**
-   * Reports NOT_SERVING (before anything else stops), stops accepting, finishes accepted
-   * appends, ends streams, closes the log. Idempotent.
+   * Reports NOT_SERVING (before anything else stops; /readyz answers 503 from then on),
+   * stops accepting, finishes accepted appends, ends streams, closes the log, and closes the
+   * HTTP listener last. Idempotent.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
@@ -188,6 +223,7 @@ export class Sidecar {
       await Promise.all([this.peerServer.shutdown(this.config.shutdownGraceMs), this.server.shutdown(this.config.shutdownGraceMs)]);
       this.engine.stop();
       await this.log.close();
+      await this.http?.close();
     })();
     return this.stopping;
   }

@@ -97,15 +97,17 @@ async function waitForStderr(run: Running, pattern: RegExp): Promise<RegExpMatch
 
 interface Sidecar extends Running {
   address: string;
+  /** The HTTP address (host:port) the start line names. */
+  http: string;
   dataDir: string;
 }
 
 async function startSidecar(extraArgs: string[] = [], options: { shared?: boolean; dataDir?: string } = {}): Promise<Sidecar> {
   const dataDir = options.dataDir ?? (await tempDir());
   const port = await freePort();
-  const run = start(["sidecar", "--listen", `127.0.0.1:${port}`, "--peer-listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs], options);
-  const [, address] = await waitForStderr(run, /weft sidecar listening on (\S+)/);
-  return { ...run, address: address!, dataDir };
+  const run = start(["sidecar", "--listen", `127.0.0.1:${port}`, "--peer-listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs], options);
+  const [, address, http] = await waitForStderr(run, /weft sidecar listening on (\S+) .*, http http:\/\/(\S+), /);
+  return { ...run, address: address!, http: http!, dataDir };
 }
 
 function lines(text: string): string[] {
@@ -133,7 +135,9 @@ describe("publish and subscribe against a running sidecar", () => {
 
   beforeAll(async () => {
     sidecar = await startSidecar([], { shared: true });
-    expect(sidecar.stderr()).toMatch(new RegExp(`weft sidecar listening on ${sidecar.address} \\(node \\S+, peers on 127\\.0\\.0\\.1:\\d+, data ${sidecar.dataDir}\\)`));
+    expect(sidecar.stderr()).toMatch(
+      new RegExp(`weft sidecar listening on ${sidecar.address} \\(node \\S+, peers on 127\\.0\\.0\\.1:\\d+, http http://127\\.0\\.0\\.1:\\d+, data ${sidecar.dataDir}\\)`),
+    );
   });
 
   it("publishes --data, --count copies and stdin lines, and prints each stored sequence", async () => {
@@ -306,13 +310,17 @@ describe("the sidecar process", () => {
 
   it("refuses a data directory another sidecar holds, and an address in use", async () => {
     const first = await startSidecar();
-    const locked = await weft(["sidecar", "--listen", `127.0.0.1:${await freePort()}`, "--peer-listen", "127.0.0.1:0", "--data-dir", first.dataDir]);
+    const locked = await weft(["sidecar", "--listen", `127.0.0.1:${await freePort()}`, "--peer-listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", first.dataDir]);
     expect(locked.code).toBe(1);
     expect(locked.stderr).toContain(`error: cannot start the sidecar: the data directory ${first.dataDir} is locked by another process`);
 
-    const taken = await weft(["sidecar", "--listen", first.address, "--peer-listen", "127.0.0.1:0", "--data-dir", await tempDir()]);
+    const taken = await weft(["sidecar", "--listen", first.address, "--peer-listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", await tempDir()]);
     expect(taken.code).toBe(1);
     expect(taken.stderr).toContain(`error: cannot start the sidecar: cannot listen on ${first.address}: the address is already in use`);
+
+    const httpTaken = await weft(["sidecar", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--http", first.http, "--data-dir", await tempDir()]);
+    expect(httpTaken.code).toBe(1);
+    expect(httpTaken.stderr).toContain(`error: cannot start the sidecar: cannot listen on ${first.http} (the HTTP listener, --http): the address is already in use`);
 
     // The first one is unharmed.
     const r = await weft(["publish", "still.up", "--to", first.address, "--data", "x"]);
@@ -340,11 +348,11 @@ describe("the sidecar process", () => {
     const dir = await tempDir();
     const [filePort, envPort] = [await freePort(), await freePort()];
     const path = join(dir, "weft.yaml");
-    await writeFile(path, `dataDir: data\nlisten: 127.0.0.1:${filePort}\npeerListen: 127.0.0.1:0\n`);
+    await writeFile(path, `dataDir: data\nlisten: 127.0.0.1:${filePort}\npeerListen: 127.0.0.1:0\nhttp: 127.0.0.1:0\n`);
 
     const fromFile = start(["sidecar", "--config", path]);
     await waitForStderr(fromFile, /listening/);
-    expect(fromFile.stderr()).toMatch(/listening on 127\.0\.0\.1:\d+ \(node \S+, peers on [^,]+, data [^)]+\)/);
+    expect(fromFile.stderr()).toMatch(/listening on 127\.0\.0\.1:\d+ \(node \S+, peers on [^,]+, http http:\/\/127\.0\.0\.1:\d+, data [^)]+\)/);
     expect(fromFile.stderr()).toContain(`listening on 127.0.0.1:${filePort} (`);
     expect(fromFile.stderr()).toContain(`data ${join(dir, "data")})`);
     fromFile.child.kill("SIGTERM");
@@ -360,7 +368,7 @@ describe("the sidecar process", () => {
     const fromFlags = start(["sidecar", "--config", path, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", flagDir], {
       env: { WEFT_LISTEN: `127.0.0.1:${envPort}` },
     });
-    const [, address] = await waitForStderr(fromFlags, /listening on (\S+) \(node \S+, peers on \S+, data (\S+)\)/);
+    const [, address] = await waitForStderr(fromFlags, /listening on (\S+) \(node \S+, peers on \S+, http \S+, data (\S+)\)/);
     expect(address).not.toBe(`127.0.0.1:${envPort}`);
     expect(fromFlags.stderr()).toContain(`, data ${flagDir})`);
     fromFlags.child.kill("SIGTERM");
@@ -370,7 +378,8 @@ describe("the sidecar process", () => {
   it("listens on a unix socket", async () => {
     const dir = await tempDir();
     const socket = join(dir, "weft.sock");
-    const run = start(["sidecar", "--listen", socket, "--peer-listen", "127.0.0.1:0", "--data-dir", join(dir, "data")]);
+    const run = start(["sidecar", "--listen", socket, "--peer-listen", "127.0.0.1:0", "--http", "off", "--data-dir", join(dir, "data")]);
+    await waitForStderr(run, /listening on unix:\S+ \(node \S+, peers on \S+, http off, /);
     await waitForStderr(run, /listening on unix:/);
     const r = await weft(["publish", "over.unix", "--to", socket, "--data", "x"]);
     expect(r).toMatchObject({ code: 0, stdout: "over.unix 1\n" });

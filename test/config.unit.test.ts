@@ -120,6 +120,7 @@ sweepInterval: 30s
 shutdownGrace: 2s
 nodeId: weft-a.eu-1
 peerListen: 0.0.0.0:7421
+http: 0.0.0.0:9422
 peers: [10.0.0.1:7421, 10.0.0.2:7421]
 peersDns: weft-peers.mesh.svc:7421
 peersDnsInterval: 1m
@@ -145,6 +146,7 @@ peerWindow: 500
       shutdownGraceMs: 2000,
       nodeId: "weft-a.eu-1",
       peerListen: "0.0.0.0:7421",
+      http: "0.0.0.0:9422",
       peers: ["10.0.0.1:7421", "10.0.0.2:7421"],
       peersDns: ["weft-peers.mesh.svc:7421"],
       peersDnsIntervalMs: 60_000,
@@ -202,6 +204,7 @@ peerWindow: 500
         WEFT_SHUTDOWN_GRACE: "0",
         WEFT_NODE_ID: "node_7",
         WEFT_PEER_LISTEN: "[::]:9000",
+        WEFT_HTTP: "[::1]:0",
         WEFT_PEERS: "a.mesh:9000,b.mesh:9000",
         WEFT_PEERS_DNS: "weft.mesh:9000",
         WEFT_PEERS_DNS_INTERVAL: "5s",
@@ -224,6 +227,7 @@ peerWindow: 500
       shutdownGraceMs: 0,
       nodeId: "node_7",
       peerListen: "[::]:9000",
+      http: "[::1]:0",
       peers: ["a.mesh:9000", "b.mesh:9000"],
       peersDns: ["weft.mesh:9000"],
       peersDnsIntervalMs: 5000,
@@ -249,6 +253,7 @@ peerWindow: 500
       "WEFT_SHUTDOWN_GRACE",
       "WEFT_NODE_ID",
       "WEFT_PEER_LISTEN",
+      "WEFT_HTTP",
       "WEFT_PEERS",
       "WEFT_PEERS_DNS",
       "WEFT_PEERS_DNS_INTERVAL",
@@ -484,6 +489,68 @@ describe("refusals name the source, the key and what is allowed", () => {
 
     const small = await refusal({ env: { WEFT_MAX_MESSAGE_BYTES: "512KiB" } });
     expect(small.message).toMatch(/^environment variable WEFT_MAX_MESSAGE_BYTES: 512KiB is smaller than maxEventBytes \(1MiB, from the default\)/);
+  });
+});
+
+describe("the HTTP listener setting", () => {
+  it("defaults to 127.0.0.1:7422 and is read from a file, the environment and --http, in that precedence", async () => {
+    expect((await resolveConfig({ env: {} })).http).toBe("127.0.0.1:7422");
+    const path = await file("http: 127.0.0.1:9101\n");
+    expect((await resolveConfig({ file: path, env: {} })).http).toBe("127.0.0.1:9101");
+    expect((await resolveConfig({ file: path, env: { WEFT_HTTP: "127.0.0.1:9102" } })).http).toBe("127.0.0.1:9102");
+    expect((await resolveConfig({ file: path, env: { WEFT_HTTP: "127.0.0.1:9102" }, flags: { http: "127.0.0.1:9103" } })).http).toBe("127.0.0.1:9103");
+  });
+
+  it.each(["127.0.0.1:0", "0.0.0.0:9090", "[::1]:7422", "[::]:0", "localhost:8080", "metrics.internal:9100"])("accepts %j", async (http) => {
+    expect((await resolveConfig({ env: {}, flags: { http } })).http).toBe(http);
+  });
+
+  it("turns the listener off with \"off\" in any case", async () => {
+    expect((await resolveConfig({ env: { WEFT_HTTP: "OFF" } })).http).toBe("off");
+    expect((await fromYaml("http: off\n")).http).toBe("off");
+    // Off never clashes, not even with the listeners' ports.
+    expect((await resolveConfig({ env: {}, flags: { http: "off", listen: "127.0.0.1:7422" } })).http).toBe("off");
+  });
+
+  it.each([
+    ["/run/weft-http.sock", /a unix socket cannot be used: the HTTP listener is TCP only/],
+    ["unix:/run/weft-http.sock", /a unix socket cannot be used/],
+    ["127.0.0.1", /it has no port/],
+    ["127.0.0.1:70000", /port "70000" is not a number from 0 to 65535/],
+    ["::1:7422", /an IPv6 host must be in brackets/],
+    ["bad host:7422", /is not a hostname or an IP address/],
+    ["", /it is empty/],
+    ["on", /it has no port/],
+  ])("refuses %j, naming --http and the rule", async (http, problem) => {
+    const e = await refusal({ env: {}, flags: { http } });
+    expect(e.source).toEqual({ kind: "flag", name: "--http" });
+    expect(e.key).toBe("http");
+    expect(e.problem).toMatch(problem);
+    expect(e.problem).toContain('or "off" for no HTTP listener');
+  });
+
+  it("refuses what is not text in a file", async () => {
+    const e = await yamlRefusal("http: 7422\n");
+    expect(e.key).toBe("http");
+    expect(e.problem).toMatch(/^must be text, not a number; use host:port/);
+  });
+
+  it("refuses the service or peer listener's port, blaming the one that was set", async () => {
+    const onListen = await refusal({ env: {}, flags: { listen: "127.0.0.1:9000", http: "127.0.0.1:9000" } });
+    expect(onListen.key).toBe("http");
+    expect(onListen.message).toMatch(
+      /^flag --http: "127.0.0.1:9000" is the same address as listen \(127.0.0.1:9000, from flag --listen\); the HTTP listener needs its own port .*give http another port/,
+    );
+    const onPeerDefault = await refusal({ env: { WEFT_HTTP: "127.0.0.1:7421" } });
+    expect(onPeerDefault.message).toMatch(/^environment variable WEFT_HTTP: "127.0.0.1:7421" is the same address as peerListen \(127.0.0.1:7421, from the default\)/);
+    const wildcard = await refusal({ env: {}, flags: { http: "0.0.0.0:7420" } });
+    expect(wildcard.problem).toMatch(/binds the same port, on an overlapping host, as listen/);
+    // Only the other listener was set: it is blamed, and told about http.
+    const peerOnHttp = await refusal({ env: { WEFT_PEER_LISTEN: "127.0.0.1:7422" } });
+    expect(peerOnHttp.key).toBe("peerListen");
+    expect(peerOnHttp.message).toMatch(/^environment variable WEFT_PEER_LISTEN: "127.0.0.1:7422" is the same address as http \(127.0.0.1:7422, from the default\).*give peerListen another port, or set http/);
+    // Port 0 never clashes: each listener gets its own free port.
+    expect((await resolveConfig({ env: {}, flags: { listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "127.0.0.1:0" } })).http).toBe("127.0.0.1:0");
   });
 });
 

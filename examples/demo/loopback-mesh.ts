@@ -73,6 +73,7 @@ class SidecarProcess implements DemoSidecar {
         "--node-id", name,
         "--listen", address,
         "--peer-listen", peerAddress,
+        "--http", "127.0.0.1:0",
         "--peers", peers.join(","),
         "--data-dir", this.dataDir,
         "--peer-timeout", "5s",

@@ -12,6 +12,7 @@ export interface SidecarOptions {
   maxEventBytes?: string;
   nodeId?: string;
   peerListen?: string;
+  http?: string;
   peers?: string;
   peersDns?: string;
   peersDnsInterval?: string;
@@ -39,6 +40,7 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         maxEventBytes: o.maxEventBytes,
         nodeId: o.nodeId,
         peerListen: o.peerListen,
+        http: o.http,
         peers: o.peers,
         peersDns: o.peersDns,
         peersDnsInterval: o.peersDnsInterval,
@@ -59,7 +61,8 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
   } catch (e) {
     throw new CommandError(`cannot start the sidecar: ${startProblem(e, config)}`);
   }
-  note(`weft sidecar listening on ${sidecar.address} (node ${config.nodeId}, peers on ${sidecar.peerAddress}, data ${config.dataDir})`);
+  const http = sidecar.httpAddress ? `http://${sidecar.httpAddress}` : "off";
+  note(`weft sidecar listening on ${sidecar.address} (node ${config.nodeId}, peers on ${sidecar.peerAddress}, http ${http}, data ${config.dataDir})`);
 
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const once = (s: NodeJS.Signals): void => {
@@ -98,11 +101,14 @@ function startProblem(e: unknown, config: SidecarConfig): string {
     const why = cause?.message ?? message;
     return `cannot use the data directory ${config.dataDir}: ${why}`;
   }
-  const listen = `cannot listen on ${(e as { listener?: string })?.listener === "peer" ? `${config.peerListen} (the peer listener, --peer-listen)` : config.listen}`;
+  const listener = (e as { listener?: string })?.listener;
+  const where =
+    listener === "peer" ? `${config.peerListen} (the peer listener, --peer-listen)` : listener === "http" ? `${config.http} (the HTTP listener, --http)` : config.listen;
+  const listen = `cannot listen on ${where}`;
   if (message.includes("EADDRINUSE")) return `${listen}: the address is already in use (by another sidecar or program)`;
   if (message.includes("EADDRNOTAVAIL")) return `${listen}: the address is not one of this machine's`;
   if (message.includes("EACCES")) return `${listen}: permission denied (a privileged port, or a socket directory that is missing or not writable)`;
-  if (message.includes("Name resolution failed")) return `${listen}: the host name does not resolve`;
+  if (message.includes("Name resolution failed") || message.includes("ENOTFOUND")) return `${listen}: the host name does not resolve`;
   if (message.includes("No address added")) return `${listen}: ${message}`;
   return message;
 }

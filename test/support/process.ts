@@ -31,9 +31,10 @@ export interface SidecarProcess {
 /** Starts `weft sidecar` and resolves once it says it is listening. */
 export async function spawnSidecar(dataDir: string, port: number, extra: string[] = []): Promise<SidecarProcess> {
   const address = `127.0.0.1:${port}`;
-  // A free peer port unless the caller chose one: parallel tests must not share the default.
+  // Free peer and HTTP ports unless the caller chose them: parallel tests must not share the defaults.
   const peer = extra.includes("--peer-listen") ? [] : ["--peer-listen", "127.0.0.1:0"];
-  const child = spawn(process.execPath, [WEFT_BIN, "sidecar", "--data-dir", dataDir, "--listen", address, ...peer, ...extra], {
+  const http = extra.includes("--http") ? [] : ["--http", "127.0.0.1:0"];
+  const child = spawn(process.execPath, [WEFT_BIN, "sidecar", "--data-dir", dataDir, "--listen", address, ...peer, ...http, ...extra], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let err = "";

@@ -29,7 +29,7 @@ export interface TestSidecar {
 
 export async function startSidecar(overrides: Partial<SidecarConfig> = {}, options: { observer?: Observer } = {}): Promise<TestSidecar> {
   const dataDir = overrides.dataDir ?? (await tempDir());
-  const config: SidecarConfig = { ...defaultConfig(), listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", shutdownGraceMs: 1000, ...overrides, dataDir };
+  const config: SidecarConfig = { ...defaultConfig(), listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "127.0.0.1:0", shutdownGraceMs: 1000, ...overrides, dataDir };
   const clients: WeftClient[] = [];
   const t: TestSidecar = {
     sidecar: await Sidecar.start(config, options),
@@ -45,8 +45,9 @@ export async function startSidecar(overrides: Partial<SidecarConfig> = {}, optio
       await t.sidecar.stop();
     },
     async restart() {
+      const http = t.sidecar.httpAddress ?? config.http;
       await t.sidecar.stop();
-      t.sidecar = await Sidecar.start({ ...config, listen: t.address, peerListen: t.peerAddress }, options);
+      t.sidecar = await Sidecar.start({ ...config, listen: t.address, peerListen: t.peerAddress, http }, options);
     },
     async dispose() {
       for (const c of clients) c.close();

@@ -1,0 +1,184 @@
+import { describe, expect, it } from "vitest";
+import type { OutgoingDelivery } from "../src/delivery/types.js";
+import type { StoredEvent } from "../src/log/record.js";
+import { SidecarMetrics } from "../src/ops/metrics.js";
+import { NO_OBSERVER, type Observer, composeObservers } from "../src/ops/observer.js";
+import { parseExposition, sampleValue } from "./support/prometheus.js";
+
+const NOW = 1_700_000_000_000;
+
+function event(channel: string, sequence: number, appendedAt: number): StoredEvent {
+  return { channel, sequence, appendedAt, key: "", bytes: new Uint8Array(10) };
+}
+
+function delivery(channel: string, sequence: number, attempt: number, appendedAt: number): OutgoingDelivery {
+  return { deliveryId: sequence, attempt, deadline: NOW + 30_000, event: event(channel, sequence, appendedAt) };
+}
+
+async function render(metrics: SidecarMetrics) {
+  return parseExposition(await metrics.render());
+}
+
+describe("the exposition parser of the tests", () => {
+  it("accepts the format and reads labels, escapes and special values", () => {
+    const families = parseExposition(
+      [
+        "# HELP a_total Text with \\\\ and \\n escapes.",
+        "# TYPE a_total counter",
+        'a_total{x="q\\"uote",y="back\\\\slash",z="new\\nline"} 3',
+        "a_total 1.5e3",
+        "# a free comment",
+        "# TYPE h histogram",
+        'h_bucket{le="0.5"} 1',
+        'h_bucket{le="+Inf"} 2',
+        "h_sum 0.7",
+        "h_count 2",
+        "g NaN",
+        "",
+      ].join("\n"),
+    );
+    expect(families.get("a_total")!.help).toBe("Text with \\ and \n escapes.");
+    expect(families.get("a_total")!.samples[0]!.labels).toEqual({ x: 'q"uote', y: "back\\slash", z: "new\nline" });
+    expect(sampleValue(families, "a_total")).toBe(1503);
+    expect(families.get("h")!.samples).toHaveLength(4);
+    expect(families.get("g")!.type).toBe("untyped");
+  });
+
+  it.each([
+    ["a{x=\"1\"} 1", undefined],
+    ["a{x=\"1\"}  1", /single space/],
+    ["a{x=1} 1", /without ="value"/],
+    ['a{x="1} 1', /not closed/],
+    ['a{x="\\t"} 1', /invalid escape/],
+    ['a{1x="1"} 1', /not a label name/],
+    ['a{x="1",x="2"} 1', /the label x twice/],
+    ["a one", /not a sample value/],
+    ["9a 1", /without a metric name/],
+    ["# TYPE a gauges", /not a metric type/],
+    ["# TYPE a-b gauge", /not a metric name/],
+    ["#TYPE a gauge", /malformed HELP or TYPE/],
+    ["a 1\n# TYPE a gauge", /TYPE of a after its samples/],
+    ["a 1\nb 1\na 2", /appears again after another family/],
+    ["a 1\na 1", /duplicate series/],
+    ["# TYPE c counter\nc -1", /negative counter/],
+    ['# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_count 1', /not cumulative/],
+    ['# TYPE h histogram\nh_bucket{le="1"} 1\nh_count 1', /no \+Inf bucket/],
+  ])("refuses %j", (text, problem) => {
+    if (problem === undefined) expect(() => parseExposition(`${text}\n`)).not.toThrow();
+    else expect(() => parseExposition(`${text}\n`)).toThrow(problem);
+  });
+});
+
+describe("SidecarMetrics", () => {
+  it("counts what the observer is told, labelling relay copies by their event channel", async () => {
+    const metrics = new SidecarMetrics({ nodeId: "n1", version: "0.1.0", now: () => NOW });
+    metrics.published("orders", 3);
+    metrics.stored("orders", 3, 300);
+    metrics.stored("orders~billing", 2, 200); // relay copies of orders, for billing
+    metrics.stored("orders~shipping", 1, 100);
+    metrics.deduplicated("orders");
+    metrics.forwarded("b", "orders", "billing", 2, 50);
+    metrics.forwarded("c", "orders", "billing", 1, 25);
+    metrics.delivered("orders", "billing", [delivery("orders", 1, 1, NOW - 20), delivery("orders", 2, 2, NOW - 5_000)]);
+    metrics.acked("orders", "billing", event("orders", 1, NOW - 40));
+    metrics.acked("orders~billing", "billing", event("orders~billing", 1, NOW - 2));
+    metrics.deadLettered("orders", "billing");
+    metrics.expired("orders", undefined, 4);
+    metrics.expired("orders", "billing", 1);
+    metrics.peerLink("b", true);
+    metrics.peerLink("b", false);
+
+    const f = await render(metrics);
+    expect(sampleValue(f, "weft_info", { node_id: "n1", version: "0.1.0" })).toBe(1);
+    expect(sampleValue(f, "weft_events_published_total", { channel: "orders" })).toBe(3);
+    expect(sampleValue(f, "weft_events_stored_total", { channel: "orders", relay: "false" })).toBe(3);
+    expect(sampleValue(f, "weft_events_stored_total", { channel: "orders", relay: "true" })).toBe(3);
+    expect(sampleValue(f, "weft_events_stored_bytes_total", { channel: "orders" })).toBe(600);
+    expect(sampleValue(f, "weft_dedup_hits_total", { channel: "orders" })).toBe(1);
+    expect(sampleValue(f, "weft_events_forwarded_total", { channel: "orders", peer: "b" })).toBe(2);
+    expect(sampleValue(f, "weft_events_forwarded_total", { channel: "orders" })).toBe(3);
+    expect(sampleValue(f, "weft_peer_forwarded_bytes_total", { peer: "c" })).toBe(25);
+    expect(sampleValue(f, "weft_deliveries_total", { channel: "orders", group: "billing" })).toBe(2);
+    expect(sampleValue(f, "weft_redeliveries_total", { channel: "orders", group: "billing" })).toBe(1);
+    expect(sampleValue(f, "weft_events_acked_total", { channel: "orders", group: "billing", relay: "false" })).toBe(1);
+    expect(sampleValue(f, "weft_events_acked_total", { channel: "orders", group: "billing", relay: "true" })).toBe(1);
+    expect(sampleValue(f, "weft_dead_letters_total", { group: "billing" })).toBe(1);
+    expect(sampleValue(f, "weft_events_expired_total", { channel: "orders" })).toBe(4);
+    expect(sampleValue(f, "weft_group_events_expired_total", { group: "billing" })).toBe(1);
+    expect(sampleValue(f, "weft_peer_link_changes_total", { peer: "b", state: "down" })).toBe(1);
+    // Latency: only first deliveries, from the append time, in seconds.
+    expect(sampleValue(f, "weft_publish_to_delivery_seconds_count", { group: "billing" })).toBe(1);
+    expect(sampleValue(f, "weft_publish_to_delivery_seconds_sum", { group: "billing" })).toBeCloseTo(0.02);
+    expect(sampleValue(f, "weft_publish_to_delivery_seconds_bucket", { group: "billing", le: "0.025" })).toBe(1);
+    expect(sampleValue(f, "weft_publish_to_ack_seconds_sum", { relay: "false" })).toBeCloseTo(0.04);
+    expect(sampleValue(f, "weft_publish_to_ack_seconds_count", { relay: "true" })).toBe(1);
+    // No series is labelled by the relay log channel's name.
+    for (const family of f.values()) for (const s of family.samples) expect(s.labels.channel ?? "").not.toContain("~");
+  });
+
+  it("reads backlog, in-flight, members, peer links and log sizes from the sidecar at scrape time", async () => {
+    const metrics = new SidecarMetrics({ nodeId: "n1", version: "0.1.0" });
+    let backlog = 7;
+    const heads: Record<string, { first: number; last: number; bytes: number; expired: number }> = {
+      orders: { first: 3, last: 10, bytes: 800, expired: 2 },
+      "orders~billing": { first: 1, last: 2, bytes: 20, expired: 0 },
+      "orders~shipping": { first: 1, last: 3, bytes: 30, expired: 0 },
+    };
+    // Before watch: the gauges have no series.
+    expect(sampleValue(await render(metrics), "weft_group_backlog")).toBe(0);
+    metrics.watch({
+      log: { channels: () => Object.keys(heads), head: (c) => heads[c]! },
+      engine: {
+        status: () => [
+          { channel: "orders", group: "billing", ackedThrough: 3, backlog, inflight: 2, members: 1, expiredUnacked: 0 },
+          { channel: "orders~billing", group: "billing", ackedThrough: 0, backlog: 1, inflight: 1, members: 1, expiredUnacked: 0 },
+        ],
+      },
+      mesh: { status: () => [{ nodeId: "b", connected: true, groups: [], inflight: 4 }, { nodeId: "c", connected: false, groups: [], inflight: 0 }] },
+    });
+    let f = await render(metrics);
+    expect(sampleValue(f, "weft_group_backlog", { channel: "orders", group: "billing", relay: "false" })).toBe(7);
+    expect(sampleValue(f, "weft_group_backlog", { channel: "orders", group: "billing", relay: "true" })).toBe(1);
+    expect(sampleValue(f, "weft_group_inflight", { relay: "false" })).toBe(2);
+    expect(sampleValue(f, "weft_group_members", { relay: "true" })).toBe(1);
+    expect(sampleValue(f, "weft_peer_up", { peer: "b" })).toBe(1);
+    expect(f.get("weft_peer_up")!.samples.find((s) => s.labels.peer === "c")!.value).toBe(0);
+    expect(sampleValue(f, "weft_peer_inflight", { peer: "b" })).toBe(4);
+    expect(sampleValue(f, "weft_log_bytes", { channel: "orders", relay: "false" })).toBe(800);
+    // Two relay log channels of one event channel add up into one series.
+    expect(sampleValue(f, "weft_log_bytes", { channel: "orders", relay: "true" })).toBe(50);
+    expect(sampleValue(f, "weft_log_events", { channel: "orders", relay: "false" })).toBe(8);
+    expect(sampleValue(f, "weft_log_events", { channel: "orders", relay: "true" })).toBe(5);
+
+    backlog = 0;
+    f = await render(metrics);
+    expect(sampleValue(f, "weft_group_backlog", { relay: "false" })).toBe(0);
+  });
+
+  it("escapes label values and keeps sidecars in one process apart", async () => {
+    const a = new SidecarMetrics({ nodeId: "a", version: "0.1.0" });
+    const b = new SidecarMetrics({ nodeId: "b", version: "0.1.0" });
+    const odd = 'we"ird\\chan\nnel';
+    a.published(odd, 2);
+    b.published("plain", 5);
+    const fa = await render(a);
+    expect(sampleValue(fa, "weft_events_published_total", { channel: odd })).toBe(2);
+    expect(sampleValue(fa, "weft_events_published_total", { channel: "plain" })).toBe(0);
+    expect(sampleValue(await render(b), "weft_events_published_total", { channel: "plain" })).toBe(5);
+    // The process metrics are in both.
+    expect(fa.has("process_cpu_user_seconds_total")).toBe(true);
+    expect(a.contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+  });
+
+  it("composes with other observers, each told everything", () => {
+    const told: string[] = [];
+    const spy = new Proxy({} as Observer, { get: (_, name: string) => () => told.push(name) });
+    const metrics = new SidecarMetrics({ nodeId: "a", version: "0.1.0" });
+    const both = composeObservers(metrics, undefined, spy, NO_OBSERVER);
+    both.published("x", 1);
+    both.peerLink("p", true);
+    expect(told).toEqual(["published", "peerLink"]);
+    expect(composeObservers(undefined, NO_OBSERVER)).toBe(NO_OBSERVER);
+    expect(composeObservers(metrics)).toBe(metrics);
+  });
+});

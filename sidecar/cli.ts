@@ -62,14 +62,16 @@ export function buildProgram(exit: { code: number }): Command {
     .option("--peers-dns-interval <duration>", "how often --peers-dns names are resolved again, 1s to 1h (default: 30s)")
     .option("--peer-timeout <duration>", "how long a peer may be unreachable before others take its share, 100ms to 1h (default: 30s)")
     .option("--peer-window <n>", "the most events forwarded to a peer per group and not yet handled, 1 to 10000 (default: 1000)")
+    .option("--log-level <level>", "the least severe log records written: trace, debug, info, warn, error, fatal or silent (default: info)")
+    .option("--log-format <format>", "log records on stderr as json lines, or pretty for people (default: json)")
     .addHelpText(
       "after",
       `
 Settings come from, lowest precedence first: defaults, the config file, environment
 variables, flags. Each setting of the config file has an environment variable: WEFT_ and
 its name in upper snake case (WEFT_DATA_DIR, WEFT_LISTEN, WEFT_FSYNC, WEFT_MAX_EVENT_BYTES,
-WEFT_DEDUP_WINDOW, WEFT_RETENTION_MAX_AGE, WEFT_NODE_ID, WEFT_PEERS, ...). WEFT_CONFIG names
-a config file.
+WEFT_DEDUP_WINDOW, WEFT_RETENTION_MAX_AGE, WEFT_NODE_ID, WEFT_PEERS, WEFT_LOG_LEVEL, ...).
+WEFT_CONFIG names a config file.
 Durations are ms or e.g. "500ms", "30s", "10m", "7d"; sizes are bytes or e.g. "512KiB", "1MiB".
 The same --peers list on every sidecar, each one's own address included, forms one mesh.
 Stops gracefully on SIGINT or SIGTERM (a second one exits at once).`,

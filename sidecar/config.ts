@@ -5,6 +5,7 @@ import { parseDocument } from "yaml";
 import { WeftError } from "../src/contract/errors.js";
 import { NODE_ID_RULE, checkChannel, isNodeId } from "../src/contract/validate.js";
 import type { Retention } from "../src/log/origin-log.js";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../src/ops/logger.js";
 import { addressProblem, addressRule } from "./address.js";
 import { type SidecarConfig, defaultConfig } from "./sidecar.js";
 import { DURATION_RULE, SIZE_RULE, formatDuration, formatSize, parseDuration, parseSize } from "./units.js";
@@ -64,6 +65,10 @@ export interface ConfigFlags {
   peerTimeout?: string | number;
   /** --peer-window: a whole number. */
   peerWindow?: string | number;
+  /** --log-level: trace, debug, info, warn, error, fatal or silent. */
+  logLevel?: string;
+  /** --log-format: json or pretty. */
+  logFormat?: string;
 }
 
 /** The inputs of {@link resolveConfig}. */
@@ -113,6 +118,8 @@ interface Flat {
   peersDnsInterval: number;
   peerTimeout: number;
   peerWindow: number;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
 }
 type FlatKey = keyof Flat;
 type Found = { [K in FlatKey]?: { value: Flat[K]; source: ConfigSource } };
@@ -156,6 +163,8 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   peersDnsInterval: { env: "WEFT_PEERS_DNS_INTERVAL", flag: "peersDnsInterval", read: duration(SECOND, HOUR) },
   peerTimeout: { env: "WEFT_PEER_TIMEOUT", flag: "peerTimeout", read: duration(100, HOUR) },
   peerWindow: { env: "WEFT_PEER_WINDOW", flag: "peerWindow", read: integer(1, 10_000) },
+  logLevel: { env: "WEFT_LOG_LEVEL", flag: "logLevel", read: oneOf("log level", LOG_LEVELS) },
+  logFormat: { env: "WEFT_LOG_FORMAT", flag: "logFormat", read: oneOf("log format", LOG_FORMATS) },
 };
 const FLAT_KEYS = Object.keys(SETTINGS) as FlatKey[];
 
@@ -381,6 +390,8 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     peersDnsIntervalMs: pick("peersDnsInterval", d.peersDnsIntervalMs),
     peerTimeoutMs: pick("peerTimeout", d.peerTimeoutMs),
     peerWindow: pick("peerWindow", d.peerWindow),
+    logLevel: pick("logLevel", d.logLevel),
+    logFormat: pick("logFormat", d.logFormat),
   };
   checkPeerListen(found, config);
   checkHttp(found, config, "listen");
@@ -642,6 +653,16 @@ function size(min: number, max: number): Setting<number>["read"] {
     if (bytes < min) throw new Problem(`${describe(value)} is too small; use ${range}`);
     if (bytes > max) throw new Problem(`${describe(value)} is too large; use ${range}`);
     return bytes;
+  };
+}
+
+/** A reader of one of `choices`, as text; case and surrounding spaces are ignored. */
+function oneOf<T extends string>(noun: string, choices: readonly T[]): Setting<T>["read"] {
+  return (value) => {
+    const v = typeof value === "string" ? value.trim().toLowerCase() : undefined;
+    const choice = choices.find((c) => c === v);
+    if (choice === undefined) throw new Problem(`${describe(value)} is not a ${noun}; use one of ${choices.join(", ")}`);
+    return choice;
   };
 }
 

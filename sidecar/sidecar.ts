@@ -9,6 +9,8 @@ import { MeshNode } from "../src/mesh/mesh-node.js";
 import { HttpServer, serveOperations } from "../src/ops/http-server.js";
 import { SidecarMetrics } from "../src/ops/metrics.js";
 import { type Observer, composeObservers } from "../src/ops/observer.js";
+import { type LogFormat, type LogLevel, type Logger, createLogger } from "../src/ops/logger.js";
+import { OpenTelemetryTracing } from "../src/ops/tracing.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
 
 /** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
@@ -53,6 +55,18 @@ export interface SidecarConfig {
   peerTimeoutMs: number;
   /** Most events forwarded to one peer for one group and not yet handled there. */
   peerWindow: number;
+  /** The least severe log records written: trace, debug, info, warn, error, fatal or silent. */
+  logLevel: LogLevel;
+  /** Log records as JSON lines ("json") or as text for people ("pretty"), on stderr. */
+  logFormat: LogFormat;
+}
+
+/** What `Sidecar.start` may be given besides the configuration. */
+export interface SidecarStartOptions {
+  /** Told what happens to events (metrics, logs, traces), besides the sidecar's own metrics. */
+  observer?: Observer;
+  /** Where the sidecar logs. Default: stderr, at `config.logLevel` in `config.logFormat`. */
+  logger?: Logger;
 }
 
 export function defaultConfig(): SidecarConfig {
@@ -77,6 +91,8 @@ export function defaultConfig(): SidecarConfig {
     peersDnsIntervalMs: 30_000,
     peerTimeoutMs: 30_000,
     peerWindow: 1000,
+    logLevel: "info",
+    logFormat: "json",
   };
 }
 
@@ -132,8 +148,9 @@ export class Sidecar {
    * dials the peers. Health (grpc.health.v1) reports NOT_SERVING until all of that is done,
    * SERVING from then on until `stop()`. On failure everything started is stopped again.
    */
-  /** `observer` is told what happens to events (metrics, logs, traces). */
-  static async start(config: SidecarConfig, options: { observer?: Observer } = {}): Promise<Sidecar> {
+  static async start(config: SidecarConfig, options: SidecarStartOptions = {}): Promise<Sidecar> {
+    const logger = (options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat })).child({ node: config.nodeId });
+    const tracing = new OpenTelemetryTracing({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const metrics = new SidecarMetrics({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const observer = composeObservers(metrics, options.observer);
     await mkdir(config.dataDir, { recursive: true });
@@ -144,9 +161,11 @@ export class Sidecar {
       channelRetention: config.channels,
       observer,
     });
-    const engine = new DeliveryEngine(log, { observer });
+    const engine = new DeliveryEngine(log, {
+      observer,
+      onError: (err, channel, group) => logger.error({ channel, group, err }, `group ${channel}/${group}: ${(err as Error).message}`),
+    });
     const limits = { maxEventBytes: config.maxEventBytes, maxBatchEvents: config.maxBatchEvents, maxSubscriptions: config.maxSubscriptions };
-    const notice = (m: string): void => console.error(`weft sidecar [${config.nodeId}]: ${m}`);
     const mesh = new MeshNode({
       nodeId: config.nodeId,
       log,
@@ -156,8 +175,9 @@ export class Sidecar {
       peerTimeoutMs: config.peerTimeoutMs,
       peerWindow: config.peerWindow,
       softwareVersion: SOFTWARE_VERSION,
-      notice,
+      logger,
       observer,
+      tracing,
     });
     let server: ServiceServer | undefined;
     let peerServer: PeerServer | undefined;
@@ -169,7 +189,7 @@ export class Sidecar {
         // Tells the operator which of the two listeners failed.
         throw Object.assign(e as Error, { listener: "peer" });
       });
-      server = await ServiceServer.start({ log, engine, limits, observer }, { address: config.listen, maxMessageBytes: config.maxMessageBytes });
+      server = await ServiceServer.start({ log, engine, limits, observer, tracing }, { address: config.listen, maxMessageBytes: config.maxMessageBytes });
       metrics.watch({ log, engine, mesh });
       if (config.http !== "off") {
         http = await HttpServer.start(config.http).catch((e: unknown) => {
@@ -189,7 +209,7 @@ export class Sidecar {
       peersDns: config.peersDns,
       dnsIntervalMs: config.peersDnsIntervalMs,
       maxMessageBytes: config.maxMessageBytes,
-      notice,
+      logger,
     });
     dialer.start();
     let sweeping = false;
@@ -198,7 +218,7 @@ export class Sidecar {
       sweeping = true;
       log
         .sweep()
-        .catch((e: unknown) => console.error(`weft sidecar: retention sweep failed, will retry: ${(e as Error).message}`))
+        .catch((err: unknown) => logger.error({ err }, `retention sweep failed, will retry: ${(err as Error).message}`))
         .finally(() => (sweeping = false));
     }, config.sweepIntervalMs);
     sweeper.unref();

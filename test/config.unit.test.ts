@@ -126,6 +126,8 @@ peersDns: weft-peers.mesh.svc:7421
 peersDnsInterval: 1m
 peerTimeout: 10s
 peerWindow: 500
+logLevel: debug
+logFormat: pretty
 `);
     expect(config).toEqual({
       dataDir: "/var/lib/weft",
@@ -152,6 +154,8 @@ peerWindow: 500
       peersDnsIntervalMs: 60_000,
       peerTimeoutMs: 10_000,
       peerWindow: 500,
+      logLevel: "debug",
+      logFormat: "pretty",
     });
   });
 
@@ -210,6 +214,8 @@ peerWindow: 500
         WEFT_PEERS_DNS_INTERVAL: "5s",
         WEFT_PEER_TIMEOUT: "250ms",
         WEFT_PEER_WINDOW: "64",
+        WEFT_LOG_LEVEL: "WARN",
+        WEFT_LOG_FORMAT: "pretty",
       },
     });
     expect(config).toEqual({
@@ -233,6 +239,8 @@ peerWindow: 500
       peersDnsIntervalMs: 5000,
       peerTimeoutMs: 250,
       peerWindow: 64,
+      logLevel: "warn",
+      logFormat: "pretty",
     });
   });
 
@@ -259,6 +267,8 @@ peerWindow: 500
       "WEFT_PEERS_DNS_INTERVAL",
       "WEFT_PEER_TIMEOUT",
       "WEFT_PEER_WINDOW",
+      "WEFT_LOG_LEVEL",
+      "WEFT_LOG_FORMAT",
     ]);
   });
 
@@ -924,5 +934,55 @@ peerWindow: 10
       expect(e.source).toEqual({ kind: "flag", name });
       expect(e.message.startsWith(`flag ${name}: `)).toBe(true);
     }
+  });
+});
+
+describe("log settings", () => {
+  it("default to info, as JSON", async () => {
+    const config = await resolveConfig({ env: {} });
+    expect([config.logLevel, config.logFormat]).toEqual(["info", "json"]);
+  });
+
+  it.each(["trace", "debug", "info", "warn", "error", "fatal", "silent"])("accepts the level %s from a file, the environment and a flag", async (level) => {
+    expect((await fromYaml(`logLevel: ${level}`)).logLevel).toBe(level);
+    expect((await resolveConfig({ env: { WEFT_LOG_LEVEL: level.toUpperCase() } })).logLevel).toBe(level);
+    expect((await resolveConfig({ env: {}, flags: { logLevel: ` ${level} ` } })).logLevel).toBe(level);
+  });
+
+  it("applies defaults < file < environment < flags", async () => {
+    const path = await file("logLevel: error\nlogFormat: pretty\n");
+    const env = { WEFT_LOG_LEVEL: "debug" };
+    expect(await resolveConfig({ file: path, env: {} })).toMatchObject({ logLevel: "error", logFormat: "pretty" });
+    expect(await resolveConfig({ file: path, env })).toMatchObject({ logLevel: "debug", logFormat: "pretty" });
+    expect(await resolveConfig({ file: path, env, flags: { logLevel: "trace", logFormat: "json" } })).toMatchObject({ logLevel: "trace", logFormat: "json" });
+  });
+
+  it.each([
+    ["verbose", '"verbose" is not a log level; use one of trace, debug, info, warn, error, fatal, silent'],
+    ["warning", '"warning" is not a log level; use one of trace, debug, info, warn, error, fatal, silent'],
+    ["30", '"30" is not a log level; use one of trace, debug, info, warn, error, fatal, silent'],
+  ])("refuses the level %j, naming the source and the levels", async (value, problem) => {
+    const env = await refusal({ env: { WEFT_LOG_LEVEL: value } });
+    expect(env.message).toBe(`environment variable WEFT_LOG_LEVEL: ${problem}`);
+    const flag = await refusal({ env: {}, flags: { logLevel: value } });
+    expect(flag.source).toEqual({ kind: "flag", name: "--log-level" });
+    expect(flag.message).toBe(`flag --log-level: ${problem}`);
+  });
+
+  it("refuses a level that is not text in a file, and a bad format anywhere", async () => {
+    const number = await yamlRefusal("logLevel: 30");
+    expect(number.key).toBe("logLevel");
+    expect(number.problem).toBe("30 is not a log level; use one of trace, debug, info, warn, error, fatal, silent");
+    const list = await yamlRefusal("logLevel: [info]");
+    expect(list.problem).toBe("a list is not a log level; use one of trace, debug, info, warn, error, fatal, silent");
+    const format = await refusal({ env: {}, flags: { logFormat: "text" } });
+    expect(format.message).toBe('flag --log-format: "text" is not a log format; use one of json, pretty');
+    const envFormat = await refusal({ env: { WEFT_LOG_FORMAT: "yaml" } });
+    expect(envFormat.source).toEqual({ kind: "env", name: "WEFT_LOG_FORMAT" });
+  });
+
+  it("suggests logLevel for a near miss in a file", async () => {
+    const e = await yamlRefusal("loglevel: debug");
+    expect(e.problem).toContain('did you mean "logLevel"?');
   });
 });

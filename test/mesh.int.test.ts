@@ -3,6 +3,7 @@ import type { Delivery, Subscription } from "../src/client/index.js";
 import { collect, eventually, settle, take } from "./support/collect.js";
 import { linked, settled, startMesh } from "./support/mesh.js";
 import { Dialer } from "../src/mesh/dialer.js";
+import { SILENT_LOGGER } from "../src/ops/logger.js";
 import { freePort } from "./support/process.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
@@ -258,7 +259,7 @@ describe("dialing peers from DNS", () => {
       peersDns: ["mesh.example:1"],
       dnsIntervalMs: 20,
       maxMessageBytes: 1024 * 1024,
-      notice: () => {},
+      logger: SILENT_LOGGER,
       lookup: async () => answer,
     });
     try {

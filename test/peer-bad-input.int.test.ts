@@ -1,7 +1,8 @@
 import { status } from "@grpc/grpc-js";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Subscription } from "../src/client/index.js";
 import { Reason } from "../src/contract/errors.js";
+import { createLogger } from "../src/ops/logger.js";
 import { type ForwardedEvent, writeForward } from "../src/mesh/frames.js";
 import { eventually, settle, take } from "./support/collect.js";
 import { type LinkStatus, type RawLink, RawPeer, eventBytes, forwarded, groupInterest, hello } from "./support/raw-peer.js";
@@ -517,31 +518,25 @@ describe("two sidecars with the same node id", () => {
   });
 
   it("refuse to link, log why, and both go on serving", async () => {
-    const notices: string[] = [];
-    const error = console.error;
-    const spy = vi.spyOn(console, "error").mockImplementation((...args: unknown[]) => {
-      notices.push(args.map(String).join(" "));
-      error(...args);
-    });
-    try {
-      const b = await startSidecar({ nodeId: "twin" });
-      all.push(b);
-      const a = await startSidecar({ nodeId: "twin", peers: [b.peerAddress] });
-      all.push(a);
-      // The dialer (a) logs the refusal; the acceptor (b) logs that it refused.
-      await eventually(() => notices.some((m) => m.includes(`cannot link with ${b.peerAddress}`) && m.includes(Reason.DUPLICATE_NODE_ID)), 10_000, "the dialer's notice");
-      await eventually(() => notices.some((m) => m.includes("refused a link") && m.includes("twin")), 10_000, "the acceptor's notice");
-      expect(a.sidecar.mesh.status()).toEqual([]);
-      expect(b.sidecar.mesh.status()).toEqual([]);
-      expect(a.sidecar.mesh.instance).not.toBe(b.sidecar.mesh.instance);
-      await expectServing(a);
-      await expectServing(b);
-      // Still refused after those links came and went.
-      expect(a.sidecar.mesh.status().filter((p) => p.nodeId === "twin")).toEqual([]);
-      expect(b.sidecar.mesh.status().filter((p) => p.nodeId === "twin")).toEqual([]);
-    } finally {
-      spy.mockRestore();
-    }
+    const records: { level: string; msg: string; reason?: string; address?: string }[] = [];
+    const logger = createLogger({ level: "info", destination: { write: (line: string) => records.push(JSON.parse(line)) } });
+    const b = await startSidecar({ nodeId: "twin" }, { logger });
+    all.push(b);
+    const a = await startSidecar({ nodeId: "twin", peers: [b.peerAddress] }, { logger });
+    all.push(a);
+    // The dialer (a) logs the refusal; the acceptor (b) logs that it refused.
+    const dialer = (r: (typeof records)[number]): boolean => r.level === "warn" && r.address === b.peerAddress && r.reason === Reason.DUPLICATE_NODE_ID;
+    await eventually(() => records.some((r) => dialer(r) && r.msg.includes(`cannot link with ${b.peerAddress}`)), 10_000, "the dialer's record");
+    const acceptor = (r: (typeof records)[number]): boolean => r.level === "warn" && r.reason === Reason.DUPLICATE_NODE_ID && r.msg.includes("refused a link");
+    await eventually(() => records.some((r) => acceptor(r) && r.msg.includes("twin")), 10_000, "the acceptor's record");
+    expect(a.sidecar.mesh.status()).toEqual([]);
+    expect(b.sidecar.mesh.status()).toEqual([]);
+    expect(a.sidecar.mesh.instance).not.toBe(b.sidecar.mesh.instance);
+    await expectServing(a);
+    await expectServing(b);
+    // Still refused after those links came and went.
+    expect(a.sidecar.mesh.status().filter((p) => p.nodeId === "twin")).toEqual([]);
+    expect(b.sidecar.mesh.status().filter((p) => p.nodeId === "twin")).toEqual([]);
   });
 });
 

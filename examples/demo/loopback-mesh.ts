@@ -16,6 +16,20 @@ const STOP_TIMEOUT_MS = 10_000;
 /** Lines of a sidecar's stderr kept for error messages. */
 const TAIL_LINES = 20;
 
+/**
+ * The message of one line of a sidecar's stderr: a log record's `msg` (the sidecar logs JSON
+ * lines, docs/observability.md), or the line itself when it is not a record.
+ */
+function messageOf(line: string): string {
+  if (!line.startsWith("{")) return line;
+  try {
+    const msg = (JSON.parse(line) as { msg?: unknown }).msg;
+    return typeof msg === "string" ? msg : line;
+  } catch {
+    return line;
+  }
+}
+
 /** One `weft sidecar` process of the demo. */
 export interface DemoSidecar {
   /** Its node id. */
@@ -85,7 +99,8 @@ class SidecarProcess implements DemoSidecar {
     this.child.stderr!.on("data", (text: string) => {
       const lines = (this.partial + text).split("\n");
       this.partial = lines.pop()!;
-      for (const line of lines) {
+      for (const record of lines) {
+        const line = messageOf(record);
         this.tail.push(line);
         if (this.tail.length > TAIL_LINES) this.tail.shift();
         const signal = /^weft sidecar: (SIG[A-Z]+), stopping/.exec(line)?.[1];

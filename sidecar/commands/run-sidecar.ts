@@ -1,3 +1,4 @@
+import { createLogger } from "../../src/ops/logger.js";
 import { ConfigError, resolveConfig } from "../config.js";
 import { Sidecar, type SidecarConfig } from "../sidecar.js";
 import { CommandError, EXIT_FAILURE, EXIT_USAGE } from "./arguments.js";
@@ -18,17 +19,22 @@ export interface SidecarOptions {
   peersDnsInterval?: string;
   peerTimeout?: string;
   peerWindow?: string;
+  logLevel?: string;
+  logFormat?: string;
 }
 
 /**
- * `weft sidecar`: resolves the configuration, starts the sidecar, prints one line with the
+ * `weft sidecar`: resolves the configuration, starts the sidecar, logs one record with the
  * bound address, and runs until SIGINT or SIGTERM, then stops gracefully. A second signal
- * exits at once.
+ * exits at once. From the start on, what it says goes to the log (docs/observability.md);
+ * a configuration it cannot use or a start that fails is a plain `error:` line.
  * @returns the exit status: 0 after a graceful stop.
  * @throws CommandError when the configuration is unusable or the sidecar cannot start.
  */
 export async function sidecarCommand(o: SidecarOptions): Promise<number> {
   let config: SidecarConfig;
+  // Told once the log's level and format are known.
+  const warnings: string[] = [];
   try {
     config = await resolveConfig({
       file: o.config,
@@ -46,25 +52,30 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         peersDnsInterval: o.peersDnsInterval,
         peerTimeout: o.peerTimeout,
         peerWindow: o.peerWindow,
+        logLevel: o.logLevel,
+        logFormat: o.logFormat,
       },
-      warn: (message) => note(`weft sidecar: warning: ${message}`),
+      warn: (message) => warnings.push(`weft sidecar: warning: ${message}`),
     });
   } catch (e) {
+    for (const w of warnings) note(w);
     if (!(e instanceof ConfigError)) throw e;
     // A bad flag is a usage error; a bad file or environment is a failed start.
     throw new CommandError(`invalid configuration: ${e.message}`, e.source.kind === "flag" ? EXIT_USAGE : EXIT_FAILURE);
   }
 
+  const base = createLogger({ level: config.logLevel, format: config.logFormat });
+  const logger = base.child({ node: config.nodeId });
+  for (const w of warnings) logger.warn({}, w);
+
   let sidecar: Sidecar;
   try {
-    sidecar = await Sidecar.start(config);
+    sidecar = await Sidecar.start(config, { logger: base });
   } catch (e) {
     throw new CommandError(`cannot start the sidecar: ${startProblem(e, config)}`);
   }
-  const http = sidecar.httpAddress ? `http://${sidecar.httpAddress}` : "off";
-  note(`weft sidecar listening on ${sidecar.address} (node ${config.nodeId}, peers on ${sidecar.peerAddress}, http ${http}, data ${config.dataDir})`);
-
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+  // Listening for signals before saying so: whoever waits for the line may signal at once.
+  const signalled = new Promise<NodeJS.Signals>((resolve) => {
     const once = (s: NodeJS.Signals): void => {
       process.off("SIGINT", once);
       process.off("SIGTERM", once);
@@ -73,19 +84,27 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
     process.on("SIGINT", once);
     process.on("SIGTERM", once);
   });
-  note(`weft sidecar: ${signal}, stopping (again to exit at once)`);
+  const http = sidecar.httpAddress ? `http://${sidecar.httpAddress}` : "off";
+  logger.info(
+    { address: sidecar.address, peerAddress: sidecar.peerAddress, http: sidecar.httpAddress, dataDir: config.dataDir },
+    `weft sidecar listening on ${sidecar.address} (node ${config.nodeId}, peers on ${sidecar.peerAddress}, http ${http}, data ${config.dataDir})`,
+  );
+
+  const signal = await signalled;
+  logger.info({ signal }, `weft sidecar: ${signal}, stopping (again to exit at once)`);
   const force = (s: NodeJS.Signals): void => {
-    note(`weft sidecar: ${s} again, exiting without finishing the stop`);
+    logger.warn({ signal: s }, `weft sidecar: ${s} again, exiting without finishing the stop`);
     process.exit(EXIT_FAILURE);
   };
   process.on("SIGINT", force);
   process.on("SIGTERM", force);
   try {
     await sidecar.stop();
-  } catch (e) {
-    throw new CommandError(`the sidecar did not stop cleanly: ${(e as Error).message}`);
+  } catch (err) {
+    logger.error({ err }, `the sidecar did not stop cleanly: ${(err as Error).message}`);
+    return EXIT_FAILURE;
   }
-  note("weft sidecar stopped");
+  logger.info({}, "weft sidecar stopped");
   return 0;
 }
 

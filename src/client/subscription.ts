@@ -47,6 +47,15 @@ export interface Delivery {
   text(): string;
   /** The payload parsed as JSON. */
   json<T = unknown>(): T;
+  /**
+   * The W3C trace context the publisher attached (the event's "traceparent" attribute,
+   * unchanged across every hop and redelivery), or undefined. Continue the trace with
+   * `propagation.extract(context.active(), delivery.event.attributes)` of
+   * `@opentelemetry/api`, or parse it as https://www.w3.org/TR/trace-context/ says.
+   */
+  readonly traceparent: string | undefined;
+  /** The vendor trace state next to `traceparent` (the "tracestate" attribute), or undefined. */
+  readonly tracestate: string | undefined;
   /** Marks the event handled. Idempotent; a no-op after the stream it came on was replaced. */
   ack(): void;
   /** Asks for redelivery, after `delayMs` if given. Idempotent like `ack`. */
@@ -286,6 +295,12 @@ class ReceivedDelivery implements Delivery {
     this.data = this.event.data;
   }
 
+  get traceparent(): string | undefined {
+    return this.event.attributes.traceparent;
+  }
+  get tracestate(): string | undefined {
+    return this.event.attributes.tracestate;
+  }
   text(): string {
     return Buffer.from(this.event.data).toString("utf8");
   }

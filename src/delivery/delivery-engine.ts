@@ -12,8 +12,8 @@ export interface DeliveryEngineOptions {
   maxPendingPerGroup?: number;
   /** Most event bytes each group reads ahead into memory. Default 64 MiB. */
   maxPendingBytesPerGroup?: number;
-  /** Told about storage failures the engine survives. Default: printed to stderr. */
-  onError?: (error: unknown) => void;
+  /** Told about storage failures the engine survives, and in which group. Default: printed to stderr. */
+  onError?: (error: unknown, channel: string, group: string) => void;
   /** Told about deliveries, acks, dead letters and expiry. */
   observer?: Observer;
   now?: () => number;
@@ -333,7 +333,10 @@ export class DeliveryEngine {
       maxPending: this.options.maxPendingPerGroup ?? 10_000,
       maxPendingBytes: this.options.maxPendingBytesPerGroup ?? 64 * 1024 * 1024,
       now: this.now,
-      onError: this.options.onError ?? ((e) => console.error(`weft: group ${record.channel}/${record.group}: ${(e as Error).message}`)),
+      onError: (e) => {
+        if (this.options.onError) this.options.onError(e, record.channel, record.group);
+        else console.error(`weft: group ${record.channel}/${record.group}: ${(e as Error).message}`);
+      },
     });
   }
 }

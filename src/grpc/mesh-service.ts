@@ -14,6 +14,7 @@ import {
 } from "../gen/weft/v1/mesh_pb.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import type { Observer } from "../ops/observer.js";
+import type { EventTracing, PublishedEvent } from "../ops/tracing.js";
 import { failStream, writeSafe } from "./status.js";
 import { type RawPublishResult, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
 
@@ -43,6 +44,8 @@ export interface MeshServiceDeps {
   limits: Limits;
   /** Told what publishers sent. */
   observer?: Observer;
+  /** Adds spans to the traces of events published and delivered here. */
+  tracing?: EventTracing;
 }
 
 /**
@@ -122,6 +125,7 @@ export class MeshService {
       let results: RawPublishResult[];
       let entries: AppendEntry[];
       let slots: number[];
+      const valid: PublishedEvent[] = [];
       try {
         const request = readPublishRequest(bytes, limits.maxBatchEvents);
         if (request.tooMany) {
@@ -150,6 +154,7 @@ export class MeshService {
             return;
           }
           slots.push(i);
+          valid.push(event);
           entries.push({ channel: event.channel, source: event.source, id: event.id, key: event.key, bytes: raw });
         });
       } catch (e) {
@@ -159,8 +164,10 @@ export class MeshService {
       if (entries.length > 0) this.observePublished(entries);
       outstanding++;
       if (outstanding >= MAX_OUTSTANDING_BATCHES) call.pause();
+      const traced = entries.length > 0 ? this.deps.tracing?.publishing(valid) : undefined;
       const appended = entries.length > 0 ? log.append(entries) : Promise.resolve([]);
       appended.catch(() => {}); // handled in order by the chain below; not an unhandled rejection meanwhile
+      if (traced) appended.then(traced, (e: unknown) => traced(e instanceof Error ? e : new Error(String(e))));
       chain = chain
         .then(() => appended)
         .then(
@@ -248,6 +255,7 @@ export class MeshService {
           this.deps.engine
             .join(settings, {
               send: (deliveries) => {
+                this.deps.tracing?.delivering(settings.channel, settings.group, deliveries);
                 for (const m of writeDeliveries(deliveries, MAX_DELIVERY_MESSAGE_BYTES)) writeSafe(call, m);
               },
             })

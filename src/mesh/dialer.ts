@@ -3,6 +3,7 @@ import { type Client, type ClientDuplexStream, credentials, makeGenericClientCon
 import { Reason } from "../contract/errors.js";
 import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
 import { rawServiceDefinition } from "../grpc/definitions.js";
+import type { Logger } from "../ops/logger.js";
 import type { MeshNode } from "./mesh-node.js";
 import { type LinkClosed, PeerLink, clientTransport } from "./peer-link.js";
 
@@ -15,7 +16,8 @@ export interface DialerOptions {
   dnsIntervalMs: number;
   /** Largest message accepted from a peer, bytes. */
   maxMessageBytes: number;
-  notice: (message: string) => void;
+  /** Told about names that do not resolve and addresses it cannot link with. */
+  logger: Logger;
   /** Resolves a DNS name to its addresses. Default: the system resolver (dns.lookup). */
   lookup?: (name: string) => Promise<{ address: string; family: number }[]>;
 }
@@ -88,7 +90,7 @@ export class Dialer {
         }
       } catch (e) {
         complete = false;
-        this.options.notice(`cannot resolve peer name ${name} (will try again in ${this.options.dnsIntervalMs} ms): ${(e as Error).message}`);
+        this.options.logger.warn({ name }, `cannot resolve peer name ${name} (will try again in ${this.options.dnsIntervalMs} ms): ${(e as Error).message}`);
       }
     }
     // An address gone from DNS (a pod replaced) stops being dialed after three resolutions
@@ -154,7 +156,7 @@ class DialTarget {
         // refuse each other for a moment.
         failures = why.reason === lastReason ? failures + 1 : 1;
         if (failures === 3 || (failures === 1 && why.reason !== "UNAVAILABLE")) {
-          this.options.notice(`cannot link with ${this.address}: ${why.reason}: ${why.message} (retrying)`);
+          this.options.logger.warn({ address: this.address, reason: why.reason }, `cannot link with ${this.address}: ${why.reason}: ${why.message} (retrying)`);
         }
       }
       lastReason = why.reason;

@@ -12,7 +12,9 @@ import { joinSettings } from "../grpc/mesh-service.js";
 import { readEvent } from "../grpc/wire.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import { relayIdentity } from "../log/record.js";
+import { type Logger, createLogger } from "../ops/logger.js";
 import type { Observer } from "../ops/observer.js";
+import type { EventTracing } from "../ops/tracing.js";
 import { relayChannel } from "../delivery/delivery-engine.js";
 import { type ForwardedEvent, type IncomingFrame, MAX_FORWARD_EVENTS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, writeForward, writeFrame } from "./frames.js";
 import type { LinkClosed, LinkHost, PeerLink } from "./peer-link.js";
@@ -33,10 +35,12 @@ export interface MeshNodeOptions {
   /** How long a group stays advertised after its last member here left, ms. Default min(5 s, peer timeout). */
   lingerMs?: number;
   softwareVersion?: string;
-  /** Told about links coming and going and peers refused. Default: stderr. */
-  notice?: (message: string) => void;
+  /** Told about links coming and going, peers refused and groups it cannot serve. Default: stderr. */
+  logger?: Logger;
   /** Told about forwards and links. */
   observer?: Observer;
+  /** Adds spans to the traces of forwarded events. */
+  tracing?: EventTracing;
 }
 
 /** A group behind a peer, as a member of this sidecar's group: the origin's side of forwarding. */
@@ -109,12 +113,12 @@ export class MeshNode implements LinkHost {
   private stopped = false;
   readonly heartbeatMs: number;
   private readonly lingerMs: number;
-  private readonly notice: (message: string) => void;
+  private readonly log: Logger;
 
   constructor(private readonly options: MeshNodeOptions) {
     this.heartbeatMs = options.heartbeatMs ?? Math.max(20, Math.min(1000, Math.floor(options.peerTimeoutMs / 5)));
     this.lingerMs = options.lingerMs ?? Math.min(5000, options.peerTimeoutMs);
-    this.notice = options.notice ?? ((m) => console.error(`weft mesh: ${m}`));
+    this.log = options.logger ?? createLogger().child({ node: options.nodeId });
   }
 
   get nodeId(): string {
@@ -227,7 +231,7 @@ export class MeshNode implements LinkHost {
         `another sidecar uses this sidecar's node id ${JSON.stringify(hello.nodeId)}: every sidecar of a mesh needs its own --node-id`,
         "hello.node_id",
       );
-      this.notice(`refused a link${link.address ? ` with ${link.address}` : ""}: ${e.message}`);
+      this.log.warn({ address: link.address || undefined, reason: e.reason }, `refused a link${link.address ? ` with ${link.address}` : ""}: ${e.message}`);
       return e;
     }
     let peer = this.peers.get(hello.nodeId);
@@ -265,7 +269,8 @@ export class MeshNode implements LinkHost {
   up(link: PeerLink): void {
     setTimeout(() => this.prove(link), PROOF_MS).unref();
     this.options.observer?.peerLink(link.nodeId, true);
-    this.notice(`linked with ${link.nodeId}${link.address ? ` at ${link.address}` : ""} (${link.role === "dialer" ? "dialed" : "accepted"})`);
+    const role = link.role === "dialer" ? "dialed" : "accepted";
+    this.log.info({ peer: link.nodeId, address: link.address || undefined, role }, `linked with ${link.nodeId}${link.address ? ` at ${link.address}` : ""} (${role})`);
     const state = this.linkStates.get(link)!;
     const groups = this.options.engine.knownGroups().map((g) => toGroupInterest(g, this.advertised.has(groupKey(g.channel, g.group))));
     for (const g of groups) if (g.members) state.advertised.add(groupKey(g.channel, g.group));
@@ -278,7 +283,10 @@ export class MeshNode implements LinkHost {
     peer.link = undefined;
     this.options.observer?.peerLink(peer.nodeId, false);
     if (this.stopped) return;
-    this.notice(`link with ${peer.nodeId} lost (${why.reason}: ${why.message}); its share waits ${this.options.peerTimeoutMs} ms for it to come back`);
+    this.log.warn(
+      { peer: peer.nodeId, reason: why.reason, peerTimeoutMs: this.options.peerTimeoutMs },
+      `link with ${peer.nodeId} lost (${why.reason}: ${why.message}); its share waits ${this.options.peerTimeoutMs} ms for it to come back`,
+    );
     // A timer already running (a link that failed before it proved itself) keeps counting.
     peer.lost ??= setTimeout(() => this.lose(peer), this.options.peerTimeoutMs);
     peer.lost.unref();
@@ -331,7 +339,11 @@ export class MeshNode implements LinkHost {
       const rg = peer.groups.get(groupKey(settings.channel, settings.group));
       if (rg) this.removeRemote(peer, rg);
       // Durable: this sidecar keeps the group's events from its creation on, members or not.
-      this.options.engine.ensure(settings).catch((e: unknown) => this.notice(`cannot create ${settings.channel}/${settings.group} learnt from ${peer.nodeId}: ${(e as Error).message}`));
+      this.options.engine
+        .ensure(settings)
+        .catch((e: unknown) =>
+          this.log.error({ peer: peer.nodeId, channel: settings.channel, group: settings.group, err: e }, `cannot create ${settings.channel}/${settings.group} learnt from ${peer.nodeId}: ${(e as Error).message}`),
+        );
     }
   }
 
@@ -397,7 +409,10 @@ export class MeshNode implements LinkHost {
         },
         (e: unknown) => {
           peer.groups.delete(key);
-          this.notice(`cannot forward ${settings.channel}/${settings.group} to ${peer.nodeId}: ${(e as Error).message}`);
+          this.log.error(
+            { peer: peer.nodeId, channel: settings.channel, group: settings.group, reason: (e as Partial<WeftError>).reason },
+            `cannot forward ${settings.channel}/${settings.group} to ${peer.nodeId}: ${(e as Error).message}`,
+          );
         },
       );
   }
@@ -425,7 +440,10 @@ export class MeshNode implements LinkHost {
    */
   private lose(peer: PeerState): void {
     if (this.stopped || this.peers.get(peer.nodeId) !== peer) return;
-    this.notice(`peer ${peer.nodeId} gone for ${this.options.peerTimeoutMs} ms: its unfinished events go to the other members of ${peer.groups.size} group(s)`);
+    this.log.warn(
+      { peer: peer.nodeId, peerTimeoutMs: this.options.peerTimeoutMs, groups: peer.groups.size },
+      `peer ${peer.nodeId} gone for ${this.options.peerTimeoutMs} ms: its unfinished events go to the other members of ${peer.groups.size} group(s)`,
+    );
     this.peers.delete(peer.nodeId);
     for (const rg of peer.groups.values()) {
       rg.removed = true;
@@ -446,6 +464,7 @@ export class MeshNode implements LinkHost {
     const flush = (): void => {
       if (batch.length === 0) return;
       link.send(writeForward(this.nextForwardId++, batch));
+      this.options.tracing?.forwarding(peer.nodeId, batch);
       this.options.observer?.forwarded(peer.nodeId, rg.settings.channel, rg.settings.group, batch.length, bytes);
       batch = [];
       bytes = 0;
@@ -469,7 +488,8 @@ export class MeshNode implements LinkHost {
    */
   private unsendable(peer: PeerState, rg: RemoteGroup, d: OutgoingDelivery, limit: number): void {
     rg.inflight.delete(d.event.sequence);
-    this.notice(
+    this.log.warn(
+      { peer: peer.nodeId, channel: rg.settings.channel, group: rg.settings.group, sequence: d.event.sequence, bytes: d.event.bytes.length, limit },
       `${rg.settings.channel}#${d.event.sequence} (${d.event.bytes.length} bytes) is too large for ${peer.nodeId}, which accepts frames of ${limit} bytes; refused for ${rg.settings.group} there (raise maxMessageBytes on ${peer.nodeId})`,
     );
     setImmediate(() => {

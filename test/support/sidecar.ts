@@ -1,8 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Sidecar, type SidecarConfig, defaultConfig } from "../../sidecar/sidecar.js";
-import type { Observer } from "../../src/ops/observer.js";
+import { Sidecar, type SidecarConfig, type SidecarStartOptions, defaultConfig } from "../../sidecar/sidecar.js";
 import { type ConnectOptions, type WeftClient, connect } from "../../src/client/index.js";
 
 /** A fresh data directory under the system temp dir. */
@@ -27,7 +26,7 @@ export interface TestSidecar {
   dispose(): Promise<void>;
 }
 
-export async function startSidecar(overrides: Partial<SidecarConfig> = {}, options: { observer?: Observer } = {}): Promise<TestSidecar> {
+export async function startSidecar(overrides: Partial<SidecarConfig> = {}, options: SidecarStartOptions = {}): Promise<TestSidecar> {
   const dataDir = overrides.dataDir ?? (await tempDir());
   const config: SidecarConfig = { ...defaultConfig(), listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "127.0.0.1:0", shutdownGraceMs: 1000, ...overrides, dataDir };
   const clients: WeftClient[] = [];

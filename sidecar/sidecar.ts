@@ -10,6 +10,7 @@ import { HttpServer, serveOperations } from "../src/ops/http-server.js";
 import { SidecarMetrics } from "../src/ops/metrics.js";
 import { type Observer, composeObservers } from "../src/ops/observer.js";
 import { type LogFormat, type LogLevel, type Logger, createLogger } from "../src/ops/logger.js";
+import { logObserver } from "../src/ops/log-observer.js";
 import { OpenTelemetryTracing } from "../src/ops/tracing.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
 
@@ -152,7 +153,7 @@ export class Sidecar {
     const logger = (options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat })).child({ node: config.nodeId });
     const tracing = new OpenTelemetryTracing({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const metrics = new SidecarMetrics({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
-    const observer = composeObservers(metrics, options.observer);
+    const observer = composeObservers(metrics, logObserver(logger), options.observer);
     await mkdir(config.dataDir, { recursive: true });
     const log = await OriginLog.open(config.dataDir, {
       fsync: config.fsync,

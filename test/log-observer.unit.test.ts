@@ -1,0 +1,65 @@
+import { describe, expect, it } from "vitest";
+import type { StoredEvent } from "../src/log/record.js";
+import { logObserver } from "../src/ops/log-observer.js";
+import { type LogLevel, createLogger } from "../src/ops/logger.js";
+import { NO_OBSERVER } from "../src/ops/observer.js";
+
+function capture(level: LogLevel) {
+  const records: Record<string, unknown>[] = [];
+  const logger = createLogger({ level, destination: { write: (line: string) => records.push(JSON.parse(line)) } });
+  return { observer: logObserver(logger), records };
+}
+
+const event: StoredEvent = { channel: "orders", sequence: 7, appendedAt: 0, key: "", bytes: new Uint8Array() };
+
+/** Tells the observer one of everything. */
+function tellAll(o: ReturnType<typeof logObserver>): void {
+  o.published("orders", 3);
+  o.stored("orders", 3, 300);
+  o.deduplicated("orders");
+  o.forwarded("west", "orders", "billing", 2, 200);
+  o.delivered("orders", "billing", [{ deliveryId: 1, attempt: 1, deadline: 0, event }, { deliveryId: 2, attempt: 2, deadline: 0, event }]);
+  o.acked("orders", "billing", event);
+  o.deadLettered("orders", "billing");
+  o.expired("orders", undefined, 5);
+  o.expired("orders", "billing", 2);
+  o.peerLink("west", true);
+}
+
+describe("the log observer", () => {
+  it("logs dead letters and events lost to retention at warn, and nothing else, at the default level", () => {
+    const { observer, records } = capture("info");
+    tellAll(observer);
+    expect(records).toMatchObject([
+      { level: "warn", channel: "orders", group: "billing", msg: "an event of orders went to the dead letters of billing after its last attempt" },
+      { level: "warn", channel: "orders", group: "billing", count: 2, msg: "retention removed 2 event(s) of orders before billing finished them" },
+    ]);
+    // The per-event hooks are the no-ops themselves: nothing to pay on the path of an event.
+    expect(observer.published).toBe(NO_OBSERVER.published);
+    expect(observer.acked).toBe(NO_OBSERVER.acked);
+  });
+
+  it("logs retention at debug, and every batch and ack at trace", () => {
+    const debug = capture("debug");
+    tellAll(debug.observer);
+    expect(debug.records.map((r) => r.level)).toEqual(["warn", "debug", "warn"]);
+    const trace = capture("trace");
+    tellAll(trace.observer);
+    expect(trace.records.map((r) => [r.level, r.msg])).toEqual([
+      ["trace", "published 3 event(s) to orders"],
+      ["trace", "stored 3 event(s) in orders"],
+      ["trace", "a duplicate publish to orders, acked with its first sequence"],
+      ["trace", "forwarded 2 event(s) of orders to west for billing"],
+      ["trace", "delivered 2 event(s) of orders to a member of billing"],
+      ["trace", "billing acked orders#7"],
+      ["warn", "an event of orders went to the dead letters of billing after its last attempt"],
+      ["debug", "retention removed 5 event(s) of orders"],
+      ["warn", "retention removed 2 event(s) of orders before billing finished them"],
+    ]);
+    expect(trace.records[4]).toMatchObject({ count: 2, redeliveries: 1 });
+  });
+
+  it("is no observer at all above warn", () => {
+    expect(capture("error").observer).toBe(NO_OBSERVER);
+  });
+});

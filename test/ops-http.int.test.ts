@@ -155,11 +155,18 @@ describe("the sidecar's HTTP endpoints", () => {
       throw new Error("boom");
     });
     server.route("GET", "/later", async () => Promise.reject(new Error("later boom")));
+    // A handler gets the request body to read.
+    server.route("PUT", "/echo", async (req, res) => {
+      let body = "";
+      for await (const chunk of req) body += String(chunk);
+      res.end(`got ${body}`);
+    });
     const address = t.sidecar.httpAddress!;
     expect(await http(address, "GET", "/hello?name=weft")).toMatchObject({ status: 200, body: "hello weft" });
     expect(await http(address, "POST", "/hello")).toMatchObject({ status: 500, body: "internal error: boom\n" });
     expect(await http(address, "GET", "/later")).toMatchObject({ status: 500 });
     expect((await http(address, "PUT", "/hello")).headers.allow).toBe("GET, POST, HEAD");
+    expect(await raw(address, "PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody")).toMatch(/got body$/);
     expect(await http(address, "GET", "/healthz")).toMatchObject({ status: 200 });
   });
 

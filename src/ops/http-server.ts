@@ -82,8 +82,6 @@ export class HttpServer {
   }
 
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    // A request body is never needed before routing; drop what is sent so the connection does not stall.
-    request.resume();
     const target = request.url ?? "";
     if (target.length > MAX_URL_LENGTH) return text(response, 414, `the request target is longer than ${MAX_URL_LENGTH} characters\n`);
     if (!target.startsWith("/")) return text(response, 400, "the request target must be a path\n");
@@ -104,6 +102,7 @@ export class HttpServer {
       return text(response, 405, `${printable(request.method ?? "")} is not allowed on ${printable(url.pathname)}; use ${allow.join(", ")}\n`);
     }
     try {
+      // The handler reads the request body if it wants one; node:http drops what is left unread.
       await handler(request, response, url);
     } catch (e) {
       if (!response.headersSent) text(response, 500, `internal error: ${(e as Error)?.message ?? String(e)}\n`);
@@ -134,7 +133,7 @@ export function serveOperations(
   });
 }
 
-/** Answers with a plain-text body. */
+/** Answers with a plain-text body (a request body, if any, is left for node:http to drop). */
 export function text(response: ServerResponse, status: number, body: string): void {
   response.writeHead(status, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": Buffer.byteLength(body), "Cache-Control": "no-store" });
   response.end(body);

@@ -12,6 +12,7 @@ import {
   integerArgument,
   nameArgument,
 } from "./commands/arguments.js";
+import { addAdminCommands } from "./commands/admin-commands.js";
 import { note } from "./commands/output.js";
 import type { PublishOptions } from "./commands/publish.js";
 import type { SidecarOptions } from "./commands/run-sidecar.js";
@@ -21,7 +22,8 @@ import type { SubscribeOptions } from "./commands/subscribe.js";
 const MAX_IN_FLIGHT = 10_000;
 
 /**
- * The `weft` command line: `weft sidecar`, `weft publish`, `weft subscribe`.
+ * The `weft` command line: `weft sidecar`, `weft publish`, `weft subscribe`, and the operator
+ * commands on weft.v1.Admin (`weft channels`, `groups`, `peers`, `dlq`, `stats`).
  * Each action stores its exit status in `exit.code`; commander's own errors are usage errors.
  * Commands load their modules when they run, so that help and usage errors answer quickly
  * and `publish` does not load LevelDB.
@@ -130,6 +132,8 @@ line is written. Runs until SIGINT or SIGTERM, or until --count events.`,
       const { subscribeCommand } = await import("./commands/subscribe.js");
       exit.code = await subscribeCommand(channel, o);
     });
+
+  addAdminCommands(program, exit, { to, timeout });
 
   return program;
 }

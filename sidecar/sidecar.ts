@@ -1,6 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { DEFAULT_LIMITS, isNodeId } from "../src/contract/validate.js";
+import { EventCounters, SidecarAdmin } from "../src/admin/index.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import { PeerServer } from "../src/grpc/peer-server.js";
 import { ServiceServer } from "../src/grpc/server.js";
@@ -118,6 +119,8 @@ export class Sidecar {
     readonly metrics: SidecarMetrics,
     /** The HTTP listener; undefined when `config.http` is "off". Routes may be added to it. */
     readonly http: HttpServer | undefined,
+    /** The operator's view and actions (weft.v1.Admin serves it; the dashboard may call it directly). */
+    readonly admin: SidecarAdmin,
   ) {}
 
   /** The bound HTTP address (with the real port when the config asked for port 0); undefined when off. */
@@ -153,7 +156,8 @@ export class Sidecar {
     const logger = (options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat })).child({ node: config.nodeId });
     const tracing = new OpenTelemetryTracing({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const metrics = new SidecarMetrics({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
-    const observer = composeObservers(metrics, logObserver(logger), options.observer);
+    const counters = new EventCounters();
+    const observer = composeObservers(metrics, counters, logObserver(logger), options.observer);
     await mkdir(config.dataDir, { recursive: true });
     const log = await OriginLog.open(config.dataDir, {
       fsync: config.fsync,
@@ -180,6 +184,7 @@ export class Sidecar {
       observer,
       tracing,
     });
+    const admin = new SidecarAdmin({ nodeId: config.nodeId, log, engine, mesh, counters });
     let server: ServiceServer | undefined;
     let peerServer: PeerServer | undefined;
     let http: HttpServer | undefined;
@@ -190,7 +195,7 @@ export class Sidecar {
         // Tells the operator which of the two listeners failed.
         throw Object.assign(e as Error, { listener: "peer" });
       });
-      server = await ServiceServer.start({ log, engine, limits, observer, tracing }, { address: config.listen, maxMessageBytes: config.maxMessageBytes });
+      server = await ServiceServer.start({ log, engine, limits, observer, tracing }, { address: config.listen, maxMessageBytes: config.maxMessageBytes, admin });
       metrics.watch({ log, engine, mesh });
       if (config.http !== "off") {
         http = await HttpServer.start(config.http).catch((e: unknown) => {
@@ -224,7 +229,7 @@ export class Sidecar {
     }, config.sweepIntervalMs);
     sweeper.unref();
     // Only now: the log is open, the engine and the mesh run, both listeners are bound.
-    const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, metrics, http);
+    const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, metrics, http, admin);
     if (http) serveOperations(http, { metrics, notReady: () => sidecar.notReady() });
     server.health.set("SERVING");
     return sidecar;

@@ -28,6 +28,12 @@ export const Reason = {
   NOT_ADVERTISED: "NOT_ADVERTISED",
   PROTOCOL_VIOLATION: "PROTOCOL_VIOLATION",
   PEER_SILENT: "PEER_SILENT",
+  // The operator API (weft.v1.Admin)
+  CHANNEL_NOT_FOUND: "CHANNEL_NOT_FOUND",
+  GROUP_NOT_FOUND: "GROUP_NOT_FOUND",
+  DEAD_LETTER_NOT_FOUND: "DEAD_LETTER_NOT_FOUND",
+  INVALID_LIMIT: "INVALID_LIMIT",
+  INVALID_SEQUENCE: "INVALID_SEQUENCE",
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
 
@@ -46,6 +52,10 @@ export class WeftError extends Error {
 
 export function invalid(reason: Reason, field: string, message: string): WeftError {
   return new WeftError(status.INVALID_ARGUMENT, reason, message, field);
+}
+
+export function notFound(reason: Reason, field: string, message: string): WeftError {
+  return new WeftError(status.NOT_FOUND, reason, message, field);
 }
 
 export function exhausted(reason: Reason, field: string, message: string): WeftError {

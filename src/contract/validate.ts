@@ -69,10 +69,12 @@ function checkText(value: string, field: string, max: number, required: boolean)
 
 /**
  * Checks one published event against the contract in proto/weft/v1/event.proto.
- * `encodedBytes` is the size of the event as received.
+ * `encodedBytes` is the size of the event as received. `allowReserved` lets "weft."
+ * attributes through: a sidecar sets them (dead letters, redrives) on events it forwards to
+ * peers; a publisher never may.
  * @throws WeftError describing the first rule the event breaks.
  */
-export function checkEvent(event: Event, encodedBytes: number, limits: Limits): void {
+export function checkEvent(event: Event, encodedBytes: number, limits: Limits, options: { allowReserved?: boolean } = {}): void {
   if (encodedBytes > limits.maxEventBytes) {
     throw exhausted(
       Reason.EVENT_TOO_LARGE,
@@ -106,7 +108,7 @@ export function checkEvent(event: Event, encodedBytes: number, limits: Limits): 
         `attribute name ${quote(name)} is not valid: use 1 to 128 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit`,
       );
     }
-    if (name.startsWith("weft.")) {
+    if (name.startsWith("weft.") && !options.allowReserved) {
       throw invalid(Reason.INVALID_EVENT, field, `attribute names starting with "weft." are reserved for the sidecar`);
     }
   }

@@ -1,5 +1,5 @@
 import { Reason, exhausted } from "../contract/errors.js";
-import type { GroupRecord, OriginLog } from "../log/origin-log.js";
+import type { AppendEntry, AppendResult, GroupRecord, OriginLog } from "../log/origin-log.js";
 import type { Origin, StoredEvent } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
 import { GroupDispatcher, type MemberCredits, type MemberState } from "./group-dispatcher.js";
@@ -41,6 +41,28 @@ export interface GroupStatus {
   members: number;
   /** Events retention removed before the group finished them. */
   expiredUnacked: number;
+}
+
+/** A group in detail, for operators. */
+export interface GroupDetail {
+  /** The log channel: the event channel, or "CHANNEL~GROUP" for a relay group. */
+  channel: string;
+  group: string;
+  /** For a relay group (copies peers forwarded here): the event channel; undefined otherwise. */
+  relayOf: string | undefined;
+  ackedThrough: number;
+  backlog: number;
+  /** Deliveries out now: to members here, or forwarded to peers. */
+  inflight: number;
+  /** Subscribe streams on this sidecar. */
+  localMembers: number;
+  /** Peers with members the group forwards to. */
+  remoteMembers: number;
+  maxAttempts: number;
+  deadLetterChannel: string;
+  expiredUnacked: number;
+  /** Unix ms; 0 when unknown. */
+  createdAt: number;
 }
 
 /**
@@ -260,6 +282,43 @@ export class DeliveryEngine {
       members: d.memberCount,
       expiredUnacked: d.expiredUnacked,
     }));
+  }
+
+  /** Every group in detail, relay groups included (`relayOf`), for operators. */
+  describeGroups(): GroupDetail[] {
+    return [...this.groups.values()].map((d) => {
+      const r = d.stored;
+      const kinds = d.memberKinds;
+      return {
+        channel: d.channel,
+        group: d.group,
+        relayOf: channelOfRelay(d.channel, d.group),
+        ackedThrough: d.ackedThrough,
+        backlog: d.backlog,
+        inflight: d.inflight,
+        localMembers: kinds.local,
+        remoteMembers: kinds.remote,
+        maxAttempts: r.maxAttempts,
+        deadLetterChannel: r.deadLetterChannel,
+        expiredUnacked: d.expiredUnacked,
+        createdAt: r.createdAt ?? 0,
+      };
+    });
+  }
+
+  /**
+   * Appends events to `channel` addressed to `group` only (redriven dead letters): the
+   * group receives them like any event of the channel, here or forwarded to its members
+   * behind peers; every other group of the channel skips them, now or when it reads them
+   * (a group created later too). Deduplicated like any append; resolves once stored.
+   */
+  async appendForGroup(channel: string, group: string, entries: Omit<AppendEntry, "channel" | "origin" | "onlyGroup">[]): Promise<AppendResult[]> {
+    const results = await this.log.append(entries.map((e) => ({ ...e, channel, onlyGroup: group })));
+    for (const d of this.groups.values()) {
+      if (d.channel !== channel || d.group === group) continue;
+      for (const r of results) if (!r.duplicate) d.skip(r.sequence);
+    }
+    return results;
   }
 
   /** Stops timers and dispatching; in-flight state stays in the log for the next start. */

@@ -128,6 +128,12 @@ export class GroupDispatcher {
   get memberCount(): number {
     return this.members.size;
   }
+  /** Members on this sidecar (Subscribe streams) and peers standing for members behind them. */
+  get memberKinds(): { local: number; remote: number } {
+    let remote = 0;
+    for (const m of this.members.values()) if (m.ackDeadlineMs === Infinity) remote++;
+    return { local: this.members.size - remote, remote };
+  }
   /** Deliveries handed to members and not yet acked, nacked, given back or past their deadline. */
   get inflight(): number {
     let n = 0;
@@ -235,6 +241,18 @@ export class GroupDispatcher {
   /** Delivers what members have room for (after another dispatcher freed shared credits). */
   kick(): void {
     this.pump();
+  }
+
+  /**
+   * `seq` is an event addressed to another group (a redriven dead letter): done here
+   * without a delivery. Events are skipped when read anyway; this marks it at once, so a
+   * group without members does not count it as backlog.
+   */
+  skip(seq: number): void {
+    if (this.isDone(seq) || this.entries.has(seq)) return;
+    const batch = this.log.groupBatch();
+    this.markDone(seq, batch);
+    void this.flush(batch);
   }
 
   /** True when `seq` is finished for the group (acked, dead-lettered, or skipped). */
@@ -350,6 +368,8 @@ export class GroupDispatcher {
       // For a relay copy, the event's own channel and its sequence at the origin.
       const channel = event.channel;
       const origin = entry.event.origin;
+      // A redriven event that fails again is a new dead letter, not a duplicate of the first.
+      const redriven = event.attributes["weft.redrive.from"];
       event.channel = this.record.deadLetterChannel;
       event.attributes["weft.dead_letter.reason"] = "max_attempts";
       event.attributes["weft.dead_letter.detail"] = `${entry.attempt} of ${this.record.maxAttempts} attempts made; the last ${why}`;
@@ -362,7 +382,7 @@ export class GroupDispatcher {
       this.log
         // Deduplicated per group, so groups sharing a dead-letter channel each keep theirs,
         // and a dead-lettering repeated after a crash is stored once.
-        .append([{ channel: event.channel, source: `weft-dlq:${this.group}:${event.source}`, id: event.id, key: event.key, bytes }])
+        .append([{ channel: event.channel, source: `weft-dlq:${this.group}:${redriven === undefined ? "" : `${redriven}:`}${event.source}`, id: event.id, key: event.key, bytes }])
         .then(() => {
           this.options.observer.deadLettered(this.channel, this.group);
           const batch = this.log.groupBatch();
@@ -387,8 +407,13 @@ export class GroupDispatcher {
     this.drop(entry);
     this.options.onDone?.(entry.event);
     batch.delInflight(this.channel, this.group, entry.seq);
-    if (entry.seq === this.record.ackedThrough + 1) {
-      let through = entry.seq;
+    this.markDone(entry.seq, batch);
+  }
+
+  /** Records `seq` done: the cursor moves past it and the acks above it, or it is acked above the cursor. */
+  private markDone(seq: number, batch: GroupBatch): void {
+    if (seq === this.record.ackedThrough + 1) {
+      let through = seq;
       while (this.acked.delete(through + 1)) {
         through++;
         batch.delAcked(this.channel, this.group, through);
@@ -396,8 +421,8 @@ export class GroupDispatcher {
       this.record = { ...this.record, ackedThrough: through };
       batch.putGroup(this.record);
     } else {
-      this.acked.add(entry.seq);
-      batch.putAcked(this.channel, this.group, entry.seq);
+      this.acked.add(seq);
+      batch.putAcked(this.channel, this.group, seq);
     }
   }
 
@@ -491,6 +516,14 @@ export class GroupDispatcher {
   private admit(event: StoredEvent): void {
     const seq = event.sequence;
     if (seq <= this.record.ackedThrough || this.acked.has(seq) || this.entries.has(seq)) return;
+    if (event.onlyGroup !== undefined && event.onlyGroup !== this.group) {
+      // Addressed to another group of the channel (a redriven dead letter): not ours.
+      this.restored.delete(seq);
+      const batch = this.log.groupBatch().delInflight(this.channel, this.group, seq);
+      this.markDone(seq, batch);
+      void this.flush(batch);
+      return;
+    }
     const entry: Entry = { seq, key: event.key, event, attempt: 0, state: "waiting", due: 0 };
     this.entries.set(seq, entry);
     this.pendingBytes += event.bytes.length;

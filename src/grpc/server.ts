@@ -1,6 +1,9 @@
 import { ReflectionService } from "@grpc/reflection";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
+import type { SidecarAdmin } from "../admin/sidecar-admin.js";
+import { Admin as AdminDesc, file_weft_v1_admin } from "../gen/weft/v1/admin_pb.js";
 import { file_weft_v1_mesh, Mesh as MeshDesc } from "../gen/weft/v1/mesh_pb.js";
+import { AdminService } from "./admin-service.js";
 import { reflectionPackage, rawServiceDefinition } from "./definitions.js";
 import { HealthService } from "./health-service.js";
 import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
@@ -10,11 +13,13 @@ export interface ServiceServerOptions {
   address: string;
   /** Largest request message accepted, in bytes (bigger is RESOURCE_EXHAUSTED). */
   maxMessageBytes: number;
+  /** Serves weft.v1.Admin on the same listener when given. */
+  admin?: SidecarAdmin | undefined;
 }
 
 /**
- * The gRPC server of the service API: weft.v1.Mesh, grpc.health.v1.Health and server
- * reflection on one listener.
+ * The gRPC server of the service API: weft.v1.Mesh, weft.v1.Admin (when given an admin),
+ * grpc.health.v1.Health and server reflection on one listener.
  *
  * Health starts NOT_SERVING: whoever runs the server (the sidecar) sets `health` to SERVING
  * once everything behind it is up, and `shutdown()` sets it back first.
@@ -33,9 +38,11 @@ export class ServiceServer {
     const server = newServer(options.maxMessageBytes);
     const mesh = new MeshService(deps);
     server.addService(rawServiceDefinition(MeshDesc), mesh.implementation());
+    if (options.admin) server.addService(rawServiceDefinition(AdminDesc), new AdminService(options.admin).implementation());
     const health = new HealthService();
     health.addToServer(server);
-    new ReflectionService(reflectionPackage([file_weft_v1_mesh]) as never).addToServer(server);
+    const files = options.admin ? [file_weft_v1_mesh, file_weft_v1_admin] : [file_weft_v1_mesh];
+    new ReflectionService(reflectionPackage(files) as never).addToServer(server);
     return new ServiceServer(server, mesh, health, await bind(server, bindTarget(options.address)));
   }
 

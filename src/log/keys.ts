@@ -9,6 +9,8 @@
  *   a!CHANNEL!GROUP!SEQ      acked above the cursor (out-of-order acks)
  *   f!CHANNEL!GROUP!SEQ      a delivery in flight: attempt, deadline
  *   m!log-id                 8 random bytes chosen when the log was created
+ *   q!DLQ!CHANNEL!GROUP      the dead letters of GROUP in DLQ an operator handled (redriven or
+ *                            purged): {"through","handled"} (see DeadLetterMarks)
  */
 export const seqHex = (seq: number): string => seq.toString(16).padStart(16, "0");
 
@@ -24,6 +26,9 @@ export const ackedPrefix = (channel: string, group: string): string => `a!${chan
 export const inflightKey = (channel: string, group: string, seq: number): string =>
   `f!${channel}!${group}!${seqHex(seq)}`;
 export const inflightPrefix = (channel: string, group: string): string => `f!${channel}!${group}!`;
+
+export const deadLetterMarksKey = (deadLetterChannel: string, channel: string, group: string): string =>
+  `q!${deadLetterChannel}!${channel}!${group}`;
 
 /** The smallest string greater than every key that starts with `prefix`. */
 export const prefixEnd = (prefix: string): string => `${prefix}\uffff`;

@@ -7,6 +7,7 @@ import { EventSchema } from "../gen/weft/v1/event_pb.js";
 import { Reason, WeftError } from "../contract/errors.js";
 import { status } from "@grpc/grpc-js";
 import {
+  deadLetterMarksKey,
   ackedKey,
   ackedPrefix,
   dedupKey,
@@ -20,7 +21,7 @@ import {
   prefixEnd,
   seqOfKey,
 } from "./keys.js";
-import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime, relayIdentity } from "./record.js";
+import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime, redriveIdentity, relayIdentity } from "./record.js";
 
 /** How long and how much a channel keeps. The first limit reached removes the oldest events. */
 export interface Retention {
@@ -54,6 +55,11 @@ export interface AppendEntry {
   bytes: Uint8Array;
   /** For a relay copy of an event another sidecar published: that sidecar and its sequence. */
   origin?: Origin | undefined;
+  /**
+   * For an event addressed to one group of the channel (a redriven dead letter): that group.
+   * Every other group skips it. Never set on a relay copy (its log channel names the group).
+   */
+  onlyGroup?: string | undefined;
 }
 
 /** What happened to one appended event. */
@@ -88,6 +94,17 @@ export interface GroupRecord {
   createdAt?: number | undefined;
   /** Where the group started when it was created. */
   start?: StartAt | undefined;
+}
+
+/**
+ * Which dead letters of one group in one dead-letter channel an operator has handled
+ * (redriven or purged): every one up to `through`, and those in `handled` above it.
+ */
+export interface DeadLetterMarks {
+  /** Every dead-letter channel sequence up to and including this one is handled (or not the group's). */
+  through: number;
+  /** Handled sequences above `through`, ascending. */
+  handled: number[];
 }
 
 /** A delivery in flight, as stored, so a restart redelivers instead of forgetting. */
@@ -318,7 +335,7 @@ export class OriginLog {
         }
         const sequence = head.last + 1;
         head.last = sequence;
-        const record = encodeRecord(now, entry.key, entry.bytes, entry.origin);
+        const record = encodeRecord(now, entry.key, entry.bytes, entry.origin, entry.onlyGroup);
         head.bytes += record.length;
         batch.put(eventKey(entry.channel, sequence), record);
         batch.put(dk, Buffer.from(`${sequence}:${now}`));
@@ -425,6 +442,19 @@ export class OriginLog {
     return out;
   }
 
+  /** The dead letters of `group` (of `channel`) in `deadLetterChannel` an operator has handled. */
+  async deadLetterMarks(deadLetterChannel: string, channel: string, group: string): Promise<DeadLetterMarks> {
+    const value = await this.db.get(deadLetterMarksKey(deadLetterChannel, channel, group));
+    if (value === undefined) return { through: 0, handled: [] };
+    return JSON.parse(Buffer.from(value).toString("utf8")) as DeadLetterMarks;
+  }
+
+  /** Stores what `deadLetterMarks` reads. */
+  async putDeadLetterMarks(deadLetterChannel: string, channel: string, group: string, marks: DeadLetterMarks): Promise<void> {
+    if (this.closed) throw new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed");
+    await this.db.put(deadLetterMarksKey(deadLetterChannel, channel, group), Buffer.from(JSON.stringify(marks)));
+  }
+
   /** Starts a batch of group-state changes, written together by `write()`. */
   groupBatch(): GroupBatch {
     return new GroupBatch(this.db.batch());
@@ -485,7 +515,7 @@ export class OriginLog {
         if (now - event.appendedAt < this.dedupWindowMs) break dedup;
         swept = event.sequence;
         if (event.origin) continue; // a relay copy's entry goes with the copy
-        const ids = parseIdentity(event.bytes);
+        const ids = identity(event);
         if (ids) plan.forget.push({ sequence: event.sequence, dedupKey: dedupKey(channel, ids.source, ids.id) });
       }
     }
@@ -582,10 +612,19 @@ export class GroupBatch {
   }
 }
 
-/** The (source, id) of an encoded event, for dedup sweeps; undefined if it cannot be read. */
-/** The identity an event was deduplicated by: a relay copy's, or the event's (source, id). */
+/**
+ * The identity an event was deduplicated by: a relay copy's, a redriven dead letter's, or
+ * the event's (source, id); undefined if it cannot be read.
+ */
 function identity(event: StoredEvent): { source: string; id: string } | undefined {
-  return event.origin ? relayIdentity(event.origin) : parseIdentity(event.bytes);
+  if (event.origin) return relayIdentity(event.origin);
+  if (event.onlyGroup === undefined) return parseIdentity(event.bytes);
+  try {
+    const from = fromBinary(EventSchema, event.bytes).attributes["weft.redrive.from"];
+    return from === undefined ? undefined : redriveIdentity(event.onlyGroup, from);
+  } catch {
+    return undefined;
+  }
 }
 
 function parseIdentity(bytes: Uint8Array): { source: string; id: string } | undefined {

@@ -9,9 +9,16 @@
  *   u8 version (2) | f64 append time | u16 key length | key | u8 origin length | origin
  *   (UTF-8 "NODE/LOG": node id, then the origin log's id in hex) | f64 origin sequence |
  *   event bytes
+ *
+ * An event redriven to one group (see DeliveryEngine.appendForGroup) names that group, so
+ * every other group of the channel skips it:
+ *
+ *   u8 version (3) | f64 append time | u16 key length | key | u8 group length | group
+ *   (UTF-8) | event bytes
  */
 const VERSION = 1;
 const RELAY_VERSION = 2;
+const GROUP_VERSION = 3;
 const HEADER = 1 + 8 + 2;
 
 /** One event as the origin log holds it. */
@@ -26,6 +33,8 @@ export interface StoredEvent {
   readonly bytes: Uint8Array;
   /** For a relay copy: the sidecar that published it and its sequence there. */
   readonly origin?: Origin | undefined;
+  /** For an event addressed to one group (a redriven dead letter): that group; the others skip it. */
+  readonly onlyGroup?: string | undefined;
 }
 
 /** Where a relay copy came from. */
@@ -47,7 +56,16 @@ export function relayIdentity(origin: Origin): { source: string; id: string } {
   return { source: `weft-relay:${origin.node}:${origin.log}`, id: String(origin.sequence) };
 }
 
-export function encodeRecord(appendedAt: number, key: string, event: Uint8Array, origin?: Origin): Uint8Array {
+/**
+ * The dedup identity of a dead letter redriven to `group`: one per dead letter (`from`,
+ * "DEAD_LETTER_CHANNEL#SEQUENCE"), so a redrive repeated within the window is stored once.
+ */
+export function redriveIdentity(group: string, from: string): { source: string; id: string } {
+  return { source: `weft-redrive:${group}`, id: from };
+}
+
+export function encodeRecord(appendedAt: number, key: string, event: Uint8Array, origin?: Origin, onlyGroup?: string): Uint8Array {
+  if (onlyGroup !== undefined && !origin) return encodeGroupRecord(appendedAt, key, event, onlyGroup);
   const keyBytes = Buffer.from(key, "utf8");
   const originBytes = origin ? Buffer.from(`${origin.node}/${origin.log}`, "utf8") : undefined;
   const extra = originBytes ? 1 + originBytes.length + 8 : 0;
@@ -67,10 +85,26 @@ export function encodeRecord(appendedAt: number, key: string, event: Uint8Array,
   return out;
 }
 
+function encodeGroupRecord(appendedAt: number, key: string, event: Uint8Array, group: string): Uint8Array {
+  const keyBytes = Buffer.from(key, "utf8");
+  const groupBytes = Buffer.from(group, "utf8");
+  const out = Buffer.allocUnsafe(HEADER + keyBytes.length + 1 + groupBytes.length + event.length);
+  out.writeUInt8(GROUP_VERSION, 0);
+  out.writeDoubleBE(appendedAt, 1);
+  out.writeUInt16BE(keyBytes.length, 9);
+  keyBytes.copy(out, HEADER);
+  let pos = HEADER + keyBytes.length;
+  out.writeUInt8(groupBytes.length, pos);
+  groupBytes.copy(out, pos + 1);
+  pos += 1 + groupBytes.length;
+  out.set(event, pos);
+  return out;
+}
+
 export function decodeRecord(channel: string, sequence: number, value: Uint8Array): StoredEvent {
   const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   const version = buf.length < HEADER ? 0 : buf.readUInt8(0);
-  if (version !== VERSION && version !== RELAY_VERSION) {
+  if (version !== VERSION && version !== RELAY_VERSION && version !== GROUP_VERSION) {
     throw new Error(`corrupt record for ${channel}#${sequence}: unknown version or short header`);
   }
   const appendedAt = buf.readDoubleBE(1);
@@ -78,6 +112,11 @@ export function decodeRecord(channel: string, sequence: number, value: Uint8Arra
   const key = buf.toString("utf8", HEADER, HEADER + keyLength);
   let pos = HEADER + keyLength;
   if (version === VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos) };
+  if (version === GROUP_VERSION) {
+    const groupLength = buf.readUInt8(pos);
+    const onlyGroup = buf.toString("utf8", pos + 1, pos + 1 + groupLength);
+    return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos + 1 + groupLength), onlyGroup };
+  }
   const nodeLength = buf.readUInt8(pos);
   const [node = "", log = ""] = buf.toString("utf8", pos + 1, pos + 1 + nodeLength).split("/");
   const originSequence = buf.readDoubleBE(pos + 1 + nodeLength);
@@ -93,5 +132,6 @@ export function recordTime(value: Uint8Array): number {
 /** The stored size of a record, as counted against retention. */
 export function recordSize(event: StoredEvent): number {
   const origin = event.origin ? 1 + Buffer.byteLength(`${event.origin.node}/${event.origin.log}`, "utf8") + 8 : 0;
-  return HEADER + Buffer.byteLength(event.key, "utf8") + origin + event.bytes.length;
+  const group = event.onlyGroup !== undefined && !event.origin ? 1 + Buffer.byteLength(event.onlyGroup, "utf8") : 0;
+  return HEADER + Buffer.byteLength(event.key, "utf8") + origin + group + event.bytes.length;
 }

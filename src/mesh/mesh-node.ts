@@ -60,6 +60,10 @@ interface PeerState {
   link: PeerLink | undefined;
   readonly groups: Map<string, RemoteGroup>;
   lost: NodeJS.Timeout | undefined;
+  /** When the last link came up or went down, Unix ms (for operators). */
+  since: number;
+  /** The peer's software version, from its last hello. */
+  softwareVersion: string;
 }
 
 /** Per link: what was advertised on it and whether the peer's snapshot arrived. */
@@ -76,6 +80,18 @@ export interface PeerStatus {
   groups: string[];
   /** Events forwarded to the peer and not yet reported handled. */
   inflight: number;
+}
+
+/** A peer in detail, for operators (weft.v1.Admin). */
+export interface PeerDetail extends PeerStatus {
+  /** The address this sidecar dialed; "" when the peer dialed in (or no link is up). */
+  address: string;
+  /** The peer's software version, from its last hello. */
+  softwareVersion: string;
+  /** When the link came up (connected) or went down, Unix ms. */
+  since: number;
+  /** Per group forwarded to, events not yet reported handled. */
+  forwarding: { channel: string; group: string; inflight: number }[];
 }
 
 /** Most bytes of events in one forward frame (a single larger event still goes, alone). */
@@ -184,6 +200,20 @@ export class MeshNode implements LinkHost {
     }));
   }
 
+  /** Every peer known, in detail (what status() says, plus address, version, since and per group). */
+  describePeers(): PeerDetail[] {
+    return this.status().map((s) => {
+      const p = this.peers.get(s.nodeId)!;
+      return {
+        ...s,
+        address: p.link?.address ?? "",
+        softwareVersion: p.link?.peer?.softwareVersion ?? p.softwareVersion,
+        since: p.since,
+        forwarding: [...p.groups.values()].map((g) => ({ channel: g.settings.channel, group: g.settings.group, inflight: g.inflight.size })),
+      };
+    });
+  }
+
   // ---- LinkHost ----
 
   hello(): Omit<Hello, "$typeName"> {
@@ -255,12 +285,13 @@ export class MeshNode implements LinkHost {
       old.fail(new WeftError(status.ALREADY_EXISTS, Reason.LINK_EXISTS, `replaced by the link ${preferred} dialed`));
     }
     if (!peer) {
-      peer = { nodeId: hello.nodeId, instance: hello.instance, link: undefined, groups: new Map(), lost: undefined };
+      peer = { nodeId: hello.nodeId, instance: hello.instance, link: undefined, groups: new Map(), lost: undefined, since: Date.now(), softwareVersion: "" };
       this.peers.set(hello.nodeId, peer);
     }
     // A peer waiting out its timeout stays on the clock until the new link proves itself
     // (see prove): a link that fails at once, again and again, must not keep it forever.
     peer.instance = hello.instance;
+    peer.softwareVersion = hello.softwareVersion;
     peer.link = link;
     this.linkStates.set(link, { advertised: new Set(), snapshot: false });
     return undefined;
@@ -268,6 +299,8 @@ export class MeshNode implements LinkHost {
 
   up(link: PeerLink): void {
     setTimeout(() => this.prove(link), PROOF_MS).unref();
+    const linked = this.peers.get(link.nodeId);
+    if (linked?.link === link) linked.since = Date.now();
     this.options.observer?.peerLink(link.nodeId, true);
     const role = link.role === "dialer" ? "dialed" : "accepted";
     this.log.info({ peer: link.nodeId, address: link.address || undefined, role }, `linked with ${link.nodeId}${link.address ? ` at ${link.address}` : ""} (${role})`);
@@ -281,6 +314,7 @@ export class MeshNode implements LinkHost {
     const peer = this.peers.get(link.nodeId);
     if (!peer || peer.link !== link) return; // refused or replaced
     peer.link = undefined;
+    peer.since = Date.now();
     this.options.observer?.peerLink(peer.nodeId, false);
     if (this.stopped) return;
     this.log.warn(
@@ -540,7 +574,8 @@ export class MeshNode implements LinkHost {
         const event = readEvent(f.bytes);
         // The origin applied its publish limits; here an event need only fit in a frame
         // (sidecars with different max event sizes must not refuse each other's events).
-        checkEvent(event, f.bytes.length, { ...this.options.limits, maxEventBytes: this.options.maxMessageBytes });
+        // "weft." attributes are allowed: the origin sidecar sets them (dead letters, redrives).
+        checkEvent(event, f.bytes.length, { ...this.options.limits, maxEventBytes: this.options.maxMessageBytes }, { allowReserved: true });
         if (event.channel !== f.channel) throw new Error(`the event's channel ${JSON.stringify(event.channel)} is not ${JSON.stringify(f.channel)}`);
         key = event.key;
       } catch (e) {

@@ -1,0 +1,174 @@
+import { type DescMessage, type MessageInitShape, type MessageShape, create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Metadata, type ServerUnaryCall, type ServiceError, type UntypedServiceImplementation, type sendUnaryData, status } from "@grpc/grpc-js";
+import type { LogRange, SidecarAdmin } from "../admin/sidecar-admin.js";
+import { Reason, WeftError, invalid } from "../contract/errors.js";
+import {
+  ListChannelsRequestSchema,
+  ListChannelsResponseSchema,
+  ListDeadLettersRequestSchema,
+  ListDeadLettersResponseSchema,
+  ListGroupsRequestSchema,
+  ListGroupsResponseSchema,
+  ListPeersRequestSchema,
+  ListPeersResponseSchema,
+  LogRangeSchema,
+  PurgeRequestSchema,
+  PurgeResponseSchema,
+  RedriveRequestSchema,
+  RedriveResponseSchema,
+  StatsRequestSchema,
+  StatsResponseSchema,
+} from "../gen/weft/v1/admin_pb.js";
+
+/**
+ * The handlers of weft.v1.Admin: each decodes its request, calls the SidecarAdmin (where
+ * the logic and the input checks are), and encodes the answer. A request that is not the
+ * message it should be is INVALID_ARGUMENT (MALFORMED_MESSAGE); a WeftError keeps its code,
+ * with its reason in the trailing metadata "weft-reason" (and its field in "weft-field").
+ */
+export class AdminService {
+  constructor(private readonly admin: SidecarAdmin) {}
+
+  implementation(): UntypedServiceImplementation {
+    const admin = this.admin;
+    return {
+      ListChannels: unary(ListChannelsRequestSchema, ListChannelsResponseSchema, async () => ({
+        nodeId: admin.nodeId,
+        channels: (await admin.channels()).map((c) => ({
+          channel: c.channel,
+          log: logRange(c.log),
+          groups: c.groups.map((g) => ({ group: g.group, backlog: BigInt(g.backlog), inFlight: g.inflight, members: g.members })),
+          relays: c.relays.map((r) => ({ group: r.group, log: logRange(r.log), backlog: BigInt(r.backlog), inFlight: r.inflight })),
+          deadLettersOf: c.deadLettersOf,
+        })),
+      })),
+
+      ListGroups: unary(ListGroupsRequestSchema, ListGroupsResponseSchema, async (request) => ({
+        nodeId: admin.nodeId,
+        channel: request.channel,
+        groups: (await admin.groups(request.channel)).map((g) => ({
+          group: g.group,
+          ackedThrough: BigInt(g.ackedThrough),
+          backlog: BigInt(g.backlog),
+          inFlight: g.inflight,
+          localMembers: g.localMembers,
+          remoteMembers: g.remoteMembers,
+          maxAttempts: g.maxAttempts,
+          deadLetterChannel: g.deadLetterChannel,
+          expired: BigInt(g.expired),
+          createdTime: g.createdAt === undefined ? undefined : timestampFromMs(g.createdAt),
+          relayBacklog: BigInt(g.relayBacklog),
+          relayInFlight: g.relayInflight,
+          deadLetters: BigInt(g.deadLetters),
+          deadLettersMore: g.deadLettersMore,
+        })),
+      })),
+
+      ListPeers: unary(ListPeersRequestSchema, ListPeersResponseSchema, async () => ({
+        nodeId: admin.nodeId,
+        peers: admin.peers().map((p) => ({
+          nodeId: p.nodeId,
+          connected: p.connected,
+          address: p.address,
+          softwareVersion: p.softwareVersion,
+          since: p.since > 0 ? timestampFromMs(p.since) : undefined,
+          inFlight: BigInt(p.inflight),
+          groups: p.groups.map((g) => ({ channel: g.channel, group: g.group, inFlight: g.inflight })),
+        })),
+      })),
+
+      ListDeadLetters: unary(ListDeadLettersRequestSchema, ListDeadLettersResponseSchema, async (request) => {
+        const page = await admin.listDeadLetters(request.channel, request.group, {
+          after: sequence(request.afterSequence, "after_sequence"),
+          limit: request.limit,
+        });
+        return {
+          deadLetterChannel: page.deadLetterChannel,
+          deadLetters: page.deadLetters.map((d) => ({ sequence: BigInt(d.sequence), time: timestampFromMs(d.time), event: d.event })),
+          nextAfterSequence: BigInt(page.nextAfter),
+        };
+      }),
+
+      Redrive: unary(RedriveRequestSchema, RedriveResponseSchema, async (request) => {
+        const result = await admin.redrive(request.channel, request.group, {
+          sequences: request.sequences.map((s, i) => sequence(s, `sequences[${i}]`)),
+          limit: request.limit,
+        });
+        return {
+          redriven: result.redriven.map((r) => ({ deadLetterSequence: BigInt(r.deadLetterSequence), sequence: BigInt(r.sequence), duplicate: r.duplicate })),
+          more: result.more,
+        };
+      }),
+
+      Purge: unary(PurgeRequestSchema, PurgeResponseSchema, async (request) => ({
+        purged: BigInt(await admin.purge(request.channel, request.group, { sequences: request.sequences.map((s, i) => sequence(s, `sequences[${i}]`)) })),
+      })),
+
+      Stats: unary(StatsRequestSchema, StatsResponseSchema, async () => {
+        const s = admin.stats();
+        return {
+          nodeId: s.nodeId,
+          time: timestampFromMs(s.time),
+          startTime: timestampFromMs(s.startTime),
+          published: BigInt(s.published),
+          stored: BigInt(s.stored),
+          forwarded: BigInt(s.forwarded),
+          acked: BigInt(s.acked),
+        };
+      }),
+    };
+  }
+}
+
+type Handler = (call: ServerUnaryCall<Buffer, Uint8Array>, callback: sendUnaryData<Uint8Array>) => void;
+
+/** A unary handler over raw bytes: decode, handle, encode; failures become a status. */
+function unary<I extends DescMessage, O extends DescMessage>(
+  input: I,
+  output: O,
+  handle: (request: MessageShape<I>) => Promise<MessageInitShape<O>>,
+): Handler {
+  return (call, callback) => {
+    let request: MessageShape<I>;
+    try {
+      request = fromBinary(input, call.request);
+    } catch (e) {
+      callback(serviceError(invalid(Reason.MALFORMED_MESSAGE, "", `the request is not a ${input.typeName}: ${(e as Error).message}`)));
+      return;
+    }
+    handle(request).then(
+      (response) => callback(null, toBinary(output, create(output, response))),
+      (e: unknown) => callback(serviceError(e)),
+    );
+  };
+}
+
+/** The status of a failure: a WeftError keeps its code and reason; anything else is INTERNAL. */
+function serviceError(error: unknown): Partial<ServiceError> {
+  const metadata = new Metadata();
+  if (error instanceof WeftError) {
+    metadata.set("weft-reason", error.reason);
+    if (error.field) metadata.set("weft-field", error.field);
+    return { code: error.code, details: error.message, metadata };
+  }
+  return { code: status.INTERNAL, details: `INTERNAL: ${(error as Error)?.message ?? String(error)}`, metadata };
+}
+
+/** A uint64 sequence as a number; beyond 2^53 - 1 it cannot name anything stored. */
+function sequence(value: bigint, field: string): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid(Reason.INVALID_SEQUENCE, field, `${field} is ${value}; sequences stored here are at most 2^53 - 1`);
+  return Number(value);
+}
+
+function logRange(r: LogRange): MessageInitShape<typeof LogRangeSchema> {
+  return {
+    events: BigInt(r.events),
+    bytes: BigInt(r.bytes),
+    oldestSequence: BigInt(r.oldestSequence),
+    newestSequence: BigInt(r.newestSequence),
+    oldestTime: r.oldestTime === undefined ? undefined : timestampFromMs(r.oldestTime),
+    newestTime: r.newestTime === undefined ? undefined : timestampFromMs(r.newestTime),
+    expired: BigInt(r.expired),
+  };
+}

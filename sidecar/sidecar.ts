@@ -8,6 +8,7 @@ import { ServiceServer } from "../src/grpc/server.js";
 import { Dialer } from "../src/mesh/dialer.js";
 import { MeshNode } from "../src/mesh/mesh-node.js";
 import { HttpServer, serveOperations } from "../src/ops/http-server.js";
+import { type Dashboard, serveDashboard } from "../src/ops/dashboard/index.js";
 import { SidecarMetrics } from "../src/ops/metrics.js";
 import { type Observer, composeObservers } from "../src/ops/observer.js";
 import { type LogFormat, type LogLevel, type Logger, createLogger } from "../src/ops/logger.js";
@@ -45,7 +46,7 @@ export interface SidecarConfig {
   nodeId: string;
   /** The peer API address ("host:port"); peers dial it. */
   peerListen: string;
-  /** The HTTP address for /metrics, /healthz and /readyz ("host:port"), or "off" for none. */
+  /** The HTTP address for /metrics, /healthz, /readyz and the dashboard at / ("host:port"), or "off" for none. */
   http: string;
   /** Peer addresses to link with ("host:port"); may include this sidecar's own. */
   peers: string[];
@@ -105,6 +106,8 @@ export function defaultConfig(): SidecarConfig {
  */
 export class Sidecar {
   private stopping: Promise<void> | undefined;
+  /** The dashboard at / (its rate history samples each second); undefined when http is off. */
+  private dashboard: Dashboard | undefined;
 
   private constructor(
     readonly config: SidecarConfig,
@@ -231,6 +234,7 @@ export class Sidecar {
     // Only now: the log is open, the engine and the mesh run, both listeners are bound.
     const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, metrics, http, admin);
     if (http) serveOperations(http, { metrics, notReady: () => sidecar.notReady() });
+    if (http) sidecar.dashboard = serveDashboard(http, { admin, metrics, version: SOFTWARE_VERSION, notReady: () => sidecar.notReady() });
     server.health.set("SERVING");
     return sidecar;
   }
@@ -249,6 +253,7 @@ export class Sidecar {
       await Promise.all([this.peerServer.shutdown(this.config.shutdownGraceMs), this.server.shutdown(this.config.shutdownGraceMs)]);
       this.engine.stop();
       await this.log.close();
+      this.dashboard?.stop();
       await this.http?.close();
     })();
     return this.stopping;

@@ -3,8 +3,9 @@ import { defineConfig } from "vitest/config";
 
 /**
  * The language end-to-end tests (`npm run test:e2e`): real sidecars driven by clients in
- * other languages. Kept out of `npm test` (see vitest.config.ts) because they need Python
- * with grpcio, protobuf and grpc_tools; `.ci/run` installs those and runs this suite.
+ * other languages, and the dashboard in a real browser. Kept out of `npm test` (see
+ * vitest.config.ts) because they need Python with grpcio, protobuf and grpc_tools, and
+ * Debian's chromium; `.ci/run` installs those and runs this suite.
  */
 export default defineConfig({
   root: fileURLToPath(new URL("../..", import.meta.url)),

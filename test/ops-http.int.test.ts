@@ -110,7 +110,9 @@ describe("the sidecar's HTTP endpoints", () => {
   it("answers 404 for other paths and 405 for other methods, and takes hostile requests without harm", async () => {
     t = await startSidecar();
     const address = t.sidecar.httpAddress!;
-    expect(await http(address, "GET", "/")).toMatchObject({ status: 404 });
+    // "/" is the dashboard (test/e2e-lang/dashboard.e2e.test.ts); nothing else is served by name.
+    expect(await http(address, "GET", "/")).toMatchObject({ status: 200 });
+    expect(await http(address, "GET", "/index.html")).toMatchObject({ status: 404 });
     expect(await http(address, "GET", "/metrics/extra")).toMatchObject({ status: 404 });
     expect(await http(address, "GET", "/METRICS")).toMatchObject({ status: 404 });
     const post = await http(address, "POST", "/metrics");

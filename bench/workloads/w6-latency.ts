@@ -1,0 +1,242 @@
+/**
+ * W6: latency at a fixed load, open loop, without coordinated omission. Events are sent on
+ * a schedule (event i is due at t0 + i/rate); each carries its intended send time, and its
+ * latency is delivery time − intended time, so a stall of the sender, the sidecar or the
+ * subscriber counts for every event it delays. At 1k and 10k events/s, 256 B:
+ *
+ * - raw: a grpc-js bidi stream to an echo server in a child process (the ceiling);
+ * - 1hop: publish and subscribe on one `weft sidecar` process (durable, ack each);
+ * - 2hop: publish on sidecar A, subscribe on sidecar B (two processes, linked).
+ *
+ * The sender's timer lateness (setTimeout granularity, ~1 ms) is in every row alike, the
+ * raw one included; `extra.addedP99Ms` is a row's p99 minus raw's at the same rate.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import { type ClientDuplexStream, credentials } from "@grpc/grpc-js";
+import { connect } from "../../src/client/index.js";
+import { Histogram, type WeftProcess, procMemory, round3, sleep, stampOf, stamped, startOne, startPair, warmUp } from "./support/hop-procs.js";
+import { EchoClient } from "./support/w6-echo.js";
+import type { BenchRow, Workload } from "./types.js";
+
+const PAYLOAD = 256;
+const ECHO_SERVER = fileURLToPath(new URL("./support/w6-echo-server.ts", import.meta.url));
+
+interface Plan {
+  rate: number;
+  warmupSeconds: number;
+  seconds: number;
+}
+
+interface RunResult {
+  latency: Histogram;
+  expected: number;
+  delivered: number;
+  /** How late the sender itself got behind its schedule, worst case, ms. */
+  maxSendLagMs: number;
+}
+
+/**
+ * Drives one open-loop run: `send(stampMs)` must not block; `onDelivery` is handed to the
+ * caller's receiving side, which calls it with each event's stamp on arrival.
+ */
+async function openLoop(plan: Plan, start: (onDelivery: (stamp: number) => void) => (stamp: number) => void): Promise<RunResult> {
+  const latency = new Histogram();
+  const totalEvents = Math.round(plan.rate * (plan.warmupSeconds + plan.seconds));
+  const warmEvents = Math.round(plan.rate * plan.warmupSeconds);
+  const interval = 1000 / plan.rate;
+  let measureFrom = Infinity;
+  let delivered = 0;
+  let allIn!: () => void;
+  const done = new Promise<void>((r) => (allIn = r));
+  const expected = totalEvents - warmEvents;
+  const send = start((stamp) => {
+    if (stamp < measureFrom) return;
+    latency.record(performance.now() - stamp);
+    if (++delivered === expected) allIn();
+  });
+  const t0 = performance.now() + 5;
+  measureFrom = t0 + warmEvents * interval - interval / 2;
+  let sent = 0;
+  let maxSendLagMs = 0;
+  while (sent < totalEvents) {
+    const now = performance.now();
+    const due = Math.min(totalEvents, Math.floor((now - t0) / interval) + 1);
+    if (due > sent) maxSendLagMs = Math.max(maxSendLagMs, now - (t0 + sent * interval));
+    while (sent < due) {
+      send(t0 + sent * interval);
+      sent++;
+    }
+    await sleep(Math.max(0, Math.min(1, t0 + sent * interval - performance.now())));
+  }
+  // Wait for the stragglers; whatever is not in after 30 s counts as 30 s late (a lower bound).
+  const deadline = performance.now() + 30_000;
+  await Promise.race([done, sleep(30_000)]);
+  for (let i = delivered; i < expected; i++) latency.record(deadline - (t0 + (totalEvents - 1) * interval));
+  return { latency, expected, delivered, maxSendLagMs };
+}
+
+async function startEchoServer(): Promise<{ child: ChildProcess; address: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", ECHO_SERVER], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`echo server did not start: ${out}`)), 30_000);
+    child.stdout!.on("data", (b: Buffer) => {
+      out += b.toString();
+      const m = /listening (\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`echo server exited with ${code}: ${out}`)));
+  });
+  return { child, address: `127.0.0.1:${port}` };
+}
+
+async function runRaw(address: string, plan: Plan): Promise<RunResult> {
+  const client = new EchoClient(address, credentials.createInsecure(), { "grpc-node.flow_control_window": 16 * 1024 * 1024 });
+  const call = (client as unknown as { Echo(): ClientDuplexStream<Buffer, Buffer> }).Echo();
+  call.on("error", () => {});
+  // Warm the connection first: the stream is open once one echo came back.
+  await new Promise<void>((resolve) => {
+    call.once("data", () => resolve());
+    call.write(stamped(PAYLOAD, -1));
+  });
+  try {
+    return await openLoop(plan, (onDelivery) => {
+      call.on("data", (b: Buffer) => onDelivery(stampOf(b)));
+      return (stamp) => call.write(stamped(PAYLOAD, stamp));
+    });
+  } finally {
+    call.end();
+    client.close();
+  }
+}
+
+async function runWeft(pubAddress: string, subAddress: string, plan: Plan, tag: string): Promise<RunResult> {
+  const pub = connect(pubAddress, { maxOutstanding: 50_000 });
+  const subClient = connect(subAddress);
+  const channel = `bench.w6.${tag}.r${Date.now()}`;
+  const sub = subClient.subscribe({ channel, group: "w6", from: "latest", maxInFlight: 5000 });
+  try {
+    await sub.subscribed();
+    let warm = false;
+    let onDelivery: (stamp: number) => void = () => {};
+    const reader = (async () => {
+      for await (const d of sub) {
+        const now = performance.now();
+        d.ack();
+        const stamp = stampOf(d.data);
+        if (stamp < 0) warm = true;
+        else onDelivery(stamp);
+        void now;
+      }
+    })().catch(() => {});
+    await warmUp(pub, channel, () => warm);
+    const result = await openLoop(plan, (cb) => {
+      onDelivery = cb;
+      return (stamp) => void pub.publish({ channel, data: stamped(PAYLOAD, stamp) }).catch(() => {});
+    });
+    sub.close();
+    await reader;
+    return result;
+  } finally {
+    sub.close();
+    pub.close();
+    subClient.close();
+  }
+}
+
+function row(id: string, title: string, r: RunResult, rate: number, extra: Record<string, number | string> = {}): BenchRow {
+  return {
+    id,
+    title,
+    eventsPerSecond: rate,
+    megabytesPerSecond: Math.round(((rate * PAYLOAD) / 1e6) * 100) / 100,
+    p50Ms: round3(r.latency.quantile(0.5)),
+    p99Ms: round3(r.latency.quantile(0.99)),
+    p999Ms: round3(r.latency.quantile(0.999)),
+    extra: {
+      samples: r.latency.count,
+      maxMs: round3(r.latency.max()),
+      maxSendLagMs: round3(r.maxSendLagMs),
+      ...(r.delivered < r.expected ? { undelivered: r.expected - r.delivered, note: "undelivered events counted as 30 s late (lower bound)" } : {}),
+      ...extra,
+    },
+  };
+}
+
+export const workload: Workload = async (options) => {
+  const plans: Plan[] = options.quick
+    ? [
+        { rate: 1000, warmupSeconds: 0.5, seconds: 2 },
+        { rate: 10_000, warmupSeconds: 0.5, seconds: 2 },
+      ]
+    : [
+        { rate: 1000, warmupSeconds: 2, seconds: 15 },
+        { rate: 10_000, warmupSeconds: 2, seconds: 10 },
+      ];
+  const label = (rate: number): string => `${rate / 1000}k`;
+  const raw = new Map<number, RunResult>();
+  const one = new Map<number, RunResult>();
+  const two = new Map<number, RunResult>();
+  const rss = { one: 0, a: 0, b: 0 };
+
+  const echo = await startEchoServer();
+  try {
+    for (const plan of plans) raw.set(plan.rate, await runRaw(echo.address, plan));
+  } finally {
+    echo.child.kill("SIGKILL");
+    await once(echo.child, "exit").catch(() => {});
+  }
+
+  let solo: WeftProcess | undefined;
+  try {
+    solo = await startOne(options.scratch, "w6-one");
+    for (const plan of plans) one.set(plan.rate, await runWeft(solo.address, solo.address, plan, `one${label(plan.rate)}`));
+    rss.one = (await procMemory(solo.pid)).hwmMiB;
+  } finally {
+    await solo?.terminate();
+  }
+
+  const { a, b } = await startPair(options.scratch, "w6-two");
+  try {
+    for (const plan of plans) two.set(plan.rate, await runWeft(a.address, b.address, plan, `two${label(plan.rate)}`));
+    rss.a = (await procMemory(a.pid)).hwmMiB;
+    rss.b = (await procMemory(b.pid)).hwmMiB;
+  } finally {
+    await Promise.all([a.terminate(), b.terminate()]);
+  }
+
+  const rows: BenchRow[] = [];
+  for (const plan of plans) {
+    const k = label(plan.rate);
+    const r = raw.get(plan.rate)!;
+    const o = one.get(plan.rate)!;
+    const t = two.get(plan.rate)!;
+    const added = (x: RunResult): Record<string, number> => ({
+      addedP50Ms: round3(x.latency.quantile(0.5) - r.latency.quantile(0.5)),
+      addedP99Ms: round3(x.latency.quantile(0.99) - r.latency.quantile(0.99)),
+      addedP999Ms: round3(x.latency.quantile(0.999) - r.latency.quantile(0.999)),
+    });
+    rows.push(row(`W6-${k}-raw`, `raw grpc-js bidi echo at ${k} events/s, open loop, 256 B (ceiling)`, r, plan.rate));
+    const oneRow = row(`W6-${k}-1hop`, `one sidecar (publish and subscribe on it) at ${k} events/s, open loop`, o, plan.rate, {
+      ...added(o),
+      ...(plan.rate === 1000 ? { targetAddedP99Ms: 1 } : {}),
+    });
+    oneRow.ceiling = `W6-${k}-raw`;
+    oneRow.rssMiB = rss.one;
+    const twoRow = row(`W6-${k}-2hop`, `publish on sidecar A, subscribe on B at ${k} events/s, open loop`, t, plan.rate, {
+      ...added(t),
+      ...(plan.rate === 1000 ? { targetAddedP99Ms: 2 } : {}),
+      rssPeakMiBA: rss.a,
+      rssPeakMiBB: rss.b,
+    });
+    twoRow.ceiling = `W6-${k}-raw`;
+    twoRow.rssMiB = Math.max(rss.a, rss.b);
+    rows.push(oneRow, twoRow);
+  }
+  return rows;
+};

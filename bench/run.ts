@@ -1,0 +1,114 @@
+/**
+ * `npm run bench`: every workload of bench/workloads in order, one table, and
+ * bench/results/latest.json. Each Weft row is shown beside its ceiling measured in the same
+ * run, as a ratio, so the machine's noise of the moment cancels out.
+ *
+ *   npm run bench [-- --quick] [-- --only W1,W5]
+ *
+ * --quick is a seconds-long smoke (a few thousand events a workload) to keep the bench working.
+ */
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import type { BenchRow, Workload } from "./workloads/types.js";
+
+/**
+ * The workloads, in the order they run: [id, module in bench/workloads/]. Each module exports
+ * `workload: Workload` (types.ts); a module not written yet is listed as skipped.
+ */
+const WORKLOADS: readonly [id: string, file: string][] = [
+  ["W1", "w1-publish-subscribe.ts"],
+  ["W2", "w2-payload-sizes.ts"],
+  ["W3", "w3-hop.ts"],
+  ["W4", "w4-fan-out.ts"],
+  ["W5", "w5-fsync.ts"],
+  ["W6", "w6-latency.ts"],
+  ["W7", "w7-backlog.ts"],
+  ["J", "jetstream.ts"],
+];
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const quick = process.argv.includes("--quick");
+const onlyIndex = process.argv.indexOf("--only");
+const only = onlyIndex > 0 ? new Set((process.argv[onlyIndex + 1] ?? "").split(",").map((s) => s.trim().toUpperCase())) : undefined;
+
+/** Loads a workload module; undefined when its file has not landed yet. */
+async function load(file: string): Promise<Workload | undefined> {
+  const path = join(here, "workloads", file);
+  if (!existsSync(path)) return undefined;
+  const module = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+  const workload = module.workload ?? module.default;
+  if (typeof workload !== "function") throw new Error(`bench/workloads/${file} exports no \`workload\` (nor a default)`);
+  return workload as Workload;
+}
+
+const rows: BenchRow[] = [];
+const started = new Date();
+for (const [id, file] of WORKLOADS) {
+  if (only && !only.has(id)) continue;
+  const scratch = await mkdtemp(join(tmpdir(), `weft-bench-${id}-`));
+  const t0 = performance.now();
+  process.stderr.write(`${id} ... `);
+  try {
+    const workload = await load(file);
+    if (!workload) {
+      process.stderr.write("not written yet\n");
+      rows.push({ id, title: `not written yet (bench/workloads/${file})`, skipped: "not written yet" });
+      continue;
+    }
+    rows.push(...(await workload({ quick, scratch })));
+    process.stderr.write(`${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  } catch (e) {
+    process.stderr.write(`failed\n`);
+    rows.push({ id, title: "failed", skipped: `failed: ${(e as Error).message.split("\n")[0]}` });
+    process.exitCode = 1;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** The row's rate over its ceiling's (× a factor, e.g. W4 against W1 × 4). */
+function ratio(row: BenchRow): number | undefined {
+  if (!row.ceiling) return undefined;
+  const ceiling = rows.find((r) => r.id === row.ceiling);
+  const factor = Number(row.extra?.ceilingFactor ?? 1);
+  if (!ceiling?.eventsPerSecond || row.eventsPerSecond === undefined) return undefined;
+  return row.eventsPerSecond / (ceiling.eventsPerSecond * factor);
+}
+
+const num = (v: number | undefined, digits = 0): string => (v === undefined || Number.isNaN(v) ? "–" : v.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+const table = [
+  ["workload", "events/s", "MB/s", "p50 ms", "p99 ms", "RSS MiB", "ratio to ceiling"],
+  ...rows.map((r) => {
+    if (r.skipped) return [r.id, `skipped: ${r.skipped}`, "", "", "", "", ""];
+    const x = ratio(r);
+    const factor = r.extra?.ceilingFactor;
+    return [
+      r.id,
+      num(r.eventsPerSecond),
+      num(r.megabytesPerSecond, 1),
+      num(r.p50Ms, 1),
+      num(r.p99Ms, 1),
+      num(r.rssMiB),
+      x === undefined ? (r.ceiling ? `– (no ${r.ceiling} row)` : "") : `${x.toFixed(2)} × ${r.ceiling}${factor ? ` × ${factor}` : ""}`,
+    ];
+  }),
+];
+const widths = table[0]!.map((_, c) => Math.max(...table.map((line) => line[c]!.length)));
+const line = (cells: string[]): string => `| ${cells.map((cell, c) => (c === 0 || c === 6 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join(" | ")} |`;
+console.log(line(table[0]!));
+console.log(`| ${widths.map((w, c) => (c === 0 || c === 6 ? "-".repeat(w) : `${"-".repeat(w - 1)}:`)).join(" | ")} |`);
+for (const cells of table.slice(1)) console.log(line(cells));
+console.log();
+for (const r of rows) console.log(`${r.id}: ${r.title}${r.extra ? `  ${JSON.stringify(r.extra)}` : ""}`);
+
+const results = {
+  started: started.toISOString(),
+  quick,
+  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version },
+  rows: rows.map((r) => ({ ...r, ratio: ratio(r) })),
+};
+await mkdir(join(here, "results"), { recursive: true });
+await writeFile(join(here, "results", quick ? "quick.json" : "latest.json"), `${JSON.stringify(results, null, 2)}\n`);

@@ -84,7 +84,10 @@ export async function startWeft(spec: WeftSpec): Promise<WeftProcess> {
   child.stdout!.resume();
   const exited = once(child, "exit");
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`sidecar ${spec.nodeId} did not start within 60 s: ${err}`)), 60_000);
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL"); // never leave a half-started sidecar behind
+      reject(new Error(`sidecar ${spec.nodeId} did not start within 60 s: ${err}`));
+    }, 60_000);
     const check = (): void => {
       if (/listening on/.test(err)) {
         clearTimeout(timer);
@@ -127,11 +130,15 @@ export async function startWeft(spec: WeftSpec): Promise<WeftProcess> {
 /** Two linked sidecars a and b (each lists the other as its peer). */
 export async function startPair(scratch: string, tag: string): Promise<{ a: WeftProcess; b: WeftProcess }> {
   const [portA, peerA, portB, peerB] = (await freePorts(4)) as [number, number, number, number];
-  const [a, b] = await Promise.all([
+  const [a, b] = await Promise.allSettled([
     startWeft({ nodeId: "a", dataDir: join(scratch, `${tag}-a`), port: portA, peerPort: peerA, peers: [`127.0.0.1:${peerB}`] }),
     startWeft({ nodeId: "b", dataDir: join(scratch, `${tag}-b`), port: portB, peerPort: peerB, peers: [`127.0.0.1:${peerA}`] }),
   ]);
-  return { a, b };
+  if (a.status === "fulfilled" && b.status === "fulfilled") return { a: a.value, b: b.value };
+  // One failed: stop the other before reporting.
+  if (a.status === "fulfilled") await a.value.kill9();
+  if (b.status === "fulfilled") await b.value.kill9();
+  throw a.status === "rejected" ? a.reason : (b as PromiseRejectedResult).reason;
 }
 
 export async function startOne(scratch: string, tag: string, extra: string[] = []): Promise<WeftProcess> {

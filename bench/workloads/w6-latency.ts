@@ -126,12 +126,10 @@ async function runWeft(pubAddress: string, subAddress: string, plan: Plan, tag: 
     let onDelivery: (stamp: number) => void = () => {};
     const reader = (async () => {
       for await (const d of sub) {
-        const now = performance.now();
-        d.ack();
         const stamp = stampOf(d.data);
         if (stamp < 0) warm = true;
-        else onDelivery(stamp);
-        void now;
+        else onDelivery(stamp); // the delivery time is taken first thing in onDelivery
+        d.ack();
       }
     })().catch(() => {});
     await warmUp(pub, channel, () => warm);

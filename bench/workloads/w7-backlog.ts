@@ -15,7 +15,7 @@
  */
 import { du } from "./support/w7-du.js";
 import { connect } from "../../src/client/index.js";
-import { procMemory, round1, sleep, stamped, startOne } from "./support/hop-procs.js";
+import { heapOf, procMemory, round1, sleep, stamped, startOne } from "./support/hop-procs.js";
 import type { BenchRow, Workload } from "./types.js";
 
 const PAYLOAD = 256;
@@ -59,6 +59,14 @@ export const workload: Workload = async (options) => {
     extra["rssPeakMiB"] = stored.hwmMiB;
     extra["dataDirMiB"] = round1((await du(sidecar.dataDir)) / 2 ** 20);
     extra["targetRssMiB"] = 150;
+    for (const [k, v] of Object.entries(await heapOf(sidecar))) extra[`stored_${k}`] = v;
+    // The same backlog after a clean restart: what holding 1M events costs, apart from what
+    // the publish burst left behind (V8 heap not given back, malloc arenas, memtables).
+    await sidecar.terminate();
+    sidecar = await sidecar.restart();
+    await sleep(2000);
+    extra["rssStoredAfterCleanRestartMiB"] = (await procMemory(sidecar.pid)).rssMiB;
+    for (const [k, v] of Object.entries(await heapOf(sidecar))) extra[`restarted_${k}`] = v;
 
     // Drain all of them.
     {

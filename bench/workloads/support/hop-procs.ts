@@ -153,6 +153,31 @@ export async function procMemory(pid: number): Promise<{ rssMiB: number; hwmMiB:
   return { rssMiB: round1(kb("VmRSS") / 1024), hwmMiB: round1(kb("VmHWM") / 1024) };
 }
 
+/** The sidecar's HTTP address, from its "listening on" line ("... http http://HOST:PORT, ..."). */
+export function httpAddressOf(p: WeftProcess): string | undefined {
+  return /http (http:\/\/[0-9.]+:\d+)/.exec(p.stderr())?.[1];
+}
+
+/**
+ * The sidecar's V8 heap (used and total) and external memory, MiB, from its /metrics
+ * (prom-client's default process metrics): tells the JS heap from native memory (LevelDB).
+ */
+export async function heapOf(p: WeftProcess): Promise<Record<string, number>> {
+  const base = httpAddressOf(p);
+  if (!base) return {};
+  try {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const mib = (name: string): number => round1(Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)`, "m").exec(text)?.[1] ?? NaN) / 2 ** 20);
+    return {
+      heapUsedMiB: mib("nodejs_heap_size_used_bytes"),
+      heapTotalMiB: mib("nodejs_heap_size_total_bytes"),
+      externalMiB: mib("nodejs_external_memory_bytes"),
+    };
+  } catch {
+    return {};
+  }
+}
+
 export const round1 = (x: number): number => Math.round(x * 10) / 10;
 export const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 

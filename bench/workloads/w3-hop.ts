@@ -83,6 +83,7 @@ export const workload: Workload = async (options) => {
         rssPeakMiBA: memA.hwmMiB,
         rssPeakMiBB: memB.hwmMiB,
         warmUpMs: Math.round(warmUpMs),
+        latencyNote: "under saturation: the publisher outruns the hop, so p50/p99 are mostly queueing (≈ events ÷ rate); W6 measures latency at a fixed load",
       },
     };
     if (received < total) row.extra!["note"] = `only ${received} of ${total} delivered before the timeout`;

@@ -58,7 +58,16 @@ for (const [id, file] of WORKLOADS) {
       rows.push({ id, title: `not written yet (bench/workloads/${file})`, skipped: "not written yet" });
       continue;
     }
-    rows.push(...(await workload({ quick, scratch })));
+    // A workload that waits on nothing the loop holds (a stream that never answers) must fail
+    // loudly rather than let the process exit in silence: hold the loop, and time it out.
+    const limitMs = quick ? 120_000 : 900_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs)));
+    try {
+      rows.push(...(await Promise.race([workload({ quick, scratch }), timedOut])));
+    } finally {
+      clearTimeout(timer);
+    }
     process.stderr.write(`${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   } catch (e) {
     process.stderr.write(`failed\n`);

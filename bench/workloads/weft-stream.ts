@@ -8,8 +8,10 @@ import { LatencyRecorder, type StreamResult, type StreamShape } from "./stream-s
  */
 export async function runWeftStream(address: string, shape: StreamShape, groups = 1): Promise<StreamResult> {
   const channel = `bench.events.r${Date.now()}`;
-  const pub = connect(address, { maxOutstanding: shape.maxOutstanding, maxBatch: shape.maxBatch });
-  const subClients = Array.from({ length: groups }, () => connect(address));
+  // Own subchannels: a pooled one left from an earlier run on a reused port must not be picked up.
+  const channelOptions = { "grpc.use_local_subchannel_pool": 1 };
+  const pub = connect(address, { maxOutstanding: shape.maxOutstanding, maxBatch: shape.maxBatch, channelOptions });
+  const subClients = Array.from({ length: groups }, () => connect(address, { channelOptions }));
   const subs = subClients.map((c, g) => c.subscribe({ channel, group: `bench-${g}`, from: "earliest", maxInFlight: shape.maxInFlight }));
   await Promise.all(subs.map((s) => s.subscribed()));
   const payload = Buffer.alloc(shape.payloadBytes, 120);

@@ -4,7 +4,8 @@ import { connect } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { type Client, type ClientReadableStream, type ServiceDefinition, type ServiceError, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
 import { service as healthDefinition } from "grpc-health-check";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
+import { holdNextAppend } from "./support/hold-append.js";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { MAX_URL_LENGTH } from "../src/ops/http-server.js";
 import { eventually } from "./support/collect.js";
@@ -186,17 +187,7 @@ describe("the sidecar's HTTP endpoints", () => {
     const health = watchHealth(t.address);
     await health.until("SERVING");
     // Hold the log's next append, so that the stop has a publish batch to wait for.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const log = t.sidecar.log;
-    const append = log.append.bind(log);
-    const appending = new Promise<void>((resolve) => {
-      vi.spyOn(log, "append").mockImplementationOnce(async (entries) => {
-        resolve();
-        await held;
-        return append(entries);
-      });
-    });
+    const { appending, release } = holdNextAppend(t.sidecar.log);
     const conn = new RawMeshConnection(t.address);
     const pub = conn.publish();
     pub.send(1, [create(EventSchema, { id: "ready-1", source: "//test", type: "t", channel: "ready.drain", data: new TextEncoder().encode("x") })]);

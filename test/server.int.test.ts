@@ -14,7 +14,8 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { service as healthDefinition } from "grpc-health-check";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
+import { holdNextAppend } from "./support/hold-append.js";
 import { ClientError, type Published } from "../src/client/index.js";
 import { DEFAULT_LIMITS } from "../src/contract/validate.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
@@ -152,17 +153,7 @@ describe("service server", () => {
     const watch = watchHealth(health, "");
     await watch.next("SERVING");
     // Hold the log's next append, so that the stop has a publish batch to wait for.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const log = t.sidecar.log;
-    const append = log.append.bind(log);
-    const appending = new Promise<void>((resolve) => {
-      vi.spyOn(log, "append").mockImplementationOnce(async (entries) => {
-        resolve();
-        await held;
-        return append(entries);
-      });
-    });
+    const { appending, release } = holdNextAppend(t.sidecar.log);
     const conn = new RawMeshConnection(t.address);
     const pub = conn.publish();
     pub.send(7, [create(EventSchema, { id: "drain-1", source: "//test", type: "t", channel: "health.drain", data: new TextEncoder().encode("x") })]);

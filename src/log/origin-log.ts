@@ -22,6 +22,7 @@ import {
   seqOfKey,
 } from "./keys.js";
 import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime, redriveIdentity, relayIdentity } from "./record.js";
+import { TailCache } from "./tail-cache.js";
 
 /** How long and how much a channel keeps. The first limit reached removes the oldest events. */
 export interface Retention {
@@ -159,6 +160,15 @@ const READ_STEP = 32;
 /** Events one sweep pass removes or forgets, so a pass holds the write loop only briefly. */
 const SWEEP_PASS_EVENTS = 5000;
 const MAX_SWEEP_PASSES = 100;
+/** The newest events kept in memory for readers that keep up (see TailCache). */
+const TAIL_CACHE_BYTES = 8 * 1024 * 1024;
+const TAIL_CACHE_EVENTS_PER_CHANNEL = 2048;
+/**
+ * Up to this many dedup lookups in an append batch are made on the loop (getSync, a few µs
+ * each) rather than in one getMany on LevelDB's threads, whose round trip and wake-up cost
+ * more than that when events come one or two at a time.
+ */
+const SYNC_LOOKUPS = 8;
 
 /**
  * The origin log: every event published to this sidecar, per channel, in LevelDB, plus
@@ -181,6 +191,7 @@ export class OriginLog {
   private readonly fsync: boolean;
   private drained: Promise<void> = Promise.resolve();
   private markDrained: () => void = () => {};
+  private readonly tail = new TailCache(TAIL_CACHE_BYTES, TAIL_CACHE_EVENTS_PER_CHANNEL);
 
   private constructor(
     private readonly db: Db,
@@ -309,10 +320,11 @@ export class OriginLog {
     // One lookup of every dedup entry on LevelDB's threads: one getSync per event cost ~5 us
     // of this loop's time, which is also the loop that delivers. Only the write loop writes
     // dedup entries, so what is read here is still current when the batch is written.
-    const stored = await this.db.getMany(keys);
+    const stored = keys.length <= SYNC_LOOKUPS ? keys.map((k) => this.db.getSync(k)) : await this.db.getMany(keys);
     const now = this.now();
     const batch = this.db.batch();
     const touched = new Map<string, ChannelHead & { dedupSwept: number }>();
+    const written = new Map<string, StoredEvent[]>();
     const seenInBatch = new Map<string, AppendResult>();
     const out: AppendResult[][] = [];
     let k = 0;
@@ -338,6 +350,9 @@ export class OriginLog {
         const record = encodeRecord(now, entry.key, entry.bytes, entry.origin, entry.onlyGroup);
         head.bytes += record.length;
         batch.put(eventKey(entry.channel, sequence), record);
+        let events = written.get(entry.channel);
+        if (!events) written.set(entry.channel, (events = []));
+        events.push(decodeRecord(entry.channel, sequence, record));
         batch.put(dk, Buffer.from(`${sequence}:${now}`));
         const result = { sequence, duplicate: false };
         seenInBatch.set(dk, result);
@@ -351,6 +366,7 @@ export class OriginLog {
       const before = this.heads.get(channel);
       this.observer.stored(channel, head.last - (before?.last ?? 0), head.bytes - (before?.bytes ?? 0));
       this.heads.set(channel, head);
+      this.tail.add(channel, written.get(channel)!);
     }
     for (const [channel, head] of touched) for (const l of this.listeners) l(channel, head.last);
     return out;
@@ -374,6 +390,8 @@ export class OriginLog {
     const head = this.heads.get(channel);
     if (!head || from > head.last || limit < 1) return out;
     const start = Math.max(from, head.first);
+    const cached = this.tail.read(channel, start, limit, maxBytes);
+    if (cached) return cached;
     let bytes = 0;
     const iterator = this.db.iterator({ gte: eventKey(channel, start), lt: prefixEnd(eventPrefix(channel)), limit });
     try {
@@ -561,6 +579,7 @@ export class OriginLog {
     this.closed = true;
     await this.sweeping?.catch(() => {});
     await this.drained;
+    this.tail.clear();
     await this.db.close();
   }
 }

@@ -1,10 +1,11 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { OutgoingDelivery } from "../delivery/types.js";
 import type { GroupStatus } from "../delivery/delivery-engine.js";
 import type { ChannelHead } from "../log/origin-log.js";
 import type { StoredEvent } from "../log/record.js";
 import type { PeerStatus } from "../mesh/mesh-node.js";
 import type { Observer } from "./observer.js";
+import { ChannelPeerSeries, ChannelSeries, GroupSeries, type PeerLinkSeries, PeerSeries, SeriesHistogram, allGroupSeries, type ChannelLabels, type GroupLabels } from "./series.js";
 
 /**
  * What the scrape-time gauges read: the parts of a running sidecar that know where things
@@ -19,8 +20,6 @@ export interface MetricsSources {
 /** Seconds, from 1 ms to 30 min: a live event takes milliseconds, a backlog drained late takes minutes. */
 export const LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800];
 
-type ChannelLabels = "channel" | "relay";
-type GroupLabels = "channel" | "group" | "relay";
 
 /**
  * The Prometheus metrics of one sidecar, and the {@link Observer} that counts them.
@@ -38,25 +37,10 @@ export class SidecarMetrics implements Observer {
   /** This sidecar's own series. */
   readonly registry = new Registry();
 
-  private readonly publishedTotal: Counter<"channel">;
-  private readonly storedTotal: Counter<ChannelLabels>;
-  private readonly storedBytesTotal: Counter<ChannelLabels>;
-  private readonly dedupTotal: Counter<ChannelLabels>;
-  private readonly forwardedTotal: Counter<"channel" | "peer">;
-  private readonly forwardedBytesTotal: Counter<"peer">;
-  private readonly deliveredTotal: Counter<GroupLabels>;
-  private readonly redeliveredTotal: Counter<GroupLabels>;
-  private readonly ackedTotal: Counter<GroupLabels>;
-  private readonly deadLetteredTotal: Counter<GroupLabels>;
-  private readonly expiredTotal: Counter<ChannelLabels>;
-  private readonly groupExpiredTotal: Counter<GroupLabels>;
-  private readonly peerLinkTotal: Counter<"peer" | "state">;
-  private readonly toDelivery: Histogram<GroupLabels>;
-  private readonly toAck: Histogram<GroupLabels>;
-
-  /** Label children by key: looking a child up once per series keeps the hot path cheap. */
-  private readonly children = new Map<object, Map<string, { inc(n?: number): void }>>();
-  private readonly timers = new Map<object, Map<string, { observe(v: number): void }>>();
+  /** The hot path's counts, by log channel (and group, and peer), read into prom-client at scrape. */
+  private readonly channelSeries = new Map<string, ChannelSeries>();
+  private readonly groupSeries = new Map<string, Map<string, GroupSeries>>();
+  private readonly peerSeries = new Map<string, PeerSeries>();
   private readonly split = new Map<string, { channel: string; relay: "true" | "false" }>();
   private sources: MetricsSources | undefined;
   private readonly now: () => number;
@@ -64,8 +48,33 @@ export class SidecarMetrics implements Observer {
   constructor(options: { nodeId: string; version: string; now?: () => number }) {
     const registers = [this.registry];
     this.now = options.now ?? Date.now;
-    const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
-      new Counter<L>({ name, help, labelNames, registers });
+    // Counters move in plain numbers on the hot path (prom-client hashes the labels of every
+    // inc), and are added to prom-client's series when read: at scrape, or by the dashboard.
+    const counter = <L extends string, S extends { labels: Record<string, string> }>(
+      name: string,
+      help: string,
+      labelNames: readonly L[],
+      series: () => Iterable<S>,
+      take: (s: S) => number,
+    ): void => {
+      const pick = (labels: Record<string, string>): Record<L, string> => Object.fromEntries(labelNames.map((n) => [n, labels[n] ?? ""])) as Record<L, string>;
+      const c: Counter<L> = new Counter<L>({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect: () => {
+          for (const s of series()) {
+            const n = take(s);
+            if (n > 0) c.inc(pick(s.labels), n);
+          }
+        },
+      });
+    };
+    const channels = (): Iterable<ChannelSeries> => this.channelSeries.values();
+    const groups = (): Iterable<GroupSeries> => allGroupSeries(this.groupSeries);
+    const peers = (): Iterable<PeerSeries> => this.peerSeries.values();
+    const channelPeers = (): Iterable<ChannelPeerSeries> => [...this.peerSeries.values()].flatMap((p) => [...p.channels.values()]);
     const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[], collect: (g: Gauge<L>) => void): Gauge<L> => {
       const g: Gauge<L> = new Gauge<L>({
         name,
@@ -88,40 +97,42 @@ export class SidecarMetrics implements Observer {
     );
 
     // The four rates.
-    this.publishedTotal = counter("weft_events_published_total", "Valid events publishers sent to this sidecar, duplicates included (generated).", ["channel"]);
-    this.storedTotal = counter("weft_events_stored_total", "Events appended to this sidecar's log, duplicates excluded; relay=\"true\" for copies peers forwarded here (stored).", channel);
-    this.forwardedTotal = counter("weft_events_forwarded_total", "Events this sidecar forwarded to peers for their groups' members, re-forwards included (transmitted).", ["channel", "peer"]);
-    this.ackedTotal = counter(
+    counter("weft_events_published_total", "Valid events publishers sent to this sidecar, duplicates included (generated).", ["channel"], channels, (s) => s.take("published"));
+    counter("weft_events_stored_total", "Events appended to this sidecar's log, duplicates excluded; relay=\"true\" for copies peers forwarded here (stored).", channel, channels, (s) => s.take("stored"));
+    counter("weft_events_forwarded_total", "Events this sidecar forwarded to peers for their groups' members, re-forwards included (transmitted).", ["channel", "peer"], channelPeers, (s) => s.take("forwarded"));
+    counter(
       "weft_events_acked_total",
       "Events a group finished on this sidecar's log: acked by a member here, or (relay=\"false\") reported done by the peer it was forwarded to (processed).",
       group,
+      groups,
+      (s) => s.take("acked"),
     );
 
-    this.storedBytesTotal = counter("weft_events_stored_bytes_total", "Bytes of the records appended to this sidecar's log.", channel);
-    this.dedupTotal = counter("weft_dedup_hits_total", "Re-published (source, id) pairs acked with their original sequence and not stored again.", channel);
-    this.forwardedBytesTotal = counter("weft_peer_forwarded_bytes_total", "Event bytes forwarded to each peer.", ["peer"]);
-    this.deliveredTotal = counter("weft_deliveries_total", "Deliveries handed to members (to a peer's link, at the origin, for groups behind it), redeliveries included.", group);
-    this.redeliveredTotal = counter("weft_redeliveries_total", "Deliveries with attempt > 1: after a nack, a missed ack deadline or a lost member.", group);
-    this.deadLetteredTotal = counter("weft_dead_letters_total", "Events a group moved to its dead-letter channel after max attempts.", group);
-    this.expiredTotal = counter("weft_events_expired_total", "Events retention removed from this sidecar's log.", channel);
-    this.groupExpiredTotal = counter("weft_group_events_expired_total", "Events retention removed before the group finished them (lost to the group, never silently).", group);
-    this.peerLinkTotal = counter("weft_peer_link_changes_total", 'Peer links that came up (state="up") or went down (state="down").', ["peer", "state"]);
+    counter("weft_events_stored_bytes_total", "Bytes of the records appended to this sidecar's log.", channel, channels, (s) => s.take("storedBytes"));
+    counter("weft_dedup_hits_total", "Re-published (source, id) pairs acked with their original sequence and not stored again.", channel, channels, (s) => s.take("dedup"));
+    counter("weft_peer_forwarded_bytes_total", "Event bytes forwarded to each peer.", ["peer"], peers, (s) => s.take("forwardedBytes"));
+    counter("weft_deliveries_total", "Deliveries handed to members (to a peer's link, at the origin, for groups behind it), redeliveries included.", group, groups, (s) => s.take("delivered"));
+    counter("weft_redeliveries_total", "Deliveries with attempt > 1: after a nack, a missed ack deadline or a lost member.", group, groups, (s) => s.take("redelivered"));
+    counter("weft_dead_letters_total", "Events a group moved to its dead-letter channel after max attempts.", group, groups, (s) => s.take("deadLettered"));
+    counter("weft_events_expired_total", "Events retention removed from this sidecar's log.", channel, channels, (s) => s.take("expired"));
+    counter("weft_group_events_expired_total", "Events retention removed before the group finished them (lost to the group, never silently).", group, groups, (s) => s.take("expired"));
+    const links = (): Iterable<PeerLinkSeries> => [...this.peerSeries.values()].flatMap((p) => [p.up, p.down]);
+    counter("weft_peer_link_changes_total", 'Peer links that came up (state="up") or went down (state="down").', ["peer", "state"], links, (s) => s.take("changes"));
 
-    const buckets = [...LATENCY_BUCKETS];
-    this.toDelivery = new Histogram({
-      name: "weft_publish_to_delivery_seconds",
-      help: "From storing an event in this sidecar's log to its first delivery to a member of the group (at the origin, for groups behind a peer: to the forward).",
-      labelNames: group,
-      buckets,
-      registers,
-    });
-    this.toAck = new Histogram({
-      name: "weft_publish_to_ack_seconds",
-      help: "From storing an event in this sidecar's log to the group finishing it (at the origin, for groups behind a peer: the peer's report).",
-      labelNames: group,
-      buckets,
-      registers,
-    });
+    this.registry.registerMetric(
+      new SeriesHistogram<GroupLabels>(
+        "weft_publish_to_delivery_seconds",
+        "From storing an event in this sidecar's log to its first delivery to a member of the group (at the origin, for groups behind a peer: to the forward).",
+        () => [...groups()].map((s) => [s.labels, s.toDelivery]),
+      ).asMetric(),
+    );
+    this.registry.registerMetric(
+      new SeriesHistogram<GroupLabels>(
+        "weft_publish_to_ack_seconds",
+        "From storing an event in this sidecar's log to the group finishing it (at the origin, for groups behind a peer: the peer's report).",
+        () => [...groups()].map((s) => [s.labels, s.toAck]),
+      ).asMetric(),
+    );
 
     gauge("weft_group_backlog", "Events of the channel the group has not finished: stored but not yet acked or dead-lettered.", group, (g) => {
       for (const s of this.sources!.engine.status()) g.inc(this.groupLabels(s.channel, s.group), s.backlog);
@@ -169,57 +180,78 @@ export class SidecarMetrics implements Observer {
   // ---- Observer ----
 
   published(channel: string, count: number): void {
-    if (count > 0) this.child(this.publishedTotal, channel, () => ({ channel })).inc(count);
+    this.channel(channel).counts.published += count;
   }
 
   stored(channel: string, count: number, bytes: number): void {
-    if (count > 0) this.child(this.storedTotal, channel, () => this.channelLabels(channel)).inc(count);
-    if (bytes > 0) this.child(this.storedBytesTotal, channel, () => this.channelLabels(channel)).inc(bytes);
+    const c = this.channel(channel).counts;
+    c.stored += count;
+    c.storedBytes += bytes;
   }
 
   deduplicated(channel: string): void {
-    this.child(this.dedupTotal, channel, () => this.channelLabels(channel)).inc();
+    this.channel(channel).counts.dedup++;
   }
 
   forwarded(peer: string, channel: string, _group: string, count: number, bytes: number): void {
-    if (count > 0) this.child(this.forwardedTotal, `${channel}\0${peer}`, () => ({ channel, peer })).inc(count);
-    if (bytes > 0) this.child(this.forwardedBytesTotal, peer, () => ({ peer })).inc(bytes);
+    const p = this.peer(peer);
+    p.counts.forwardedBytes += bytes;
+    let c = p.channels.get(channel);
+    if (!c) p.channels.set(channel, (c = new ChannelPeerSeries({ channel, peer })));
+    c.counts.forwarded += count;
   }
 
   delivered(channel: string, group: string, deliveries: readonly OutgoingDelivery[]): void {
-    if (deliveries.length === 0) return;
-    const key = `${channel}\0${group}`;
-    const labels = (): Record<GroupLabels, string> => this.groupLabels(channel, group);
-    this.child(this.deliveredTotal, key, labels).inc(deliveries.length);
+    const s = this.group(channel, group);
+    s.counts.delivered += deliveries.length;
     const now = this.now();
-    let redelivered = 0;
     for (const d of deliveries) {
-      if (d.attempt > 1) redelivered++;
-      else this.timer(this.toDelivery, key, labels).observe(seconds(now, d.event));
+      if (d.attempt > 1) s.counts.redelivered++;
+      else s.toDelivery.observe(seconds(now, d.event));
     }
-    if (redelivered > 0) this.child(this.redeliveredTotal, key, labels).inc(redelivered);
   }
 
   acked(channel: string, group: string, event: StoredEvent): void {
-    const key = `${channel}\0${group}`;
-    const labels = (): Record<GroupLabels, string> => this.groupLabels(channel, group);
-    this.child(this.ackedTotal, key, labels).inc();
-    this.timer(this.toAck, key, labels).observe(seconds(this.now(), event));
+    const s = this.group(channel, group);
+    s.counts.acked++;
+    s.toAck.observe(seconds(this.now(), event));
   }
 
   deadLettered(channel: string, group: string): void {
-    this.child(this.deadLetteredTotal, `${channel}\0${group}`, () => this.groupLabels(channel, group)).inc();
+    this.group(channel, group).counts.deadLettered++;
   }
 
   expired(channel: string, group: string | undefined, count: number): void {
     if (count <= 0) return;
-    if (group === undefined) this.child(this.expiredTotal, channel, () => this.channelLabels(channel)).inc(count);
-    else this.child(this.groupExpiredTotal, `${channel}\0${group}`, () => this.groupLabels(channel, group)).inc(count);
+    if (group === undefined) this.channel(channel).counts.expired += count;
+    else this.group(channel, group).counts.expired += count;
   }
 
   peerLink(peer: string, up: boolean): void {
-    const state = up ? "up" : "down";
-    this.child(this.peerLinkTotal, `${peer}\0${state}`, () => ({ peer, state })).inc();
+    const p = this.peer(peer);
+    (up ? p.up : p.down).counts.changes++;
+  }
+
+  // ---- series ----
+
+  private channel(logChannel: string): ChannelSeries {
+    let s = this.channelSeries.get(logChannel);
+    if (!s) this.channelSeries.set(logChannel, (s = new ChannelSeries(this.channelLabels(logChannel))));
+    return s;
+  }
+
+  private group(logChannel: string, group: string): GroupSeries {
+    let byGroup = this.groupSeries.get(logChannel);
+    if (!byGroup) this.groupSeries.set(logChannel, (byGroup = new Map()));
+    let s = byGroup.get(group);
+    if (!s) byGroup.set(group, (s = new GroupSeries(this.groupLabels(logChannel, group), LATENCY_BUCKETS)));
+    return s;
+  }
+
+  private peer(peer: string): PeerSeries {
+    let s = this.peerSeries.get(peer);
+    if (!s) this.peerSeries.set(peer, (s = new PeerSeries(peer)));
+    return s;
   }
 
   // ---- labels ----
@@ -238,22 +270,6 @@ export class SidecarMetrics implements Observer {
   private groupLabels(logChannel: string, group: string): Record<GroupLabels, string> {
     const { channel, relay } = this.channelLabels(logChannel);
     return { channel, group, relay };
-  }
-
-  private child<L extends string>(metric: Counter<L>, key: string, labels: () => Record<L, string>): { inc(n?: number): void } {
-    let byKey = this.children.get(metric);
-    if (!byKey) this.children.set(metric, (byKey = new Map()));
-    let c = byKey.get(key);
-    if (!c) byKey.set(key, (c = metric.labels(labels())));
-    return c;
-  }
-
-  private timer<L extends string>(metric: Histogram<L>, key: string, labels: () => Record<L, string>): { observe(v: number): void } {
-    let byKey = this.timers.get(metric);
-    if (!byKey) this.timers.set(metric, (byKey = new Map()));
-    let t = byKey.get(key);
-    if (!t) byKey.set(key, (t = metric.labels(labels())));
-    return t;
   }
 }
 

@@ -51,14 +51,32 @@ export function composeObservers(...observers: (Observer | undefined)[]): Observ
   if (all.length === 0) return NO_OBSERVER;
   if (all.length === 1) return all[0]!;
   return {
-    published: (channel, count) => all.forEach((o) => o.published(channel, count)),
-    stored: (channel, count, bytes) => all.forEach((o) => o.stored(channel, count, bytes)),
-    deduplicated: (channel) => all.forEach((o) => o.deduplicated(channel)),
-    forwarded: (peer, channel, group, count, bytes) => all.forEach((o) => o.forwarded(peer, channel, group, count, bytes)),
-    delivered: (channel, group, deliveries) => all.forEach((o) => o.delivered(channel, group, deliveries)),
-    acked: (channel, group, event) => all.forEach((o) => o.acked(channel, group, event)),
-    deadLettered: (channel, group) => all.forEach((o) => o.deadLettered(channel, group)),
-    expired: (channel, group, count) => all.forEach((o) => o.expired(channel, group, count)),
-    peerLink: (peer, up) => all.forEach((o) => o.peerLink(peer, up)),
+    published(channel, count) {
+      for (const o of all) o.published(channel, count);
+    },
+    stored(channel, count, bytes) {
+      for (const o of all) o.stored(channel, count, bytes);
+    },
+    deduplicated(channel) {
+      for (const o of all) o.deduplicated(channel);
+    },
+    forwarded(peer, channel, group, count, bytes) {
+      for (const o of all) o.forwarded(peer, channel, group, count, bytes);
+    },
+    delivered(channel, group, deliveries) {
+      for (const o of all) o.delivered(channel, group, deliveries);
+    },
+    acked(channel, group, event) {
+      for (const o of all) o.acked(channel, group, event);
+    },
+    deadLettered(channel, group) {
+      for (const o of all) o.deadLettered(channel, group);
+    },
+    expired(channel, group, count) {
+      for (const o of all) o.expired(channel, group, count);
+    },
+    peerLink(peer, up) {
+      for (const o of all) o.peerLink(peer, up);
+    },
   };
 }

@@ -78,9 +78,9 @@ for (const [id, file] of WORKLOADS) {
   }
 }
 
-/** The row's rate over its ceiling's (× a factor, e.g. W4 against W1 × 4). */
+/** The row's rate over its ceiling's (× a factor, e.g. W4 against W1 × 4); none for latency rows. */
 function ratio(row: BenchRow): number | undefined {
-  if (!row.ceiling) return undefined;
+  if (!row.ceiling || row.compare === "latency") return undefined;
   const ceiling = rows.find((r) => r.id === row.ceiling);
   const factor = Number(row.extra?.ceilingFactor ?? 1);
   if (!ceiling?.eventsPerSecond || row.eventsPerSecond === undefined) return undefined;
@@ -94,6 +94,11 @@ const table = [
     if (r.skipped) return [r.id, `skipped: ${r.skipped}`, "", "", "", "", ""];
     const x = ratio(r);
     const factor = r.extra?.ceilingFactor;
+    if (r.compare === "latency") {
+      const ceiling = rows.find((c) => c.id === r.ceiling);
+      const added = r.p99Ms !== undefined && ceiling?.p99Ms !== undefined ? r.p99Ms - ceiling.p99Ms : undefined;
+      return [r.id, num(r.eventsPerSecond), num(r.megabytesPerSecond, 1), num(r.p50Ms, 1), num(r.p99Ms, 1), num(r.rssMiB), added === undefined ? `– (no ${r.ceiling} row)` : `p99 ${added >= 0 ? "+" : ""}${num(added, 1)} ms vs ${r.ceiling}`];
+    }
     return [
       r.id,
       num(r.eventsPerSecond),
@@ -113,11 +118,40 @@ for (const cells of table.slice(1)) console.log(line(cells));
 console.log();
 for (const r of rows) console.log(`${r.id}: ${r.title}${r.extra ? `  ${JSON.stringify(r.extra)}` : ""}`);
 
+// The issue 6 targets, met or not, from this run's rows (printed, never a pass/fail).
+const row = (id: string): BenchRow | undefined => rows.find((r) => r.id === id && !r.skipped);
+const targets: { target: string; measured: string; met: boolean | undefined }[] = [];
+const check = (target: string, value: number | undefined, unit: string, met: (v: number) => boolean): void => {
+  targets.push({ target, measured: value === undefined ? "not measured" : `${num(value, 2)}${unit}`, met: value === undefined ? undefined : met(value) });
+};
+const w1 = row("W1");
+const j = row("J");
+if (w1) check("W1 ≥ 0.5 × its raw grpc-js ceiling", ratio(w1), " ×", (v) => v >= 0.5);
+if (w1) check("W1 ≥ 1 × the JetStream row's events/s", j?.eventsPerSecond && w1.eventsPerSecond ? w1.eventsPerSecond / j.eventsPerSecond : undefined, " ×", (v) => v >= 1);
+const added = (id: string): number | undefined => {
+  const r = row(id);
+  const c = r?.ceiling ? row(r.ceiling) : undefined;
+  return r?.p99Ms !== undefined && c?.p99Ms !== undefined ? r.p99Ms - c.p99Ms : undefined;
+};
+if (row("W6-1k-1hop")) check("W6 p99 added by one sidecar hop at 1k events/s ≤ 1 ms", added("W6-1k-1hop"), " ms", (v) => v <= 1);
+if (row("W6-1k-2hop")) check("W6 p99 added by two hops at 1k events/s ≤ 2 ms", added("W6-1k-2hop"), " ms", (v) => v <= 2);
+const w7 = row("W7");
+const w7n = (k: string): number | undefined => (typeof w7?.extra?.[k] === "number" ? (w7.extra[k] as number) : undefined);
+const mib = w7n("rssStoredMiB");
+if (w7) check("W7 sidecar RSS ≤ 150 MB with the backlog stored", mib === undefined ? undefined : (mib * 2 ** 20) / 1e6, " MB", (v) => v <= 150);
+if (w7) check("W7 first redelivery ≤ 1 s after restart (from spawning the process)", w7n("firstDeliveryAfterSpawnMs"), " ms", (v) => v <= 1000);
+if (targets.length > 0) {
+  console.log();
+  console.log(`Targets${quick ? " (--quick: a smoke, not a measurement)" : ""}:`);
+  for (const t of targets) console.log(`  ${t.met === undefined ? "?" : t.met ? "met" : "MISSED"}  ${t.target}: ${t.measured}`);
+}
+
 const results = {
   started: started.toISOString(),
   quick,
   machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version },
   rows: rows.map((r) => ({ ...r, ratio: ratio(r) })),
+  targets,
 };
 await mkdir(join(here, "results"), { recursive: true });
 await writeFile(join(here, "results", quick ? "quick.json" : "latest.json"), `${JSON.stringify(results, null, 2)}\n`);

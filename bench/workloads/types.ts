@@ -18,6 +18,11 @@ export interface BenchRow {
   rssMiB?: number;
   /** The id of the row this one is compared with (its ceiling), if any. */
   ceiling?: string;
+  /**
+   * What the comparison with the ceiling is about: "rate" (default) divides events/s;
+   * "latency" (rows at a fixed load, W6) shows the p99 the row adds to its ceiling's.
+   */
+  compare?: "rate" | "latency";
   /** Other figures worth keeping (drain rate, time to first delivery after restart, ...). */
   extra?: Record<string, number | string>;
   /** Set when the workload could not run here (e.g. nats-server not installed), with why. */

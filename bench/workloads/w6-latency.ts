@@ -225,6 +225,7 @@ export const workload: Workload = async (options) => {
       ...(plan.rate === 1000 ? { targetAddedP99Ms: 1 } : {}),
     });
     oneRow.ceiling = `W6-${k}-raw`;
+    oneRow.compare = "latency";
     oneRow.rssMiB = rss.one;
     const twoRow = row(`W6-${k}-2hop`, `publish on sidecar A, subscribe on B at ${k} events/s, open loop`, t, plan.rate, {
       ...added(t),
@@ -233,6 +234,7 @@ export const workload: Workload = async (options) => {
       rssPeakMiBB: rss.b,
     });
     twoRow.ceiling = `W6-${k}-raw`;
+    twoRow.compare = "latency";
     twoRow.rssMiB = Math.max(rss.a, rss.b);
     rows.push(oneRow, twoRow);
   }

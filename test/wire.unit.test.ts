@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { PublishRequestSchema, PublishResponseSchema, SubscribeResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
-import { type EventFields, readPublishRequest, readSubscribeResponse, writeDeliveries, writeEvent, writePublishRequest, writePublishResponse } from "../src/grpc/wire.js";
+import { type EventFields, readEvent, readPublishRequest, readSubscribeResponse, writeDeliveries, writeEvent, writePublishRequest, writePublishResponse } from "../src/grpc/wire.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 const event = (i: number) => create(EventSchema, { channel: "a.b", id: `id-${i}`, source: "//s", type: "t", data: Buffer.alloc(i * 10, i) });
@@ -179,5 +179,58 @@ describe("wire codecs agree with the generated ones", () => {
     const request = fromBinary(PublishRequestSchema, writePublishRequest(2n ** 63n + 5n, encoded));
     expect(request.batchId).toBe(2n ** 63n + 5n);
     expect(request.events.map((e) => e.id)).toEqual(samples.map((e) => e.id));
+  });
+
+  it("reads an event as fromBinary does, and never takes bytes fromBinary refuses (random damage)", () => {
+    const whole = toBinary(
+      EventSchema,
+      create(EventSchema, {
+        channel: "orders.eu",
+        id: "é-1",
+        source: "//s",
+        type: "t",
+        subject: "x",
+        key: "k",
+        datacontenttype: "text/plain",
+        time: timestampFromDate(new Date(1_700_000_000_123)),
+        attributes: { a: "1", "b.c": "ü" },
+        data: Buffer.from("payload"),
+      }),
+    );
+    const sameAs = (bytes: Uint8Array): void => {
+      const mine = readEvent(bytes);
+      const { $unknown: _skipped, ...theirs } = fromBinary(EventSchema, bytes);
+      if (theirs.time) theirs.time = { ...theirs.time, $unknown: undefined } as typeof theirs.time;
+      if (mine.time) mine.time = { ...mine.time, $unknown: undefined } as typeof mine.time;
+      expect({ ...mine, attributes: { ...mine.attributes }, data: Buffer.from(mine.data).toString("hex") }).toEqual({
+        ...theirs,
+        attributes: { ...theirs.attributes },
+        data: Buffer.from(theirs.data).toString("hex"),
+      });
+    };
+    sameAs(whole);
+    // An unknown field (number 20, varint) and an unknown group (number 21) are skipped.
+    sameAs(Buffer.concat([whole, Buffer.from([0xa0, 0x01, 0x05, 0xab, 0x01, 0x08, 0x01, 0xac, 0x01])]));
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    let read = 0;
+    for (let i = 0; i < 3000; i++) {
+      const bytes = Buffer.from(whole);
+      for (let k = 0; k <= random(3); k++) bytes[random(bytes.length)] = random(256);
+      const cut = random(4) === 0 ? bytes.subarray(0, random(bytes.length)) : bytes;
+      let mine: unknown;
+      try {
+        mine = readEvent(cut);
+      } catch {
+        continue; // stricter than fromBinary is allowed (wire types, UTF-8)
+      }
+      read++;
+      expect(mine).toBeDefined();
+      sameAs(cut);
+    }
+    expect(read).toBeGreaterThan(100);
   });
 });

@@ -42,28 +42,35 @@ export function readEvent(bytes: Uint8Array): Event {
     channel: "",
     key: "",
   };
-  const reader = new BinaryReader(bytes);
-  while (reader.pos < reader.len) {
-    const [field, wire] = reader.tag();
+  // Positions in `bytes`, not a BinaryReader: its tags are arrays and its fields views, a
+  // few objects per field of every event on the loop that stores them.
+  const c: Cursor = { buf: bytes, pos: 0, end: bytes.length };
+  while (c.pos < c.end) {
+    const tagAt = c.pos;
+    const tag = readTag(c);
+    const field = tag >>> 3;
+    const wire = tag & 7;
     if (field > 10) {
-      reader.skip(wire, field);
+      skipField(c, tagAt);
       continue;
     }
     if (wire !== WireType.LengthDelimited) {
       throw new Error(`event field ${field} has wire type ${wire}; its declared type needs wire type ${WireType.LengthDelimited}`);
     }
-    const value = reader.bytes();
+    const end = lengthDelimited(c);
+    const start = c.pos;
+    c.pos = end;
     switch (field) {
-      case 1: event.id = utf8(value, "id"); break;
-      case 2: event.source = utf8(value, "source"); break;
-      case 3: event.type = utf8(value, "type"); break;
-      case 4: event.subject = utf8(value, "subject"); break;
-      case 5: event.time = readTimestamp(value, event.time); break;
-      case 6: event.datacontenttype = utf8(value, "datacontenttype"); break;
-      case 7: event.data = value; break;
-      case 8: readAttribute(value, event.attributes); break;
-      case 9: event.channel = utf8(value, "channel"); break;
-      case 10: event.key = utf8(value, "key"); break;
+      case 1: event.id = utf8(bytes, start, end, "id"); break;
+      case 2: event.source = utf8(bytes, start, end, "source"); break;
+      case 3: event.type = utf8(bytes, start, end, "type"); break;
+      case 4: event.subject = utf8(bytes, start, end, "subject"); break;
+      case 5: event.time = readTimestamp(bytes.subarray(start, end), event.time); break;
+      case 6: event.datacontenttype = utf8(bytes, start, end, "datacontenttype"); break;
+      case 7: event.data = bytes.subarray(start, end); break;
+      case 8: readAttribute({ buf: bytes, pos: start, end }, event.attributes); break;
+      case 9: event.channel = utf8(bytes, start, end, "channel"); break;
+      case 10: event.key = utf8(bytes, start, end, "key"); break;
     }
   }
   return event;
@@ -72,19 +79,70 @@ export function readEvent(bytes: Uint8Array): Event {
 const EMPTY = new Uint8Array(0);
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** UTF-8 text of a string field. @throws Error when the bytes are not UTF-8. */
-function utf8(bytes: Uint8Array, field: string): string {
+/** Where reading one message (or a part of it, `end` exclusive) has got to. */
+interface Cursor {
+  readonly buf: Uint8Array;
+  pos: number;
+  readonly end: number;
+}
+
+/** A varint's low 32 bits, as protobuf reads a uint32 (up to 10 bytes). */
+function varint32(c: Cursor): number {
+  let result = 0;
+  for (let shift = 0; shift < 70; shift += 7) {
+    if (c.pos >= c.end) throw new RangeError("premature EOF");
+    const b = c.buf[c.pos++]!;
+    if (shift < 32) result |= (b & 0x7f) << shift;
+    if ((b & 0x80) === 0) return result >>> 0;
+  }
+  throw new Error("invalid varint");
+}
+
+/** A field's tag, checked as protobuf checks it. */
+function readTag(c: Cursor): number {
+  const start = c.pos;
+  const tag = varint32(c);
+  const bytesRead = c.pos - start;
+  if (bytesRead > 5 || (bytesRead === 5 && c.buf[c.pos - 1]! > 0x0f)) throw new Error("illegal tag: varint overflows uint32");
+  const field = tag >>> 3;
+  const wire = tag & 7;
+  if (field <= 0 || wire > 5) throw new Error(`illegal tag: field no ${field} wire type ${wire}`);
+  return tag;
+}
+
+/** Reads a length-delimited field's length; returns where its value ends (the value starts at c.pos). */
+function lengthDelimited(c: Cursor): number {
+  const length = varint32(c);
+  const end = c.pos + length;
+  if (end > c.end) throw new RangeError("premature EOF");
+  return end;
+}
+
+/** Skips an unknown field whose tag starts at `tagAt` (groups included), as protobuf-es does. */
+function skipField(c: Cursor, tagAt: number): void {
+  const reader = new BinaryReader(c.buf.subarray(tagAt, c.end));
+  const [field, wire] = reader.tag();
+  reader.skip(wire, field);
+  c.pos = tagAt + reader.pos;
+}
+
+/** UTF-8 text of a string field's bytes [start, end). @throws Error when they are not UTF-8. */
+function utf8(buf: Uint8Array, start: number, end: number, field: string): string {
   // Most fields are short ASCII, for which a byte scan beats the decoder's call overhead.
   let ascii = true;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i]! > 0x7f) {
+  for (let i = start; i < end; i++) {
+    if (buf[i]! > 0x7f) {
       ascii = false;
       break;
     }
   }
-  if (ascii) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
+  if (ascii) {
+    // The bytes are most often a Buffer already (a view of the received message).
+    if (Buffer.isBuffer(buf)) return buf.toString("latin1", start, end);
+    return Buffer.from(buf.buffer, buf.byteOffset + start, end - start).toString("latin1");
+  }
   try {
-    return strictUtf8.decode(bytes);
+    return strictUtf8.decode(buf.subarray(start, end));
   } catch {
     throw new Error(`event field ${field} is not valid UTF-8`);
   }
@@ -114,18 +172,21 @@ function readTimestamp(bytes: Uint8Array, into: Timestamp | undefined): Timestam
  * fields in an entry are refused, not skipped: protobuf-es (the TypeScript client) misreads
  * such an entry, so storing it would hand subscribers an event they cannot decode.
  */
-function readAttribute(bytes: Uint8Array, into: Record<string, string>): void {
-  const reader = new BinaryReader(bytes);
+function readAttribute(c: Cursor, into: Record<string, string>): void {
   let key = "";
   let value = "";
-  while (reader.pos < reader.len) {
-    const [field, wire] = reader.tag();
+  while (c.pos < c.end) {
+    const tag = readTag(c);
+    const field = tag >>> 3;
+    const wire = tag & 7;
     if (field !== 1 && field !== 2) throw new Error(`attributes entry has field ${field}; a map entry has only key (1) and value (2)`);
     if (wire !== WireType.LengthDelimited) {
       throw new Error(`attributes field ${field} has wire type ${wire}; its declared type needs wire type ${WireType.LengthDelimited}`);
     }
-    if (field === 1) key = utf8(reader.bytes(), "attributes key");
-    else value = utf8(reader.bytes(), "attributes value");
+    const end = lengthDelimited(c);
+    if (field === 1) key = utf8(c.buf, c.pos, end, "attributes key");
+    else value = utf8(c.buf, c.pos, end, "attributes value");
+    c.pos = end;
   }
   into[key] = value;
 }

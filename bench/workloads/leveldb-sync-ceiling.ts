@@ -4,15 +4,15 @@ import { writeEvent } from "../../src/grpc/wire.js";
 import { dedupKey, eventKey, headKey } from "../../src/log/keys.js";
 import { encodeRecord } from "../../src/log/record.js";
 
-/** The origin log's cap on one append group (src/log/origin-log.ts MAX_APPEND_GROUP). */
-const MAX_APPEND_GROUP = 10_000;
+import { MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "../../src/log/origin-log.js";
 
 /**
  * The ceiling of W5: LevelDB alone, group-committed with sync, in this process. Appends of
  * `requestEvents` events (one publish request) are offered with `outstanding` events
- * unacked at most (the publisher's window); a write loop takes every queued append up to
- * 10 000 events into one chained batch (event record, dedup entry, head: the keys the origin
- * log writes) and writes it with `sync: true`, so the groups form as the sidecar's do
+ * unacked at most (the publisher's window); a write loop takes queued appends up to the
+ * origin log's caps (10 000 events or 1 MiB of events) into one chained batch (event
+ * record, dedup entry, head: the keys the origin log writes) and writes it with
+ * `sync: true`, so the groups form as the sidecar's do
  * under the same offered load. No gRPC, no checks, no delivery.
  */
 export async function measureLevelDbSync(dir: string, events: number, payloadBytes: number, requestEvents: number, outstanding: number): Promise<{ eventsPerSecond: number; meanGroup: number }> {
@@ -32,10 +32,12 @@ export async function measureLevelDbSync(dir: string, events: number, payloadByt
   const writeLoop = async (): Promise<void> => {
     while (queue.length > 0) {
       let count = 0;
+      let groupBytes = 0;
       const batch = db.batch();
       const now = Date.now();
-      while (queue.length > 0 && count < MAX_APPEND_GROUP) {
+      while (queue.length > 0 && count < MAX_APPEND_GROUP && groupBytes < MAX_APPEND_GROUP_BYTES) {
         const append = queue.shift()!;
+        for (const b of append.bytes) groupBytes += b.length;
         append.bytes.forEach((bytes, i) => {
           const seq = ++sequence;
           batch.put(eventKey(channel, seq), encodeRecord(now, "", bytes));

@@ -59,6 +59,34 @@ describe("OriginLog", () => {
     expect(await log.append([entry("a", "x")])).toEqual([{ sequence: 2, duplicate: false }]);
   });
 
+  it("dedups across append groups written back to back (the next group is looked up while one is written)", async () => {
+    const { log } = await openLog();
+    // Events of 200 KB: an append group ends at a few of them, so these appends form several
+    // groups, each looked up while the one before it is being written.
+    const big = "x".repeat(200 * 1024);
+    const ids = [["1", "2"], ["1", "3"], ["3", "4"], ["2", "4", "5"], ["5", "1"], ["6"], ["6", "2"]];
+    const results = await Promise.all(ids.map((batch) => log.append(batch.map((id) => entry("a", id, big)))));
+    const sequenceOf = new Map<string, number>();
+    results.forEach((r, i) =>
+      r.forEach((x, j) => {
+        const id = ids[i]![j]!;
+        if (!sequenceOf.has(id)) {
+          expect(x.duplicate).toBe(false);
+          sequenceOf.set(id, x.sequence);
+        } else {
+          expect(x).toEqual({ sequence: sequenceOf.get(id), duplicate: true });
+        }
+      }),
+    );
+    expect(sequenceOf.size).toBe(6);
+    expect(log.head("a")).toMatchObject({ first: 1, last: 6 });
+    expect((await log.read("a", 1, 100)).map((e) => e.sequence)).toEqual([1, 2, 3, 4, 5, 6]);
+    // Many small appends at once (the getSync path) dedup the same way.
+    const small = await Promise.all(Array.from({ length: 40 }, (_, i) => log.append([entry("b", String(i % 10))])));
+    expect(small.filter((r) => !r[0]!.duplicate)).toHaveLength(10);
+    expect(log.head("b")).toMatchObject({ last: 10 });
+  });
+
   it("survives reopening: heads, events and dedup entries are durable", async () => {
     const { log, dir } = await openLog();
     await log.append([entry("a", "1"), entry("a", "2")]);

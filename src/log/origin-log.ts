@@ -140,6 +140,26 @@ interface PendingTask {
   reject: (error: unknown) => void;
 }
 
+/** An append group whose dedup entries are being looked up. */
+interface Lookup {
+  group: PendingAppend[];
+  /** The dedup key of every entry, in order. */
+  keys: string[];
+  stored: Promise<(Uint8Array | undefined)[]>;
+  /** The entries of the group being written while this one was looked up. */
+  pending: Map<string, AppendResult> | undefined;
+}
+
+/** An append group ready to write. */
+interface Written {
+  batch: ChainedBatch;
+  touched: Map<string, ChannelHead & { dedupSwept: number }>;
+  events: Map<string, StoredEvent[]>;
+  /** Its new dedup entries: what the next group, looked up meanwhile, cannot see yet. */
+  seen: Map<string, AppendResult>;
+  results: AppendResult[][];
+}
+
 /** What one sweep pass found to remove, planned outside the write loop. */
 interface SweepPlan {
   /** The channel's first sequence when the plan was made; the plan is void if it moved. */
@@ -160,10 +180,12 @@ const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 10
  * deliveries waited for it.
  */
 export const MAX_APPEND_GROUP = 10_000;
-export const MAX_APPEND_GROUP_BYTES = 1024 * 1024;
+export const MAX_APPEND_GROUP_BYTES = 256 * 1024;
 const SWEEP_CHUNK = 1000;
-/** Entries a read fetches in its first native call; each further call fetches twice as many. */
+/** Entries a read fetches in its first native call at least; each further call fetches twice as many. */
 const READ_STEP = 32;
+/** The most bytes one native iterator call returns. */
+const MAX_READ_BYTES = 4 * 1024 * 1024;
 /** Events one sweep pass removes or forgets, so a pass holds the write loop only briefly. */
 const SWEEP_PASS_EVENTS = 5000;
 const MAX_SWEEP_PASSES = 100;
@@ -287,11 +309,18 @@ export class OriginLog {
     }
   }
 
-  /** The only writer of heads: append batches (group-committed) and tasks, one at a time. */
+  /**
+   * The only writer of heads: append groups (group-committed) and tasks, one at a time.
+   *
+   * While a group is written, the next group's dedup entries are already looked up (the
+   * lookup of ~700 keys takes as long as the write): that lookup cannot see what the group
+   * being written adds, so the next group also checks that group's entries in memory.
+   */
   private async writeLoop(): Promise<void> {
-    while (this.queue.length > 0) {
-      const first = this.queue[0]!;
-      if (first.kind === "task") {
+    let next: Lookup | undefined;
+    while (next || this.queue.length > 0) {
+      const first = this.queue[0];
+      if (!next && first?.kind === "task") {
         this.queue.shift();
         try {
           await first.run();
@@ -301,50 +330,76 @@ export class OriginLog {
         }
         continue;
       }
-      const group: PendingAppend[] = [];
-      let count = 0;
-      let bytes = 0;
-      while (count < MAX_APPEND_GROUP && bytes < MAX_APPEND_GROUP_BYTES) {
-        const next = this.queue[0];
-        if (!next || next.kind !== "append") break;
-        this.queue.shift();
-        group.push(next);
-        count += next.entries.length;
-        for (const e of next.entries) bytes += e.bytes.length;
-      }
+      const current: Lookup = next ?? this.lookUp(this.takeGroup(), undefined);
+      next = undefined;
+      let written: Written | undefined;
       try {
-        const results = await this.writeGroup(group);
-        group.forEach((p, i) => p.resolve(results[i]!));
+        written = this.prepare(current, await current.stored);
+        if (this.queue[0]?.kind === "append") next = this.lookUp(this.takeGroup(), written.seen);
+        await written.batch.write({ sync: this.fsync });
       } catch (e) {
-        for (const p of group) p.reject(e);
+        for (const p of current.group) p.reject(e);
+        if (next) {
+          // Its lookup counted on entries that were not written: it goes again, from the start.
+          this.queue.unshift(...next.group);
+          next = undefined;
+        }
+        continue;
       }
+      this.applied(written);
+      current.group.forEach((p, i) => p.resolve(written.results[i]!));
     }
     this.writing = false;
     this.markDrained();
   }
 
-  private async writeGroup(group: PendingAppend[]): Promise<AppendResult[][]> {
+  /** Takes the queued appends (at least one) that make the next group. */
+  private takeGroup(): PendingAppend[] {
+    const group: PendingAppend[] = [];
+    let count = 0;
+    let bytes = 0;
+    while (count < MAX_APPEND_GROUP && bytes < MAX_APPEND_GROUP_BYTES) {
+      const next = this.queue[0];
+      if (!next || next.kind !== "append") break;
+      this.queue.shift();
+      group.push(next);
+      count += next.entries.length;
+      for (const e of next.entries) bytes += e.bytes.length;
+    }
+    return group;
+  }
+
+  /**
+   * Starts looking up a group's dedup entries: in one getMany on LevelDB's threads (one
+   * getSync per event cost ~5 us of this loop's time, which is also the loop that
+   * delivers), or with getSync for a few. `pending` is what the group written meanwhile adds.
+   */
+  private lookUp(group: PendingAppend[], pending: Map<string, AppendResult> | undefined): Lookup {
     const keys: string[] = [];
-    for (const pending of group) for (const entry of pending.entries) keys.push(dedupKey(entry.channel, entry.source, entry.id));
-    // One lookup of every dedup entry on LevelDB's threads: one getSync per event cost ~5 us
-    // of this loop's time, which is also the loop that delivers. Only the write loop writes
-    // dedup entries, so what is read here is still current when the batch is written.
-    const stored = keys.length <= SYNC_LOOKUPS ? keys.map((k) => this.db.getSync(k)) : await this.db.getMany(keys);
+    for (const p of group) for (const entry of p.entries) keys.push(dedupKey(entry.channel, entry.source, entry.id));
+    const stored = keys.length <= SYNC_LOOKUPS ? Promise.resolve(keys.map((k) => this.db.getSync(k))) : this.db.getMany(keys);
+    // A failed lookup is the write's failure; until then it must not count as unhandled.
+    stored.catch(() => {});
+    return { group, keys, stored, pending };
+  }
+
+  /** Assigns sequences and builds the batch of a looked-up group (heads change once it is written). */
+  private prepare(lookup: Lookup, stored: (Uint8Array | undefined)[]): Written {
     const now = this.now();
     const batch = this.db.batch();
     const touched = new Map<string, ChannelHead & { dedupSwept: number }>();
-    const written = new Map<string, StoredEvent[]>();
-    const seenInBatch = new Map<string, AppendResult>();
-    const out: AppendResult[][] = [];
+    const events = new Map<string, StoredEvent[]>();
+    const seen = new Map<string, AppendResult>();
+    const results: AppendResult[][] = [];
     let k = 0;
-    for (const pending of group) {
-      const results: AppendResult[] = [];
-      for (const entry of pending.entries) {
-        const dk = keys[k]!;
+    for (const p of lookup.group) {
+      const out: AppendResult[] = [];
+      for (const entry of p.entries) {
+        const dk = lookup.keys[k]!;
         const value = stored[k++];
-        const earlier = seenInBatch.get(dk) ?? this.duplicateOf(value, now, entry.origin !== undefined);
+        const earlier = seen.get(dk) ?? lookup.pending?.get(dk) ?? this.duplicateOf(value, now, entry.origin !== undefined);
         if (earlier) {
-          results.push({ sequence: earlier.sequence, duplicate: true });
+          out.push({ sequence: earlier.sequence, duplicate: true });
           this.observer.deduplicated(entry.channel);
           continue;
         }
@@ -359,26 +414,29 @@ export class OriginLog {
         const record = encodeRecord(now, entry.key, entry.bytes, entry.origin, entry.onlyGroup);
         head.bytes += record.length;
         batch.put(eventKey(entry.channel, sequence), record);
-        let events = written.get(entry.channel);
-        if (!events) written.set(entry.channel, (events = []));
-        events.push(decodeRecord(entry.channel, sequence, record));
+        let list = events.get(entry.channel);
+        if (!list) events.set(entry.channel, (list = []));
+        list.push(decodeRecord(entry.channel, sequence, record));
         batch.put(dk, Buffer.from(`${sequence}:${now}`));
         const result = { sequence, duplicate: false };
-        seenInBatch.set(dk, result);
-        results.push(result);
+        seen.set(dk, result);
+        out.push(result);
       }
-      out.push(results);
+      results.push(out);
     }
     for (const [channel, head] of touched) batch.put(headKey(channel), Buffer.from(JSON.stringify(head)));
-    await batch.write({ sync: this.fsync });
-    for (const [channel, head] of touched) {
+    return { batch, touched, events, seen, results };
+  }
+
+  /** A group is stored: its heads become the log's, and readers hear of it. */
+  private applied(written: Written): void {
+    for (const [channel, head] of written.touched) {
       const before = this.heads.get(channel);
       this.observer.stored(channel, head.last - (before?.last ?? 0), head.bytes - (before?.bytes ?? 0));
       this.heads.set(channel, head);
-      this.tail.add(channel, written.get(channel)!);
+      this.tail.add(channel, written.events.get(channel)!);
     }
-    for (const [channel, head] of touched) for (const l of this.listeners) l(channel, head.last);
-    return out;
+    for (const [channel, head] of written.touched) for (const l of this.listeners) l(channel, head.last);
   }
 
   /** The earlier append a stored dedup entry points to, if it is within the window. */
@@ -402,15 +460,23 @@ export class OriginLog {
     const cached = this.tail.read(channel, start, limit, maxBytes);
     if (cached) return cached;
     let bytes = 0;
-    const iterator = this.db.iterator({ gte: eventKey(channel, start), lt: prefixEnd(eventPrefix(channel)), limit });
+    // Each step is a trip to LevelDB's threads and back to this loop, which a dispatcher
+    // waits for; under a publish load the loop is busy and a trip costs milliseconds. So the
+    // first step takes what the byte budget holds of events of the channel's average size,
+    // and the native side may return that many bytes at once (its default stops at 16 KiB,
+    // ~50 events of 256 B: a 512-event read took a dozen trips). Later steps double, so a
+    // budget reached early reads little past it. (`for await` would cost a trip per entry.)
+    const average = Math.max(1, head.bytes / Math.max(1, head.last - head.first + 1));
+    const fits = Number.isFinite(maxBytes) ? Math.floor(maxBytes / average) : limit;
+    const firstStep = Math.max(READ_STEP, Math.min(limit, fits));
+    const iterator = this.db.iterator({
+      gte: eventKey(channel, start),
+      lt: prefixEnd(eventPrefix(channel)),
+      limit,
+      highWaterMarkBytes: Math.min(MAX_READ_BYTES, Math.max(16 * 1024, Math.ceil(firstStep * average * 1.25))),
+    });
     try {
-      // Entries in steps with nextv: `for await` costs a promise and a native call per entry,
-      // on the loop that also delivers. The first step takes what the byte budget holds of
-      // events of the channel's average size (each step is a trip to LevelDB's threads, and a
-      // dispatcher waits for it); later steps double, so a budget reached early reads little past it.
-      const average = head.bytes / Math.max(1, head.last - head.first + 1);
-      const fits = Number.isFinite(maxBytes) ? Math.floor(maxBytes / Math.max(1, average)) : limit;
-      for (let step = Math.max(READ_STEP, fits); out.length < limit && bytes < maxBytes; step *= 2) {
+      for (let step = firstStep; out.length < limit && bytes < maxBytes; step *= 2) {
         const entries = await iterator.nextv(Math.min(step, limit - out.length));
         if (entries.length === 0) break;
         for (const [key, value] of entries) {

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { ClassicLevel } from "classic-level";
 import { writeEvent } from "../../src/grpc/wire.js";
 import { dedupKey, eventKey, headKey } from "../../src/log/keys.js";
+import { LEVELDB_OPTIONS } from "../../src/log/origin-log.js";
 import { encodeRecord } from "../../src/log/record.js";
 
 import { MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "../../src/log/origin-log.js";
@@ -16,7 +17,7 @@ import { MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "../../src/log/origin-l
  * under the same offered load. No gRPC, no checks, no delivery.
  */
 export async function measureLevelDbSync(dir: string, events: number, payloadBytes: number, requestEvents: number, outstanding: number): Promise<{ eventsPerSecond: number; meanGroup: number }> {
-  const db = new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view", writeBufferSize: 32 * 1024 * 1024, maxFileSize: 16 * 1024 * 1024, cacheSize: 32 * 1024 * 1024 });
+  const db = new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view", ...LEVELDB_OPTIONS });
   await db.open();
   const channel = "bench.events";
   const data = Buffer.alloc(payloadBytes, 120);

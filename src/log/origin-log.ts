@@ -193,6 +193,18 @@ const MAX_SWEEP_PASSES = 100;
 const TAIL_CACHE_BYTES = 8 * 1024 * 1024;
 const TAIL_CACHE_EVENTS_PER_CHANNEL = 2048;
 /**
+ * How the log's LevelDB is sized. The memtable (two while one is flushed) and the block cache
+ * are native memory, and the write-ahead log a restart replays is as large as a memtable:
+ * LevelDB's own 4 MiB and 8 MiB append 1-3M events at the rate 32 MiB each did, leave ~50 MiB
+ * less resident after the burst, and open 1M stored events ~0.4 s sooner (bench W1, W7).
+ * Larger files mean fewer of them to open and compact.
+ */
+export const LEVELDB_OPTIONS = {
+  writeBufferSize: 4 * 1024 * 1024,
+  cacheSize: 8 * 1024 * 1024,
+  maxFileSize: 16 * 1024 * 1024,
+} as const;
+/**
  * Up to this many dedup lookups in an append batch are made on the loop (getSync, a few µs
  * each) rather than in one getMany on LevelDB's threads, whose round trip and wake-up cost
  * more than that when events come one or two at a time.
@@ -239,14 +251,7 @@ export class OriginLog {
 
   /** Opens (creating if needed) the log in `dir`. Only one process may hold it. */
   static async open(dir: string, options: OriginLogOptions = {}): Promise<OriginLog> {
-    const db: Db = new ClassicLevel<string, Uint8Array>(dir, {
-      keyEncoding: "utf8",
-      valueEncoding: "view",
-      // A larger memtable and files mean fewer, larger compactions under a steady append load.
-      writeBufferSize: 32 * 1024 * 1024,
-      maxFileSize: 16 * 1024 * 1024,
-      cacheSize: 32 * 1024 * 1024,
-    });
+    const db: Db = new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view", ...LEVELDB_OPTIONS });
     await db.open();
     let id = await db.get(LOG_ID_KEY);
     if (id === undefined) {

@@ -200,6 +200,9 @@ describe("OriginLog", () => {
       .putGroup({ channel: "a", group: "g", ackedThrough: 4, maxAttempts: 5, deadLetterChannel: "a.dlq.g", expiredUnacked: 0 })
       .putAcked("a", "g", 6)
       .putInflight("a", "g", 5, 2)
+      // At or below the cursor: done, so not loaded.
+      .putAcked("a", "g", 3)
+      .putInflight("a", "g", 4, 1)
       .write();
     await log.close();
     const { log: again } = await openLog({}, dir);

@@ -519,21 +519,25 @@ export class OriginLog {
 
   // ---- group state ----
 
-  /** Every stored group, with its acked-above-cursor and in-flight entries. */
+  /** Every stored group, with its acked and in-flight entries above its cursor. */
   async loadGroups(): Promise<LoadedGroup[]> {
     const out: LoadedGroup[] = [];
     for await (const [, value] of this.db.iterator({ gte: "g!", lt: prefixEnd("g!") })) {
       const record = JSON.parse(Buffer.from(value).toString("utf8")) as GroupRecord;
+      // From the cursor on: below it everything is done, and the entries of a backlog just
+      // drained are a million deletes that LevelDB has not compacted away yet, which an
+      // iterator from the prefix would step over one by one (~0.4 s for 1M).
+      const above = record.ackedThrough + 1;
       const acked: number[] = [];
       for await (const key of this.db.keys({
-        gte: ackedPrefix(record.channel, record.group),
+        gte: ackedKey(record.channel, record.group, above),
         lt: prefixEnd(ackedPrefix(record.channel, record.group)),
       })) {
         acked.push(seqOfKey(key));
       }
       const inflight: InflightRecord[] = [];
       for await (const [key, v] of this.db.iterator({
-        gte: inflightPrefix(record.channel, record.group),
+        gte: inflightKey(record.channel, record.group, above),
         lt: prefixEnd(inflightPrefix(record.channel, record.group)),
       })) {
         inflight.push({ sequence: seqOfKey(key), attempt: Number(Buffer.from(v).toString("utf8")) || 1 });

@@ -13,6 +13,7 @@ import { SidecarMetrics } from "../src/ops/metrics.js";
 import { type Observer, composeObservers } from "../src/ops/observer.js";
 import { type LogFormat, type LogLevel, type Logger, createLogger } from "../src/ops/logger.js";
 import { logObserver } from "../src/ops/log-observer.js";
+import { BurstCollector } from "../src/ops/burst-collector.js";
 import { OpenTelemetryTracing } from "../src/ops/tracing.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
 
@@ -118,6 +119,8 @@ export class Sidecar {
     private readonly peerServer: PeerServer,
     private readonly dialer: Dialer,
     private readonly sweeper: NodeJS.Timeout,
+    /** Collects the heap once a burst of appends is over. */
+    private readonly collector: BurstCollector,
     /** The Prometheus metrics this sidecar serves at /metrics. */
     readonly metrics: SidecarMetrics,
     /** The HTTP listener; undefined when `config.http` is "off". Routes may be added to it. */
@@ -160,7 +163,8 @@ export class Sidecar {
     const tracing = new OpenTelemetryTracing({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const metrics = new SidecarMetrics({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const counters = new EventCounters();
-    const observer = composeObservers(metrics, counters, logObserver(logger), options.observer);
+    const collector = new BurstCollector();
+    const observer = composeObservers(metrics, counters, logObserver(logger), collector.observer, options.observer);
     await mkdir(config.dataDir, { recursive: true });
     const log = await OriginLog.open(config.dataDir, {
       fsync: config.fsync,
@@ -231,8 +235,9 @@ export class Sidecar {
         .finally(() => (sweeping = false));
     }, config.sweepIntervalMs);
     sweeper.unref();
+    collector.start();
     // Only now: the log is open, the engine and the mesh run, both listeners are bound.
-    const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, metrics, http, admin);
+    const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, collector, metrics, http, admin);
     if (http) serveOperations(http, { metrics, notReady: () => sidecar.notReady() });
     if (http) sidecar.dashboard = serveDashboard(http, { admin, metrics, version: SOFTWARE_VERSION, notReady: () => sidecar.notReady() });
     server.health.set("SERVING");
@@ -248,6 +253,7 @@ export class Sidecar {
     this.stopping ??= (async () => {
       this.server.health.set("NOT_SERVING");
       clearInterval(this.sweeper);
+      this.collector.stop();
       this.dialer.stop();
       this.mesh.stop();
       await Promise.all([this.peerServer.shutdown(this.config.shutdownGraceMs), this.server.shutdown(this.config.shutdownGraceMs)]);

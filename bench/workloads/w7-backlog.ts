@@ -56,6 +56,8 @@ export const workload: Workload = async (options) => {
     await sleep(2000); // let compactions and the GC settle a moment
     const stored = await procMemory(sidecar.pid);
     extra["rssStoredMiB"] = stored.rssMiB;
+    extra["rssStoredAnonMiB"] = stored.anonMiB;
+    extra["rssStoredFileMiB"] = stored.fileMiB;
     extra["rssPeakMiB"] = stored.hwmMiB;
     extra["dataDirMiB"] = round1((await du(sidecar.dataDir)) / 2 ** 20);
     extra["targetRssMiB"] = 150;

@@ -146,11 +146,16 @@ export async function startOne(scratch: string, tag: string, extra: string[] = [
   return startWeft({ nodeId: "solo", dataDir: join(scratch, tag), port, peerPort: peer, extra });
 }
 
-/** VmRSS and VmHWM (peak) of a process, MiB, from /proc/PID/status. */
-export async function procMemory(pid: number): Promise<{ rssMiB: number; hwmMiB: number }> {
+/**
+ * VmRSS and VmHWM (peak) of a process, MiB, from /proc/PID/status, and VmRSS split into
+ * anonymous memory (heaps: V8, malloc) and mapped files (Node's code; LevelDB's tables, which
+ * it reads through mmap, so a compaction under way shows here).
+ */
+export async function procMemory(pid: number): Promise<{ rssMiB: number; hwmMiB: number; anonMiB: number; fileMiB: number }> {
   const text = await readFile(`/proc/${pid}/status`, "utf8");
   const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? NaN);
-  return { rssMiB: round1(kb("VmRSS") / 1024), hwmMiB: round1(kb("VmHWM") / 1024) };
+  const mib = (name: string): number => round1(kb(name) / 1024);
+  return { rssMiB: mib("VmRSS"), hwmMiB: mib("VmHWM"), anonMiB: mib("RssAnon"), fileMiB: mib("RssFile") };
 }
 
 /** The sidecar's HTTP address, from its "listening on" line ("... http http://HOST:PORT, ..."). */

@@ -22,7 +22,7 @@ export const workload: Workload = async ({ quick, scratch }) => {
     row,
     {
       id: "W5-ceiling",
-      title: `LevelDB chained batches with sync, ${shape.maxBatch}-event appends grouped up to 10 000`,
+      title: `LevelDB chained batches with sync, ${shape.maxBatch}-event appends grouped up to 10 000 events or 256 KiB`,
       eventsPerSecond: raw.eventsPerSecond,
       megabytesPerSecond: (raw.eventsPerSecond * shape.payloadBytes) / 1e6,
       rssMiB: undefined,

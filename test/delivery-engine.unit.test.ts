@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import type { OutgoingDelivery } from "../src/delivery/types.js";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
+import { ClassicLevel } from "classic-level";
 import { OriginLog } from "../src/log/origin-log.js";
 import { eventually } from "./support/collect.js";
 import { tempDir } from "./support/sidecar.js";
@@ -35,6 +36,70 @@ describe("DeliveryEngine", () => {
     cleanup.push(() => rm(dir, { recursive: true, force: true }), () => log.close(), () => engine.stop());
     return { log, engine };
   }
+
+  it("stores a pump's first attempts in one record: a restart brings back the unacked at attempt 2, and the record goes once all are done", async () => {
+    const dir = await tempDir();
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    /** The group-state keys in the data directory, by kind (the log must be closed). */
+    const keys = async (): Promise<{ pump: number; inflight: string[] }> => {
+      const db = new ClassicLevel<string, string>(dir);
+      const all: string[] = [];
+      for await (const k of db.keys()) all.push(k);
+      await db.close();
+      return { pump: all.filter((k) => k.startsWith("p!")).length, inflight: all.filter((k) => k.startsWith("f!")) };
+    };
+    const run = async (work: (log: OriginLog, engine: DeliveryEngine) => Promise<void>): Promise<void> => {
+      const log = await OriginLog.open(dir);
+      const engine = new DeliveryEngine(log);
+      await engine.start();
+      try {
+        await work(log, engine);
+      } finally {
+        engine.stop();
+        await log.close();
+      }
+    };
+
+    await run(async (log, engine) => {
+      const got: OutgoingDelivery[] = [];
+      const m = await engine.join(settings("pump", "g"), { send: (ds) => got.push(...ds) });
+      await log.append(["1", "2", "3", "4", "5"].map((id) => event("pump", id)));
+      await eventually(() => got.length === 5);
+      expect(got.map((d) => d.attempt)).toEqual([1, 1, 1, 1, 1]);
+      m.ack(got.slice(0, 2).map((d) => d.deliveryId));
+      await eventually(() => engine.status()[0]?.ackedThrough === 2);
+    });
+    // Stopped like a crash would leave it: 3, 4 and 5 in flight, in one pump record.
+    expect(await keys()).toEqual({ pump: 1, inflight: [] });
+
+    await run(async (_log, engine) => {
+      const got: OutgoingDelivery[] = [];
+      const m = await engine.join(settings("pump", "g"), { send: (ds) => got.push(...ds) });
+      await eventually(() => got.length === 3);
+      expect(got.map((d) => [d.event.sequence, d.attempt])).toEqual([[3, 2], [4, 2], [5, 2]]);
+      m.ack(got.map((d) => d.deliveryId));
+      await eventually(() => engine.status()[0]?.ackedThrough === 5);
+    });
+    expect(await keys()).toEqual({ pump: 0, inflight: [] });
+
+    // A first attempt given back does not count, after a restart either.
+    await run(async (log, engine) => {
+      const got: OutgoingDelivery[] = [];
+      const m = await engine.join(settings("pump", "g"), { send: (ds) => got.push(...ds) });
+      await log.append([event("pump", "6")]);
+      await eventually(() => got.length === 1);
+      m.leave(true);
+    });
+    await run(async (_log, engine) => {
+      const got: OutgoingDelivery[] = [];
+      const m = await engine.join(settings("pump", "g"), { send: (ds) => got.push(...ds) });
+      await eventually(() => got.length === 1);
+      expect([got[0]!.event.sequence, got[0]!.attempt]).toEqual([6, 1]);
+      m.ack([got[0]!.deliveryId]);
+      await eventually(() => engine.status()[0]?.ackedThrough === 6);
+    });
+    expect(await keys()).toEqual({ pump: 0, inflight: [] });
+  });
 
   it("counts events that retention removed before a group finished them, and moves its cursor", async () => {
     let now = 1_000_000;

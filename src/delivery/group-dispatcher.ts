@@ -22,6 +22,18 @@ interface Entry {
   deliveryId?: number | undefined;
   /** For inflight: redeliver after this (Unix ms). For delayed: deliver again after this. */
   due: number;
+  /** The pump record its first attempt was stored in, while that counts it. */
+  pump?: PumpRecord | undefined;
+  /** It has an in-flight record (f!) of its own. */
+  recorded?: boolean;
+  /** Its attempts are stored one by one, never in a pump record (restored, or given back). */
+  perEvent?: boolean;
+}
+
+/** A pump record (GroupBatch.putPump) and how many of its entries are not done yet. */
+interface PumpRecord {
+  first: number;
+  remaining: number;
 }
 
 /**
@@ -107,7 +119,7 @@ export class GroupDispatcher {
     this.record = record;
     for (const s of acked) if (s > record.ackedThrough) this.acked.add(s);
     for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
-    this.inflightAtStart = this.restored.size;
+    this.inflightAtStart = [...this.restored.values()].filter((a) => a > 0).length;
     this.readPos = record.ackedThrough + 1;
   }
 
@@ -278,7 +290,10 @@ export class GroupDispatcher {
       }
       lost++;
       const entry = this.entries.get(s);
-      if (entry) this.drop(entry);
+      if (entry) {
+        this.leavePump(entry, batch);
+        this.drop(entry);
+      }
       batch.delInflight(this.channel, this.group, s);
       this.restored.delete(s);
     }
@@ -340,9 +355,29 @@ export class GroupDispatcher {
   /** A delivery came back unhandled: its attempt does not count, and it goes first again. */
   private uncount(entry: Entry, batch: GroupBatch): void {
     entry.attempt--;
-    if (entry.attempt > 0) batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
-    else batch.delInflight(this.channel, this.group, entry.seq);
+    if (entry.pump) {
+      // Its pump record says attempt 1: an in-flight record says otherwise (it wins), and
+      // from now on the entry's attempts are recorded one by one.
+      this.leavePump(entry, batch);
+      batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
+      entry.recorded = true;
+    } else if (entry.attempt > 0) {
+      batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
+      entry.recorded = true;
+    } else if (entry.recorded) {
+      batch.delInflight(this.channel, this.group, entry.seq);
+      entry.recorded = false;
+    }
+    entry.perEvent = true;
     this.makeReady(entry, true);
+  }
+
+  /** The entry is no longer counted by the pump record it was sent in; the record goes with its last entry. */
+  private leavePump(entry: Entry, batch: GroupBatch): void {
+    const pump = entry.pump;
+    if (!pump) return;
+    entry.pump = undefined;
+    if (--pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
   }
 
   /** A delivery failed (nack, deadline, member gone): deliver again, or dead-letter at max attempts. */
@@ -406,7 +441,8 @@ export class GroupDispatcher {
     if (!this.entries.has(entry.seq)) return;
     this.drop(entry);
     this.options.onDone?.(entry.event);
-    batch.delInflight(this.channel, this.group, entry.seq);
+    this.leavePump(entry, batch);
+    if (entry.recorded) batch.delInflight(this.channel, this.group, entry.seq);
     this.markDone(entry.seq, batch);
   }
 
@@ -531,6 +567,8 @@ export class GroupDispatcher {
     if (restored !== undefined) {
       this.restored.delete(seq);
       entry.attempt = restored;
+      entry.recorded = true;
+      entry.perEvent = true;
     }
     let blocked = false;
     if (entry.key) {
@@ -550,6 +588,9 @@ export class GroupDispatcher {
     const out = new Map<MemberState, OutgoingDelivery[]>();
     const batch = this.log.groupBatch();
     const order = this.memberOrder;
+    // First attempts are stored in one pump record, not one in-flight record each (which
+    // each ack then deleted): two of the five writes an event cost.
+    const firsts: Entry[] = [];
     let progress = true;
     while (progress) {
       progress = false;
@@ -569,7 +610,11 @@ export class GroupDispatcher {
         member.deliveries.set(entry.deliveryId, entry);
         member.credits.inflight++;
         if (Number.isFinite(entry.due)) this.timed.add(entry);
-        batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
+        if (entry.attempt === 1 && !entry.perEvent) firsts.push(entry);
+        else {
+          batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
+          entry.recorded = true;
+        }
         let list = out.get(member);
         if (!list) out.set(member, (list = []));
         list.push({ deliveryId: entry.deliveryId, attempt: entry.attempt, deadline: entry.due, event: entry.event });
@@ -579,6 +624,15 @@ export class GroupDispatcher {
     if (out.size === 0) {
       this.readMore();
       return;
+    }
+    if (firsts.length > 0) {
+      const pump: PumpRecord = { first: firsts[0]!.seq, remaining: firsts.length };
+      for (const e of firsts) e.pump = pump;
+      batch.putPump(
+        this.channel,
+        this.group,
+        firsts.map((e) => e.seq),
+      );
     }
     // The attempt is stored before the event leaves, so a crash never loses count of it.
     void this.flush(batch).then(() => {

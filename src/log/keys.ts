@@ -7,7 +7,10 @@
  *   d!CHANNEL!LEN:SOURCEID   dedup entry for (source, id): "SEQ:APPEND_MS"
  *   g!CHANNEL!GROUP          a group's cursor and settings
  *   a!CHANNEL!GROUP!SEQ      acked above the cursor (out-of-order acks)
- *   f!CHANNEL!GROUP!SEQ      a delivery in flight: attempt, deadline
+ *   f!CHANNEL!GROUP!SEQ      a delivery in flight: its attempt (written for attempts after the
+ *                            first, and "0" for one given back); it wins over a p! record
+ *   p!CHANNEL!GROUP!SEQ      first attempts sent in one pump: the sequences (float64 LE each),
+ *                            keyed by the first; deleted once all of them are done
  *   m!log-id                 8 random bytes chosen when the log was created
  *   q!DLQ!CHANNEL!GROUP      the dead letters of GROUP in DLQ an operator handled (redriven or
  *                            purged): {"through","handled"} (see DeadLetterMarks)
@@ -26,6 +29,9 @@ export const ackedPrefix = (channel: string, group: string): string => `a!${chan
 export const inflightKey = (channel: string, group: string, seq: number): string =>
   `f!${channel}!${group}!${seqHex(seq)}`;
 export const inflightPrefix = (channel: string, group: string): string => `f!${channel}!${group}!`;
+export const pumpKey = (channel: string, group: string, firstSeq: number): string =>
+  `p!${channel}!${group}!${seqHex(firstSeq)}`;
+export const pumpPrefix = (channel: string, group: string): string => `p!${channel}!${group}!`;
 
 export const deadLetterMarksKey = (deadLetterChannel: string, channel: string, group: string): string =>
   `q!${deadLetterChannel}!${channel}!${group}`;

@@ -17,6 +17,8 @@ import {
   headKey,
   inflightKey,
   inflightPrefix,
+  pumpKey,
+  pumpPrefix,
   LOG_ID_KEY,
   prefixEnd,
   seqOfKey,
@@ -536,12 +538,32 @@ export class OriginLog {
         acked.push(seqOfKey(key));
       }
       const inflight: InflightRecord[] = [];
+      const recorded = new Set<number>();
       for await (const [key, v] of this.db.iterator({
         gte: inflightKey(record.channel, record.group, above),
         lt: prefixEnd(inflightPrefix(record.channel, record.group)),
       })) {
-        inflight.push({ sequence: seqOfKey(key), attempt: Number(Buffer.from(v).toString("utf8")) || 1 });
+        const sequence = seqOfKey(key);
+        const attempt = Number(Buffer.from(v).toString("utf8"));
+        recorded.add(sequence);
+        // "0": given back after a first attempt recorded in a pump record; none counts.
+        inflight.push({ sequence, attempt: Number.isFinite(attempt) ? attempt : 1 });
       }
+      // Pump records become one in-flight record per first attempt still open, so a
+      // dispatcher only tracks the pump records it writes itself.
+      const done = new Set(acked);
+      const convert = this.db.batch();
+      for await (const [key, v] of this.db.iterator({ gte: pumpPrefix(record.channel, record.group), lt: prefixEnd(pumpPrefix(record.channel, record.group)) })) {
+        for (const sequence of pumpSequences(v)) {
+          if (sequence < above || done.has(sequence) || recorded.has(sequence)) continue;
+          recorded.add(sequence);
+          inflight.push({ sequence, attempt: 1 });
+          convert.put(inflightKey(record.channel, record.group, sequence), attemptValue(1));
+        }
+        convert.del(key);
+      }
+      if (convert.length > 0) await convert.write();
+      else await convert.close();
       out.push({ record, acked, inflight });
     }
     return out;
@@ -700,6 +722,20 @@ export class GroupBatch {
     this.size++;
     return this;
   }
+  /** Records first attempts sent together: one entry for all of `seqs` (in-flight entries win over it). */
+  putPump(channel: string, group: string, seqs: readonly number[]): this {
+    const value = Buffer.allocUnsafe(seqs.length * 8);
+    seqs.forEach((seq, i) => value.writeDoubleLE(seq, i * 8));
+    this.batch.put(pumpKey(channel, group, seqs[0]!), value);
+    this.size++;
+    return this;
+  }
+  /** Deletes a pump record once every sequence in it is done. */
+  delPump(channel: string, group: string, firstSeq: number): this {
+    this.batch.del(pumpKey(channel, group, firstSeq));
+    this.size++;
+    return this;
+  }
   delInflight(channel: string, group: string, seq: number): this {
     this.batch.del(inflightKey(channel, group, seq));
     this.size++;
@@ -716,6 +752,14 @@ export class GroupBatch {
     for (const [key, record] of this.groups) this.batch.put(key, Buffer.from(JSON.stringify(record)));
     await this.batch.write();
   }
+}
+
+/** The sequences of a pump record (GroupBatch.putPump). */
+function pumpSequences(value: Uint8Array): number[] {
+  const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  const out: number[] = [];
+  for (let i = 0; i + 8 <= buf.length; i += 8) out.push(buf.readDoubleLE(i));
+  return out;
 }
 
 /** In-flight record values by attempt, made once: LevelDB copies a value when it is put. */

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
  * /proc.
  */
 
-const WEFT_BIN = fileURLToPath(new URL("../../sidecar/bin/weft.js", import.meta.url));
+export const WEFT_BIN = fileURLToPath(new URL("../../sidecar/bin/weft.js", import.meta.url));
 
 /** A loopback port that was free a moment ago. */
 export async function freePort(): Promise<number> {

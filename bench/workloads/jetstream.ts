@@ -21,9 +21,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { access, mkdir, readFile } from "node:fs/promises";
 import { constants } from "node:fs";
-import { createServer } from "node:net";
 import { delimiter, join } from "node:path";
 import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, connect, type NatsConnection } from "nats";
+import { freePort } from "./child-process.js";
 import type { BenchRow, Workload } from "./types.js";
 
 const ID = "J";
@@ -177,18 +177,6 @@ async function findNatsServer(): Promise<string | undefined> {
     }
   }
   return undefined;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const address = s.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 interface Server {

@@ -5,23 +5,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdir, readFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { WeftClient } from "../../../src/client/index.js";
-
-export const WEFT_BIN = fileURLToPath(new URL("../../../sidecar/bin/weft.js", import.meta.url));
-
-/** A loopback port that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  await once(server, "close");
-  return port;
-}
+import { WEFT_BIN, freePort } from "../child-process.js";
 
 export async function freePorts(n: number): Promise<number[]> {
   const ports = new Set<number>();

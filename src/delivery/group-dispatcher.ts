@@ -355,13 +355,10 @@ export class GroupDispatcher {
   /** A delivery came back unhandled: its attempt does not count, and it goes first again. */
   private uncount(entry: Entry, batch: GroupBatch): void {
     entry.attempt--;
-    if (entry.pump) {
-      // Its pump record says attempt 1: an in-flight record says otherwise (it wins), and
-      // from now on the entry's attempts are recorded one by one.
+    if (entry.pump || entry.attempt > 0) {
+      // A pump record says attempt 1: an in-flight record of its own says otherwise (and
+      // wins), and from now on the entry's attempts are recorded one by one.
       this.leavePump(entry, batch);
-      batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
-      entry.recorded = true;
-    } else if (entry.attempt > 0) {
       batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
       entry.recorded = true;
     } else if (entry.recorded) {
@@ -628,11 +625,7 @@ export class GroupDispatcher {
     if (firsts.length > 0) {
       const pump: PumpRecord = { first: firsts[0]!.seq, remaining: firsts.length };
       for (const e of firsts) e.pump = pump;
-      batch.putPump(
-        this.channel,
-        this.group,
-        firsts.map((e) => e.seq),
-      );
+      batch.putPump(this.channel, this.group, firsts.map((e) => e.seq));
     }
     // The attempt is stored before the event leaves, so a crash never loses count of it.
     void this.flush(batch).then(() => {

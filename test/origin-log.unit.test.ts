@@ -87,6 +87,55 @@ describe("OriginLog", () => {
     expect(log.head("b")).toMatchObject({ last: 10 });
   });
 
+  it("looks up in LevelDB only the ids its dedup filter may hold, once the filter is loaded", async () => {
+    const { log } = await openLog();
+    await log.append([entry("a", "first")]); // the first append starts loading the filter
+    await log.dedupFilterSettled();
+    // Count the keys the log asks LevelDB for (the real database, only counted).
+    const db = (log as unknown as { db: { getMany(keys: string[]): Promise<unknown>; getSync(key: string): unknown } }).db;
+    let asked = 0;
+    const getMany = db.getMany.bind(db);
+    const getSync = db.getSync.bind(db);
+    db.getMany = (keys) => ((asked += keys.length), getMany(keys));
+    db.getSync = (key) => (asked++, getSync(key));
+    const fresh = Array.from({ length: 500 }, (_, i) => entry("a", `new-${i}`));
+    expect((await log.append(fresh)).every((r) => !r.duplicate)).toBe(true);
+    expect(asked).toBeLessThan(25); // ~1% of new ids may be asked for; without the filter, all 500
+    asked = 0;
+    expect(await log.append([entry("a", "new-7"), entry("a", "first")])).toEqual([
+      { sequence: 9, duplicate: true },
+      { sequence: 1, duplicate: true },
+    ]);
+    expect(asked).toBe(2);
+  });
+
+  it("dedups ids stored before a restart while its dedup filter loads, and ids appended meanwhile, after", async () => {
+    const { log, dir } = await openLog();
+    const ids = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `id-${from + i}`);
+    for (let i = 0; i < 20_000; i += 1000) await log.append(ids(i, i + 1000).map((id) => entry("a", id)));
+    await log.close();
+    const { log: again } = await openLog({}, dir);
+    // The first append starts loading the filter; appends of new ids go on while it loads.
+    let next = 20_000;
+    expect((await again.append(ids(next, (next += 20)).map((id) => entry("a", id))))[0]!.duplicate).toBe(false);
+    let loaded = false;
+    const settled = again.dedupFilterSettled().then(() => (loaded = true));
+    let during = 0;
+    while (!loaded) {
+      const results = await again.append(ids(next, (next += 20)).map((id) => entry("a", id)));
+      expect(results.every((r) => !r.duplicate)).toBe(true);
+      during++;
+    }
+    await settled;
+    expect(during).toBeGreaterThan(1);
+    // ...and every id, old or new, is a duplicate once it has loaded.
+    for (let i = 0; i < next; i += 1000) {
+      const results = await again.append(ids(i, Math.min(next, i + 1000)).map((id) => entry("a", id)));
+      expect(results.every((r) => r.duplicate)).toBe(true);
+    }
+    expect(again.head("a").last).toBe(next);
+  });
+
   it("survives reopening: heads, events and dedup entries are durable", async () => {
     const { log, dir } = await openLog();
     await log.append([entry("a", "1"), entry("a", "2")]);

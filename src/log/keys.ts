@@ -22,6 +22,8 @@ export const eventPrefix = (channel: string): string => `e!${channel}!`;
 export const headKey = (channel: string): string => `h!${channel}`;
 export const dedupKey = (channel: string, source: string, id: string): string =>
   `d!${channel}!${source.length}:${source}${id}`;
+/** What every dedup key starts with. */
+export const DEDUP_PREFIX = "d!";
 export const groupKey = (channel: string, group: string): string => `g!${channel}!${group}`;
 export const ackedKey = (channel: string, group: string, seq: number): string =>
   `a!${channel}!${group}!${seqHex(seq)}`;

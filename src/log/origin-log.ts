@@ -11,6 +11,7 @@ import {
   ackedKey,
   ackedPrefix,
   dedupKey,
+  DEDUP_PREFIX,
   eventKey,
   eventPrefix,
   groupKey,
@@ -25,6 +26,8 @@ import {
 } from "./keys.js";
 import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime, redriveIdentity, relayIdentity } from "./record.js";
 import { TailCache } from "./tail-cache.js";
+import type { BloomFilter } from "./bloom-filter.js";
+import { DedupFilter } from "./dedup-filter.js";
 
 /** How long and how much a channel keeps. The first limit reached removes the oldest events. */
 export interface Retention {
@@ -147,6 +150,9 @@ interface Lookup {
   group: PendingAppend[];
   /** The dedup key of every entry, in order. */
   keys: string[];
+  /** Which of them (indexes into keys, ascending) the dedup filter may hold: those looked up. */
+  asked: number[];
+  /** What LevelDB holds for each key asked. */
   stored: Promise<(Uint8Array | undefined)[]>;
   /** The entries of the group being written while this one was looked up. */
   pending: Map<string, AppendResult> | undefined;
@@ -212,6 +218,9 @@ export const LEVELDB_OPTIONS = {
  * more than that when events come one or two at a time.
  */
 const SYNC_LOOKUPS = 8;
+/** Dedup keys the filter's load reads per native call, and the bytes it may take. */
+const DEDUP_LOAD_STEP = 2000;
+const DEDUP_LOAD_BYTES = 256 * 1024;
 
 /**
  * The origin log: every event published to this sidecar, per channel, in LevelDB, plus
@@ -235,6 +244,7 @@ export class OriginLog {
   private drained: Promise<void> = Promise.resolve();
   private markDrained: () => void = () => {};
   private readonly tail = new TailCache(TAIL_CACHE_BYTES, TAIL_CACHE_EVENTS_PER_CHANNEL);
+  private readonly dedupFilter = new DedupFilter((into) => this.loadDedupKeys(into));
 
   private constructor(
     private readonly db: Db,
@@ -377,17 +387,29 @@ export class OriginLog {
   }
 
   /**
-   * Starts looking up a group's dedup entries: in one getMany on LevelDB's threads (one
-   * getSync per event cost ~5 us of this loop's time, which is also the loop that
-   * delivers), or with getSync for a few. `pending` is what the group written meanwhile adds.
+   * Starts looking up the dedup entries of a group's events that the dedup filter may hold
+   * (most ids are new, and it knows): in one getMany on LevelDB's threads (one getSync per
+   * event cost ~5 us of this loop's time, which is also the loop that delivers), or with
+   * getSync for a few. `pending` is what the group written meanwhile adds.
    */
   private lookUp(group: PendingAppend[], pending: Map<string, AppendResult> | undefined): Lookup {
     const keys: string[] = [];
-    for (const p of group) for (const entry of p.entries) keys.push(dedupKey(entry.channel, entry.source, entry.id));
-    const stored = keys.length <= SYNC_LOOKUPS ? Promise.resolve(keys.map((k) => this.db.getSync(k))) : this.db.getMany(keys);
+    const asked: number[] = [];
+    const ask: string[] = [];
+    for (const p of group) {
+      for (const entry of p.entries) {
+        const key = dedupKey(entry.channel, entry.source, entry.id);
+        if (this.dedupFilter.mayHold(key)) {
+          asked.push(keys.length);
+          ask.push(key);
+        }
+        keys.push(key);
+      }
+    }
+    const stored = ask.length <= SYNC_LOOKUPS ? Promise.resolve(ask.map((k) => this.db.getSync(k))) : this.db.getMany(ask);
     // A failed lookup is the write's failure; until then it must not count as unhandled.
     stored.catch(() => {});
-    return { group, keys, stored, pending };
+    return { group, keys, asked, stored, pending };
   }
 
   /** Assigns sequences and builds the batch of a looked-up group (heads change once it is written). */
@@ -399,11 +421,12 @@ export class OriginLog {
     const seen = new Map<string, AppendResult>();
     const results: AppendResult[][] = [];
     let k = 0;
+    let a = 0;
     for (const p of lookup.group) {
       const out: AppendResult[] = [];
       for (const entry of p.entries) {
         const dk = lookup.keys[k]!;
-        const value = stored[k++];
+        const value = lookup.asked[a] === k++ ? stored[a++] : undefined;
         const earlier = seen.get(dk) ?? lookup.pending?.get(dk) ?? this.duplicateOf(value, now, entry.origin !== undefined);
         if (earlier) {
           out.push({ sequence: earlier.sequence, duplicate: true });
@@ -425,6 +448,7 @@ export class OriginLog {
         if (!list) events.set(entry.channel, (list = []));
         list.push(decodeRecord(entry.channel, sequence, record));
         batch.put(dk, Buffer.from(`${sequence}:${now}`));
+        this.dedupFilter.add(dk);
         const result = { sequence, duplicate: false };
         seen.set(dk, result);
         out.push(result);
@@ -587,6 +611,33 @@ export class OriginLog {
     return new GroupBatch(this.db.batch());
   }
 
+  /**
+   * Adds every stored dedup key to `into` (for the dedup filter), from a snapshot taken in
+   * the write loop between groups: every key written after it is added as it is prepared.
+   */
+  private async loadDedupKeys(into: BloomFilter): Promise<void> {
+    const snapshot = () => this.db.keys({ gte: DEDUP_PREFIX, lt: prefixEnd(DEDUP_PREFIX), fillCache: false, highWaterMarkBytes: DEDUP_LOAD_BYTES });
+    let iterator: ReturnType<typeof snapshot> | undefined;
+    await this.task(async () => {
+      iterator = snapshot();
+    });
+    try {
+      for (;;) {
+        if (this.closed) throw new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed");
+        const keys = await iterator!.nextv(DEDUP_LOAD_STEP);
+        if (keys.length === 0) return;
+        for (const key of keys) into.add(key);
+      }
+    } finally {
+      await iterator!.close();
+    }
+  }
+
+  /** @internal For tests: settles once the dedup filter's load under way, if any, has ended. */
+  dedupFilterSettled(): Promise<void> {
+    return this.dedupFilter.settled();
+  }
+
   // ---- retention ----
 
   /**
@@ -658,10 +709,14 @@ export class OriginLog {
     const batch = this.db.batch();
     const next = { ...head };
     // A dedup entry goes only if it still points at the event (no re-publish since).
+    let forgotten = 0;
     const forget = (dk: string | undefined, sequence: number): void => {
       if (!dk) return;
       const v = this.db.getSync(dk);
-      if (v !== undefined && Buffer.from(v).toString("utf8").startsWith(`${sequence}:`)) batch.del(dk);
+      if (v !== undefined && Buffer.from(v).toString("utf8").startsWith(`${sequence}:`)) {
+        batch.del(dk);
+        forgotten++;
+      }
     };
     for (const e of plan.expire) {
       batch.del(eventKey(channel, e.sequence));
@@ -674,6 +729,7 @@ export class OriginLog {
     next.dedupSwept = Math.max(next.dedupSwept, plan.dedupSwept, next.first - 1);
     batch.put(headKey(channel), Buffer.from(JSON.stringify(next)));
     await batch.write();
+    this.dedupFilter.deleted(forgotten);
     this.heads.set(channel, next);
     if (next.expired > head.expired) this.observer.expired(channel, undefined, next.expired - head.expired);
     if (next.first !== head.first) for (const l of this.trimListeners) l(channel, next.first);

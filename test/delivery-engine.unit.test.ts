@@ -6,7 +6,7 @@ import type { OutgoingDelivery } from "../src/delivery/types.js";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { ClassicLevel } from "classic-level";
 import { OriginLog } from "../src/log/origin-log.js";
-import { eventually, settle } from "./support/collect.js";
+import { eventually } from "./support/collect.js";
 import { tempDir } from "./support/sidecar.js";
 
 const event = (channel: string, id: string) => {
@@ -99,56 +99,6 @@ describe("DeliveryEngine", () => {
       await eventually(() => engine.status()[0]?.ackedThrough === 6);
     });
     expect(await keys()).toEqual({ pump: 0, inflight: [] });
-  });
-
-  it("writes acks with the group's next write, on their own only after ackWriteDelayMs, and those held when it stops", async () => {
-    const dir = await tempDir();
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    const start = async (ackWriteDelayMs: number) => {
-      const log = await OriginLog.open(dir);
-      const engine = new DeliveryEngine(log, { ackWriteDelayMs });
-      await engine.start();
-      // Counts the group-state writes that change something (the log is real, its writes only counted).
-      const writes: number[] = [];
-      const groupBatch = log.groupBatch.bind(log);
-      log.groupBatch = () => {
-        const batch = groupBatch();
-        const write = batch.write.bind(batch);
-        batch.write = () => {
-          if (batch.length > 0) writes.push(batch.length);
-          return write();
-        };
-        return batch;
-      };
-      const got: OutgoingDelivery[] = [];
-      const member = await engine.join(settings("acks", "g"), { send: (ds) => got.push(...ds) });
-      return { log, engine, writes, got, member };
-    };
-
-    const first = await start(60_000);
-    await first.log.append([event("acks", "1")]);
-    await eventually(() => first.got.length === 1);
-    let before = first.writes.length;
-    first.member.ack([first.got[0]!.deliveryId]);
-    await settle(100);
-    expect(first.writes).toHaveLength(before); // held
-    await first.log.append([event("acks", "2")]);
-    await eventually(() => first.got.length === 2);
-    expect(first.writes).toHaveLength(before + 1); // the ack went with the pump record of event 2
-    first.member.ack([first.got[1]!.deliveryId]);
-    first.engine.stop(); // writes the ack it holds
-    await first.log.close();
-
-    const second = await start(1);
-    expect(second.engine.status()[0]?.ackedThrough).toBe(2); // both acks were stored: nothing comes again
-    await second.log.append([event("acks", "3")]);
-    await eventually(() => second.got.length === 1);
-    before = second.writes.length;
-    second.member.ack([second.got[0]!.deliveryId]);
-    await eventually(() => second.writes.length === before + 1); // on its own, with no delivery to go with
-    second.engine.stop();
-    await second.log.close();
-    expect(second.got.map((d) => d.event.sequence)).toEqual([3]);
   });
 
   it("counts events that retention removed before a group finished them, and moves its cursor", async () => {

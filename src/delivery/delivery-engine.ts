@@ -2,7 +2,7 @@ import { Reason, exhausted } from "../contract/errors.js";
 import type { AppendEntry, AppendResult, GroupRecord, OriginLog } from "../log/origin-log.js";
 import type { Origin, StoredEvent } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
-import { ACK_WRITE_DELAY_MS, GroupDispatcher, type MemberCredits, type MemberState } from "./group-dispatcher.js";
+import { GroupDispatcher, type MemberCredits, type MemberState } from "./group-dispatcher.js";
 import { DEFAULTS, type JoinSettings, type Joined, type MemberSink, type Membership, type StartAt } from "./types.js";
 
 export interface DeliveryEngineOptions {
@@ -12,11 +12,6 @@ export interface DeliveryEngineOptions {
   maxPendingPerGroup?: number;
   /** Most event bytes each group reads ahead into memory. Default 64 MiB. */
   maxPendingBytesPerGroup?: number;
-  /**
-   * How long acks may wait to be written with the group's next write (a delivery's), ms,
-   * before they are written on their own. A crash in that time redelivers them. Default 10.
-   */
-  ackWriteDelayMs?: number;
   /** Told about storage failures the engine survives, and in which group. Default: printed to stderr. */
   onError?: (error: unknown, channel: string, group: string) => void;
   /** Told about deliveries, acks, dead letters and expiry. */
@@ -396,7 +391,6 @@ export class DeliveryEngine {
       observer: this.options.observer ?? NO_OBSERVER,
       maxPending: this.options.maxPendingPerGroup ?? 10_000,
       maxPendingBytes: this.options.maxPendingBytesPerGroup ?? 64 * 1024 * 1024,
-      ackWriteDelayMs: this.options.ackWriteDelayMs ?? ACK_WRITE_DELAY_MS,
       now: this.now,
       onError: (e) => {
         if (this.options.onError) this.options.onError(e, record.channel, record.group);

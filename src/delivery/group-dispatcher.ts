@@ -67,8 +67,6 @@ export interface DispatcherOptions {
   maxPending: number;
   /** Most event bytes held in memory ahead of the cursor. */
   maxPendingBytes: number;
-  /** How long acks may wait for the group's next write before they get one of their own, ms. */
-  ackWriteDelayMs: number;
   now: () => number;
   /** Told about storage failures that the dispatcher survives. */
   onError: (error: unknown) => void;
@@ -79,14 +77,6 @@ export interface DispatcherOptions {
 }
 
 const READ_CHUNK = 512;
-/**
- * How long acks may wait for the group's next write before they get one of their own, ms
- * (the default of DispatcherOptions.ackWriteDelayMs). A crash in that time redelivers them:
- * at least once, as a crash just before the ack would.
- */
-export const ACK_WRITE_DELAY_MS = 10;
-/** Held ack changes (records deleted, cursor moves) past which they are written at once. */
-const MAX_HELD_ACK_CHANGES = 4096;
 
 /**
  * Delivers one channel to one group: reads ahead from the origin log, hands events to the
@@ -116,9 +106,6 @@ export class GroupDispatcher {
   private refill = false;
   private rr = 0;
   private closed = false;
-  /** Ack changes held for the group's next write (see keep()), and the timer that writes them. */
-  private open: GroupBatch | undefined;
-  private openTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly log: OriginLog,
@@ -174,7 +161,7 @@ export class GroupDispatcher {
   async configure(maxAttempts: number, deadLetterChannel: string): Promise<void> {
     if (maxAttempts === this.record.maxAttempts && deadLetterChannel === this.record.deadLetterChannel) return;
     this.record = { ...this.record, maxAttempts, deadLetterChannel };
-    await this.batch().putGroup(this.record).write();
+    await this.log.groupBatch().putGroup(this.record).write();
   }
 
   addMember(member: MemberState): void {
@@ -194,7 +181,7 @@ export class GroupDispatcher {
     this.members.delete(member.id);
     this.reassign();
     const now = this.options.now();
-    const batch = this.batch();
+    const batch = this.log.groupBatch();
     for (const entry of [...member.deliveries.values()]) {
       this.release(member, entry);
       if (returned) {
@@ -210,7 +197,7 @@ export class GroupDispatcher {
   ack(member: MemberState, ids: readonly number[]): void {
     this.checkIds(member, ids);
     if (member.deliveries.size === 0) return; // the ids are another dispatcher's of this member
-    const batch = this.batch();
+    const batch = this.log.groupBatch();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
       if (!entry) continue; // late or repeated: idempotent
@@ -218,7 +205,7 @@ export class GroupDispatcher {
       this.options.observer.acked(this.channel, this.group, entry.event);
       this.complete(entry, batch);
     }
-    this.keep(batch);
+    void this.flush(batch);
     this.pump();
   }
 
@@ -237,7 +224,7 @@ export class GroupDispatcher {
   /** Takes deliveries back unhandled (a peer had no member for them): delivered again, not counted as an attempt. */
   giveBack(member: MemberState, ids: readonly number[]): void {
     this.checkIds(member, ids);
-    const batch = this.batch();
+    const batch = this.log.groupBatch();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
       if (!entry) continue;
@@ -275,7 +262,7 @@ export class GroupDispatcher {
    */
   skip(seq: number): void {
     if (this.isDone(seq) || this.entries.has(seq)) return;
-    const batch = this.batch();
+    const batch = this.log.groupBatch();
     this.markDone(seq, batch);
     void this.flush(batch);
   }
@@ -294,7 +281,7 @@ export class GroupDispatcher {
   /** Retention removed everything before `first`. */
   trimmed(first: number): void {
     if (this.record.ackedThrough >= first - 1) return;
-    const batch = this.batch();
+    const batch = this.log.groupBatch();
     let lost = 0;
     for (let s = this.record.ackedThrough + 1; s < first; s++) {
       if (this.acked.delete(s)) {
@@ -338,10 +325,6 @@ export class GroupDispatcher {
   }
 
   close(): void {
-    const open = this.open;
-    this.open = undefined;
-    clearTimeout(this.openTimer);
-    if (open) void this.flush(open);
     this.closed = true;
   }
 
@@ -434,7 +417,7 @@ export class GroupDispatcher {
         .append([{ channel: event.channel, source: `weft-dlq:${this.group}:${redriven === undefined ? "" : `${redriven}:`}${event.source}`, id: event.id, key: event.key, bytes }])
         .then(() => {
           this.options.observer.deadLettered(this.channel, this.group);
-          const batch = this.batch();
+          const batch = this.log.groupBatch();
           this.complete(entry, batch);
           this.pump();
           return this.flush(batch);
@@ -444,14 +427,14 @@ export class GroupDispatcher {
         });
     } catch {
       // Stored events were validated on publish; an undecodable one is completed, not looped on.
-      const batch = this.batch();
+      const batch = this.log.groupBatch();
       this.complete(entry, batch);
       void this.flush(batch);
     }
   }
 
   /** The entry is done for the group: acked or dead-lettered. */
-  private complete(entry: Entry, batch: GroupBatch): void {
+  private complete(entry: Entry, batch: ReturnType<OriginLog["groupBatch"]>): void {
     if (!this.entries.has(entry.seq)) return;
     this.drop(entry);
     this.options.onDone?.(entry.event);
@@ -569,7 +552,7 @@ export class GroupDispatcher {
     if (event.onlyGroup !== undefined && event.onlyGroup !== this.group) {
       // Addressed to another group of the channel (a redriven dead letter): not ours.
       this.restored.delete(seq);
-      const batch = this.batch().delInflight(this.channel, this.group, seq);
+      const batch = this.log.groupBatch().delInflight(this.channel, this.group, seq);
       this.markDone(seq, batch);
       void this.flush(batch);
       return;
@@ -600,7 +583,7 @@ export class GroupDispatcher {
     if (this.members.size === 0 || this.closed) return;
     const now = this.options.now();
     const out = new Map<MemberState, OutgoingDelivery[]>();
-    const batch = this.batch();
+    const batch = this.log.groupBatch();
     const order = this.memberOrder;
     // First attempts are stored in one pump record, not one in-flight record each (which
     // each ack then deleted): two of the five writes an event cost.
@@ -636,7 +619,6 @@ export class GroupDispatcher {
       this.rr = (this.rr + 1) % Math.max(1, order.length);
     }
     if (out.size === 0) {
-      this.keep(batch); // acks taken with it wait on; an empty one is dropped
       this.readMore();
       return;
     }
@@ -676,43 +658,10 @@ export class GroupDispatcher {
   }
 
   /**
-   * The batch for the group's next changes: the one holding acks not written yet, if any,
-   * so every write of the group carries them (and writes stay in the order they are made).
-   */
-  private batch(): GroupBatch {
-    const open = this.open;
-    if (!open) return this.log.groupBatch();
-    this.open = undefined; // its timer runs on: acks given back by keep() are not held longer
-    return open;
-  }
-
-  /**
-   * Holds acks back for the group's next write (the next pump's, at the latest after
-   * ackWriteDelayMs): at low rates each ack came alone and cost a write of its own.
-   */
-  private keep(batch: GroupBatch): void {
-    if (batch.length === 0) {
-      void batch.write(); // closes it
-      return;
-    }
-    if (batch.length >= MAX_HELD_ACK_CHANGES) {
-      void this.flush(batch);
-      return;
-    }
-    this.open = batch;
-    this.openTimer ??= setTimeout(() => {
-      this.openTimer = undefined;
-      const open = this.open;
-      this.open = undefined;
-      if (open) void this.flush(open);
-    }, this.options.ackWriteDelayMs).unref();
-  }
-
-  /**
    * Writes group state. A failed write is reported, not thrown: memory is ahead of the disk
    * then, and a restart redelivers from the disk's older state (at least once still holds).
    */
-  private async flush(batch: GroupBatch): Promise<void> {
+  private async flush(batch: ReturnType<OriginLog["groupBatch"]>): Promise<void> {
     try {
       await batch.write();
     } catch (e) {

@@ -1,9 +1,18 @@
 import { Session } from "node:inspector";
+import { loadMallocTrim } from "./malloc-trim.js";
 import { NO_OBSERVER, type Observer } from "./observer.js";
 
 export interface BurstCollectorOptions {
-  /** Collects the heap. Default: {@link collectAllGarbage}. */
-  gc?: () => void;
+  /** Collects the heap, then calls `done`. Default: {@link collectAllGarbage}. */
+  gc?: (done: () => void) => void;
+  /**
+   * Hands malloc's free memory back to the system, after the collection freed the burst's
+   * buffers. Default: glibc's malloc_trim where it can be called ({@link loadMallocTrim});
+   * null for none.
+   */
+  trim?: (() => void) | null;
+  /** How long after the collection the trim runs, ms (V8 frees buffers' memory just after a collection). Default 100. */
+  trimDelayMs?: number;
   /** Bytes stored since the last collection that make a burst. Default 64 MiB. */
   burstBytes?: number;
   /** How long nothing must be stored before the collection, ms. Default 1 s. */
@@ -13,20 +22,23 @@ export interface BurstCollectorOptions {
 }
 
 /**
- * Collects the V8 heap once a burst of appends is over, so that a sidecar gives back what
- * the burst left behind instead of holding it until V8 next collects on its own, which an
- * idle process may not do for minutes: after 1M events of 256 B, ~300 MiB RSS became ~185
- * (see docs/operations.md, Memory, for the rest).
+ * Collects the V8 heap once a burst of appends is over, then trims malloc, so that a sidecar
+ * gives back what the burst left behind instead of holding it: an idle V8 may not collect
+ * for minutes, and glibc keeps most of what was freed. After 1M events of 256 B, ~300 MiB
+ * RSS became ~185 with the collection and ~100 with the trim (docs/operations.md, Memory).
  *
- * Its observer counts the bytes stored; `check()`, every `quietMs` once started, collects
- * when at least `burstBytes` were stored since the last collection and none for `quietMs`.
- * A collection takes ~10-30 ms of the loop, once a burst.
+ * Its observer counts the bytes stored; `check()`, four times per `quietMs` once started,
+ * collects when at least `burstBytes` were stored since the last collection and none for
+ * `quietMs`, and trims `trimDelayMs` after. Both take ~10-30 ms of the loop, once a burst.
  */
 export class BurstCollector {
   private stored = 0;
   private lastStoredAt = 0;
   private timer: NodeJS.Timeout | undefined;
-  private readonly gc: () => void;
+  private readonly gc: (done: () => void) => void;
+  private readonly trim: (() => void) | undefined;
+  private readonly trimDelayMs: number;
+  private trimTimer: NodeJS.Timeout | undefined;
   private readonly burstBytes: number;
   private readonly quietMs: number;
   private readonly now: () => number;
@@ -42,27 +54,39 @@ export class BurstCollector {
 
   constructor(options: BurstCollectorOptions = {}) {
     this.gc = options.gc ?? collectAllGarbage;
+    this.trim = options.trim === null ? undefined : (options.trim ?? loadMallocTrim());
+    this.trimDelayMs = options.trimDelayMs ?? 100;
     this.burstBytes = options.burstBytes ?? 64 * 1024 * 1024;
     this.quietMs = options.quietMs ?? 1000;
     this.now = options.now ?? Date.now;
   }
 
-  /** Checks every `quietMs` until `stop()`; the timer does not keep the process alive. */
+  /** Checks four times per `quietMs` until `stop()`; the timer does not keep the process alive. */
   start(): void {
-    this.timer ??= setInterval(() => this.check(), this.quietMs).unref();
+    this.timer ??= setInterval(() => this.check(), this.quietMs / 4).unref();
   }
 
   /** Idempotent. */
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    clearTimeout(this.trimTimer);
+    this.trimTimer = undefined;
   }
 
   /** Collects if a burst is over; returns whether it did. */
   check(): boolean {
     if (this.stored < this.burstBytes || this.now() - this.lastStoredAt < this.quietMs) return false;
     this.stored = 0;
-    this.gc();
+    this.gc(() => {
+      const trim = this.trim;
+      if (!trim) return;
+      clearTimeout(this.trimTimer);
+      this.trimTimer = setTimeout(() => {
+        this.trimTimer = undefined;
+        trim();
+      }, this.trimDelayMs).unref();
+    });
     return true;
   }
 }
@@ -72,9 +96,14 @@ export class BurstCollector {
  * collection), through an in-process inspector session: no flag, no port. `gc()` of
  * --expose-gc collects as much but keeps the pages.
  */
-export function collectAllGarbage(): void {
+export function collectAllGarbage(done: () => void = () => {}): void {
   const session = new Session();
   session.connect();
   // Disconnecting inside the callback, while the session still dispatches, hangs the process.
-  session.post("HeapProfiler.collectGarbage", () => setImmediate(() => session.disconnect()));
+  session.post("HeapProfiler.collectGarbage", () =>
+    setImmediate(() => {
+      session.disconnect();
+      done();
+    }),
+  );
 }

@@ -33,6 +33,16 @@ function controlledLoad(keys: string[]) {
   return { load, loads };
 }
 
+/** A filter whose first load (of no keys) has ended, and the capacity it was sized for. */
+async function loadedEmpty() {
+  const { load, loads } = controlledLoad([]);
+  const filter = new DedupFilter(load);
+  filter.mayHold(key(0));
+  loads[0]!.finish();
+  await filter.settled();
+  return { filter, loads, capacity: loads[0]!.into.capacity };
+}
+
 describe("DedupFilter", () => {
   it("may hold any key until its first load ends, and then only what the load and add gave it", async () => {
     const stored = [key(1), key(2)];
@@ -53,12 +63,7 @@ describe("DedupFilter", () => {
   });
 
   it("loads a larger filter once more keys were added than it was sized for, answering from the old one meanwhile", async () => {
-    const { load, loads } = controlledLoad([]);
-    const filter = new DedupFilter(load);
-    filter.mayHold(key(0));
-    loads[0]!.finish();
-    await filter.settled();
-    const capacity = loads[0]!.into.capacity;
+    const { filter, loads, capacity } = await loadedEmpty();
     for (let i = 0; i <= capacity; i++) filter.add(key(i));
     expect(loads).toHaveLength(2);
     expect(loads[1]!.into.capacity).toBe(2 * (capacity + 1));
@@ -72,12 +77,7 @@ describe("DedupFilter", () => {
   });
 
   it("sizes the next filter by the keys stored: deleted ones do not count", async () => {
-    const { load, loads } = controlledLoad([]);
-    const filter = new DedupFilter(load);
-    filter.mayHold(key(0));
-    loads[0]!.finish();
-    await filter.settled();
-    const capacity = loads[0]!.into.capacity;
+    const { filter, loads, capacity } = await loadedEmpty();
     for (let i = 0; i < capacity; i++) filter.add(key(i));
     filter.deleted(capacity);
     filter.add(key(capacity)); // one more than sized for: a reload, for the one key stored

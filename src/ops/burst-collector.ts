@@ -29,7 +29,8 @@ export interface BurstCollectorOptions {
  *
  * Its observer counts the bytes stored; `check()`, four times per `quietMs` once started,
  * collects when at least `burstBytes` were stored since the last collection and none for
- * `quietMs`, and trims `trimDelayMs` after. Both take ~10-30 ms of the loop, once a burst.
+ * `quietMs`, and trims `trimDelayMs` after. The collection takes ~10-30 ms of the loop and
+ * the trim up to ~50 ms (~100 MiB to give back), once a burst.
  */
 export class BurstCollector {
   private stored = 0;

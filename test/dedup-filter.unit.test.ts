@@ -66,7 +66,7 @@ describe("DedupFilter", () => {
     const { filter, loads, capacity } = await loadedEmpty();
     for (let i = 0; i <= capacity; i++) filter.add(key(i));
     expect(loads).toHaveLength(2);
-    expect(loads[1]!.into.capacity).toBe(2 * (capacity + 1));
+    expect(loads[1]!.into.capacity).toBe(4 * (capacity + 1));
     filter.add(key(capacity + 1)); // during the reload: into both
     for (const i of [0, capacity, capacity + 1]) expect(filter.mayHold(key(i))).toBe(true);
     loads[1]!.finish();
@@ -81,7 +81,7 @@ describe("DedupFilter", () => {
     for (let i = 0; i < capacity; i++) filter.add(key(i));
     filter.deleted(capacity);
     filter.add(key(capacity)); // one more than sized for: a reload, for the one key stored
-    expect(loads[1]!.into.capacity).toBe(capacity); // the smallest size, not twice the keys ever added
+    expect(loads[1]!.into.capacity).toBe(capacity); // the smallest size, not four times the keys ever added
   });
 
   it("answers \"may hold\" for every key after a failed first load, and does not load again", async () => {

@@ -136,6 +136,24 @@ describe("OriginLog", () => {
     expect(again.head("a").last).toBe(next);
   });
 
+  it("reads the same events from memory right after they are stored as from LevelDB after a restart (relay copies and redriven ones too)", async () => {
+    const { log, dir } = await openLog();
+    const e = entry("a", "1", "payload", "k1");
+    await log.append([
+      e,
+      { ...entry("a", "2", "relayed"), origin: { node: "n2", log: "00ff", sequence: 41 } },
+      { ...entry("a", "3", "redriven", "k3"), onlyGroup: "g1" },
+    ]);
+    const fromMemory = await log.read("a", 1, 10);
+    await log.close();
+    const { log: again } = await openLog({}, dir);
+    const fromDisk = await again.read("a", 1, 10);
+    expect(fromDisk).toHaveLength(3);
+    expect(fromMemory.map((x) => ({ ...x, bytes: Buffer.from(x.bytes) }))).toEqual(fromDisk.map((x) => ({ ...x, bytes: Buffer.from(x.bytes) })));
+    expect(fromDisk[1]!.origin).toEqual({ node: "n2", log: "00ff", sequence: 41 });
+    expect(fromDisk[2]!.onlyGroup).toBe("g1");
+  });
+
   it("survives reopening: heads, events and dedup entries are durable", async () => {
     const { log, dir } = await openLog();
     await log.append([entry("a", "1"), entry("a", "2")]);

@@ -24,7 +24,7 @@ import {
   prefixEnd,
   seqOfKey,
 } from "./keys.js";
-import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime, redriveIdentity, relayIdentity } from "./record.js";
+import { type Origin, type StoredEvent, decodeRecord, encodeRecord, recordSize, recordTime, redriveIdentity, relayIdentity, storedEvent } from "./record.js";
 import { TailCache } from "./tail-cache.js";
 import type { BloomFilter } from "./bloom-filter.js";
 import { DedupFilter } from "./dedup-filter.js";
@@ -446,7 +446,7 @@ export class OriginLog {
         batch.put(eventKey(entry.channel, sequence), record);
         let list = events.get(entry.channel);
         if (!list) events.set(entry.channel, (list = []));
-        list.push(decodeRecord(entry.channel, sequence, record));
+        list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry.origin, entry.onlyGroup));
         batch.put(dk, Buffer.from(`${sequence}:${now}`));
         this.dedupFilter.add(dk);
         const result = { sequence, duplicate: false };

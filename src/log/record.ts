@@ -101,6 +101,17 @@ function encodeGroupRecord(appendedAt: number, key: string, event: Uint8Array, g
   return out;
 }
 
+/**
+ * The StoredEvent of a record that encodeRecord just made from these arguments, without
+ * reading the record back: what decodeRecord would return for it.
+ */
+export function storedEvent(channel: string, sequence: number, appendedAt: number, key: string, event: Uint8Array, record: Uint8Array, origin?: Origin, onlyGroup?: string): StoredEvent {
+  const bytes = record.subarray(record.length - event.length);
+  if (origin) return { channel, sequence, appendedAt, key, bytes, origin };
+  if (onlyGroup !== undefined) return { channel, sequence, appendedAt, key, bytes, onlyGroup };
+  return { channel, sequence, appendedAt, key, bytes };
+}
+
 export function decodeRecord(channel: string, sequence: number, value: Uint8Array): StoredEvent {
   const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   const version = buf.length < HEADER ? 0 : buf.readUInt8(0);

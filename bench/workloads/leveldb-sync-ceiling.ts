@@ -2,16 +2,14 @@ import { randomUUID } from "node:crypto";
 import { ClassicLevel } from "classic-level";
 import { writeEvent } from "../../src/grpc/wire.js";
 import { dedupKey, eventKey, headKey } from "../../src/log/keys.js";
-import { LEVELDB_OPTIONS } from "../../src/log/origin-log.js";
+import { LEVELDB_OPTIONS, MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "../../src/log/origin-log.js";
 import { encodeRecord } from "../../src/log/record.js";
-
-import { MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "../../src/log/origin-log.js";
 
 /**
  * The ceiling of W5: LevelDB alone, group-committed with sync, in this process. Appends of
  * `requestEvents` events (one publish request) are offered with `outstanding` events
  * unacked at most (the publisher's window); a write loop takes queued appends up to the
- * origin log's caps (10 000 events or 1 MiB of events) into one chained batch (event
+ * origin log's caps (MAX_APPEND_GROUP events or MAX_APPEND_GROUP_BYTES of events) into one chained batch (event
  * record, dedup entry, head: the keys the origin log writes) and writes it with
  * `sync: true`, so the groups form as the sidecar's do
  * under the same offered load. No gRPC, no checks, no delivery.

@@ -101,6 +101,36 @@ describe("DeliveryEngine", () => {
     expect(await keys()).toEqual({ pump: 0, inflight: [] });
   });
 
+  it("leaves no LevelDB batch open when events are delivered and acked one at a time", async () => {
+    const { log, engine } = await setup(() => Date.now());
+    // Track the real database's batches (only tracked): a batch left neither written nor
+    // closed stays held by the database, with its native memory, until the log closes.
+    const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void>; close(): Promise<void> } } }).db;
+    const open = new Set<object>();
+    let opened = 0;
+    const batch = db.batch.bind(db);
+    db.batch = () => {
+      const b = batch();
+      opened++;
+      open.add(b);
+      const write = b.write.bind(b);
+      const close = b.close.bind(b);
+      b.write = (...a: unknown[]) => (open.delete(b), write(...a));
+      b.close = () => (open.delete(b), close());
+      return b;
+    };
+    const got: OutgoingDelivery[] = [];
+    const m = await engine.join(settings("lone", "g"), { send: (ds) => got.push(...ds) });
+    for (let i = 1; i <= 50; i++) {
+      await log.append([event("lone", String(i))]);
+      await eventually(() => got.length === i);
+      m.ack([got[i - 1]!.deliveryId]);
+      await eventually(() => engine.status()[0]?.ackedThrough === i);
+    }
+    expect(opened).toBeGreaterThanOrEqual(100); // each event's append, attempt and ack
+    expect(open.size).toBe(0); // a pump with nothing to send left one open per ack
+  });
+
   it("counts events that retention removed before a group finished them, and moves its cursor", async () => {
     let now = 1_000_000;
     const { log, engine } = await setup(() => now);

@@ -608,7 +608,7 @@ export class OriginLog {
 
   /** Starts a batch of group-state changes, written together by `write()`. */
   groupBatch(): GroupBatch {
-    return new GroupBatch(this.db.batch());
+    return new GroupBatch(this.db);
   }
 
   /**
@@ -749,12 +749,22 @@ export class OriginLog {
   }
 }
 
-/** Changes to group state, applied atomically by `write()`. */
+/**
+ * Changes to group state, applied atomically by `write()`. The LevelDB batch is opened with
+ * the first change: a LevelDB batch stays open (held by the database) until it is written or
+ * closed, and callers start a GroupBatch before they know whether anything changes (a pump
+ * with nothing to send).
+ */
 export class GroupBatch {
   private size = 0;
+  private opened: ChainedBatch | undefined;
   /** Group records to put, by key, encoded once at write: an ack batch advances a cursor many times. */
   private readonly groups = new Map<string, GroupRecord>();
-  constructor(private readonly batch: ChainedBatch) {}
+  constructor(private readonly db: Db) {}
+
+  private get batch(): ChainedBatch {
+    return (this.opened ??= this.db.batch());
+  }
 
   /** Puts a group's record; when one batch puts the same group again, the last record wins. */
   putGroup(record: GroupRecord): this {
@@ -801,12 +811,10 @@ export class GroupBatch {
     return this.size;
   }
   async write(): Promise<void> {
-    if (this.size === 0) {
-      await this.batch.close();
-      return;
-    }
-    for (const [key, record] of this.groups) this.batch.put(key, Buffer.from(JSON.stringify(record)));
-    await this.batch.write();
+    if (this.size === 0) return;
+    const batch = this.batch;
+    for (const [key, record] of this.groups) batch.put(key, Buffer.from(JSON.stringify(record)));
+    await batch.write();
   }
 }
 

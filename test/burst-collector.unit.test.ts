@@ -7,12 +7,22 @@ import { loadMallocTrim } from "../src/ops/malloc-trim.js";
 describe("BurstCollector", () => {
   const setup = () => {
     let now = 0;
+    let rss = 50_000;
     let collections = 0;
-    const collector = new BurstCollector({ gc: () => collections++, trim: null, burstBytes: 1000, quietMs: 1000, now: () => now });
+    // A collection gives back half of what the process holds over 50 000 bytes.
+    const gc = (done: () => void): void => {
+      collections++;
+      rss -= (rss - 50_000) / 2;
+      done();
+    };
+    const collector = new BurstCollector({ gc, trim: null, burstBytes: 1000, quietMs: 1000, now: () => now, rss: () => rss });
+    collector.start();
+    collector.stop(); // checked by hand below
     return {
       collector,
       store: (bytes: number) => collector.observer.stored("c", 1, bytes),
       advance: (ms: number) => (now += ms),
+      grow: (bytes: number) => (rss += bytes),
       collections: () => collections,
     };
   };
@@ -42,6 +52,35 @@ describe("BurstCollector", () => {
     t.store(999);
     t.advance(10_000);
     expect(t.collector.check()).toBe(false);
+    expect(t.collections()).toBe(1);
+  });
+
+  it("collects again when a burst goes on after a pause: the process grew by a burst, though less was stored", () => {
+    const t = setup();
+    t.store(1200);
+    t.grow(3000);
+    t.advance(1000); // a pause in the burst (LevelDB stalling writes while it compacts)
+    expect(t.collector.check()).toBe(true);
+    t.store(400); // the rest of the burst: less than a burst stored, as much grown again
+    t.grow(1000);
+    t.advance(1000);
+    expect(t.collector.check()).toBe(true);
+    expect(t.collections()).toBe(2);
+  });
+
+  it("leaves growth alone while nothing is stored (a drain reads, it does not store)", () => {
+    const t = setup();
+    t.grow(5000);
+    t.advance(10_000);
+    expect(t.collector.check()).toBe(false);
+    t.store(10);
+    t.advance(999);
+    expect(t.collector.check()).toBe(false); // not quiet yet
+    t.advance(1);
+    expect(t.collector.check()).toBe(true); // grown by a burst since start(), and something stored
+    t.store(10);
+    t.advance(1000);
+    expect(t.collector.check()).toBe(false); // no growth since the collection
     expect(t.collections()).toBe(1);
   });
 

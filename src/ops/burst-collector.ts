@@ -13,12 +13,17 @@ export interface BurstCollectorOptions {
   trim?: (() => void) | null;
   /** How long after the collection the trim runs, ms (V8 frees buffers' memory just after a collection). Default 100. */
   trimDelayMs?: number;
-  /** Bytes stored since the last collection that make a burst. Default 64 MiB. */
+  /**
+   * What makes a burst: bytes stored since the last collection, or as much growth of the
+   * resident memory since it (or since `start()`). Default 64 MiB.
+   */
   burstBytes?: number;
   /** How long nothing must be stored before the collection, ms. Default 1 s. */
   quietMs?: number;
   /** The clock, ms. Tests may pass their own. */
   now?: () => number;
+  /** The process's resident memory, bytes. Default: process.memoryUsage.rss(). */
+  rss?: () => number;
 }
 
 /**
@@ -28,9 +33,13 @@ export interface BurstCollectorOptions {
  * RSS became ~185 with the collection and ~100 with the trim (docs/operations.md, Memory).
  *
  * Its observer counts the bytes stored; `check()`, four times per `quietMs` once started,
- * collects when at least `burstBytes` were stored since the last collection and none for
- * `quietMs`, and trims `trimDelayMs` after. The collection takes ~10-30 ms of the loop and
- * the trim up to ~50 ms (~100 MiB to give back), once a burst.
+ * collects when nothing was stored for `quietMs` after a burst: at least `burstBytes` stored
+ * since the last collection, or some stored and the resident memory grown by `burstBytes`
+ * since then. It trims `trimDelayMs` after. The growth matters when a burst pauses for
+ * `quietMs` (LevelDB stalling writes while it compacts): the collection in the pause starts
+ * the count again, and the rest of the burst may store less than `burstBytes` while the
+ * memory grows as much again. The collection takes ~10-30 ms of the loop and the trim up to
+ * ~50 ms (~100 MiB to give back), once a burst.
  */
 export class BurstCollector {
   private stored = 0;
@@ -43,6 +52,9 @@ export class BurstCollector {
   private readonly burstBytes: number;
   private readonly quietMs: number;
   private readonly now: () => number;
+  private readonly rss: () => number;
+  /** The resident memory after the last collection (and trim), or at `start()`, bytes. */
+  private baseline: number;
 
   /** Tell it what is stored (compose it with the sidecar's other observers). */
   readonly observer: Observer = {
@@ -60,11 +72,15 @@ export class BurstCollector {
     this.burstBytes = options.burstBytes ?? 64 * 1024 * 1024;
     this.quietMs = options.quietMs ?? 1000;
     this.now = options.now ?? Date.now;
+    this.rss = options.rss ?? process.memoryUsage.rss;
+    this.baseline = this.rss();
   }
 
   /** Checks four times per `quietMs` until `stop()`; the timer does not keep the process alive. */
   start(): void {
-    this.timer ??= setInterval(() => this.check(), this.quietMs / 4).unref();
+    if (this.timer) return;
+    this.baseline = this.rss();
+    this.timer = setInterval(() => this.check(), this.quietMs / 4).unref();
   }
 
   /** Idempotent. */
@@ -77,15 +93,20 @@ export class BurstCollector {
 
   /** Collects if a burst is over; returns whether it did. */
   check(): boolean {
-    if (this.stored < this.burstBytes || this.now() - this.lastStoredAt < this.quietMs) return false;
+    if (this.stored === 0 || this.now() - this.lastStoredAt < this.quietMs) return false;
+    if (this.stored < this.burstBytes && this.rss() - this.baseline < this.burstBytes) return false;
     this.stored = 0;
     this.gc(() => {
       const trim = this.trim;
-      if (!trim) return;
+      if (!trim) {
+        this.baseline = this.rss();
+        return;
+      }
       clearTimeout(this.trimTimer);
       this.trimTimer = setTimeout(() => {
         this.trimTimer = undefined;
         trim();
+        this.baseline = this.rss();
       }, this.trimDelayMs).unref();
     });
     return true;

@@ -36,6 +36,20 @@ describe("TailCache", () => {
     expect(seqs(cache.read("a", 9, 10, Infinity))).toEqual([9, 10]);
   });
 
+  it("keeps of a channel written to only the events appended within maxAgeMs of its newest", () => {
+    const cache = new TailCache(1 << 20, 100, 100);
+    const at = (list: StoredEvent[], appendedAt: number): StoredEvent[] => list.map((e) => ({ ...e, appendedAt }));
+    cache.add("a", at(events("a", 1, 3), 1000));
+    cache.add("b", at(events("b", 1, 2), 1000));
+    cache.add("a", at(events("a", 4, 2), 1100)); // 1000 is within 100 ms of 1100
+    expect(seqs(cache.read("a", 1, 10, Infinity))).toEqual([1, 2, 3, 4, 5]);
+    cache.add("a", at(events("a", 6, 1), 1150));
+    expect(cache.read("a", 1, 10, Infinity)).toBeUndefined(); // 1, 2 and 3 were appended at 1000
+    expect(seqs(cache.read("a", 4, 10, Infinity))).toEqual([4, 5, 6]);
+    // A channel not written to keeps what it has.
+    expect(seqs(cache.read("b", 1, 10, Infinity))).toEqual([1, 2]);
+  });
+
   it("keeps at most maxEventsPerChannel of a channel, the newest", () => {
     const cache = new TailCache(1 << 20, 4);
     for (let s = 1; s <= 20; s += 2) cache.add("a", events("a", s, 2));

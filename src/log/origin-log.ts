@@ -198,14 +198,15 @@ const MAX_READ_BYTES = 4 * 1024 * 1024;
 const SWEEP_PASS_EVENTS = 5000;
 const MAX_SWEEP_PASSES = 100;
 /**
- * The newest events kept in memory for readers that keep up (see TailCache). Few per
- * channel: a dispatcher that keeps up reads an event within milliseconds of its append, and
- * an event held longer outlives young-generation collections, is promoted, and dies in the
- * old generation. At 1k events/s, 2048 a channel (~2 s of events) cost a full collection
- * every ~3 s and doubled the latency's p999 (bench/README.md, W6); 128 keep the events young.
+ * The newest events kept in memory for readers that keep up (see TailCache), up to 2048 a
+ * channel, of its last 100 ms: a dispatcher that keeps up reads an event within milliseconds
+ * of its append, and an event held for seconds is promoted and dies in the old generation
+ * (at 1k events/s, 2048 events held, ~2 s, cost a full collection every ~3 s and doubled the
+ * latency's p999; bench/README.md, W6). At full load 2048 events are ~50 ms.
  */
 const TAIL_CACHE_BYTES = 8 * 1024 * 1024;
-const TAIL_CACHE_EVENTS_PER_CHANNEL = 128;
+const TAIL_CACHE_EVENTS_PER_CHANNEL = 2048;
+const TAIL_CACHE_MAX_AGE_MS = 100;
 /**
  * How the log's LevelDB is sized. The memtable (two while one is flushed) and the block cache
  * are native memory, and the write-ahead log a restart replays is as large as a memtable:
@@ -249,7 +250,7 @@ export class OriginLog {
   private readonly fsync: boolean;
   private drained: Promise<void> = Promise.resolve();
   private markDrained: () => void = () => {};
-  private readonly tail = new TailCache(TAIL_CACHE_BYTES, TAIL_CACHE_EVENTS_PER_CHANNEL);
+  private readonly tail = new TailCache(TAIL_CACHE_BYTES, TAIL_CACHE_EVENTS_PER_CHANNEL, TAIL_CACHE_MAX_AGE_MS);
   private readonly dedupFilter = new DedupFilter((into) => this.loadDedupKeys(into));
 
   private constructor(

@@ -8,10 +8,9 @@ import type { BenchRow, Workload } from "./types.js";
  */
 export const workload: Workload = async ({ quick, scratch }) => {
   const rows: BenchRow[] = [];
-  for (const [label, bytes] of [["1k", 1024], ["64k", 65536]] as const) {
+  for (const [label, bytes, size] of [["1k", 1024, "1 KiB"], ["64k", 65536, "64 KiB"]] as const) {
     const shape = streamShape(quick ? 5000 : 100_000, bytes, quick);
     const { weft, raw } = await measureWithCeiling(scratch, `w2-${label}`, shape, quick ? 1 : 3);
-    const size = label === "1k" ? "1 KiB" : "64 KiB";
     rows.push(
       streamRow(`W2-${label}`, `W1 with ${shape.events} × ${size} (median of ${weft.runs.length})`, weft.result, weft.peakRssMiB, `W2-${label}-ceiling`, weft.runs),
       streamRow(`W2-${label}-ceiling`, `raw grpc-js, ${size}`, raw.result, raw.peakRssMiB, undefined, raw.runs),

@@ -6,24 +6,16 @@
  *   npx tsx scripts/metrics-sample.ts DIR     # writes DIR/a.prom and DIR/b.prom
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Sidecar, defaultConfig } from "../sidecar/sidecar.js";
 import { connect } from "../src/client/index.js";
+import { freePort } from "../test/support/free-port.js";
 
 const out = process.argv[2];
 if (!out) {
   console.error("usage: tsx scripts/metrics-sample.ts DIR");
   process.exit(2);
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await new Promise((resolve) => server.once("listening", resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function until(check: () => boolean, what: string): Promise<void> {

@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import { connect as netConnect, createServer } from "node:net";
+import { connect as netConnect } from "node:net";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../../test/support/free-port.js";
 
 /**
  * The processes a workload measures: a `weft sidecar` (or a ceiling's server) in its own
@@ -10,18 +11,9 @@ import { fileURLToPath } from "node:url";
  * /proc.
  */
 
-export const WEFT_BIN = fileURLToPath(new URL("../../sidecar/bin/weft.js", import.meta.url));
+export { freePort };
 
-/** A loopback port that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  await once(server, "close");
-  return port;
-}
+export const WEFT_BIN = fileURLToPath(new URL("../../sidecar/bin/weft.js", import.meta.url));
 
 /** A child process listening on a loopback port. */
 export interface BenchProcess {

@@ -1,20 +1,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 
-export const WEFT_BIN = fileURLToPath(new URL("../../sidecar/bin/weft.js", import.meta.url));
+export { freePort } from "./free-port.js";
 
-/** A loopback port that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  await once(server, "close");
-  return port;
-}
+export const WEFT_BIN = fileURLToPath(new URL("../../sidecar/bin/weft.js", import.meta.url));
 
 /** A `weft sidecar` child process. */
 export interface SidecarProcess {

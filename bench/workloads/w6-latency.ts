@@ -21,12 +21,14 @@ import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { type ClientDuplexStream, credentials } from "@grpc/grpc-js";
 import { connect } from "../../src/client/index.js";
+import { startScript } from "./child-process.js";
 import { Histogram, type WeftProcess, procMemory, round3, sleep, stampOf, stamped, startOne, startPair, warmUp } from "./support/hop-procs.js";
 import { EchoClient } from "./support/w6-echo.js";
 import type { BenchRow, Workload } from "./types.js";
 
 const PAYLOAD = 256;
 const ECHO_SERVER = fileURLToPath(new URL("./support/w6-echo-server.ts", import.meta.url));
+const NO_LOG_SERVER = fileURLToPath(new URL("./raw-grpc-server.ts", import.meta.url));
 
 interface Plan {
   rate: number;
@@ -203,6 +205,15 @@ export const workload: Workload = async (options) => {
     await once(echo.child, "exit").catch(() => {});
   }
 
+  // The shape row: 1k/s only (at 10k the client and the server batch, and it says nothing new).
+  let shape: RunResult | undefined;
+  const noLog = await startScript(NO_LOG_SERVER);
+  try {
+    shape = await runWeft(noLog.address, noLog.address, plans[0]!, "shape");
+  } finally {
+    await noLog.stop();
+  }
+
   let solo: WeftProcess | undefined;
   try {
     solo = await startOne(options.scratch, "w6-one");
@@ -250,6 +261,12 @@ export const workload: Workload = async (options) => {
     twoRow.compare = "latency";
     twoRow.rssMiB = Math.max(rss.a, rss.b);
     rows.push(oneRow, twoRow);
+    if (plan === plans[0] && shape) {
+      const shapeRow = row(`W6-${k}-shape`, `the Weft client against the no-log server (W1's ceiling) at ${k} events/s: the API's four messages alone`, shape, plan.rate, added(shape));
+      shapeRow.ceiling = `W6-${k}-raw`;
+      shapeRow.compare = "latency";
+      rows.push(shapeRow);
+    }
   }
   return rows;
 };

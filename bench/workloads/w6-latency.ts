@@ -22,7 +22,7 @@ import { fileURLToPath } from "node:url";
 import { type ClientDuplexStream, credentials } from "@grpc/grpc-js";
 import { connect } from "../../src/client/index.js";
 import { startScript } from "./child-process.js";
-import { Histogram, type WeftProcess, procMemory, round3, sleep, stampOf, stamped, startOne, startPair, warmUp } from "./support/hop-procs.js";
+import { Histogram, type WeftProcess, cpuTicks, stealPercent, procMemory, round3, sleep, stampOf, stamped, startOne, startPair, warmUp } from "./support/hop-procs.js";
 import { EchoClient } from "./support/w6-echo.js";
 import type { BenchRow, Workload } from "./types.js";
 
@@ -44,6 +44,8 @@ interface RunResult {
   delivered: number;
   /** How late the sender itself got behind its schedule, worst case, ms. */
   maxSendLagMs: number;
+  /** The share of the machine's CPU time its host took while the measured events were sent, %. */
+  stealPct: number | undefined;
 }
 
 /**
@@ -74,7 +76,13 @@ async function openLoop(plan: Plan, start: (onDelivery: (stamp: number) => void)
   measureFrom = t0 + warmEvents * interval - interval / 2;
   let sent = 0;
   let maxSendLagMs = 0;
+  let ticksFrom: ReturnType<typeof cpuTicks>;
+  let measuring = false;
   while (sent < totalEvents) {
+    if (sent >= warmEvents && !measuring) {
+      measuring = true;
+      ticksFrom = cpuTicks();
+    }
     const now = performance.now();
     const due = Math.min(totalEvents, Math.floor((now - t0) / interval) + 1);
     if (due > sent) maxSendLagMs = Math.max(maxSendLagMs, now - (t0 + sent * interval));
@@ -84,11 +92,12 @@ async function openLoop(plan: Plan, start: (onDelivery: (stamp: number) => void)
     }
     await sleep(Math.max(0, Math.min(1, t0 + sent * interval - performance.now())));
   }
+  const stealPct = stealPercent(ticksFrom, cpuTicks());
   // Wait for the stragglers; whatever is not in after 30 s counts as 30 s late (a lower bound).
   const deadline = performance.now() + 30_000;
   await Promise.race([done, sleep(30_000)]);
   for (let i = delivered; i < expected; i++) latency.record(deadline - (t0 + (totalEvents - 1) * interval));
-  return { latency, warmup, expected, delivered, maxSendLagMs };
+  return { latency, warmup, expected, delivered, maxSendLagMs, stealPct };
 }
 
 async function startEchoServer(): Promise<{ child: ChildProcess; address: string }> {
@@ -175,6 +184,7 @@ function row(id: string, title: string, r: RunResult, rate: number, extra: Recor
       maxMs: round3(r.latency.max()),
       maxSendLagMs: round3(r.maxSendLagMs),
       warmupP99Ms: round3(r.warmup.quantile(0.99)),
+      ...(r.stealPct !== undefined ? { stealPct: r.stealPct } : {}),
       ...(r.delivered < r.expected ? { undelivered: r.expected - r.delivered, note: "undelivered events counted as 30 s late (lower bound)" } : {}),
       ...extra,
     },

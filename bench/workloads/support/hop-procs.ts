@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { WeftClient } from "../../../src/client/index.js";
@@ -176,6 +177,26 @@ export const round3 = (x: number): number => Math.round(x * 1000) / 1000;
  * Latency samples in ms. Sorted array: exact quantiles, fine for a few hundred thousand
  * samples (Float64Array, grown by doubling).
  */
+/**
+ * The machine's CPU time so far from /proc/stat, in clock ticks: all of it, and the part
+ * "stolen" (a virtual CPU ready to run while the host ran something else). Undefined where
+ * /proc is missing.
+ */
+export function cpuTicks(): { total: number; steal: number } | undefined {
+  try {
+    const fields = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+    return { total: fields.reduce((a, b) => a + b, 0), steal: fields[7] ?? 0 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The share of the machine's CPU time stolen by its host between two `cpuTicks()`, in %. */
+export function stealPercent(from: ReturnType<typeof cpuTicks>, to: ReturnType<typeof cpuTicks>): number | undefined {
+  if (!from || !to || to.total <= from.total) return undefined;
+  return Math.round((1000 * (to.steal - from.steal)) / (to.total - from.total)) / 10;
+}
+
 export class Histogram {
   private values = new Float64Array(1024);
   private n = 0;

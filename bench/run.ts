@@ -7,13 +7,15 @@
  *
  * --quick is a seconds-long smoke (a few thousand events a workload) to keep the bench working.
  */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import { cpuTicks, stealPercent } from "./workloads/support/hop-procs.js";
-import type { BenchRow, Workload } from "./workloads/types.js";
+import type { BenchRow } from "./workloads/types.js";
 
 /**
  * The workloads, in the order they run: [id, module in bench/workloads/]. Each module exports
@@ -35,14 +37,29 @@ const quick = process.argv.includes("--quick");
 const onlyIndex = process.argv.indexOf("--only");
 const only = onlyIndex > 0 ? new Set((process.argv[onlyIndex + 1] ?? "").split(",").map((s) => s.trim().toUpperCase())) : undefined;
 
-/** Loads a workload module; undefined when its file has not landed yet. */
-async function load(file: string): Promise<Workload | undefined> {
-  const path = join(here, "workloads", file);
-  if (!existsSync(path)) return undefined;
-  const module = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
-  const workload = module.workload ?? module.default;
-  if (typeof workload !== "function") throw new Error(`bench/workloads/${file} exports no \`workload\` (nor a default)`);
-  return workload as Workload;
+/**
+ * Runs a workload in a process of its own (bench/workload-process.ts), so no workload
+ * inherits another's heap, and returns its rows; undefined when its file has not landed yet.
+ */
+async function runWorkload(file: string, scratch: string, limitMs: number): Promise<BenchRow[] | undefined> {
+  if (!existsSync(join(here, "workloads", file))) return undefined;
+  const out = join(scratch, "rows.json");
+  const child = spawn(process.execPath, ["--import", "tsx", join(here, "workload-process.ts"), file, scratch, out, ...(quick ? ["--quick"] : [])], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  // A workload that waits on nothing (a stream that never answers) must fail loudly.
+  const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
+  const [code, signal] = (await once(child, "exit")) as [number | null, NodeJS.Signals | null];
+  clearTimeout(timer);
+  if (signal === "SIGKILL") throw new Error(`no result within ${limitMs / 1000} s`);
+  let result: { rows?: BenchRow[]; error?: string };
+  try {
+    result = JSON.parse(await readFile(out, "utf8")) as typeof result;
+  } catch {
+    throw new Error(`its process exited (${code ?? signal}) without a result`);
+  }
+  if (result.error !== undefined) throw new Error(result.error);
+  return result.rows ?? [];
 }
 
 const rows: BenchRow[] = [];
@@ -55,22 +72,13 @@ for (const [id, file] of WORKLOADS) {
   const ticks0 = cpuTicks();
   process.stderr.write(`${id} ... `);
   try {
-    const workload = await load(file);
-    if (!workload) {
+    const found = await runWorkload(file, scratch, quick ? 120_000 : 900_000);
+    if (!found) {
       process.stderr.write("not written yet\n");
       rows.push({ id, title: `not written yet (bench/workloads/${file})`, skipped: "not written yet" });
       continue;
     }
-    // A workload that waits on nothing the loop holds (a stream that never answers) must fail
-    // loudly rather than let the process exit in silence: hold the loop, and time it out.
-    const limitMs = quick ? 120_000 : 900_000;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs)));
-    try {
-      rows.push(...(await Promise.race([workload({ quick, scratch }), timedOut])));
-    } finally {
-      clearTimeout(timer);
-    }
+    rows.push(...found);
     const steal = stealPercent(ticks0, cpuTicks());
     process.stderr.write(`${((performance.now() - t0) / 1000).toFixed(1)} s${steal === undefined ? "" : `, the host took ${steal}% of the CPU`}\n`);
   } catch (e) {

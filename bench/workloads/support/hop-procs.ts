@@ -174,10 +174,6 @@ export const round1 = (x: number): number => Math.round(x * 10) / 10;
 export const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 /**
- * Latency samples in ms. Sorted array: exact quantiles, fine for a few hundred thousand
- * samples (Float64Array, grown by doubling).
- */
-/**
  * The machine's CPU time so far from /proc/stat, in clock ticks: all of it, and the part
  * "stolen" (a virtual CPU ready to run while the host ran something else). Undefined where
  * /proc is missing.
@@ -197,6 +193,10 @@ export function stealPercent(from: ReturnType<typeof cpuTicks>, to: ReturnType<t
   return Math.round((1000 * (to.steal - from.steal)) / (to.total - from.total)) / 10;
 }
 
+/**
+ * Latency samples in ms. Sorted array: exact quantiles, fine for a few hundred thousand
+ * samples (Float64Array, grown by doubling).
+ */
 export class Histogram {
   private values = new Float64Array(1024);
   private n = 0;

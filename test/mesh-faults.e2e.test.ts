@@ -4,7 +4,7 @@ import { type Delivery, type Subscription, type WeftClient, connect } from "../s
 import { type HandledDelivery, account, assertNoLoss, perKeyOrderViolations, printAccounting } from "./support/accounting.js";
 import { eventually } from "./support/collect.js";
 import { type LogContents, auditLogs, readLog, unfinished } from "./support/log-audit.js";
-import { type SidecarProcess, freePort, spawnSidecar } from "./support/process.js";
+import { type SidecarProcess, freePorts, spawnSidecar } from "./support/process.js";
 import { tempDir } from "./support/sidecar.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 
@@ -109,13 +109,6 @@ async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** `n` distinct loopback ports that were free a moment ago. */
-async function freePorts(n: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < n) ports.add(await freePort());
-  return [...ports];
-}
 
 const node = (id: string, peerPort: number, ...extra: string[]): string[] => [
   "--node-id",

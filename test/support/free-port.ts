@@ -22,6 +22,13 @@ export async function freePort(): Promise<number> {
   throw new Error(`no free loopback port in ${SLICE_START}-${SLICE_START + SLICE - 1}`);
 }
 
+/** `n` distinct loopback ports for sidecars, each free a moment ago. */
+export async function freePorts(n: number): Promise<number[]> {
+  const ports: number[] = [];
+  while (ports.length < n) ports.push(await freePort());
+  return ports;
+}
+
 function canListen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();

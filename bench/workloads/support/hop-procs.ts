@@ -8,13 +8,10 @@ import { readFileSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { WeftClient } from "../../../src/client/index.js";
-import { WEFT_BIN, freePort } from "../child-process.js";
+import { freePorts } from "../../../test/support/free-port.js";
+import { WEFT_BIN } from "../child-process.js";
 
-export async function freePorts(n: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < n) ports.add(await freePort());
-  return [...ports];
-}
+export { freePorts };
 
 export interface WeftProcess {
   child: ChildProcess;

@@ -131,6 +131,82 @@ describe("DeliveryEngine", () => {
     expect(open.size).toBe(0); // a pump with nothing to send left one open per ack
   });
 
+  /** Counts the log's LevelDB writes from now on; `fail` makes the next one fail. */
+  function watchWrites(log: OriginLog): { writes: number; fail: boolean } {
+    const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void>; close(): Promise<void> } } }).db;
+    const watch = { writes: 0, fail: false };
+    const batch = db.batch.bind(db);
+    db.batch = () => {
+      const b = batch();
+      const write = b.write.bind(b);
+      b.write = async (...a: unknown[]) => {
+        watch.writes++;
+        if (!watch.fail) return write(...a);
+        watch.fail = false;
+        await b.close();
+        throw new Error("disk full (test)");
+      };
+      return b;
+    };
+    return watch;
+  }
+
+  it("stores the first attempt of an event that goes at once with the event: one write on its way", async () => {
+    const { log, engine } = await setup(Date.now);
+    const got: OutgoingDelivery[] = [];
+    const m = await engine.join(settings("claim", "g"), { send: (ds) => got.push(...ds) });
+    const watch = watchWrites(log);
+    await log.append([event("claim", "1")]);
+    await eventually(() => got.length === 1);
+    expect(watch.writes).toBe(1);
+    expect([got[0]!.event.sequence, got[0]!.attempt]).toEqual([1, 1]);
+
+    // The second event of a key waits for the first: its attempt is stored when it goes.
+    const keyed = (id: string) => ({ ...event("claim", id), key: "k" });
+    await log.append([keyed("2"), keyed("3")]);
+    await eventually(() => got.length === 2);
+    expect(watch.writes).toBe(2);
+    m.ack([got[1]!.deliveryId]);
+    await eventually(() => got.length === 3);
+    expect(got.map((d) => d.event.sequence)).toEqual([1, 2, 3]);
+    expect(watch.writes).toBe(4); // the ack, then the attempt of 3 before it left
+  });
+
+  it("does not count an attempt it meant to store with events whose write failed", async () => {
+    const dir = await tempDir();
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const run = async (work: (log: OriginLog, engine: DeliveryEngine) => Promise<void>): Promise<void> => {
+      const log = await OriginLog.open(dir);
+      const engine = new DeliveryEngine(log);
+      await engine.start();
+      try {
+        await work(log, engine);
+      } finally {
+        engine.stop(); // like a crash: what is in flight stays in flight
+        await log.close();
+      }
+    };
+    await run(async (log, engine) => {
+      const first = await engine.join(settings("fail", "g"), { send: () => {} });
+      watchWrites(log).fail = true;
+      await expect(log.append([event("fail", "1")])).rejects.toThrow("disk full");
+      first.leave(true);
+      // Sequence 1 again, for another event, appended while the group has no member.
+      expect(await log.append([event("fail", "2")])).toEqual([{ sequence: 1, duplicate: false }]);
+      const got: OutgoingDelivery[] = [];
+      await engine.join(settings("fail", "g"), { send: (ds) => got.push(...ds) });
+      await eventually(() => got.length === 1);
+      expect([got[0]!.event.sequence, got[0]!.attempt]).toEqual([1, 1]);
+    });
+    // Its first attempt was stored when it went, so it comes back as attempt 2.
+    await run(async (_log, engine) => {
+      const got: OutgoingDelivery[] = [];
+      await engine.join(settings("fail", "g"), { send: (ds) => got.push(...ds) });
+      await eventually(() => got.length === 1);
+      expect([got[0]!.event.sequence, got[0]!.attempt]).toEqual([1, 2]);
+    });
+  });
+
   it("counts events that retention removed before a group finished them, and moves its cursor", async () => {
     let now = 1_000_000;
     const { log, engine } = await setup(() => now);

@@ -102,6 +102,16 @@ export class DeliveryEngine {
       this.log.onAppend((channel) => {
         for (const d of this.groups.values()) if (d.channel === channel) d.wake();
       }),
+      // First attempts of events that go at once are stored with the events (GroupDispatcher.claim).
+      this.log.onPrepare((channel, events, attempts) => {
+        let settles: ((stored: boolean) => void)[] | undefined;
+        for (const d of this.groups.values()) {
+          if (d.channel !== channel) continue;
+          const settle = d.claim(events, attempts);
+          if (settle) (settles ??= []).push(settle);
+        }
+        return settles && ((stored) => settles.forEach((settle) => settle(stored)));
+      }),
       this.log.onTrim((channel, first) => {
         for (const d of this.groups.values()) if (d.channel === channel) d.trimmed(first);
       }),

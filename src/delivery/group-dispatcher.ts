@@ -22,7 +22,10 @@ interface Entry {
   deliveryId?: number | undefined;
   /** For inflight: redeliver after this (Unix ms). For delayed: deliver again after this. */
   due: number;
-  /** The pump record its first attempt was stored in, while that counts it. */
+  /**
+   * The pump record its first attempt was stored in, while that counts it. Set when the
+   * attempt is made, or before it for an event whose attempt was stored with it (claim).
+   */
   pump?: PumpRecord | undefined;
   /** It has an in-flight record (f!) of its own. */
   recorded?: boolean;
@@ -95,6 +98,8 @@ export class GroupDispatcher {
   private readonly entries = new Map<number, Entry>();
   private readonly acked = new Set<number>();
   private readonly restored = new Map<number, number>();
+  /** Events not read yet whose first attempt was stored with them (see claim), and its pump record. */
+  private readonly claimed = new Map<number, PumpRecord>();
   /** Deliveries that were in flight when the log was last closed (the group had members then). */
   readonly inflightAtStart: number;
   private readonly keyQueues = new Map<string, Entry[]>();
@@ -278,8 +283,54 @@ export class GroupDispatcher {
     void this.fill();
   }
 
+  /**
+   * New events of the channel are about to be written (OriginLog.onPrepare). When the group
+   * has read everything before them, nothing is waiting to go, and its members have credits,
+   * the first attempts of the events that will go at once are stored in the same write, as
+   * one pump record: each leaves as soon as it is stored, without a write of its own on the
+   * way (one LevelDB write less per event, on each hop). Returns what the log calls once
+   * that write succeeded or failed.
+   *
+   * If the sidecar stops after the write and before the delivery, the event comes back as
+   * attempt 2: the count may hold an attempt too many, never one too few.
+   */
+  claim(events: readonly StoredEvent[], attempts: GroupBatch): ((stored: boolean) => void) | undefined {
+    if (this.closed || this.members.size === 0 || this.readPos !== events[0]?.sequence) return undefined;
+    if (this.nextReady(this.unassigned)) return undefined;
+    let free = 0;
+    for (const m of this.members.values()) {
+      if (this.nextReady(m.queue)) return undefined;
+      free += Math.max(0, m.credits.window - m.credits.inflight);
+    }
+    const room = this.readRoom();
+    if (!room) return undefined;
+    const limit = Math.min(free, room.events);
+    const seqs: number[] = [];
+    const keys = new Set<string>();
+    let bytes = 0;
+    for (const event of events) {
+      if (seqs.length >= limit || bytes + event.bytes.length > room.bytes) break;
+      if (event.onlyGroup !== undefined && event.onlyGroup !== this.group) continue;
+      if (event.key) {
+        // Behind an earlier event of its key: it waits, and its attempt is stored when it goes.
+        if (this.keyQueues.has(event.key) || keys.has(event.key)) continue;
+        keys.add(event.key);
+      }
+      seqs.push(event.sequence);
+      bytes += event.bytes.length;
+    }
+    if (seqs.length === 0) return undefined;
+    attempts.putPump(this.channel, this.group, seqs);
+    return (stored) => {
+      if (!stored || this.closed) return;
+      const pump: PumpRecord = { first: seqs[0]!, remaining: seqs.length };
+      for (const seq of seqs) this.claimed.set(seq, pump);
+    };
+  }
+
   /** Retention removed everything before `first`. */
   trimmed(first: number): void {
+    for (const seq of this.claimed.keys()) if (seq < first) this.claimed.delete(seq);
     if (this.record.ackedThrough >= first - 1) return;
     const batch = this.log.groupBatch();
     let lost = 0;
@@ -560,6 +611,8 @@ export class GroupDispatcher {
     const entry: Entry = { seq, key: event.key, event, attempt: 0, state: "waiting", due: 0 };
     this.entries.set(seq, entry);
     this.pendingBytes += event.bytes.length;
+    entry.pump = this.claimed.get(seq);
+    this.claimed.delete(seq);
     const restored = this.restored.get(seq);
     if (restored !== undefined) {
       this.restored.delete(seq);
@@ -607,7 +660,9 @@ export class GroupDispatcher {
         member.deliveries.set(entry.deliveryId, entry);
         member.credits.inflight++;
         if (Number.isFinite(entry.due)) this.timed.add(entry);
-        if (entry.attempt === 1 && !entry.perEvent) firsts.push(entry);
+        if (entry.attempt === 1 && entry.pump) {
+          // Stored with the event (claim).
+        } else if (entry.attempt === 1 && !entry.perEvent) firsts.push(entry);
         else {
           batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
           entry.recorded = true;
@@ -627,14 +682,16 @@ export class GroupDispatcher {
       for (const e of firsts) e.pump = pump;
       batch.putPump(this.channel, this.group, firsts.map((e) => e.seq));
     }
-    // The attempt is stored before the event leaves, so a crash never loses count of it.
-    void this.flush(batch).then(() => {
+    const send = (): void => {
       for (const [member, deliveries] of out) {
         if (member.gone) continue;
         this.options.observer.delivered(this.channel, this.group, deliveries);
         member.sink.send(deliveries);
       }
-    });
+    };
+    // The attempt is stored before the event leaves, so a crash never loses count of it.
+    if (batch.length === 0) send();
+    else void this.flush(batch).then(send);
     this.readMore();
   }
 

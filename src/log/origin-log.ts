@@ -166,7 +166,16 @@ interface Written {
   /** Its new dedup entries: what the next group, looked up meanwhile, cannot see yet. */
   seen: Map<string, AppendResult>;
   results: AppendResult[][];
+  /** What the `onPrepare` listeners are told once the write succeeded or failed. */
+  settles: ((stored: boolean) => void)[];
 }
+
+/**
+ * Told of each channel's new events while their append group is prepared, before it is
+ * written: it may add group state to `attempts`, which is written in the same LevelDB write.
+ * It returns what to call once that write succeeded (true) or failed (false), or nothing.
+ */
+export type PrepareListener = (channel: string, events: readonly StoredEvent[], attempts: GroupBatch) => ((stored: boolean) => void) | undefined;
 
 /** What one sweep pass found to remove, planned outside the write loop. */
 interface SweepPlan {
@@ -243,6 +252,7 @@ export class OriginLog {
   private writing = false;
   private closed = false;
   private readonly listeners = new Set<(channel: string, last: number) => void>();
+  private readonly preparers = new Set<PrepareListener>();
   private readonly trimListeners = new Set<(channel: string, first: number) => void>();
   private readonly now: () => number;
   private readonly observer: Observer;
@@ -289,6 +299,12 @@ export class OriginLog {
   onAppend(listener: (channel: string, last: number) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Called with each channel's new events before their append group is written (see PrepareListener). */
+  onPrepare(listener: PrepareListener): () => void {
+    this.preparers.add(listener);
+    return () => this.preparers.delete(listener);
   }
 
   /** Called when retention removed the oldest events of a channel; `first` is the new oldest. */
@@ -362,6 +378,7 @@ export class OriginLog {
         if (this.queue[0]?.kind === "append") next = this.lookUp(this.takeGroup(), written.seen);
         await written.batch.write({ sync: this.fsync });
       } catch (e) {
+        for (const settle of written?.settles ?? []) settle(false);
         for (const p of current.group) p.reject(e);
         if (next) {
           // Its lookup counted on entries that were not written: it goes again, from the start.
@@ -463,7 +480,18 @@ export class OriginLog {
       results.push(out);
     }
     for (const [channel, head] of touched) batch.put(headKey(channel), Buffer.from(JSON.stringify(head)));
-    return { batch, touched, events, seen, results };
+    const settles: ((stored: boolean) => void)[] = [];
+    if (this.preparers.size > 0 && events.size > 0) {
+      const attempts = new GroupBatch(this.db, batch);
+      for (const [channel, list] of events) {
+        for (const p of this.preparers) {
+          const settle = p(channel, list, attempts);
+          if (settle) settles.push(settle);
+        }
+      }
+      attempts.stage();
+    }
+    return { batch, touched, events, seen, results, settles };
   }
 
   /** A group is stored: its heads become the log's, and readers hear of it. */
@@ -474,6 +502,7 @@ export class OriginLog {
       this.heads.set(channel, head);
       this.tail.add(channel, written.events.get(channel)!);
     }
+    for (const settle of written.settles) settle(true);
     for (const [channel, head] of written.touched) for (const l of this.listeners) l(channel, head.last);
   }
 
@@ -767,7 +796,16 @@ export class GroupBatch {
   private opened: ChainedBatch | undefined;
   /** Group records to put, by key, encoded once at write: an ack batch advances a cursor many times. */
   private readonly groups = new Map<string, GroupRecord>();
-  constructor(private readonly db: Db) {}
+  /**
+   * `within`: an append group's batch, which the log writes (see PrepareListener); this
+   * batch then only adds to it, and is never written by itself.
+   */
+  constructor(
+    private readonly db: Db,
+    private readonly within?: ChainedBatch,
+  ) {
+    this.opened = within;
+  }
 
   private get batch(): ChainedBatch {
     return (this.opened ??= this.db.batch());
@@ -818,10 +856,17 @@ export class GroupBatch {
     return this.size;
   }
   async write(): Promise<void> {
+    if (this.within) throw new Error("a GroupBatch within an append group is written with it");
     if (this.size === 0) return;
+    this.stage();
+    await this.batch.write();
+  }
+  /** Puts the group records into the LevelDB batch (write() does it; the log does it for a batch within an append group). */
+  stage(): void {
+    if (this.groups.size === 0) return;
     const batch = this.batch;
     for (const [key, record] of this.groups) batch.put(key, Buffer.from(JSON.stringify(record)));
-    await batch.write();
+    this.groups.clear();
   }
 }
 

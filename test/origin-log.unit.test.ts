@@ -38,6 +38,27 @@ describe("OriginLog", () => {
     expect(read.map((e) => e.sequence)).toEqual([1, 2, 3]);
   });
 
+  it("starts writing an append that comes alone right after the current callback, not after the loop's other callbacks", async () => {
+    const { log } = await openLog();
+    const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void> } } }).db;
+    let writes = 0;
+    const batch = db.batch.bind(db);
+    db.batch = () => {
+      const b = batch();
+      const write = b.write.bind(b);
+      b.write = (...a: unknown[]) => (writes++, write(...a));
+      return b;
+    };
+    // An append made in one callback of the check phase, with another callback queued there before it.
+    const seen = await new Promise<number>((resolve) =>
+      setImmediate(() => {
+        setImmediate(() => resolve(writes));
+        void log.append([entry("a", "1")]);
+      }),
+    );
+    expect(seen).toBe(1);
+  });
+
   it("keeps the bytes it was given, and the key", async () => {
     const { log } = await openLog();
     const e = entry("a", "1", "payload", "k1");

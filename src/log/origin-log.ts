@@ -340,12 +340,18 @@ export class OriginLog {
     return new Promise((resolve, reject) => this.enqueue({ kind: "task", run, resolve, reject }));
   }
 
+  /**
+   * Queues a job; an idle write loop starts after the current callback (a microtask), not
+   * in the loop's next check phase: an event that comes alone is written without waiting
+   * for the other I/O of the same turn. Appends that come while a group is written make the
+   * next group.
+   */
   private enqueue(job: PendingAppend | PendingTask): void {
     this.queue.push(job);
     if (!this.writing) {
       this.writing = true;
       this.drained = new Promise((r) => (this.markDrained = r));
-      setImmediate(() => void this.writeLoop());
+      queueMicrotask(() => void this.writeLoop());
     }
   }
 

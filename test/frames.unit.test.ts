@@ -3,9 +3,19 @@ import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { StartPosition_Kind } from "../src/gen/weft/v1/mesh_pb.js";
-import { HeartbeatSchema, PeerFrameSchema } from "../src/gen/weft/v1/peer_pb.js";
+import { GroupOutcomeSchema, HeartbeatSchema, PeerFrameSchema } from "../src/gen/weft/v1/peer_pb.js";
 import { writeEvent } from "../src/grpc/wire.js";
-import { type ForwardedEvent, MAX_FORWARD_EVENTS, TooManyEvents, readFrame, writeForward, writeFrame } from "../src/mesh/frames.js";
+import {
+  type ForwardedEvent,
+  type GroupOutcomes,
+  MAX_FORWARD_EVENTS,
+  TooManyEvents,
+  readFrame,
+  writeForward,
+  writeFrame,
+  writeOutcomes,
+  writeStored,
+} from "../src/mesh/frames.js";
 
 /**
  * The hand-written forward codec agrees with protobuf-es on proto/weft/v1/peer.proto, and
@@ -231,5 +241,68 @@ describe("readFrame", () => {
     expect(es.case === "forward" && es.value.events.map((e) => e.sequence)).toEqual([1n, 300n]);
     const frame = readFrame(bytes);
     expect(frame.case === "forward" && { id: frame.forwardId, sequences: frame.events.map((e) => e.sequence) }).toEqual({ id: 2n, sequences: [1, 300] });
+  });
+
+  it.each([0n, 1n, 127n, 128n, 2n ** 53n, 2n ** 64n - 1n])("writes stored %s as toBinary does", (forwardId) => {
+    const expected = toBinary(PeerFrameSchema, create(PeerFrameSchema, { frame: { case: "stored", value: { forwardId } } }));
+    expect(Buffer.from(writeStored(forwardId)).equals(Buffer.from(expected))).toBe(true);
+    expect(readFrame(writeStored(forwardId))).toEqual({ case: "message", frame: fromBinary(PeerFrameSchema, expected).frame });
+  });
+
+  const outcomes: [string, GroupOutcomes[]][] = [
+    ["one group", [{ channel: "orders", group: "g", done: [1, 2, 3], returned: [] }]],
+    ["returned only", [{ channel: "orders", group: "g", done: [], returned: [7] }]],
+    ["big sequences", [{ channel: "orders.created", group: "billing", done: [127, 128, 16_384, 2 ** 53 - 1], returned: [300, 1] }]],
+    ["several groups, non-ASCII names", [{ channel: "orders", group: "g", done: [1], returned: [] }, { channel: "café", group: "grüppe", done: [], returned: [2, 3] }]],
+    ["an empty group", [{ channel: "", group: "", done: [], returned: [] }]],
+  ];
+
+  it.each(outcomes)("writes outcomes (%s) as toBinary does, and reads them back", (_, groups) => {
+    const value = { groups: groups.map((g) => ({ ...g, done: g.done.map(BigInt), returned: g.returned.map(BigInt) })) };
+    const expected = toBinary(PeerFrameSchema, create(PeerFrameSchema, { frame: { case: "outcomes", value } }));
+    expect(Buffer.from(writeOutcomes(groups)).equals(Buffer.from(expected))).toBe(true);
+    expect(readFrame(writeOutcomes(groups))).toEqual({ case: "message", frame: fromBinary(PeerFrameSchema, expected).frame });
+  });
+
+  /** PeerFrame field `field` as a message holding `inner`. */
+  const member = (field: number, inner: Uint8Array): Uint8Array => new BinaryWriter().tag(field, WireType.LengthDelimited).bytes(inner).finish();
+  const group = (build: (w: BinaryWriter) => BinaryWriter): Uint8Array => member(5, new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(build(new BinaryWriter()).finish()).finish());
+  const odd: [string, Uint8Array][] = [
+    ["stored twice (merged: the last id)", Buffer.concat([writeStored(3n), writeStored(9n)])],
+    ["stored, a heartbeat, stored (the last wins)", Buffer.concat([writeStored(3n), writeFrame({ case: "heartbeat", value: create(HeartbeatSchema, { sentUnixMs: 1n }) }), writeStored(5n)])],
+    ["outcomes twice (merged: the groups add up)", Buffer.concat([writeOutcomes([outcomes[0]![1][0]!]), writeOutcomes([outcomes[1]![1][0]!])])],
+    ["unpacked sequences", group((w) => w.tag(1, WireType.LengthDelimited).string("orders").tag(3, WireType.Varint).uint64(4n).tag(3, WireType.Varint).uint64(5n))],
+    ["packed sequences in two runs", group((w) => w.tag(3, WireType.LengthDelimited).bytes(new BinaryWriter().uint64(1n).uint64(2n).finish()).tag(3, WireType.LengthDelimited).bytes(new BinaryWriter().uint64(3n).finish()))],
+    ["an unknown field in a group", group((w) => w.tag(2, WireType.LengthDelimited).string("g").tag(9, WireType.Varint).uint32(1))],
+    ["an unknown field in stored", member(4, new BinaryWriter().tag(1, WireType.Varint).uint64(2n).tag(7, WireType.Varint).uint32(1).finish())],
+    ["a group's channel named twice (the last wins)", group((w) => w.tag(1, WireType.LengthDelimited).string("a").tag(1, WireType.LengthDelimited).string("b"))],
+    ["a varint before stored", Buffer.concat([new BinaryWriter().tag(1, WireType.Varint).uint32(1).finish(), writeStored(2n)])],
+  ];
+
+  it.each(odd)("reads %s as fromBinary does", (_, bytes) => {
+    let expected: unknown;
+    try {
+      expected = { case: "message", frame: fromBinary(PeerFrameSchema, bytes).frame };
+    } catch (e) {
+      expect(() => readFrame(bytes)).toThrow((e as Error).message);
+      return;
+    }
+    expect(readFrame(bytes)).toEqual(expected);
+  });
+
+  it.each<[string, Uint8Array]>([
+    ["stored.forward_id as bytes", member(4, new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(new Uint8Array([1])).finish())],
+    ["a group's channel as a varint", group((w) => w.tag(1, WireType.Varint).uint32(1))],
+    ["a group's done as a fixed32", group((w) => w.tag(3, WireType.Bit32).fixed32(1))],
+    ["outcomes.groups as a varint", member(5, new BinaryWriter().tag(1, WireType.Varint).uint32(1).finish())],
+  ])("refuses %s, as fromBinary does", (_, bytes) => {
+    expect(() => fromBinary(PeerFrameSchema, bytes)).toThrow();
+    expect(() => readFrame(bytes)).toThrow();
+  });
+
+  it("reads a GroupOutcome the same whichever way it came", () => {
+    const bytes = writeOutcomes([{ channel: "orders", group: "g", done: [1, 2], returned: [3] }]);
+    const frame = readFrame(bytes);
+    expect(frame.case === "message" && frame.frame.case === "outcomes" && frame.frame.value.groups).toEqual([create(GroupOutcomeSchema, { channel: "orders", group: "g", done: [1n, 2n], returned: [3n] })]);
   });
 });

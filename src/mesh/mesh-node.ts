@@ -16,7 +16,18 @@ import { type Logger, createLogger } from "../ops/logger.js";
 import type { Observer } from "../ops/observer.js";
 import type { EventTracing } from "../ops/tracing.js";
 import { relayChannel } from "../delivery/delivery-engine.js";
-import { type ForwardedEvent, type IncomingFrame, MAX_FORWARD_EVENTS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, writeForward, writeFrame } from "./frames.js";
+import {
+  type ForwardedEvent,
+  type GroupOutcomes,
+  type IncomingFrame,
+  MAX_FORWARD_EVENTS,
+  MIN_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+  writeForward,
+  writeFrame,
+  writeOutcomes,
+  writeStored,
+} from "./frames.js";
 import type { LinkClosed, LinkHost, PeerLink } from "./peer-link.js";
 
 export interface MeshNodeOptions {
@@ -601,7 +612,7 @@ export class MeshNode implements LinkHost {
       // One relay copy per origin log, group and origin sequence, however often it is forwarded.
       entries.push({ channel: relayChannel(f.channel, f.group), ...relayIdentity(from), key, bytes: f.bytes, origin: from });
     });
-    const answer = (): void => link.send(writeFrame({ case: "stored", value: { forwardId } as never }));
+    const answer = (): void => link.send(writeStored(forwardId));
     if (entries.length === 0) {
       answer();
       return;
@@ -647,17 +658,17 @@ export class MeshNode implements LinkHost {
       const [origin = "", log = ""] = to.split("/");
       const link = this.peers.get(origin)?.link;
       if (!link?.open || link.peer!.logId.toString(16) !== log) continue;
-      let groups: { channel: string; group: string; done: bigint[]; returned: bigint[] }[] = [];
+      let groups: GroupOutcomes[] = [];
       let count = 0;
       const send = (): void => {
-        if (groups.length > 0) link.send(writeFrame({ case: "outcomes", value: { groups } as never }));
+        if (groups.length > 0) link.send(writeOutcomes(groups));
         groups = [];
         count = 0;
       };
       for (const g of byGroup.values()) {
         for (let i = 0; i < Math.max(g.done.length, g.returned.length); i += MAX_OUTCOMES) {
-          const done = g.done.slice(i, i + MAX_OUTCOMES).map(BigInt);
-          const returned = g.returned.slice(i, i + MAX_OUTCOMES).map(BigInt);
+          const done = g.done.slice(i, i + MAX_OUTCOMES);
+          const returned = g.returned.slice(i, i + MAX_OUTCOMES);
           groups.push({ channel: g.channel, group: g.group, done, returned });
           count += done.length + returned.length;
           if (count >= MAX_OUTCOMES) send();

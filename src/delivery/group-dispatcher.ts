@@ -634,6 +634,12 @@ export class GroupDispatcher {
   /** Hands ready entries to members with free credits, round-robin, then persists attempts. */
   private pump(): void {
     if (this.members.size === 0 || this.closed) return;
+    // Most calls (a credit freed, an ack, a fill that found nothing) have nothing to send:
+    // they allocate nothing either (at 1k events/s they were a fifth of the sidecar's Maps).
+    if (!this.sendable()) {
+      this.readMore();
+      return;
+    }
     const now = this.options.now();
     const out = new Map<MemberState, OutgoingDelivery[]>();
     const batch = this.log.groupBatch();
@@ -693,6 +699,15 @@ export class GroupDispatcher {
     if (batch.length === 0) send();
     else void this.flush(batch).then(send);
     this.readMore();
+  }
+
+  /** True when a member has a free credit and an entry is ready for it. */
+  private sendable(): boolean {
+    const any = this.nextReady(this.unassigned) !== undefined;
+    for (const m of this.memberOrder) {
+      if (m.credits.inflight < m.credits.window && (any || this.nextReady(m.queue))) return true;
+    }
+    return false;
   }
 
   /** Reads ahead when the log has unread events and memory has room. */

@@ -801,7 +801,7 @@ export class GroupBatch {
   private size = 0;
   private opened: ChainedBatch | undefined;
   /** Group records to put, by key, encoded once at write: an ack batch advances a cursor many times. */
-  private readonly groups = new Map<string, GroupRecord>();
+  private groups: Map<string, GroupRecord> | undefined;
   /**
    * `within`: an append group's batch, which the log writes (see PrepareListener); this
    * batch then only adds to it, and is never written by itself.
@@ -820,6 +820,7 @@ export class GroupBatch {
   /** Puts a group's record; when one batch puts the same group again, the last record wins. */
   putGroup(record: GroupRecord): this {
     const key = groupKey(record.channel, record.group);
+    this.groups ??= new Map();
     if (!this.groups.has(key)) this.size++;
     this.groups.set(key, record);
     return this;
@@ -869,10 +870,10 @@ export class GroupBatch {
   }
   /** Puts the group records into the LevelDB batch (write() does it; the log does it for a batch within an append group). */
   stage(): void {
-    if (this.groups.size === 0) return;
+    if (!this.groups) return;
     const batch = this.batch;
     for (const [key, record] of this.groups) batch.put(key, Buffer.from(JSON.stringify(record)));
-    this.groups.clear();
+    this.groups = undefined;
   }
 }
 

@@ -2,8 +2,18 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { PublishRequestSchema, PublishResponseSchema, SubscribeResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
-import { type EventFields, readEvent, readPublishRequest, readSubscribeResponse, writeDeliveries, writeEvent, writePublishRequest, writePublishResponse } from "../src/grpc/wire.js";
+import { PublishRequestSchema, PublishResponseSchema, SubscribeRequestSchema, SubscribeResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
+import {
+  type EventFields,
+  readAckRequest,
+  readEvent,
+  readPublishRequest,
+  readSubscribeResponse,
+  writeDeliveries,
+  writeEvent,
+  writePublishRequest,
+  writePublishResponse,
+} from "../src/grpc/wire.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 const event = (i: number) => create(EventSchema, { channel: "a.b", id: `id-${i}`, source: "//s", type: "t", data: Buffer.alloc(i * 10, i) });
@@ -36,6 +46,43 @@ describe("wire codecs agree with the generated ones", () => {
       [1n, true, ""],
       [0n, false, "INVALID_CHANNEL"],
     ]);
+  });
+
+  it.each<[string, bigint, { sequence: number; duplicate: boolean }[]]>([
+    ["one stored event", 1n, [{ sequence: 1, duplicate: false }]],
+    ["no batch id", 0n, [{ sequence: 300, duplicate: false }]],
+    ["big numbers", 2n ** 64n - 1n, [{ sequence: 2 ** 53 - 1, duplicate: true }, { sequence: 128, duplicate: false }]],
+    ["no results", 5n, []],
+    ["many", 9n, Array.from({ length: 500 }, (_, i) => ({ sequence: 100_000 + i, duplicate: i % 7 === 0 }))],
+  ])("encodes a PublishResponse of stored events (%s) as toBinary does", (_, batchId, results) => {
+    const expected = toBinary(PublishResponseSchema, create(PublishResponseSchema, { batchId, results: results.map((r) => ({ sequence: BigInt(r.sequence), duplicate: r.duplicate })) }));
+    expect(Buffer.from(writePublishResponse(batchId, results)).equals(Buffer.from(expected))).toBe(true);
+  });
+
+  const ackOf = (ids: bigint[]): Uint8Array => toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { request: { case: "ack", value: { deliveryIds: ids } } }));
+  it.each<[string, Uint8Array]>([
+    ["one id", ackOf([1n])],
+    ["many ids, big ones", ackOf([1n, 127n, 128n, 2n ** 53n, 2n ** 64n - 1n])],
+    ["no ids", ackOf([])],
+    ["ids not packed", new BinaryWriter().tag(2, WireType.LengthDelimited).bytes(new BinaryWriter().tag(1, WireType.Varint).uint64(4n).tag(1, WireType.Varint).uint64(5n).finish()).finish()],
+  ])("reads an ack request (%s) as fromBinary does", (_, bytes) => {
+    const r = fromBinary(SubscribeRequestSchema, bytes).request;
+    expect(r.case).toBe("ack");
+    expect(readAckRequest(bytes)).toEqual(r.case === "ack" ? r.value.deliveryIds : undefined);
+  });
+
+  it.each<[string, Uint8Array]>([
+    ["a nack", toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { request: { case: "nack", value: { deliveryIds: [1n] } } }))],
+    ["a credit", toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { request: { case: "credit", value: { credits: 5 } } }))],
+    ["an open", toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { request: { case: "open", value: { channel: "a", group: "g" } } }))],
+    ["nothing", new Uint8Array(0)],
+    ["an ack twice (merged)", Buffer.concat([ackOf([1n]), ackOf([2n])])],
+    ["an ack, then an open (the open wins)", Buffer.concat([ackOf([1n]), toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { request: { case: "open", value: { channel: "a", group: "g" } } }))])],
+    ["an unknown field in the ack", new BinaryWriter().tag(2, WireType.LengthDelimited).bytes(new BinaryWriter().tag(9, WireType.Varint).uint32(1).finish()).finish()],
+    ["a truncated ack", ackOf([1n, 2n]).subarray(0, 4)],
+    ["an ack as a varint", new BinaryWriter().tag(2, WireType.Varint).uint32(1).finish()],
+  ])("leaves %s to fromBinary", (_, bytes) => {
+    expect(readAckRequest(bytes)).toBeUndefined();
   });
 
   it("encodes deliveries with the stored event bytes, split by size", () => {

@@ -16,7 +16,7 @@ import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import type { Observer } from "../ops/observer.js";
 import type { EventTracing, PublishedEvent } from "../ops/tracing.js";
 import { failStream, writeSafe } from "./status.js";
-import { type RawPublishResult, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
+import { type RawPublishResult, readAckRequest, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
 
 type Call = ServerDuplexStream<Buffer, Uint8Array>;
 
@@ -238,6 +238,12 @@ export class MeshService {
     call.on("data", (bytes: Buffer) => {
       if (failed) return;
       try {
+        // Acks, one request per delivery at a low rate, are read without fromBinary.
+        const acked = membership ? readAckRequest(bytes) : undefined;
+        if (acked) {
+          membership!.ack(ids(acked, "ack"));
+          return;
+        }
         let request;
         try {
           request = fromBinary(SubscribeRequestSchema, bytes);

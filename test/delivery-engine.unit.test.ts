@@ -37,6 +37,24 @@ describe("DeliveryEngine", () => {
     return { log, engine };
   }
 
+  /**
+   * Runs `work` with the log in `dir` and an engine on it, then stops the engine and closes
+   * the log, as a crash leaves them: what is in flight stays in flight.
+   */
+  const runIn =
+    (dir: string) =>
+    async (work: (log: OriginLog, engine: DeliveryEngine) => Promise<void>): Promise<void> => {
+      const log = await OriginLog.open(dir);
+      const engine = new DeliveryEngine(log);
+      await engine.start();
+      try {
+        await work(log, engine);
+      } finally {
+        engine.stop();
+        await log.close();
+      }
+    };
+
   it("stores a pump's first attempts in one record: a restart brings back the unacked at attempt 2, and the record goes once all are done", async () => {
     const dir = await tempDir();
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
@@ -48,17 +66,7 @@ describe("DeliveryEngine", () => {
       await db.close();
       return { pump: all.filter((k) => k.startsWith("p!")).length, inflight: all.filter((k) => k.startsWith("f!")) };
     };
-    const run = async (work: (log: OriginLog, engine: DeliveryEngine) => Promise<void>): Promise<void> => {
-      const log = await OriginLog.open(dir);
-      const engine = new DeliveryEngine(log);
-      await engine.start();
-      try {
-        await work(log, engine);
-      } finally {
-        engine.stop();
-        await log.close();
-      }
-    };
+    const run = runIn(dir);
 
     await run(async (log, engine) => {
       const got: OutgoingDelivery[] = [];
@@ -175,17 +183,7 @@ describe("DeliveryEngine", () => {
   it("does not count an attempt it meant to store with events whose write failed", async () => {
     const dir = await tempDir();
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    const run = async (work: (log: OriginLog, engine: DeliveryEngine) => Promise<void>): Promise<void> => {
-      const log = await OriginLog.open(dir);
-      const engine = new DeliveryEngine(log);
-      await engine.start();
-      try {
-        await work(log, engine);
-      } finally {
-        engine.stop(); // like a crash: what is in flight stays in flight
-        await log.close();
-      }
-    };
+    const run = runIn(dir);
     await run(async (log, engine) => {
       const first = await engine.join(settings("fail", "g"), { send: () => {} });
       watchWrites(log).fail = true;

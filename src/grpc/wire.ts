@@ -379,18 +379,27 @@ export function readAckRequest(bytes: Uint8Array): bigint[] | undefined {
     const ids: bigint[] = [];
     while (ack.pos < ack.len) {
       const [f, w] = ack.tag();
-      if (f !== 1) return undefined;
-      if (w === WireType.Varint) {
-        ids.push(BigInt(ack.uint64()));
-      } else if (w === WireType.LengthDelimited) {
-        const packed = new BinaryReader(ack.bytes());
-        while (packed.pos < packed.len) ids.push(BigInt(packed.uint64()));
-      } else return undefined;
+      if (f !== 1 || !readUint64s(ack, w, ids)) return undefined;
     }
     return ids;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Reads one occurrence of a `repeated uint64` field whose tag was just read (`wire`: packed,
+ * or one value) into `into`; false for another wire type.
+ */
+export function readUint64s(reader: BinaryReader, wire: WireType, into: bigint[]): boolean {
+  if (wire === WireType.Varint) {
+    into.push(BigInt(reader.uint64()));
+    return true;
+  }
+  if (wire !== WireType.LengthDelimited) return false;
+  const packed = new BinaryReader(reader.bytes());
+  while (packed.pos < packed.len) into.push(BigInt(packed.uint64()));
+  return true;
 }
 
 /** One event's outcome in a PublishResponse: stored at `sequence`, or refused. */

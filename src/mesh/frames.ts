@@ -2,6 +2,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { type GroupOutcome, type PeerFrame, PeerFrameSchema } from "../gen/weft/v1/peer_pb.js";
 import { putVarint, putVarint64, varint64Size, varintSize } from "../grpc/varint.js";
+import { readUint64s } from "../grpc/wire.js";
 
 /**
  * The frames of weft.v1.Peer.Link. Forwards carry event bytes and are written and read by
@@ -226,13 +227,11 @@ function readGroupOutcome(bytes: Uint8Array): GroupOutcome | undefined {
   const g: GroupOutcome = { $typeName: "weft.v1.GroupOutcome", channel: "", group: "", done: [], returned: [] };
   while (reader.pos < reader.len) {
     const [field, wire] = reader.tag();
-    if (wire !== WireType.LengthDelimited) return undefined;
-    if (field === 1) g.channel = reader.string();
-    else if (field === 2) g.group = reader.string();
-    else if (field === 3 || field === 4) {
-      const packed = new BinaryReader(reader.bytes());
-      const into = field === 3 ? g.done : g.returned;
-      while (packed.pos < packed.len) into.push(BigInt(packed.uint64()));
+    if (field === 3 || field === 4) {
+      if (!readUint64s(reader, wire, field === 3 ? g.done : g.returned)) return undefined;
+    } else if ((field === 1 || field === 2) && wire === WireType.LengthDelimited) {
+      if (field === 1) g.channel = reader.string();
+      else g.group = reader.string();
     } else return undefined;
   }
   return g;

@@ -666,13 +666,10 @@ export class GroupDispatcher {
         member.deliveries.set(entry.deliveryId, entry);
         member.credits.inflight++;
         if (Number.isFinite(entry.due)) this.timed.add(entry);
-        if (entry.attempt === 1 && entry.pump) {
-          // Stored with the event (claim).
-        } else if (entry.attempt === 1 && !entry.perEvent) firsts.push(entry);
-        else {
+        if (entry.attempt > 1 || entry.perEvent) {
           batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
           entry.recorded = true;
-        }
+        } else if (!entry.pump) firsts.push(entry); // with a pump already, it was stored with the event (claim)
         let list = out.get(member);
         if (!list) out.set(member, (list = []));
         list.push({ deliveryId: entry.deliveryId, attempt: entry.attempt, deadline: entry.due, event: entry.event });

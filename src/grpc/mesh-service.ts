@@ -239,9 +239,9 @@ export class MeshService {
       if (failed) return;
       try {
         // Acks, one request per delivery at a low rate, are read without fromBinary.
-        const acked = membership ? readAckRequest(bytes) : undefined;
-        if (acked) {
-          membership!.ack(ids(acked, "ack"));
+        const acked = membership && readAckRequest(bytes);
+        if (membership && acked) {
+          membership.ack(ids(acked, "ack"));
           return;
         }
         let request;

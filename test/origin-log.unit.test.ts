@@ -212,6 +212,26 @@ describe("OriginLog", () => {
     expect(trims).toContainEqual(["small", small.first]);
   });
 
+  it("reads one event per scan in a sweep with nothing due, and still removes thousands once they are", async () => {
+    let now = 1_000_000;
+    const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 10_000, maxBytes: 1e12 }, dedupWindowMs: 10_000 });
+    await log.append(Array.from({ length: 3000 }, (_, i) => entry("c", String(i))));
+    let eventsRead = 0;
+    const read = log.read.bind(log);
+    log.read = async (...args) => {
+      const events = await read(...args);
+      eventsRead += events.length;
+      return events;
+    };
+    await log.sweep();
+    // One scan for retention, one for the dedup window; each stops at the first event.
+    expect(eventsRead).toBe(2);
+    expect(log.head("c")).toMatchObject({ first: 1, expired: 0 });
+    now += 20_000;
+    await log.sweep();
+    expect(log.head("c")).toMatchObject({ first: 3001, last: 3000, expired: 3000 });
+  });
+
   it("applies the default retention to channels named like Object properties", async () => {
     let now = 1_000_000;
     const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 1000, maxBytes: 1e9 }, channelRetention: {} });

@@ -713,8 +713,10 @@ export class OriginLog {
     const plan: SweepPlan = { first: head.first, expire: [], forget: [], dedupSwept: Math.max(head.dedupSwept, head.first - 1) };
     // Retention by age and size, oldest first.
     let over = head.bytes - retention.maxBytes;
-    retain: for (let from = head.first; from <= head.last && plan.expire.length < SWEEP_PASS_EVENTS; ) {
-      const events = await this.read(channel, from, SWEEP_CHUNK);
+    // The first read of each scan is one event: mostly it is not due, and that ends the scan.
+    let chunk = 1;
+    retain: for (let from = head.first; from <= head.last && plan.expire.length < SWEEP_PASS_EVENTS; chunk = SWEEP_CHUNK) {
+      const events = await this.read(channel, from, chunk);
       if (events.length === 0 || this.closed) break;
       for (const event of events) {
         if (now - event.appendedAt <= retention.maxAgeMs && over <= 0) break retain;
@@ -728,8 +730,9 @@ export class OriginLog {
     // Dedup entries of events that stay but are past the window.
     const firstKept = plan.expire.length > 0 ? plan.expire[plan.expire.length - 1]!.sequence + 1 : head.first;
     let swept = Math.max(plan.dedupSwept, firstKept - 1);
-    dedup: while (swept < head.last && plan.forget.length < SWEEP_PASS_EVENTS && !this.closed) {
-      const events = await this.read(channel, swept + 1, SWEEP_CHUNK);
+    chunk = 1;
+    dedup: for (; swept < head.last && plan.forget.length < SWEEP_PASS_EVENTS && !this.closed; chunk = SWEEP_CHUNK) {
+      const events = await this.read(channel, swept + 1, chunk);
       if (events.length === 0) break;
       for (const event of events) {
         if (now - event.appendedAt < this.dedupWindowMs) break dedup;

@@ -9,7 +9,9 @@
  * - 2hop: publish on sidecar A, subscribe on sidecar B (two processes, linked).
  *
  * The sender's timer lateness (setTimeout granularity, ~1 ms) is in every row alike, the
- * raw one included; `extra.addedP99Ms` is a row's p99 minus raw's at the same rate.
+ * raw one included; `extra.addedP99Ms` is a row's p99 minus raw's at the same rate. Raw at
+ * 1k runs twice, before the sidecars and after them, and the lower p99 is the ceiling
+ * (`extra.rawP99RunsMs` has both).
  *
  * The 1k rows are measured after 10 s at the rate: a fresh sidecar's first ~8 s at 1k/s have
  * a p99 three to four times its later one (V8 still compiling and sizing its heap), and a
@@ -207,13 +209,25 @@ export const workload: Workload = async (options) => {
   const two = new Map<number, RunResult>();
   const rss = { one: 0, a: 0, b: 0 };
 
-  const echo = await startEchoServer();
-  try {
-    for (const plan of plans) raw.set(plan.rate, await runRaw(echo.address, plan));
-  } finally {
-    echo.child.kill("SIGKILL");
-    await once(echo.child, "exit").catch(() => {});
-  }
+  const rawRuns = async (which: Plan[]): Promise<void> => {
+    const echo = await startEchoServer();
+    try {
+      for (const plan of which) {
+        const r = await runRaw(echo.address, plan);
+        const earlier = raw.get(plan.rate);
+        rawP99s.set(plan.rate, [...(rawP99s.get(plan.rate) ?? []), r.latency.quantile(0.99)]);
+        if (!earlier || r.latency.quantile(0.99) < earlier.latency.quantile(0.99)) raw.set(plan.rate, r);
+      }
+    } finally {
+      echo.child.kill("SIGKILL");
+      await once(echo.child, "exit").catch(() => {});
+    }
+  };
+  // The 1k ceiling is measured before the sidecars and again after them, and the run with
+  // the lower p99 is the ceiling: a stall of the machine during one ceiling run (a 21 ms one
+  // made raw's p99 5.8 ms and every added p99 negative) cannot make a hop look free.
+  const rawP99s = new Map<number, number[]>();
+  await rawRuns(plans);
 
   // The shape row: 1k/s only (at 10k the client and the server batch, and it says nothing new).
   let shape: RunResult | undefined;
@@ -241,6 +255,7 @@ export const workload: Workload = async (options) => {
   } finally {
     await Promise.all([a.terminate(), b.terminate()]);
   }
+  await rawRuns(plans.slice(0, 1));
 
   const rows: BenchRow[] = [];
   for (const plan of plans) {
@@ -253,7 +268,8 @@ export const workload: Workload = async (options) => {
       addedP99Ms: round3(x.latency.quantile(0.99) - r.latency.quantile(0.99)),
       addedP999Ms: round3(x.latency.quantile(0.999) - r.latency.quantile(0.999)),
     });
-    rows.push(row(`W6-${k}-raw`, `raw grpc-js bidi echo at ${k} events/s, open loop, 256 B (ceiling)`, r, plan.rate));
+    const runs = (rawP99s.get(plan.rate) ?? []).map((v) => v.toFixed(2)).join(", ");
+    rows.push(row(`W6-${k}-raw`, `raw grpc-js bidi echo at ${k} events/s, open loop, 256 B (ceiling)`, r, plan.rate, { rawP99RunsMs: runs }));
     const oneRow = row(`W6-${k}-1hop`, `one sidecar (publish and subscribe on it) at ${k} events/s, open loop`, o, plan.rate, {
       ...added(o),
       ...(plan.rate === 1000 ? { targetAddedP99Ms: 1 } : {}),

@@ -6,7 +6,10 @@
  *
  * - raw: a grpc-js bidi stream to an echo server in a child process (the ceiling);
  * - 1hop: publish and subscribe on one `weft sidecar` process (durable, ack each);
- * - 2hop: publish on sidecar A, subscribe on sidecar B (two processes, linked).
+ * - 2hop: publish on sidecar A, subscribe on sidecar B (two processes, linked);
+ * - 2hop-aged (1k only): 2hop on sidecars with a 5 s dedup window, so their sweeps forget
+ *   dedup entries while it is measured, as every sidecar older than its window (10 min by
+ *   default) does; the other rows measure sidecars younger than that.
  *
  * The sender's timer lateness (setTimeout granularity, ~1 ms) is in every row alike, the
  * raw one included; `extra.addedP99Ms` is a row's p99 minus raw's at the same rate. Raw at
@@ -255,6 +258,15 @@ export const workload: Workload = async (options) => {
   } finally {
     await Promise.all([a.terminate(), b.terminate()]);
   }
+  // Aged: with a 5 s window each sweep (every 10 s) forgets the 10 s of entries before it, as
+  // the sweeps of a sidecar older than its window do.
+  let aged: RunResult | undefined;
+  const old = await startPair(options.scratch, "w6-aged", { WEFT_DEDUP_WINDOW: "5s", WEFT_PEER_TIMEOUT: "1s" });
+  try {
+    aged = await runWeft(old.a.address, old.b.address, plans[0]!, "aged1k");
+  } finally {
+    await Promise.all([old.a.terminate(), old.b.terminate()]);
+  }
   await rawRuns(plans.slice(0, 1));
 
   const rows: BenchRow[] = [];
@@ -287,6 +299,12 @@ export const workload: Workload = async (options) => {
     twoRow.compare = "latency";
     twoRow.rssMiB = Math.max(rss.a, rss.b);
     rows.push(oneRow, twoRow);
+    if (plan === plans[0] && aged) {
+      const agedRow = row(`W6-${k}-2hop-aged`, `2hop on sidecars older than their dedup window (5 s here), whose sweeps forget entries meanwhile`, aged, plan.rate, added(aged));
+      agedRow.ceiling = `W6-${k}-raw`;
+      agedRow.compare = "latency";
+      rows.push(agedRow);
+    }
     if (plan === plans[0] && shape) {
       const shapeRow = row(`W6-${k}-shape`, `the Weft client against the no-log server (W1's ceiling) at ${k} events/s: the API's four messages alone`, shape, plan.rate, added(shape));
       shapeRow.ceiling = `W6-${k}-raw`;

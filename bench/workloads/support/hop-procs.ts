@@ -38,6 +38,8 @@ export interface WeftSpec {
   /** Peer addresses (host:port) for --peers. */
   peers?: string[];
   extra?: string[];
+  /** Environment added to the bench's own (settings the CLI has no flag for). */
+  env?: Record<string, string>;
 }
 
 /** Starts `weft sidecar` as a child process; resolves once it logs "listening". */
@@ -59,7 +61,7 @@ export async function startWeft(spec: WeftSpec): Promise<WeftProcess> {
     ...(spec.extra ?? []),
   ];
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...spec.env } });
   let err = "";
   child.stderr!.on("data", (b: Buffer) => {
     err += b.toString();
@@ -112,11 +114,11 @@ export async function startWeft(spec: WeftSpec): Promise<WeftProcess> {
 }
 
 /** Two linked sidecars a and b (each lists the other as its peer). */
-export async function startPair(scratch: string, tag: string): Promise<{ a: WeftProcess; b: WeftProcess }> {
+export async function startPair(scratch: string, tag: string, env?: Record<string, string>): Promise<{ a: WeftProcess; b: WeftProcess }> {
   const [portA, peerA, portB, peerB] = (await freePorts(4)) as [number, number, number, number];
   const [a, b] = await Promise.allSettled([
-    startWeft({ nodeId: "a", dataDir: join(scratch, `${tag}-a`), port: portA, peerPort: peerA, peers: [`127.0.0.1:${peerB}`] }),
-    startWeft({ nodeId: "b", dataDir: join(scratch, `${tag}-b`), port: portB, peerPort: peerB, peers: [`127.0.0.1:${peerA}`] }),
+    startWeft({ nodeId: "a", dataDir: join(scratch, `${tag}-a`), port: portA, peerPort: peerA, peers: [`127.0.0.1:${peerB}`], env }),
+    startWeft({ nodeId: "b", dataDir: join(scratch, `${tag}-b`), port: portB, peerPort: peerB, peers: [`127.0.0.1:${peerA}`], env }),
   ]);
   if (a.status === "fulfilled" && b.status === "fulfilled") return { a: a.value, b: b.value };
   // One failed: stop the other before reporting.

@@ -8,7 +8,7 @@ import { runWeftStream } from "./weft-stream.js";
 const RAW_SERVER = fileURLToPath(new URL("./raw-grpc-server.ts", import.meta.url));
 
 /** A measured stream as a table row; `runs`, when it was measured more than once, the events/s of each. */
-export function streamRow(id: string, title: string, r: StreamResult, rssMiB: number | undefined, ceiling?: string, runs?: number[]): BenchRow {
+export function streamRow(id: string, title: string, r: StreamResult, rssMiB: number | undefined, ceiling?: string, runs?: number[], coldRuns?: number[]): BenchRow {
   return {
     id,
     title,
@@ -19,7 +19,11 @@ export function streamRow(id: string, title: string, r: StreamResult, rssMiB: nu
     p999Ms: r.p999Ms,
     rssMiB,
     ...(ceiling ? { ceiling } : {}),
-    extra: { publishPerSecond: Math.round(r.publishPerSecond), ...(runs && runs.length > 1 ? { runs: runs.map((x) => Math.round(x)).join(", ") } : {}) },
+    extra: {
+      publishPerSecond: Math.round(r.publishPerSecond),
+      ...(runs && runs.length > 1 ? { runs: runs.map((x) => Math.round(x)).join(", ") } : {}),
+      ...(coldRuns && coldRuns.length > 0 ? { coldRuns: coldRuns.map((x) => Math.round(x)).join(", ") } : {}),
+    },
   };
 }
 
@@ -27,7 +31,27 @@ export function streamRow(id: string, title: string, r: StreamResult, rssMiB: nu
 export interface MedianRun {
   result: StreamResult;
   runs: number[];
+  /** Events/s of each process's warm-up run, the first events it ever handled. */
+  coldRuns: number[];
   peakRssMiB: number | undefined;
+}
+
+/** One measured stream on a fresh process, and the events/s of the warm-up run before it. */
+interface Measured {
+  result: StreamResult;
+  peakRssMiB: number | undefined;
+  cold: number | undefined;
+}
+
+/**
+ * Each process (sidecar or raw server) first handles a run of half the events, not measured
+ * (its events/s is kept as `coldRuns`): a fresh process's first ~2 s at full load are V8
+ * compiling its hot path, and a sidecar runs for days (W6 warms up for the same reason).
+ * Alike on both sides of a ratio. None in `--quick`.
+ */
+async function warmThenMeasure(address: string, shape: StreamShape, groups = 1): Promise<{ result: StreamResult; cold: number | undefined }> {
+  const cold = shape.warmUp ? (await runWeftStream(address, { ...shape, events: Math.ceil(shape.events / 2) }, groups)).eventsPerSecond : undefined;
+  return { result: await runWeftStream(address, shape, groups), cold };
 }
 
 /**
@@ -36,7 +60,7 @@ export interface MedianRun {
  * machine one pair's ratio moved by ±15% from run to run, with whatever else the machine did.
  */
 export async function measureWithCeiling(scratch: string, name: string, shape: StreamShape, rounds: number): Promise<{ weft: MedianRun; raw: MedianRun }> {
-  const weft: { result: StreamResult; peakRssMiB: number | undefined }[] = [];
+  const weft: Measured[] = [];
   const raw: typeof weft = [];
   for (let r = 0; r < rounds; r++) {
     weft.push(await measureSidecar(scratch, `${name}-${r}`, shape));
@@ -45,33 +69,34 @@ export async function measureWithCeiling(scratch: string, name: string, shape: S
   return { weft: median(weft), raw: median(raw) };
 }
 
-function median(runs: { result: StreamResult; peakRssMiB: number | undefined }[]): MedianRun {
+function median(runs: Measured[]): MedianRun {
   const sorted = [...runs].sort((a, b) => a.result.eventsPerSecond - b.result.eventsPerSecond);
   const peaks = runs.map((r) => r.peakRssMiB).filter((x): x is number => x !== undefined);
   return {
     result: sorted[(sorted.length - 1) >> 1]!.result,
     runs: runs.map((r) => r.result.eventsPerSecond),
+    coldRuns: runs.map((r) => r.cold).filter((x): x is number => x !== undefined),
     peakRssMiB: peaks.length > 0 ? Math.max(...peaks) : undefined,
   };
 }
 
 /** Runs `shape` through a fresh sidecar process (its own data directory under `scratch`). */
-export async function measureSidecar(scratch: string, name: string, shape: StreamShape, sidecarArgs: string[] = [], groups = 1): Promise<{ result: StreamResult; peakRssMiB: number | undefined }> {
+export async function measureSidecar(scratch: string, name: string, shape: StreamShape, sidecarArgs: string[] = [], groups = 1): Promise<Measured> {
   const sidecar = await startSidecar(join(scratch, name), sidecarArgs);
   try {
-    const result = await runWeftStream(sidecar.address, shape, groups);
-    return { result, peakRssMiB: sidecar.peakRssMiB() };
+    const { result, cold } = await warmThenMeasure(sidecar.address, shape, groups);
+    return { result, cold, peakRssMiB: sidecar.peakRssMiB() };
   } finally {
     await sidecar.stop();
   }
 }
 
 /** Runs `shape` through the raw grpc-js server (raw-grpc-server.ts) in its own process. */
-export async function measureRawGrpc(shape: StreamShape): Promise<{ result: StreamResult; peakRssMiB: number | undefined }> {
+export async function measureRawGrpc(shape: StreamShape): Promise<Measured> {
   const server = await startScript(RAW_SERVER);
   try {
-    const result = await runWeftStream(server.address, shape);
-    return { result, peakRssMiB: server.peakRssMiB() };
+    const { result, cold } = await warmThenMeasure(server.address, shape);
+    return { result, cold, peakRssMiB: server.peakRssMiB() };
   } finally {
     await server.stop();
   }

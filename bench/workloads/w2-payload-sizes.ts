@@ -12,8 +12,8 @@ export const workload: Workload = async ({ quick, scratch }) => {
     const shape = streamShape(quick ? 5000 : 100_000, bytes, quick);
     const { weft, raw } = await measureWithCeiling(scratch, `w2-${label}`, shape, quick ? 1 : 3);
     rows.push(
-      streamRow(`W2-${label}`, `W1 with ${shape.events} × ${size} (median of ${weft.runs.length})`, weft.result, weft.peakRssMiB, `W2-${label}-ceiling`, weft.runs),
-      streamRow(`W2-${label}-ceiling`, `raw grpc-js, ${size}`, raw.result, raw.peakRssMiB, undefined, raw.runs),
+      streamRow(`W2-${label}`, `W1 with ${shape.events} × ${size} (median of ${weft.runs.length})`, weft.result, weft.peakRssMiB, `W2-${label}-ceiling`, weft.runs, weft.coldRuns),
+      streamRow(`W2-${label}-ceiling`, `raw grpc-js, ${size}`, raw.result, raw.peakRssMiB, undefined, raw.runs, raw.coldRuns),
     );
   }
   return rows;

@@ -207,14 +207,15 @@ const MAX_READ_BYTES = 4 * 1024 * 1024;
  * Events one sweep pass removes or forgets. A pass decodes them on the loop, and its apply
  * looks each one's dedup entry up (getSync, 10-20 µs from a table file) in the write loop.
  * Once events passed the dedup window at 1k/s, passes of 5000 held each sidecar's loop
- * ~80 ms every 10 s (two-hop p99 30 ms); a pass of 64 holds it about a millisecond.
+ * ~80 ms every 10 s (two-hop p99 30-80 ms); a pass of 64 holds it about a millisecond.
  */
 const SWEEP_PASS_EVENTS = 64;
 /** Passes of one channel in one sweep: ~500k events, as many as the 100 passes of 5000 before. */
 const MAX_SWEEP_PASSES = 8000;
 /**
  * After each pass a sweep pauses for this many times the pass's own duration, so a sweep with
- * much to do takes a third of the loop at most; at 1k/s, 10 s of dedup entries take ~0.7 s.
+ * much to do takes a third of the loop at most; at 1k/s, 10 s of dedup entries (~160 passes
+ * of 2-3 ms) take about a second.
  */
 const SWEEP_PAUSE_FACTOR = 2;
 /**

@@ -212,6 +212,10 @@ export const workload: Workload = async (options) => {
   const two = new Map<number, RunResult>();
   const rss = { one: 0, a: 0, b: 0 };
 
+  // The 1k ceiling is measured before the sidecars and again after them, and the run with
+  // the lower p99 is the ceiling: a stall of the machine during one ceiling run (a 21 ms one
+  // made raw's p99 5.8 ms and every added p99 negative) cannot make a hop look free.
+  const rawP99s = new Map<number, number[]>();
   const rawRuns = async (which: Plan[]): Promise<void> => {
     const echo = await startEchoServer();
     try {
@@ -226,10 +230,6 @@ export const workload: Workload = async (options) => {
       await once(echo.child, "exit").catch(() => {});
     }
   };
-  // The 1k ceiling is measured before the sidecars and again after them, and the run with
-  // the lower p99 is the ceiling: a stall of the machine during one ceiling run (a 21 ms one
-  // made raw's p99 5.8 ms and every added p99 negative) cannot make a hop look free.
-  const rawP99s = new Map<number, number[]>();
   await rawRuns(plans);
 
   // The shape row: 1k/s only (at 10k the client and the server batch, and it says nothing new).

@@ -3,12 +3,26 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { type AppendEntry, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
+import { relayIdentity } from "../src/log/record.js";
 import { tempDir } from "./support/sidecar.js";
 
 function entry(channel: string, id: string, data = "x", key = ""): AppendEntry {
   const bytes = toBinary(EventSchema, create(EventSchema, { channel, id, source: "//unit", type: "t", key, data: Buffer.from(data) }));
   return { channel, source: "//unit", id, key, bytes };
 }
+
+interface RawBatch {
+  put(key: string, value: Uint8Array): RawBatch;
+  del(key: string): RawBatch;
+  write(): Promise<void>;
+}
+interface RawDb {
+  iterator(range: object): { all(): Promise<[string, Uint8Array][]> };
+  keys(range: object): { all(): Promise<string[]> };
+  batch(): RawBatch;
+}
+const dbOf = (log: OriginLog): RawDb => (log as unknown as { db: RawDb }).db;
+const keysUnder = async (log: OriginLog, prefix: string): Promise<number> => (await dbOf(log).keys({ gte: prefix, lt: `${prefix}\uffff` }).all()).length;
 
 describe("OriginLog", () => {
   const open: OriginLog[] = [];
@@ -226,8 +240,8 @@ describe("OriginLog", () => {
       return events;
     };
     await log.sweep();
-    // One scan for retention, one for the dedup window; each stops at the first event.
-    expect(eventsRead).toBe(2);
+    // One scan, for retention, which stops at the first event (the dedup window reads none).
+    expect(eventsRead).toBe(1);
     expect(log.head("c")).toMatchObject({ first: 1, expired: 0 });
     now += 20_000;
     await log.sweep();
@@ -236,26 +250,97 @@ describe("OriginLog", () => {
     expect(mostAsked).toBeLessThanOrEqual(64);
   });
 
-  it("forgets thousands of dedup entries past the window, in passes of a few dozen", async () => {
+  it("forgets dedup entries past the window without reading an event: their table is cleared whole", async () => {
     let now = 1_000_000;
     const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 1e12, maxBytes: 1e12 }, dedupWindowMs: 10_000 });
     await log.append(Array.from({ length: 1000 }, (_, i) => entry("c", String(i))));
-    let mostAsked = 0;
+    let eventsRead = 0;
     const read = log.read.bind(log);
     log.read = async (...args) => {
-      mostAsked = Math.max(mostAsked, args[2]);
-      return read(...args);
+      const events = await read(...args);
+      eventsRead += events.length;
+      return events;
     };
-    now += 20_000;
+    // Two sweeps a window apart: the first makes the other (empty) table the one written,
+    // the second clears the table that holds the 1000 entries.
+    now += 10_000;
     await log.sweep();
+    expect(await keysUnder(log, "d!")).toBe(1000);
+    now += 10_000;
+    await log.sweep();
+    expect(await keysUnder(log, "d!")).toBe(0);
+    expect(eventsRead).toBe(2); // the retention scan's first read, in each sweep
     expect(log.head("c")).toMatchObject({ first: 1, last: 1000 });
-    expect(mostAsked).toBeLessThanOrEqual(64);
     // Past the window, a re-publish is stored again; the events themselves stay.
     const again = await log.append([entry("c", "0"), entry("c", "999")]);
     expect(again).toEqual([
       { sequence: 1001, duplicate: false },
       { sequence: 1002, duplicate: false },
     ]);
+  });
+
+  it("keeps every dedup entry for at least the window across table switches and a restart", async () => {
+    let now = 1_000_000;
+    const options = { now: () => now, retention: { maxAgeMs: 1e12, maxBytes: 1e12 }, dedupWindowMs: 10_000 };
+    const { log, dir } = await openLog(options);
+    now += 5_000;
+    await log.append([entry("c", "a")]); // in the table written first
+    now += 5_000;
+    await log.sweep(); // the other table is written from here on
+    now += 1;
+    await log.append([entry("c", "b")]);
+    await log.close();
+    const { log: again } = await openLog(options, dir);
+    now += 4_998;
+    // "a" is 9 999 ms old, in the table no longer written: still a duplicate.
+    expect(await again.append([entry("c", "a"), entry("c", "b")])).toEqual([
+      { sequence: 1, duplicate: true },
+      { sequence: 2, duplicate: true },
+    ]);
+    now += 5_001; // a window since the switch: the first table is cleared, "b" (9 999 ms old) is kept
+    await again.sweep();
+    expect(await keysUnder(again, "d!#0!")).toBe(0);
+    expect(await again.append([entry("c", "b")])).toEqual([{ sequence: 2, duplicate: true }]);
+    expect(await again.append([entry("c", "a")])).toEqual([{ sequence: 3, duplicate: false }]);
+  });
+
+  it("keeps a relay copy's dedup entry past the window, as long as the copy, and removes it with the copy", async () => {
+    let now = 1_000_000;
+    const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 100_000, maxBytes: 1e12 }, dedupWindowMs: 10_000 });
+    // As the mesh appends a relay copy: under the copy's own identity.
+    const origin = { node: "n2", log: "00ff", sequence: 7 };
+    const relayed = { ...entry("c", "r"), ...relayIdentity(origin), origin };
+    await log.append([relayed]);
+    for (let i = 0; i < 3; i++) {
+      now += 10_000;
+      await log.sweep();
+    }
+    expect(await log.append([relayed])).toEqual([{ sequence: 1, duplicate: true }]);
+    expect(await keysUnder(log, "d!")).toBe(1);
+    now += 100_000;
+    await log.sweep();
+    expect(log.head("c")).toMatchObject({ first: 2, expired: 1 });
+    expect(await keysUnder(log, "d!")).toBe(0);
+  });
+
+  it("still finds the dedup entries a log kept before its dedup tables, for a window, and removes them with their events", async () => {
+    let now = 1_000_000;
+    const options = { now: () => now, retention: { maxAgeMs: 100_000, maxBytes: 1e12 }, dedupWindowMs: 10_000 };
+    const { log, dir } = await openLog(options);
+    await log.append([entry("c", "old")]);
+    // Rewrite the log as one written before the tables: the entry where relay copies' are, no table state.
+    const db = dbOf(log);
+    const [tableKey, value] = (await db.iterator({ gte: "d!#", lt: "d!#\uffff" }).all())[0]!;
+    await db.batch().del(tableKey).put(tableKey.replace(/^d!#0!/, "d!"), value).del("m!dedup-tables").write();
+    await log.close();
+    const { log: again } = await openLog(options, dir);
+    now += 9_999;
+    expect(await again.append([entry("c", "old")])).toEqual([{ sequence: 1, duplicate: true }]);
+    now += 100_000;
+    await again.sweep();
+    expect(again.head("c")).toMatchObject({ first: 2, expired: 1 });
+    expect(await keysUnder(again, "d!c!")).toBe(0);
+    expect(await again.append([entry("c", "old")])).toEqual([{ sequence: 2, duplicate: false }]);
   });
 
   it("applies the default retention to channels named like Object properties", async () => {

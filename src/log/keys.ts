@@ -4,7 +4,11 @@
  *
  *   e!CHANNEL!SEQ            a stored event (see record.ts)
  *   h!CHANNEL                the channel's head: first and last sequence, bytes, counters
- *   d!CHANNEL!LEN:SOURCEID   dedup entry for (source, id): "SEQ:APPEND_MS"
+ *   d!#T!CHANNEL!LEN:SOURCEID  dedup entry of a publish (or a redrive) for (source, id),
+ *                            "SEQ:APPEND_MS", in dedup table T (0 or 1; see DedupTables):
+ *                            a table is cleared whole once its newest entry is past the window
+ *   d!CHANNEL!LEN:SOURCEID   dedup entry of a relay copy, removed with the copy; logs written
+ *                            before the tables kept publishes' entries here too
  *   g!CHANNEL!GROUP          a group's cursor and settings
  *   a!CHANNEL!GROUP!SEQ      acked above the cursor (out-of-order acks)
  *   f!CHANNEL!GROUP!SEQ      a delivery in flight: its attempt (written for attempts after the
@@ -12,6 +16,7 @@
  *   p!CHANNEL!GROUP!SEQ      first attempts sent in one pump: the sequences (float64 LE each),
  *                            keyed by the first; deleted once all of them are done
  *   m!log-id                 8 random bytes chosen when the log was created
+ *   m!dedup-tables           which dedup table is written, since when (see DedupTables)
  *   q!DLQ!CHANNEL!GROUP      the dead letters of GROUP in DLQ an operator handled (redriven or
  *                            purged): {"through","handled"} (see DeadLetterMarks)
  */
@@ -24,6 +29,11 @@ export const dedupKey = (channel: string, source: string, id: string): string =>
   `d!${channel}!${source.length}:${source}${id}`;
 /** What every dedup key starts with. */
 export const DEDUP_PREFIX = "d!";
+/** What the keys of dedup table `table` (0 or 1) start with; no channel name starts with '#'. */
+export const dedupTablePrefix = (table: number): string => `d!#${table}!`;
+/** The entry for (source, id) in dedup table `table`. */
+export const dedupTableKey = (table: number, channel: string, source: string, id: string): string =>
+  `d!#${table}!${channel}!${source.length}:${source}${id}`;
 export const groupKey = (channel: string, group: string): string => `g!${channel}!${group}`;
 export const ackedKey = (channel: string, group: string, seq: number): string =>
   `a!${channel}!${group}!${seqHex(seq)}`;
@@ -46,3 +56,5 @@ export const seqOfKey = (key: string): number => Number.parseInt(key.slice(key.l
 
 /** The log's random id (see OriginLog.id). */
 export const LOG_ID_KEY = "m!log-id";
+/** Which dedup table the log writes and since when (see OriginLog, DedupTables). */
+export const DEDUP_TABLES_KEY = "m!dedup-tables";

@@ -13,6 +13,9 @@ import {
   ackedPrefix,
   dedupKey,
   DEDUP_PREFIX,
+  DEDUP_TABLES_KEY,
+  dedupTableKey,
+  dedupTablePrefix,
   eventKey,
   eventPrefix,
   groupKey,
@@ -149,10 +152,14 @@ interface PendingTask {
 /** An append group whose dedup entries are being looked up. */
 interface Lookup {
   group: PendingAppend[];
-  /** The dedup key of every entry, in order. */
+  /** The dedup identity of every entry, in order: its dedupKey (a relay copy's entry key). */
   keys: string[];
-  /** Which of them (indexes into keys, ascending) the dedup filter may hold: those looked up. */
-  asked: number[];
+  /**
+   * For each key looked up, the entry (an index into keys, ascending) it may hold a duplicate
+   * of: its keys in both dedup tables (and the old place while it may hold any), or a relay
+   * copy's entry, where the dedup filter may hold them.
+   */
+  askedFor: number[];
   /** What LevelDB holds for each key asked. */
   stored: Promise<(Uint8Array | undefined)[]>;
   /** The entries of the group being written while this one was looked up. */
@@ -162,7 +169,7 @@ interface Lookup {
 /** An append group ready to write. */
 interface Written {
   batch: ChainedBatch;
-  touched: Map<string, ChannelHead & { dedupSwept: number }>;
+  touched: Map<string, ChannelHead>;
   events: Map<string, StoredEvent[]>;
   /** Its new dedup entries: what the next group, looked up meanwhile, cannot see yet. */
   seen: Map<string, AppendResult>;
@@ -182,12 +189,34 @@ export type PrepareListener = (channel: string, events: readonly StoredEvent[], 
 interface SweepPlan {
   /** The channel's first sequence when the plan was made; the plan is void if it moved. */
   first: number;
-  /** Events retention removes, oldest first, with their size and dedup key. */
+  /**
+   * Events retention removes, oldest first, with their size and the dedup entry that goes
+   * with them: a relay copy's, or one a log kept before its dedup tables.
+   */
   expire: { sequence: number; size: number; dedupKey: string | undefined }[];
-  /** Dedup entries past the window: the key and the sequence it must still point to. */
-  forget: { sequence: number; dedupKey: string }[];
-  /** The newest sequence whose dedup entry has been looked at. */
-  dedupSwept: number;
+}
+
+/**
+ * The log's two dedup tables. A publish's dedup entry is written to the active table, and a
+ * lookup asks both. The other table was last written `since`; once that is a whole window
+ * ago, each of its entries is past the window, and the sweep clears it with one range delete
+ * on LevelDB's thread and makes it the active one. An entry lasts one to two windows.
+ *
+ * Before, the sweep decoded every event past the window and deleted its entry in a batch
+ * from the loop; at 1k events/s that was ~10 000 entries every 10 s, and it added 2-5 ms to
+ * the p99 of two hops (bench/README.md, W6-1k-2hop-aged).
+ */
+interface DedupTables {
+  /** The table written, 0 or 1. */
+  active: number;
+  /** When the active table became the active one (when the other was last written), Unix ms. */
+  since: number;
+  /**
+   * A log written before the tables kept publishes' entries where relay copies' are; those
+   * are looked up while they may be within the window: until a window after this (Unix ms;
+   * 0 for a log that never had them), and removed with their events by retention.
+   */
+  legacyBefore: number;
 }
 
 const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 };
@@ -204,10 +233,11 @@ const READ_STEP = 32;
 /** The most bytes one native iterator call returns. */
 const MAX_READ_BYTES = 4 * 1024 * 1024;
 /**
- * Events one sweep pass removes or forgets. A pass decodes them on the loop, and its apply
- * looks each one's dedup entry up (getSync, 10-20 µs from a table file) in the write loop.
- * Once events passed the dedup window at 1k/s, passes of 5000 held each sidecar's loop
- * ~80 ms every 10 s (two-hop p99 30-80 ms); a pass of 64 holds it about a millisecond.
+ * Events one sweep pass removes. A pass decodes them on the loop, and its apply looks the
+ * dedup entry of each relay copy up (getSync, 10-20 µs from a table file) in the write loop.
+ * When the sweep also forgot dedup entries event by event, passes of 5000 held each
+ * sidecar's loop ~80 ms every 10 s at 1k/s (two-hop p99 30-80 ms); a pass of 64 holds it
+ * about a millisecond.
  */
 const SWEEP_PASS_EVENTS = 64;
 /** Passes of one channel in one sweep: ~500k events, as many as the 100 passes of 5000 before. */
@@ -258,7 +288,7 @@ const DEDUP_LOAD_BYTES = 256 * 1024;
  * (one fsync with `fsync: true`), in call order. A resolved append means stored.
  */
 export class OriginLog {
-  private readonly heads = new Map<string, ChannelHead & { dedupSwept: number }>();
+  private readonly heads = new Map<string, ChannelHead>();
   private readonly queue: (PendingAppend | PendingTask)[] = [];
   private sweeping: Promise<void> | undefined;
   private writing = false;
@@ -274,6 +304,10 @@ export class OriginLog {
   private markDrained: () => void = () => {};
   private readonly tail = new TailCache(TAIL_CACHE_BYTES, TAIL_CACHE_EVENTS_PER_CHANNEL, TAIL_CACHE_MAX_AGE_MS);
   private readonly dedupFilter = new DedupFilter((into) => this.loadDedupKeys(into));
+  /** Set by open(). */
+  private tables: DedupTables = { active: 0, since: 0, legacyBefore: 0 };
+  /** Entries written to each dedup table since the log was opened (for the dedup filter's count). */
+  private readonly tableAdds = [0, 0];
 
   private constructor(
     private readonly db: Db,
@@ -295,14 +329,24 @@ export class OriginLog {
     const db: Db = new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view", ...LEVELDB_OPTIONS });
     await db.open();
     let id = await db.get(LOG_ID_KEY);
+    const existed = id !== undefined;
     if (id === undefined) {
       id = randomBytes(8);
       await db.put(LOG_ID_KEY, id, { sync: true });
     }
     const log = new OriginLog(db, options, Buffer.from(id).readBigUInt64BE(0));
     for await (const [key, value] of db.iterator({ gte: "h!", lt: prefixEnd("h!") })) {
-      const head = JSON.parse(Buffer.from(value).toString("utf8"));
-      log.heads.set(key.slice(2), head);
+      // Heads written before the dedup tables also hold how far the sweep had forgotten.
+      const { first, last, bytes, expired } = JSON.parse(Buffer.from(value).toString("utf8")) as ChannelHead;
+      log.heads.set(key.slice(2), { first, last, bytes, expired });
+    }
+    const tables = await db.get(DEDUP_TABLES_KEY);
+    if (tables !== undefined) {
+      log.tables = JSON.parse(Buffer.from(tables).toString("utf8")) as DedupTables;
+    } else {
+      const now = log.now();
+      log.tables = { active: 0, since: now, legacyBefore: existed ? now : 0 };
+      await db.put(DEDUP_TABLES_KEY, Buffer.from(JSON.stringify(log.tables)));
     }
     return log;
   }
@@ -436,14 +480,20 @@ export class OriginLog {
    */
   private lookUp(group: PendingAppend[], pending: Map<string, AppendResult> | undefined): Lookup {
     const keys: string[] = [];
-    const asked: number[] = [];
+    const askedFor: number[] = [];
     const ask: string[] = [];
+    const filter = this.dedupFilter;
+    const legacy = this.now() - this.tables.legacyBefore < this.dedupWindowMs;
     for (const p of group) {
       for (const entry of p.entries) {
         const key = dedupKey(entry.channel, entry.source, entry.id);
-        if (this.dedupFilter.mayHold(key)) {
-          asked.push(keys.length);
-          ask.push(key);
+        const relay = entry.origin !== undefined;
+        if ((relay || legacy) && filter.mayHold(key)) askedFor.push(keys.length), ask.push(key);
+        if (!relay) {
+          for (let table = 0; table < 2; table++) {
+            const inTable = dedupTableKey(table, entry.channel, entry.source, entry.id);
+            if (filter.mayHold(inTable)) askedFor.push(keys.length), ask.push(inTable);
+          }
         }
         keys.push(key);
       }
@@ -451,25 +501,32 @@ export class OriginLog {
     const stored = ask.length <= SYNC_LOOKUPS ? Promise.resolve(ask.map((k) => this.db.getSync(k))) : this.db.getMany(ask);
     // A failed lookup is the write's failure; until then it must not count as unhandled.
     stored.catch(() => {});
-    return { group, keys, asked, stored, pending };
+    return { group, keys, askedFor, stored, pending };
   }
 
   /** Assigns sequences and builds the batch of a looked-up group (heads change once it is written). */
   private prepare(lookup: Lookup, stored: (Uint8Array | undefined)[]): Written {
     const now = this.now();
     const batch = this.db.batch();
-    const touched = new Map<string, ChannelHead & { dedupSwept: number }>();
+    const touched = new Map<string, ChannelHead>();
     const events = new Map<string, StoredEvent[]>();
     const seen = new Map<string, AppendResult>();
     const results: AppendResult[][] = [];
     let k = 0;
     let a = 0;
+    const active = this.tables.active;
     for (const p of lookup.group) {
       const out: AppendResult[] = [];
       for (const entry of p.entries) {
         const dk = lookup.keys[k]!;
-        const value = lookup.asked[a] === k++ ? stored[a++] : undefined;
-        const earlier = seen.get(dk) ?? lookup.pending?.get(dk) ?? this.duplicateOf(value, now, entry.origin !== undefined);
+        const relay = entry.origin !== undefined;
+        let found: AppendResult | undefined;
+        if (lookup.askedFor[a] === k) {
+          const first = (touched.get(entry.channel) ?? this.heads.get(entry.channel))?.first ?? 1;
+          for (; lookup.askedFor[a] === k; a++) found ??= this.duplicateOf(stored[a], now, relay, first);
+        }
+        k++;
+        const earlier = seen.get(dk) ?? lookup.pending?.get(dk) ?? found;
         if (earlier) {
           out.push({ sequence: earlier.sequence, duplicate: true });
           this.observer.deduplicated(entry.channel);
@@ -478,7 +535,7 @@ export class OriginLog {
         let head = touched.get(entry.channel);
         if (!head) {
           const current = this.heads.get(entry.channel);
-          head = current ? { ...current } : { first: 1, last: 0, bytes: 0, expired: 0, dedupSwept: 0 };
+          head = current ? { ...current } : { first: 1, last: 0, bytes: 0, expired: 0 };
           touched.set(entry.channel, head);
         }
         const sequence = head.last + 1;
@@ -489,8 +546,10 @@ export class OriginLog {
         let list = events.get(entry.channel);
         if (!list) events.set(entry.channel, (list = []));
         list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry.origin, entry.onlyGroup));
-        batch.put(dk, Buffer.from(`${sequence}:${now}`));
-        this.dedupFilter.add(dk);
+        const entryKey = relay ? dk : dedupTableKey(active, entry.channel, entry.source, entry.id);
+        batch.put(entryKey, Buffer.from(`${sequence}:${now}`));
+        this.dedupFilter.add(entryKey);
+        if (!relay) this.tableAdds[active]!++;
         const result = { sequence, duplicate: false };
         seen.set(dk, result);
         out.push(result);
@@ -524,12 +583,17 @@ export class OriginLog {
     for (const [channel, head] of written.touched) for (const l of this.listeners) l(channel, head.last);
   }
 
-  /** The earlier append a stored dedup entry points to, if it is within the window. */
-  private duplicateOf(value: Uint8Array | undefined, now: number, relay: boolean): AppendResult | undefined {
+  /**
+   * The earlier append a stored dedup entry points to, if it is within the window and still
+   * stored (`first`: the channel's oldest retained sequence).
+   */
+  private duplicateOf(value: Uint8Array | undefined, now: number, relay: boolean, first: number): AppendResult | undefined {
     if (value === undefined) return undefined;
     const [seq, at] = Buffer.from(value).toString("utf8").split(":").map(Number);
-    // A relay copy's entry lasts as long as the copy: retention removes both together.
-    if (seq === undefined || at === undefined || (!relay && now - at >= this.dedupWindowMs)) return undefined;
+    // A relay copy's entry lasts as long as the copy: retention removes both together. A
+    // publish's entry stays in its table after retention removed the event: re-publishing it
+    // then stores it again, as before the tables.
+    if (seq === undefined || at === undefined || seq < first || (!relay && now - at >= this.dedupWindowMs)) return undefined;
     return { sequence: seq, duplicate: true };
   }
 
@@ -696,10 +760,11 @@ export class OriginLog {
 
   /**
    * Applies retention: removes each channel's oldest events while they are older than max
-   * age or the channel is over max bytes (counted in `expired`), and forgets dedup entries
-   * past the window. Each pass is planned with reads outside the write loop and applied
-   * inside it, so appends are never overwritten. Listeners of `onTrim` hear about every
-   * channel whose first sequence moved. One sweep at a time; close() waits for it.
+   * age or the channel is over max bytes (counted in `expired`), and clears the dedup table
+   * that is past the window (see DedupTables). Each pass is planned with reads outside the
+   * write loop and applied inside it, so appends are never overwritten. Listeners of `onTrim`
+   * hear about every channel whose first sequence moved. One sweep at a time; close() waits
+   * for it.
    */
   sweep(): Promise<void> {
     this.sweeping ??= this.sweepAll().finally(() => (this.sweeping = undefined));
@@ -707,6 +772,7 @@ export class OriginLog {
   }
 
   private async sweepAll(): Promise<void> {
+    await this.rotateDedupTables();
     for (const channel of [...this.heads.keys()]) {
       for (let pass = 0; pass < MAX_SWEEP_PASSES && !this.closed; pass++) {
         const started = performance.now();
@@ -724,10 +790,11 @@ export class OriginLog {
     const now = this.now();
     const own = this.options.channelRetention;
     const retention = (own && Object.hasOwn(own, channel) ? own[channel] : undefined) ?? this.options.retention ?? DEFAULT_RETENTION;
-    const plan: SweepPlan = { first: head.first, expire: [], forget: [], dedupSwept: Math.max(head.dedupSwept, head.first - 1) };
+    const plan: SweepPlan = { first: head.first, expire: [] };
+    const legacyBefore = this.tables.legacyBefore;
     // Retention by age and size, oldest first.
     let over = head.bytes - retention.maxBytes;
-    // The first read of each scan is one event: mostly it is not due, and that ends the scan.
+    // The first read is one event: mostly it is not due, and that ends the scan.
     let chunk = 1;
     retain: for (let from = head.first; from <= head.last && plan.expire.length < SWEEP_PASS_EVENTS; chunk = SWEEP_PASS_EVENTS) {
       const events = await this.read(channel, from, Math.min(chunk, SWEEP_PASS_EVENTS - plan.expire.length));
@@ -735,30 +802,14 @@ export class OriginLog {
       for (const event of events) {
         if (now - event.appendedAt <= retention.maxAgeMs && over <= 0) break retain;
         const size = recordSize(event);
-        const ids = identity(event);
+        // A publish's entry in a dedup table stays there; the table is cleared whole.
+        const ids = event.origin || event.appendedAt <= legacyBefore ? identity(event) : undefined;
         plan.expire.push({ sequence: event.sequence, size, dedupKey: ids && dedupKey(channel, ids.source, ids.id) });
         over -= size;
         from = event.sequence + 1;
       }
     }
-    // Dedup entries of events that stay but are past the window.
-    const firstKept = plan.expire.length > 0 ? plan.expire[plan.expire.length - 1]!.sequence + 1 : head.first;
-    let swept = Math.max(plan.dedupSwept, firstKept - 1);
-    chunk = 1;
-    dedup: for (; swept < head.last && plan.forget.length < SWEEP_PASS_EVENTS && !this.closed; chunk = SWEEP_PASS_EVENTS) {
-      const events = await this.read(channel, swept + 1, Math.min(chunk, SWEEP_PASS_EVENTS - plan.forget.length));
-      if (events.length === 0) break;
-      for (const event of events) {
-        if (now - event.appendedAt < this.dedupWindowMs) break dedup;
-        swept = event.sequence;
-        if (event.origin) continue; // a relay copy's entry goes with the copy
-        const ids = identity(event);
-        if (ids) plan.forget.push({ sequence: event.sequence, dedupKey: dedupKey(channel, ids.source, ids.id) });
-      }
-    }
-    plan.dedupSwept = swept;
-    if (plan.expire.length === 0 && plan.forget.length === 0 && plan.dedupSwept === head.dedupSwept) return undefined;
-    return plan;
+    return plan.expire.length === 0 ? undefined : plan;
   }
 
   /** Applies a sweep plan to the live head; runs in the write loop. */
@@ -784,14 +835,32 @@ export class OriginLog {
       next.expired += 1;
       next.first = e.sequence + 1;
     }
-    for (const f of plan.forget) forget(f.dedupKey, f.sequence);
-    next.dedupSwept = Math.max(next.dedupSwept, plan.dedupSwept, next.first - 1);
     batch.put(headKey(channel), Buffer.from(JSON.stringify(next)));
     await batch.write();
     this.dedupFilter.deleted(forgotten);
     this.heads.set(channel, next);
     if (next.expired > head.expired) this.observer.expired(channel, undefined, next.expired - head.expired);
     if (next.first !== head.first) for (const l of this.trimListeners) l(channel, next.first);
+  }
+
+  /**
+   * Once the dedup table not written has not been for a whole window, clears it (a range
+   * delete on LevelDB's thread: nothing per entry on this loop) and makes it the one written.
+   * A crash before the switch is written clears it again on the next sweep.
+   */
+  private async rotateDedupTables(): Promise<void> {
+    if (this.closed || this.now() - this.tables.since < this.dedupWindowMs) return;
+    const retired = 1 - this.tables.active;
+    const prefix = dedupTablePrefix(retired);
+    await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
+    this.dedupFilter.deleted(this.tableAdds[retired]!);
+    this.tableAdds[retired] = 0;
+    if (this.closed) return;
+    await this.task(async () => {
+      const tables = { ...this.tables, active: retired, since: this.now() };
+      await this.db.put(DEDUP_TABLES_KEY, Buffer.from(JSON.stringify(tables)));
+      this.tables = tables;
+    });
   }
 
   /**

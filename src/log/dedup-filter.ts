@@ -11,8 +11,9 @@ const MIN_KEYS = 100_000;
 const GROWTH = 4;
 
 /**
- * The dedup keys the log may hold, in memory, so that an append looks up in LevelDB only
- * the ids it may have seen: most published ids are new, and looking up an absent key costs
+ * The dedup identities the log may hold entries for (their dedupKey; an entry in either dedup
+ * table counts as its identity), in memory, so that an append looks up in LevelDB only the ids
+ * it may have seen: most published ids are new, and looking up an absent key costs
  * LevelDB ~14 µs of a core (under bench W1, a third of a core on a 2-core machine).
  *
  * It says "not stored" only once loaded. The first question starts `load`, which must add

@@ -156,8 +156,8 @@ interface Lookup {
   keys: string[];
   /**
    * For each key looked up, the entry (an index into keys, ascending) it may hold a duplicate
-   * of: its keys in both dedup tables (and the old place while it may hold any), or a relay
-   * copy's entry, where the dedup filter may hold them.
+   * of: where the dedup filter may hold the entry's identity, its keys in both dedup tables
+   * (and the old place while that may hold any), or a relay copy's entry.
    */
   askedFor: number[];
   /** What LevelDB holds for each key asked. */
@@ -276,6 +276,8 @@ export const LEVELDB_OPTIONS = {
  * more than that when events come one or two at a time.
  */
 const SYNC_LOOKUPS = 8;
+/** What a dedup table's key starts with ("d!#"), before the table's digit and "!". */
+const TABLE_KEY_MARK = `${DEDUP_PREFIX}#`;
 /** Dedup keys the filter's load reads per native call, and the bytes it may take. */
 const DEDUP_LOAD_STEP = 2000;
 const DEDUP_LOAD_BYTES = 256 * 1024;
@@ -487,12 +489,12 @@ export class OriginLog {
     for (const p of group) {
       for (const entry of p.entries) {
         const key = dedupKey(entry.channel, entry.source, entry.id);
-        const relay = entry.origin !== undefined;
-        if ((relay || legacy) && filter.mayHold(key)) askedFor.push(keys.length), ask.push(key);
-        if (!relay) {
-          for (let table = 0; table < 2; table++) {
-            const inTable = dedupTableKey(table, entry.channel, entry.source, entry.id);
-            if (filter.mayHold(inTable)) askedFor.push(keys.length), ask.push(inTable);
+        // The filter holds identities: a table's entry is added as its dedupKey.
+        if (filter.mayHold(key)) {
+          const relay = entry.origin !== undefined;
+          if (relay || legacy) askedFor.push(keys.length), ask.push(key);
+          if (!relay) {
+            for (let table = 0; table < 2; table++) askedFor.push(keys.length), ask.push(dedupTableKey(table, entry.channel, entry.source, entry.id));
           }
         }
         keys.push(key);
@@ -548,7 +550,7 @@ export class OriginLog {
         list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry.origin, entry.onlyGroup));
         const entryKey = relay ? dk : dedupTableKey(active, entry.channel, entry.source, entry.id);
         batch.put(entryKey, Buffer.from(`${sequence}:${now}`));
-        this.dedupFilter.add(entryKey);
+        this.dedupFilter.add(dk);
         if (!relay) this.tableAdds[active]!++;
         const result = { sequence, duplicate: false };
         seen.set(dk, result);
@@ -744,7 +746,8 @@ export class OriginLog {
         if (this.closed) throw new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed");
         const keys = await iterator!.nextv(DEDUP_LOAD_STEP);
         if (keys.length === 0) return;
-        for (const key of keys) into.add(key);
+        // A table's entry is held as its identity (the key without "#T!").
+        for (const key of keys) into.add(key.startsWith(TABLE_KEY_MARK) ? `${DEDUP_PREFIX}${key.slice(TABLE_KEY_MARK.length + 2)}` : key);
       }
     } finally {
       await iterator!.close();

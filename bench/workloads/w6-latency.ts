@@ -8,8 +8,9 @@
  * - 1hop: publish and subscribe on one `weft sidecar` process (durable, ack each);
  * - 2hop: publish on sidecar A, subscribe on sidecar B (two processes, linked);
  * - 2hop-aged (1k only): 2hop on sidecars with a 5 s dedup window, so their sweeps forget
- *   dedup entries while it is measured, as every sidecar older than its window (10 min by
- *   default) does; the other rows measure sidecars younger than that.
+ *   dedup entries while it is measured (each sweep, every 10 s, clears the dedup table past
+ *   the window), as every sidecar older than its window (10 min by default) does; the other
+ *   rows measure sidecars younger than that.
  *
  * The sender's timer lateness (setTimeout granularity, ~1 ms) is in every row alike, the
  * raw one included; `extra.addedP99Ms` is a row's p99 minus raw's at the same rate. Raw at
@@ -258,8 +259,8 @@ export const workload: Workload = async (options) => {
   } finally {
     await Promise.all([a.terminate(), b.terminate()]);
   }
-  // Aged: with a 5 s window each sweep (every 10 s) forgets the 10 s of entries before it, as
-  // the sweeps of a sidecar older than its window do.
+  // Aged: with a 5 s window each sweep (every 10 s) clears the dedup table of the 10 s of
+  // entries before it, as the sweeps of a sidecar older than its window do.
   let aged: RunResult | undefined;
   const old = await startPair(options.scratch, "w6-aged", { WEFT_DEDUP_WINDOW: "5s", WEFT_PEER_TIMEOUT: "1s" });
   try {
@@ -300,7 +301,7 @@ export const workload: Workload = async (options) => {
     twoRow.rssMiB = Math.max(rss.a, rss.b);
     rows.push(oneRow, twoRow);
     if (plan === plans[0] && aged) {
-      const agedRow = row(`W6-${k}-2hop-aged`, `2hop on sidecars older than their dedup window (5 s here), whose sweeps forget entries meanwhile`, aged, plan.rate, added(aged));
+      const agedRow = row(`W6-${k}-2hop-aged`, `2hop on sidecars older than their dedup window (5 s here), whose sweeps clear dedup tables meanwhile`, aged, plan.rate, added(aged));
       agedRow.ceiling = `W6-${k}-raw`;
       agedRow.compare = "latency";
       rows.push(agedRow);

@@ -850,6 +850,10 @@ export class OriginLog {
    * Once the dedup table not written has not been for a whole window, clears it (a range
    * delete on LevelDB's thread: nothing per entry on this loop) and makes it the one written.
    * A crash before the switch is written clears it again on the next sweep.
+   *
+   * One call: 600 000 entries (10 minutes at 1k events/s) take ~1 s and ~1.4 s of CPU. In
+   * steps of 16 384 with pauses it took 8 s and 4.5 s of CPU, as each step's iterator walks
+   * the deletions of the steps before it.
    */
   private async rotateDedupTables(): Promise<void> {
     if (this.closed || this.now() - this.tables.since < this.dedupWindowMs) return;

@@ -7,6 +7,10 @@
  * - raw: a grpc-js bidi stream to an echo server in a child process (the ceiling);
  * - 1hop: publish and subscribe on one `weft sidecar` process (durable, ack each);
  * - 2hop: publish on sidecar A, subscribe on sidecar B (two processes, linked);
+ * - raw-2hop (1k only): the path of two hops without Weft: a grpc-js stream to a relay
+ *   process, which writes each message to a stream to a sink process, which writes it to the
+ *   subscriber's stream (support/w6-hop-server.ts); not a ceiling of any target, it shows
+ *   what a third process and a second hop cost on this machine;
  * - 2hop-aged (1k only): 2hop on sidecars with a 5 s dedup window, so their sweeps forget
  *   dedup entries while it is measured (each sweep, every 10 s, clears the dedup table past
  *   the window), as every sidecar older than its window (10 min by default) does; the other
@@ -25,7 +29,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
-import { type ClientDuplexStream, credentials } from "@grpc/grpc-js";
+import { type ClientDuplexStream, Metadata, credentials } from "@grpc/grpc-js";
 import { connect } from "../../src/client/index.js";
 import { startScript } from "./child-process.js";
 import { Histogram, type WeftProcess, cpuTicks, stealPercent, procMemory, round3, sleep, stampOf, stamped, startOne, startPair, warmUp } from "./support/hop-procs.js";
@@ -34,6 +38,7 @@ import type { BenchRow, Workload } from "./types.js";
 
 const PAYLOAD = 256;
 const ECHO_SERVER = fileURLToPath(new URL("./support/w6-echo-server.ts", import.meta.url));
+const HOP_SERVER = fileURLToPath(new URL("./support/w6-hop-server.ts", import.meta.url));
 const NO_LOG_SERVER = fileURLToPath(new URL("./raw-grpc-server.ts", import.meta.url));
 
 interface Plan {
@@ -106,8 +111,8 @@ async function openLoop(plan: Plan, start: (onDelivery: (stamp: number) => void)
   return { latency, warmup, expected, delivered, maxSendLagMs, stealPct };
 }
 
-async function startEchoServer(): Promise<{ child: ChildProcess; address: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", ECHO_SERVER], { stdio: ["ignore", "pipe", "inherit"] });
+async function startEchoServer(script = ECHO_SERVER, args: string[] = []): Promise<{ child: ChildProcess; address: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], { stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`echo server did not start: ${out}`)), 30_000);
@@ -141,6 +146,36 @@ async function runRaw(address: string, plan: Plan): Promise<RunResult> {
   } finally {
     call.end();
     client.close();
+  }
+}
+
+/** Raw two hops: sent to the relay at `relayAddress`, received from the sink at `sinkAddress`. */
+async function runRawTwo(relayAddress: string, sinkAddress: string, plan: Plan): Promise<RunResult> {
+  const options = { "grpc-node.flow_control_window": 16 * 1024 * 1024 };
+  const pubClient = new EchoClient(relayAddress, credentials.createInsecure(), options);
+  const subClient = new EchoClient(sinkAddress, credentials.createInsecure(), options);
+  const role = new Metadata();
+  role.set("role", "sub");
+  const sub = (subClient as unknown as { Echo(m: Metadata): ClientDuplexStream<Buffer, Buffer> }).Echo(role);
+  const pub = (pubClient as unknown as { Echo(): ClientDuplexStream<Buffer, Buffer> }).Echo();
+  sub.on("error", () => {});
+  pub.on("error", () => {});
+  try {
+    // The sink answers the subscription with an empty message; then one event warms the path.
+    await once(sub, "data");
+    await new Promise<void>((resolve) => {
+      sub.once("data", () => resolve());
+      pub.write(stamped(PAYLOAD, -1));
+    });
+    return await openLoop(plan, (onDelivery) => {
+      sub.on("data", (b: Buffer) => onDelivery(stampOf(b)));
+      return (stamp) => pub.write(stamped(PAYLOAD, stamp));
+    });
+  } finally {
+    pub.end();
+    sub.end();
+    pubClient.close();
+    subClient.close();
   }
 }
 
@@ -242,6 +277,22 @@ export const workload: Workload = async (options) => {
     await noLog.stop();
   }
 
+  // Raw two hops (1k only): the sink, then the relay that writes to it.
+  let rawTwo: RunResult | undefined;
+  const sink = await startEchoServer(HOP_SERVER);
+  try {
+    const relay = await startEchoServer(HOP_SERVER, [sink.address]);
+    try {
+      rawTwo = await runRawTwo(relay.address, sink.address, plans[0]!);
+    } finally {
+      relay.child.kill("SIGKILL");
+      await once(relay.child, "exit").catch(() => {});
+    }
+  } finally {
+    sink.child.kill("SIGKILL");
+    await once(sink.child, "exit").catch(() => {});
+  }
+
   let solo: WeftProcess | undefined;
   try {
     solo = await startOne(options.scratch, "w6-one");
@@ -300,6 +351,12 @@ export const workload: Workload = async (options) => {
     twoRow.compare = "latency";
     twoRow.rssMiB = Math.max(rss.a, rss.b);
     rows.push(oneRow, twoRow);
+    if (plan === plans[0] && rawTwo) {
+      const rawTwoRow = row(`W6-${k}-raw-2hop`, `raw grpc-js over two hops (relay process → sink process → subscriber) at ${k} events/s: a third process and a second hop without Weft`, rawTwo, plan.rate, added(rawTwo));
+      rawTwoRow.ceiling = `W6-${k}-raw`;
+      rawTwoRow.compare = "latency";
+      rows.push(rawTwoRow);
+    }
     if (plan === plans[0] && aged) {
       const agedRow = row(`W6-${k}-2hop-aged`, `2hop on sidecars older than their dedup window (5 s here), whose sweeps clear dedup tables meanwhile`, aged, plan.rate, added(aged));
       agedRow.ceiling = `W6-${k}-raw`;

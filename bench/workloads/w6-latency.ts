@@ -129,53 +129,50 @@ async function startEchoServer(script = ECHO_SERVER, args: string[] = []): Promi
   return { child, address: `127.0.0.1:${port}` };
 }
 
-async function runRaw(address: string, plan: Plan): Promise<RunResult> {
-  const client = new EchoClient(address, credentials.createInsecure(), { "grpc-node.flow_control_window": 16 * 1024 * 1024 });
-  const call = (client as unknown as { Echo(): ClientDuplexStream<Buffer, Buffer> }).Echo();
+const RAW_OPTIONS = { "grpc-node.flow_control_window": 16 * 1024 * 1024 };
+
+/** A stream of the raw echo service at `address`; `close` ends it and its client. */
+function echoStream(address: string, metadata = new Metadata()): { call: ClientDuplexStream<Buffer, Buffer>; close: () => void } {
+  const client = new EchoClient(address, credentials.createInsecure(), RAW_OPTIONS);
+  const call = (client as unknown as { Echo(m: Metadata): ClientDuplexStream<Buffer, Buffer> }).Echo(metadata);
   call.on("error", () => {});
-  // Warm the connection first: the stream is open once one echo came back.
+  return { call, close: () => (call.end(), client.close()) };
+}
+
+/** One open-loop run that writes each event on `out` and hears it back on `back`. */
+async function runRawPath(out: ClientDuplexStream<Buffer, Buffer>, back: ClientDuplexStream<Buffer, Buffer>, plan: Plan): Promise<RunResult> {
+  // Warm the path first: it is open once one event came back.
   await new Promise<void>((resolve) => {
-    call.once("data", () => resolve());
-    call.write(stamped(PAYLOAD, -1));
+    back.once("data", () => resolve());
+    out.write(stamped(PAYLOAD, -1));
   });
+  return openLoop(plan, (onDelivery) => {
+    back.on("data", (b: Buffer) => onDelivery(stampOf(b)));
+    return (stamp) => out.write(stamped(PAYLOAD, stamp));
+  });
+}
+
+async function runRaw(address: string, plan: Plan): Promise<RunResult> {
+  const echo = echoStream(address);
   try {
-    return await openLoop(plan, (onDelivery) => {
-      call.on("data", (b: Buffer) => onDelivery(stampOf(b)));
-      return (stamp) => call.write(stamped(PAYLOAD, stamp));
-    });
+    return await runRawPath(echo.call, echo.call, plan);
   } finally {
-    call.end();
-    client.close();
+    echo.close();
   }
 }
 
 /** Raw two hops: sent to the relay at `relayAddress`, received from the sink at `sinkAddress`. */
 async function runRawTwo(relayAddress: string, sinkAddress: string, plan: Plan): Promise<RunResult> {
-  const options = { "grpc-node.flow_control_window": 16 * 1024 * 1024 };
-  const pubClient = new EchoClient(relayAddress, credentials.createInsecure(), options);
-  const subClient = new EchoClient(sinkAddress, credentials.createInsecure(), options);
   const role = new Metadata();
   role.set("role", "sub");
-  const sub = (subClient as unknown as { Echo(m: Metadata): ClientDuplexStream<Buffer, Buffer> }).Echo(role);
-  const pub = (pubClient as unknown as { Echo(): ClientDuplexStream<Buffer, Buffer> }).Echo();
-  sub.on("error", () => {});
-  pub.on("error", () => {});
+  const sub = echoStream(sinkAddress, role);
+  const pub = echoStream(relayAddress);
   try {
-    // The sink answers the subscription with an empty message; then one event warms the path.
-    await once(sub, "data");
-    await new Promise<void>((resolve) => {
-      sub.once("data", () => resolve());
-      pub.write(stamped(PAYLOAD, -1));
-    });
-    return await openLoop(plan, (onDelivery) => {
-      sub.on("data", (b: Buffer) => onDelivery(stampOf(b)));
-      return (stamp) => pub.write(stamped(PAYLOAD, stamp));
-    });
+    await once(sub.call, "data"); // the sink answers the subscription with an empty message
+    return await runRawPath(pub.call, sub.call, plan);
   } finally {
-    pub.end();
-    sub.end();
-    pubClient.close();
-    subClient.close();
+    pub.close();
+    sub.close();
   }
 }
 

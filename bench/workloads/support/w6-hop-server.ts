@@ -44,4 +44,3 @@ server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, port
   if (error) throw error;
   process.stdout.write(`listening ${port}\n`);
 });
-

@@ -144,6 +144,29 @@ describe("OriginLog", () => {
     expect(asked).toBe(2); // in the one dedup table written so far (the other is empty)
   });
 
+  it("loads its dedup filter during a sustained load, not only once appends pause", async () => {
+    const { log, dir } = await openLog();
+    await log.append(Array.from({ length: 1000 }, (_, i) => entry("a", `old-${i}`)));
+    await log.close();
+    const { log: again } = await openLog({}, dir);
+    // Appends of 100 KB events queued at once make dozens of groups (a group ends at 256 KiB),
+    // which keep the write loop busy from the first to the last; the first starts the load.
+    const order: string[] = [];
+    // The load's snapshot is the log's one read of keys alone (LevelDB's own, only noted).
+    const db = dbOf(again);
+    const keys = db.keys.bind(db);
+    db.keys = (range) => (order.push("snapshot"), keys(range));
+    const big = "x".repeat(100 * 1024);
+    const appends = Array.from({ length: 100 }, (_, i) => again.append([entry("a", `new-${i}`, big)]).then(() => order.push(`append ${i}`)));
+    await Promise.all(appends);
+    // Taken after the first group or two, not once the last of the 100 appends is written.
+    expect(order).toContain("snapshot");
+    expect(order.indexOf("snapshot")).toBeLessThan(10);
+    await again.dedupFilterSettled();
+    // And it holds what was stored before the restart.
+    expect(await again.append([entry("a", "old-7")])).toEqual([{ sequence: 8, duplicate: true }]);
+  });
+
   it("dedups ids stored before a restart while its dedup filter loads, and ids appended meanwhile, after", async () => {
     const { log, dir } = await openLog();
     const ids = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `id-${from + i}`);

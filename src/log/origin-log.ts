@@ -292,6 +292,8 @@ const DEDUP_LOAD_BYTES = 256 * 1024;
 export class OriginLog {
   private readonly heads = new Map<string, ChannelHead>();
   private readonly queue: (PendingAppend | PendingTask)[] = [];
+  /** Tasks for the next point between two groups (see taskBetweenGroups). */
+  private readonly betweenGroups: PendingTask[] = [];
   private sweeping: Promise<void> | undefined;
   private writing = false;
   private closed = false;
@@ -410,13 +412,24 @@ export class OriginLog {
   }
 
   /**
+   * Runs `run` in the write loop at the next point between two append groups, ahead of the
+   * appends queued before it: for work that changes no head and needs only that no group
+   * is prepared and unwritten (the dedup filter's snapshot). Behind them, under a sustained
+   * load it waited until the load paused, and every id was looked up meanwhile.
+   */
+  private taskBetweenGroups(run: () => Promise<void>): Promise<void> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: "task", run, resolve, reject }, true));
+  }
+
+  /**
    * Queues a job; an idle write loop starts after the current callback (a microtask), not
    * in the loop's next check phase: an event that comes alone is written without waiting
    * for the other I/O of the same turn. Appends that come while a group is written make the
    * next group.
    */
-  private enqueue(job: PendingAppend | PendingTask): void {
-    this.queue.push(job);
+  private enqueue(job: PendingAppend | PendingTask, betweenGroups = false): void {
+    if (betweenGroups && job.kind === "task") this.betweenGroups.push(job);
+    else this.queue.push(job);
     if (!this.writing) {
       this.writing = true;
       this.drained = new Promise((r) => (this.markDrained = r));
@@ -433,16 +446,25 @@ export class OriginLog {
    */
   private async writeLoop(): Promise<void> {
     let next: Lookup | undefined;
-    while (next || this.queue.length > 0) {
+    const run = async (task: PendingTask): Promise<void> => {
+      try {
+        await task.run();
+        task.resolve();
+      } catch (e) {
+        task.reject(e);
+      }
+    };
+    while (next || this.queue.length > 0 || this.betweenGroups.length > 0) {
+      // Here no group is prepared and unwritten; `next` is only looked up.
+      const soon = this.betweenGroups.shift();
+      if (soon) {
+        await run(soon);
+        continue;
+      }
       const first = this.queue[0];
       if (!next && first?.kind === "task") {
         this.queue.shift();
-        try {
-          await first.run();
-          first.resolve();
-        } catch (e) {
-          first.reject(e);
-        }
+        await run(first);
         continue;
       }
       const current: Lookup = next ?? this.lookUp(this.takeGroup(), undefined);
@@ -754,7 +776,7 @@ export class OriginLog {
   private async loadDedupKeys(into: BloomFilter): Promise<void> {
     const snapshot = () => this.db.keys({ gte: DEDUP_PREFIX, lt: prefixEnd(DEDUP_PREFIX), fillCache: false, highWaterMarkBytes: DEDUP_LOAD_BYTES });
     let iterator: ReturnType<typeof snapshot> | undefined;
-    await this.task(async () => {
+    await this.taskBetweenGroups(async () => {
       iterator = snapshot();
     });
     try {

@@ -29,11 +29,15 @@ export const dedupKey = (channel: string, source: string, id: string): string =>
   `d!${channel}!${source.length}:${source}${id}`;
 /** What every dedup key starts with. */
 export const DEDUP_PREFIX = "d!";
+/** What every dedup table's keys start with, before the table's digit and "!". */
+const TABLE_MARK = `${DEDUP_PREFIX}#`;
 /** What the keys of dedup table `table` (0 or 1) start with; no channel name starts with '#'. */
-export const dedupTablePrefix = (table: number): string => `d!#${table}!`;
-/** The entry for (source, id) in dedup table `table`. */
-export const dedupTableKey = (table: number, channel: string, source: string, id: string): string =>
-  `d!#${table}!${channel}!${source.length}:${source}${id}`;
+export const dedupTablePrefix = (table: number): string => `${TABLE_MARK}${table}!`;
+/** The entry in dedup table `table` of the identity `key` (a dedupKey). */
+export const dedupTableKey = (table: number, key: string): string => dedupTablePrefix(table) + key.slice(DEDUP_PREFIX.length);
+/** The identity (dedupKey) of a stored dedup key: itself, or a table entry's without "#T!". */
+export const dedupIdentityOf = (stored: string): string =>
+  stored.startsWith(TABLE_MARK) ? DEDUP_PREFIX + stored.slice(TABLE_MARK.length + 2) : stored;
 export const groupKey = (channel: string, group: string): string => `g!${channel}!${group}`;
 export const ackedKey = (channel: string, group: string, seq: number): string =>
   `a!${channel}!${group}!${seqHex(seq)}`;

@@ -14,6 +14,7 @@ import {
   dedupKey,
   DEDUP_PREFIX,
   DEDUP_TABLES_KEY,
+  dedupIdentityOf,
   dedupTableKey,
   dedupTablePrefix,
   eventKey,
@@ -276,8 +277,6 @@ export const LEVELDB_OPTIONS = {
  * more than that when events come one or two at a time.
  */
 const SYNC_LOOKUPS = 8;
-/** What a dedup table's key starts with ("d!#"), before the table's digit and "!". */
-const TABLE_KEY_MARK = `${DEDUP_PREFIX}#`;
 /** Dedup keys the filter's load reads per native call, and the bytes it may take. */
 const DEDUP_LOAD_STEP = 2000;
 const DEDUP_LOAD_BYTES = 256 * 1024;
@@ -528,7 +527,7 @@ export class OriginLog {
           if (relay || legacy) askedFor.push(keys.length), ask.push(key);
           if (!relay) {
             for (let table = 0; table < 2; table++) {
-              if (this.tableMayHold[table]) askedFor.push(keys.length), ask.push(dedupTableKey(table, entry.channel, entry.source, entry.id));
+              if (this.tableMayHold[table]) askedFor.push(keys.length), ask.push(dedupTableKey(table, key));
             }
           }
         }
@@ -583,7 +582,7 @@ export class OriginLog {
         let list = events.get(entry.channel);
         if (!list) events.set(entry.channel, (list = []));
         list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry.origin, entry.onlyGroup));
-        const entryKey = relay ? dk : dedupTableKey(active, entry.channel, entry.source, entry.id);
+        const entryKey = relay ? dk : dedupTableKey(active, dk);
         batch.put(entryKey, Buffer.from(`${sequence}:${now}`));
         this.dedupFilter.add(dk);
         if (!relay) {
@@ -784,8 +783,7 @@ export class OriginLog {
         if (this.closed) throw new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed");
         const keys = await iterator!.nextv(DEDUP_LOAD_STEP);
         if (keys.length === 0) return;
-        // A table's entry is held as its identity (the key without "#T!").
-        for (const key of keys) into.add(key.startsWith(TABLE_KEY_MARK) ? `${DEDUP_PREFIX}${key.slice(TABLE_KEY_MARK.length + 2)}` : key);
+        for (const key of keys) into.add(dedupIdentityOf(key));
       }
     } finally {
       await iterator!.close();

@@ -26,7 +26,7 @@
  * sidecar runs for days. What that start costs is not hidden: `extra.warmupP99Ms` is the p99
  * of the warm-up's events. The 10k rows run on the same processes after the 1k rows.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { type ClientDuplexStream, Metadata, credentials } from "@grpc/grpc-js";
@@ -111,11 +111,12 @@ async function openLoop(plan: Plan, start: (onDelivery: (stamp: number) => void)
   return { latency, warmup, expected, delivered, maxSendLagMs, stealPct };
 }
 
-async function startEchoServer(script = ECHO_SERVER, args: string[] = []): Promise<{ child: ChildProcess; address: string }> {
+/** Starts a raw server script (the echo, or a hop server) in a child process; `stop` kills it. */
+async function startRawServer(script = ECHO_SERVER, args: string[] = []): Promise<{ address: string; stop: () => Promise<void> }> {
   const child = spawn(process.execPath, ["--import", "tsx", script, ...args], { stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`echo server did not start: ${out}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${script} did not start: ${out}`)), 30_000);
     child.stdout!.on("data", (b: Buffer) => {
       out += b.toString();
       const m = /listening (\d+)/.exec(out);
@@ -124,9 +125,13 @@ async function startEchoServer(script = ECHO_SERVER, args: string[] = []): Promi
         resolve(Number(m[1]));
       }
     });
-    child.once("exit", (code) => reject(new Error(`echo server exited with ${code}: ${out}`)));
+    child.once("exit", (code) => reject(new Error(`${script} exited with ${code}: ${out}`)));
   });
-  return { child, address: `127.0.0.1:${port}` };
+  const stop = async (): Promise<void> => {
+    child.kill("SIGKILL");
+    await once(child, "exit").catch(() => {});
+  };
+  return { address: `127.0.0.1:${port}`, stop };
 }
 
 const RAW_OPTIONS = { "grpc-node.flow_control_window": 16 * 1024 * 1024 };
@@ -250,7 +255,7 @@ export const workload: Workload = async (options) => {
   // made raw's p99 5.8 ms and every added p99 negative) cannot make a hop look free.
   const rawP99s = new Map<number, number[]>();
   const rawRuns = async (which: Plan[]): Promise<void> => {
-    const echo = await startEchoServer();
+    const echo = await startRawServer();
     try {
       for (const plan of which) {
         const r = await runRaw(echo.address, plan);
@@ -259,8 +264,7 @@ export const workload: Workload = async (options) => {
         if (!earlier || r.latency.quantile(0.99) < earlier.latency.quantile(0.99)) raw.set(plan.rate, r);
       }
     } finally {
-      echo.child.kill("SIGKILL");
-      await once(echo.child, "exit").catch(() => {});
+      await echo.stop();
     }
   };
   await rawRuns(plans);
@@ -303,18 +307,16 @@ export const workload: Workload = async (options) => {
   // Raw two hops (1k only): the sink, then the relay that writes to it. Last but for the
   // second raw run, so the Weft rows run in this process as they did before it existed.
   let rawTwo: RunResult | undefined;
-  const sink = await startEchoServer(HOP_SERVER);
+  const sink = await startRawServer(HOP_SERVER);
   try {
-    const relay = await startEchoServer(HOP_SERVER, [sink.address]);
+    const relay = await startRawServer(HOP_SERVER, [sink.address]);
     try {
       rawTwo = await runRawTwo(relay.address, sink.address, plans[0]!);
     } finally {
-      relay.child.kill("SIGKILL");
-      await once(relay.child, "exit").catch(() => {});
+      await relay.stop();
     }
   } finally {
-    sink.child.kill("SIGKILL");
-    await once(sink.child, "exit").catch(() => {});
+    await sink.stop();
   }
 
   await rawRuns(plans.slice(0, 1));
@@ -330,43 +332,34 @@ export const workload: Workload = async (options) => {
       addedP99Ms: round3(x.latency.quantile(0.99) - r.latency.quantile(0.99)),
       addedP999Ms: round3(x.latency.quantile(0.999) - r.latency.quantile(0.999)),
     });
+    /** A row shown by the latency it adds to the raw echo's at the same rate. */
+    const againstRaw = (id: string, title: string, x: RunResult, extra: Record<string, number> = {}): BenchRow => ({
+      ...row(`W6-${k}-${id}`, title, x, plan.rate, { ...added(x), ...extra }),
+      ceiling: `W6-${k}-raw`,
+      compare: "latency",
+    });
     const runs = (rawP99s.get(plan.rate) ?? []).map((v) => v.toFixed(2)).join(", ");
     rows.push(row(`W6-${k}-raw`, `raw grpc-js bidi echo at ${k} events/s, open loop, 256 B (ceiling)`, r, plan.rate, { rawP99RunsMs: runs }));
-    const oneRow = row(`W6-${k}-1hop`, `one sidecar (publish and subscribe on it) at ${k} events/s, open loop`, o, plan.rate, {
-      ...added(o),
-      ...(plan.rate === 1000 ? { targetAddedP99Ms: 1 } : {}),
-    });
-    oneRow.ceiling = `W6-${k}-raw`;
-    oneRow.compare = "latency";
-    oneRow.rssMiB = rss.one;
-    const twoRow = row(`W6-${k}-2hop`, `publish on sidecar A, subscribe on B at ${k} events/s, open loop`, t, plan.rate, {
-      ...added(t),
-      ...(plan.rate === 1000 ? { targetAddedP99Ms: 2 } : {}),
-      rssPeakMiBA: rss.a,
-      rssPeakMiBB: rss.b,
-    });
-    twoRow.ceiling = `W6-${k}-raw`;
-    twoRow.compare = "latency";
-    twoRow.rssMiB = Math.max(rss.a, rss.b);
-    rows.push(oneRow, twoRow);
-    if (plan === plans[0] && rawTwo) {
-      const rawTwoRow = row(`W6-${k}-raw-2hop`, `raw grpc-js over two hops (relay process → sink process → subscriber) at ${k} events/s: a third process and a second hop without Weft`, rawTwo, plan.rate, added(rawTwo));
-      rawTwoRow.ceiling = `W6-${k}-raw`;
-      rawTwoRow.compare = "latency";
-      rows.push(rawTwoRow);
+    const first = plan === plans[0];
+    rows.push(
+      {
+        ...againstRaw("1hop", `one sidecar (publish and subscribe on it) at ${k} events/s, open loop`, o, first ? { targetAddedP99Ms: 1 } : {}),
+        rssMiB: rss.one,
+      },
+      {
+        ...againstRaw("2hop", `publish on sidecar A, subscribe on B at ${k} events/s, open loop`, t, {
+          ...(first ? { targetAddedP99Ms: 2 } : {}),
+          rssPeakMiBA: rss.a,
+          rssPeakMiBB: rss.b,
+        }),
+        rssMiB: Math.max(rss.a, rss.b),
+      },
+    );
+    if (first && rawTwo) {
+      rows.push(againstRaw("raw-2hop", `raw grpc-js over two hops (relay process → sink process → subscriber) at ${k} events/s: a third process and a second hop without Weft`, rawTwo));
     }
-    if (plan === plans[0] && aged) {
-      const agedRow = row(`W6-${k}-2hop-aged`, `2hop on sidecars older than their dedup window (5 s here), whose sweeps clear dedup tables meanwhile`, aged, plan.rate, added(aged));
-      agedRow.ceiling = `W6-${k}-raw`;
-      agedRow.compare = "latency";
-      rows.push(agedRow);
-    }
-    if (plan === plans[0] && shape) {
-      const shapeRow = row(`W6-${k}-shape`, `the Weft client against the no-log server (W1's ceiling) at ${k} events/s: the API's four messages alone`, shape, plan.rate, added(shape));
-      shapeRow.ceiling = `W6-${k}-raw`;
-      shapeRow.compare = "latency";
-      rows.push(shapeRow);
-    }
+    if (first && aged) rows.push(againstRaw("2hop-aged", `2hop on sidecars older than their dedup window (5 s here), whose sweeps clear dedup tables meanwhile`, aged));
+    if (first && shape) rows.push(againstRaw("shape", `the Weft client against the no-log server (W1's ceiling) at ${k} events/s: the API's four messages alone`, shape));
   }
   return rows;
 };

@@ -3,6 +3,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { type AppendEntry, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
+import { DEDUP_TABLES_KEY, prefixEnd } from "../src/log/keys.js";
 import { relayIdentity } from "../src/log/record.js";
 import { tempDir } from "./support/sidecar.js";
 
@@ -22,7 +23,19 @@ interface RawDb {
   batch(): RawBatch;
 }
 const dbOf = (log: OriginLog): RawDb => (log as unknown as { db: RawDb }).db;
-const keysUnder = async (log: OriginLog, prefix: string): Promise<number> => (await dbOf(log).keys({ gte: prefix, lt: `${prefix}\uffff` }).all()).length;
+const keysUnder = async (log: OriginLog, prefix: string): Promise<number> => (await dbOf(log).keys({ gte: prefix, lt: prefixEnd(prefix) }).all()).length;
+/** Counts the events `log.read` returns and the most one call asked for, from now on. */
+function countReads(log: OriginLog): { events: number; mostAsked: number } {
+  const counts = { events: 0, mostAsked: 0 };
+  const read = log.read.bind(log);
+  log.read = async (...args) => {
+    counts.mostAsked = Math.max(counts.mostAsked, args[2]);
+    const events = await read(...args);
+    counts.events += events.length;
+    return events;
+  };
+  return counts;
+}
 
 describe("OriginLog", () => {
   const open: OriginLog[] = [];
@@ -253,37 +266,23 @@ describe("OriginLog", () => {
     let now = 1_000_000;
     const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 10_000, maxBytes: 1e12 }, dedupWindowMs: 10_000 });
     await log.append(Array.from({ length: 3000 }, (_, i) => entry("c", String(i))));
-    let eventsRead = 0;
-    let mostAsked = 0;
-    const read = log.read.bind(log);
-    log.read = async (...args) => {
-      mostAsked = Math.max(mostAsked, args[2]);
-      const events = await read(...args);
-      eventsRead += events.length;
-      return events;
-    };
+    const reads = countReads(log);
     await log.sweep();
     // One scan, for retention, which stops at the first event (the dedup window reads none).
-    expect(eventsRead).toBe(1);
+    expect(reads.events).toBe(1);
     expect(log.head("c")).toMatchObject({ first: 1, expired: 0 });
     now += 20_000;
     await log.sweep();
     expect(log.head("c")).toMatchObject({ first: 3001, last: 3000, expired: 3000 });
     // A pass decodes and removes a few dozen events, so it holds the loop briefly.
-    expect(mostAsked).toBeLessThanOrEqual(64);
+    expect(reads.mostAsked).toBeLessThanOrEqual(64);
   });
 
   it("forgets dedup entries past the window without reading an event: their table is cleared whole", async () => {
     let now = 1_000_000;
     const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 1e12, maxBytes: 1e12 }, dedupWindowMs: 10_000 });
     await log.append(Array.from({ length: 1000 }, (_, i) => entry("c", String(i))));
-    let eventsRead = 0;
-    const read = log.read.bind(log);
-    log.read = async (...args) => {
-      const events = await read(...args);
-      eventsRead += events.length;
-      return events;
-    };
+    const reads = countReads(log);
     // Two sweeps a window apart: the first makes the other (empty) table the one written,
     // the second clears the table that holds the 1000 entries.
     now += 10_000;
@@ -292,7 +291,7 @@ describe("OriginLog", () => {
     now += 10_000;
     await log.sweep();
     expect(await keysUnder(log, "d!")).toBe(0);
-    expect(eventsRead).toBe(2); // the retention scan's first read, in each sweep
+    expect(reads.events).toBe(2); // the retention scan's first read, in each sweep
     expect(log.head("c")).toMatchObject({ first: 1, last: 1000 });
     // Past the window, a re-publish is stored again; the events themselves stay.
     const again = await log.append([entry("c", "0"), entry("c", "999")]);
@@ -353,8 +352,8 @@ describe("OriginLog", () => {
     await log.append([entry("c", "old")]);
     // Rewrite the log as one written before the tables: the entry where relay copies' are, no table state.
     const db = dbOf(log);
-    const [tableKey, value] = (await db.iterator({ gte: "d!#", lt: "d!#\uffff" }).all())[0]!;
-    await db.batch().del(tableKey).put(tableKey.replace(/^d!#0!/, "d!"), value).del("m!dedup-tables").write();
+    const [tableKey, value] = (await db.iterator({ gte: "d!#", lt: prefixEnd("d!#") }).all())[0]!;
+    await db.batch().del(tableKey).put(tableKey.replace(/^d!#0!/, "d!"), value).del(DEDUP_TABLES_KEY).write();
     await log.close();
     const { log: again } = await openLog(options, dir);
     now += 9_999;

@@ -157,7 +157,7 @@ describe("OriginLog", () => {
     expect(asked).toBe(2); // in the one dedup table written so far (the other is empty)
   });
 
-  it("loads its dedup filter during a sustained load, not only once appends pause", async () => {
+  it("takes its dedup filter's snapshot at the next point between groups, not behind every queued append", async () => {
     const { log, dir } = await openLog();
     await log.append(Array.from({ length: 1000 }, (_, i) => entry("a", `old-${i}`)));
     await log.close();

@@ -136,15 +136,16 @@ type Db = ClassicLevel<string, Uint8Array>;
 type ChainedBatch = ReturnType<Db["batch"]>;
 
 interface PendingAppend {
-  kind: "append";
   entries: AppendEntry[];
   resolve: (results: AppendResult[]) => void;
   reject: (error: unknown) => void;
 }
 
-/** Work that changes heads other than appending (retention); runs alone in the write loop. */
+/**
+ * Work in the write loop other than appending (retention, the dedup tables' switch, the dedup
+ * filter's snapshot); runs alone, at a point where no group is prepared and unwritten.
+ */
 interface PendingTask {
-  kind: "task";
   run: () => Promise<void>;
   resolve: () => void;
   reject: (error: unknown) => void;
@@ -290,9 +291,8 @@ const DEDUP_LOAD_BYTES = 256 * 1024;
  */
 export class OriginLog {
   private readonly heads = new Map<string, ChannelHead>();
-  private readonly queue: (PendingAppend | PendingTask)[] = [];
-  /** Tasks for the next point between two groups (see taskBetweenGroups). */
-  private readonly betweenGroups: PendingTask[] = [];
+  private readonly queue: PendingAppend[] = [];
+  private readonly tasks: PendingTask[] = [];
   private sweeping: Promise<void> | undefined;
   private writing = false;
   private closed = false;
@@ -402,33 +402,32 @@ export class OriginLog {
     if (this.closed) {
       return Promise.reject(new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed"));
     }
-    return new Promise((resolve, reject) => this.enqueue({ kind: "append", entries, resolve, reject }));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ entries, resolve, reject });
+      this.startWriting();
+    });
   }
 
-  /** Runs `run` in the write loop, between append batches, so heads change in one place only. */
+  /**
+   * Runs `run` in the write loop, so heads change in one place only: at the next point
+   * between two append groups, ahead of the appends queued meanwhile (a group already looked
+   * up is prepared after it, against the heads it leaves). Behind every queued append, the
+   * dedup filter's snapshot had waited for all of them, and each of their ids was looked up
+   * in LevelDB meanwhile.
+   */
   private task(run: () => Promise<void>): Promise<void> {
-    return new Promise((resolve, reject) => this.enqueue({ kind: "task", run, resolve, reject }));
+    return new Promise((resolve, reject) => {
+      this.tasks.push({ run, resolve, reject });
+      this.startWriting();
+    });
   }
 
   /**
-   * Runs `run` in the write loop at the next point between two append groups, ahead of the
-   * appends queued before it: for work that changes no head and needs only that no group
-   * is prepared and unwritten (the dedup filter's snapshot). Behind them, under a sustained
-   * load it waited until the load paused, and every id was looked up meanwhile.
+   * An idle write loop starts after the current callback (a microtask), not in the loop's
+   * next check phase: an event that comes alone is written without waiting for the other
+   * I/O of the same turn. Appends that come while a group is written make the next group.
    */
-  private taskBetweenGroups(run: () => Promise<void>): Promise<void> {
-    return new Promise((resolve, reject) => this.enqueue({ kind: "task", run, resolve, reject }, true));
-  }
-
-  /**
-   * Queues a job; an idle write loop starts after the current callback (a microtask), not
-   * in the loop's next check phase: an event that comes alone is written without waiting
-   * for the other I/O of the same turn. Appends that come while a group is written make the
-   * next group.
-   */
-  private enqueue(job: PendingAppend | PendingTask, betweenGroups = false): void {
-    if (betweenGroups && job.kind === "task") this.betweenGroups.push(job);
-    else this.queue.push(job);
+  private startWriting(): void {
     if (!this.writing) {
       this.writing = true;
       this.drained = new Promise((r) => (this.markDrained = r));
@@ -453,17 +452,11 @@ export class OriginLog {
         task.reject(e);
       }
     };
-    while (next || this.queue.length > 0 || this.betweenGroups.length > 0) {
+    while (next || this.queue.length > 0 || this.tasks.length > 0) {
       // Here no group is prepared and unwritten; `next` is only looked up.
-      const soon = this.betweenGroups.shift();
-      if (soon) {
-        await run(soon);
-        continue;
-      }
-      const first = this.queue[0];
-      if (!next && first?.kind === "task") {
-        this.queue.shift();
-        await run(first);
+      const task = this.tasks.shift();
+      if (task) {
+        await run(task);
         continue;
       }
       const current: Lookup = next ?? this.lookUp(this.takeGroup(), undefined);
@@ -471,7 +464,7 @@ export class OriginLog {
       let written: Written | undefined;
       try {
         written = this.prepare(current, await current.stored);
-        if (this.queue[0]?.kind === "append") next = this.lookUp(this.takeGroup(), written.seen);
+        if (this.queue.length > 0) next = this.lookUp(this.takeGroup(), written.seen);
         await written.batch.write({ sync: this.fsync });
       } catch (e) {
         for (const settle of written?.settles ?? []) settle(false);
@@ -497,7 +490,7 @@ export class OriginLog {
     let bytes = 0;
     while (count < MAX_APPEND_GROUP && bytes < MAX_APPEND_GROUP_BYTES) {
       const next = this.queue[0];
-      if (!next || next.kind !== "append") break;
+      if (!next) break;
       this.queue.shift();
       group.push(next);
       count += next.entries.length;
@@ -775,7 +768,7 @@ export class OriginLog {
   private async loadDedupKeys(into: BloomFilter): Promise<void> {
     const snapshot = () => this.db.keys({ gte: DEDUP_PREFIX, lt: prefixEnd(DEDUP_PREFIX), fillCache: false, highWaterMarkBytes: DEDUP_LOAD_BYTES });
     let iterator: ReturnType<typeof snapshot> | undefined;
-    await this.taskBetweenGroups(async () => {
+    await this.task(async () => {
       iterator = snapshot();
     });
     try {

@@ -1,7 +1,6 @@
 import { open } from "node:fs/promises";
 import { isIPv6 } from "node:net";
 import { dirname, resolve } from "node:path";
-import { parseDocument } from "yaml";
 import { WeftError } from "../src/contract/errors.js";
 import { NODE_ID_RULE, checkChannel, isNodeId } from "../src/contract/validate.js";
 import type { Retention } from "../src/log/origin-log.js";
@@ -265,6 +264,8 @@ async function readConfigFile(path: string): Promise<unknown> {
   } catch {
     return fail("is not UTF-8 text; a config file is YAML or JSON");
   }
+  // Loaded only here: the yaml package is ~50 ms of a sidecar's start, and most start without a file.
+  const { parseDocument } = await import("yaml");
   const doc = parseDocument(text, { schema: "core", uniqueKeys: true, prettyErrors: true, strict: true });
   const error = doc.errors[0] ?? doc.warnings[0];
   if (error) return fail(`is not valid YAML or JSON: ${error.message.split("\n")[0]!.replace(/:$/, "")}`);

@@ -3,12 +3,12 @@ import { hostname } from "node:os";
 import { DEFAULT_LIMITS, isNodeId } from "../src/contract/validate.js";
 import { EventCounters, SidecarAdmin } from "../src/admin/index.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
-import { PeerServer } from "../src/grpc/peer-server.js";
-import { ServiceServer } from "../src/grpc/server.js";
+import type { PeerServer } from "../src/grpc/peer-server.js";
+import type { ServiceServer } from "../src/grpc/server.js";
 import { Dialer } from "../src/mesh/dialer.js";
 import { MeshNode } from "../src/mesh/mesh-node.js";
-import { HttpServer, serveOperations } from "../src/ops/http-server.js";
-import { type Dashboard, serveDashboard } from "../src/ops/dashboard/index.js";
+import type { HttpServer } from "../src/ops/http-server.js";
+import type { Dashboard } from "../src/ops/dashboard/index.js";
 import { SidecarMetrics } from "../src/ops/metrics.js";
 import { type Observer, composeObservers } from "../src/ops/observer.js";
 import { type LogFormat, type LogLevel, type Logger, createLogger } from "../src/ops/logger.js";
@@ -166,6 +166,10 @@ export class Sidecar {
     const collector = new BurstCollector();
     const observer = composeObservers(metrics, counters, logObserver(logger), collector.observer, options.observer);
     await mkdir(config.dataDir, { recursive: true });
+    // The listeners' modules load on this thread while LevelDB opens (and replays its
+    // write-ahead log after a crash) on its own: a restart's first delivery comes that much sooner.
+    const loading = import("./listeners.js");
+    loading.catch(() => undefined); // awaited below; not unhandled if the open fails first
     const log = await OriginLog.open(config.dataDir, {
       fsync: config.fsync,
       dedupWindowMs: config.dedupWindowMs,
@@ -173,6 +177,14 @@ export class Sidecar {
       channelRetention: config.channels,
       observer,
     });
+    let listeners: typeof import("./listeners.js");
+    try {
+      listeners = await loading;
+    } catch (e) {
+      await log.close();
+      throw e;
+    }
+    const { PeerServer, ServiceServer, HttpServer, serveOperations, serveDashboard } = listeners;
     const engine = new DeliveryEngine(log, {
       observer,
       onError: (err, channel, group) => logger.error({ channel, group, err }, `group ${channel}/${group}: ${(err as Error).message}`),

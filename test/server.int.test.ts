@@ -116,6 +116,35 @@ describe("service server", () => {
     health.close();
   });
 
+  it("refuses a malformed health request with INVALID_ARGUMENT, skips unknown fields and keeps a hostile name out of the status", async () => {
+    t = await startSidecar();
+    const client = new Client(t.address, credentials.createInsecure());
+    const name = (s: string): Uint8Array => new BinaryWriter().tag(1, WireType.LengthDelimited).string(s).finish();
+    const refusal = { code: status.INVALID_ARGUMENT, details: expect.stringContaining("not a grpc.health.v1.HealthCheckRequest") };
+    // Truncated (a length past the end), and field 1 as a varint instead of a string.
+    for (const bad of [Uint8Array.of(0x0a, 0x05, 0x61), Uint8Array.of(0x08, 0x01)]) {
+      const err = await unary(client, "/grpc.health.v1.Health/Check", bad).then(() => undefined, (e: ServiceError) => e);
+      expect(err).toMatchObject(refusal);
+      expect(err!.metadata.get("weft-reason")).toEqual(["MALFORMED_MESSAGE"]);
+      const watched = await new Promise<ServiceError>((resolve) => {
+        const call = client.makeServerStreamRequest("/grpc.health.v1.Health/Watch", raw, raw, Buffer.from(bad));
+        call.on("data", () => resolve(new Error("a Watch of a malformed request answered") as ServiceError));
+        call.on("error", resolve);
+      });
+      expect(watched).toMatchObject(refusal);
+    }
+    // An unknown field before the name is skipped.
+    const withUnknown = Buffer.concat([new BinaryWriter().tag(7, WireType.Varint).int32(5).finish(), name("weft.v1.Mesh")]);
+    expect(fields(await unary(client, "/grpc.health.v1.Health/Check", withUnknown))).toEqual([[1, 1]]);
+    // A 100 000-character name is NOT_FOUND, quoted in part.
+    const long = await unary(client, "/grpc.health.v1.Health/Check", name("x".repeat(100_000))).then(() => undefined, (e: ServiceError) => e);
+    expect(long).toMatchObject({ code: status.NOT_FOUND, details: expect.stringContaining("(100000 characters)") });
+    expect(long!.details.length).toBeLessThan(300);
+    // The sidecar still answers.
+    expect(fields(await unary(client, "/grpc.health.v1.Health/Check", name("")))).toEqual([[1, 1]]);
+    client.close();
+  });
+
   it("keeps health NOT_SERVING on a service server until its owner sets SERVING", async () => {
     const dataDir = await tempDir();
     const log = await OriginLog.open(dataDir);

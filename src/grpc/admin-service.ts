@@ -1,8 +1,9 @@
 import { type DescMessage, type MessageInitShape, type MessageShape, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Metadata, type ServerUnaryCall, type ServiceError, type UntypedServiceImplementation, type sendUnaryData, status } from "@grpc/grpc-js";
+import { type ServerUnaryCall, type UntypedServiceImplementation, type sendUnaryData } from "@grpc/grpc-js";
 import type { LogRange, SidecarAdmin } from "../admin/sidecar-admin.js";
-import { Reason, WeftError, invalid } from "../contract/errors.js";
+import { Reason, invalid } from "../contract/errors.js";
+import { serviceError } from "./status.js";
 import {
   ListChannelsRequestSchema,
   ListChannelsResponseSchema,
@@ -142,17 +143,6 @@ function unary<I extends DescMessage, O extends DescMessage>(
       (e: unknown) => callback(serviceError(e)),
     );
   };
-}
-
-/** The status of a failure: a WeftError keeps its code and reason; anything else is INTERNAL. */
-function serviceError(error: unknown): Partial<ServiceError> {
-  const metadata = new Metadata();
-  if (error instanceof WeftError) {
-    metadata.set("weft-reason", error.reason);
-    if (error.field) metadata.set("weft-field", error.field);
-    return { code: error.code, details: error.message, metadata };
-  }
-  return { code: status.INTERNAL, details: `INTERNAL: ${(error as Error)?.message ?? String(error)}`, metadata };
 }
 
 /** A uint64 sequence as a number; beyond 2^53 - 1 it cannot name anything stored. */

@@ -1,5 +1,6 @@
 import {
   Metadata,
+  type MethodDefinition,
   type Server,
   type ServerUnaryCall,
   type ServerWritableStream,
@@ -7,8 +8,9 @@ import {
   type sendUnaryData,
   status,
 } from "@grpc/grpc-js";
-import { service as healthDefinition } from "grpc-health-check";
-import { Reason } from "../contract/errors.js";
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { Reason, invalid } from "../contract/errors.js";
+import { serviceError } from "./status.js";
 
 /** What the sidecar reports: it serves, or it does not (starting, or stopping). */
 export type ServingStatus = "SERVING" | "NOT_SERVING";
@@ -19,14 +21,68 @@ export type ServingStatus = "SERVING" | "NOT_SERVING";
  */
 export const HEALTH_SERVICES: readonly string[] = ["", "weft.v1.Mesh", "weft.v1.Peer"];
 
-// grpc.health.v1 messages as grpc-health-check's definition decodes and encodes them.
-interface HealthCheckRequest {
-  service: string;
+/** grpc.health.v1's HealthCheckResponse.ServingStatus, by number. */
+const STATUS_NUMBERS = { SERVING: 1, NOT_SERVING: 2, SERVICE_UNKNOWN: 3 } as const;
+type ReportedStatus = keyof typeof STATUS_NUMBERS;
+type WatchCall = ServerWritableStream<Buffer, Uint8Array>;
+
+/**
+ * grpc.health.v1.Health over raw bytes, its three small messages written and read here: the
+ * grpc-health-check package's definition parsed health.proto with protobufjs on import, ~70-90
+ * ms of every start (bench/README.md, W7).
+ */
+const healthDefinition: ServiceDefinition = {
+  Check: method("Check", false),
+  Watch: method("Watch", true),
+  List: method("List", false),
+};
+
+function method(name: string, responseStream: boolean): MethodDefinition<Uint8Array, Uint8Array> {
+  const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  return {
+    path: `/grpc.health.v1.Health/${name}`,
+    requestStream: false,
+    responseStream,
+    requestSerialize: asBuffer,
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: asBuffer,
+    responseDeserialize: (b: Buffer) => b,
+  };
 }
-interface HealthCheckResponse {
-  status: ServingStatus | "SERVICE_UNKNOWN";
+
+/**
+ * The `service` of a HealthCheckRequest (field 1, a string; other fields are skipped).
+ * @throws WeftError INVALID_ARGUMENT (MALFORMED_MESSAGE) when the bytes are not one.
+ */
+function readServiceName(bytes: Uint8Array): string {
+  let service = "";
+  try {
+    const reader = new BinaryReader(bytes);
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag();
+      if (field === 1 && wireType !== WireType.LengthDelimited) throw new Error("field 1 (service) is not a string");
+      if (field === 1) service = reader.string();
+      else reader.skip(wireType);
+    }
+  } catch (e) {
+    throw invalid(Reason.MALFORMED_MESSAGE, "", `the request is not a grpc.health.v1.HealthCheckRequest: ${(e as Error).message}`);
+  }
+  return service;
 }
-type WatchCall = ServerWritableStream<HealthCheckRequest, HealthCheckResponse>;
+
+/** HealthCheckResponse{status}. */
+function checkResponse(reported: ReportedStatus): Uint8Array {
+  return new BinaryWriter().tag(1, WireType.Varint).int32(STATUS_NUMBERS[reported]).finish();
+}
+
+/** HealthListResponse{statuses}: a map of name to HealthCheckResponse. */
+function listResponse(statuses: [string, ReportedStatus][]): Uint8Array {
+  const writer = new BinaryWriter();
+  for (const [name, reported] of statuses) {
+    writer.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(name).tag(2, WireType.LengthDelimited).bytes(checkResponse(reported)).join();
+  }
+  return writer.finish();
+}
 
 /**
  * grpc.health.v1.Health (Check, Watch, List) for one sidecar.
@@ -39,7 +95,8 @@ type WatchCall = ServerWritableStream<HealthCheckRequest, HealthCheckResponse>;
  */
 export class HealthService {
   private current: ServingStatus = "NOT_SERVING";
-  private readonly watching = new Set<WatchCall>();
+  /** Open Watch calls, each with the name it watches. */
+  private readonly watching = new Map<WatchCall, string>();
   private closed = false;
 
   /** The status every name in HEALTH_SERVICES reports now. */
@@ -51,8 +108,8 @@ export class HealthService {
   set(serving: ServingStatus): void {
     if (serving === this.current) return;
     this.current = serving;
-    for (const call of this.watching) {
-      if (HEALTH_SERVICES.includes(call.request.service)) call.write({ status: serving });
+    for (const [call, name] of this.watching) {
+      if (HEALTH_SERVICES.includes(name)) call.write(checkResponse(serving));
     }
   }
 
@@ -64,33 +121,52 @@ export class HealthService {
   close(): void {
     this.set("NOT_SERVING");
     this.closed = true;
-    for (const call of [...this.watching]) endWatch(call);
+    for (const call of [...this.watching.keys()]) endWatch(call);
     this.watching.clear();
   }
 
   addToServer(server: Server): void {
-    server.addService(healthDefinition as unknown as ServiceDefinition, {
-      Check: (call: ServerUnaryCall<HealthCheckRequest, HealthCheckResponse>, callback: sendUnaryData<HealthCheckResponse>) => {
-        const name = call.request.service;
-        if (HEALTH_SERVICES.includes(name)) callback(null, { status: this.current });
-        else callback({ code: status.NOT_FOUND, details: `no health status for "${name}"; this sidecar reports ${HEALTH_SERVICES.map((s) => `"${s}"`).join(", ")}` });
+    server.addService(healthDefinition, {
+      Check: (call: ServerUnaryCall<Buffer, Uint8Array>, callback: sendUnaryData<Uint8Array>) => {
+        let name: string;
+        try {
+          name = readServiceName(call.request);
+        } catch (e) {
+          callback(serviceError(e));
+          return;
+        }
+        if (HEALTH_SERVICES.includes(name)) callback(null, checkResponse(this.current));
+        else callback({ code: status.NOT_FOUND, details: `no health status for ${quoted(name)}; this sidecar reports ${HEALTH_SERVICES.map((s) => `"${s}"`).join(", ")}` });
       },
       Watch: (call: WatchCall) => {
+        let name: string;
+        try {
+          name = readServiceName(call.request);
+        } catch (e) {
+          call.emit("error", serviceError(e));
+          return;
+        }
         if (this.closed) {
           endWatch(call);
           return;
         }
-        this.watching.add(call);
+        this.watching.set(call, name);
         const forget = (): void => void this.watching.delete(call);
         call.on("cancelled", forget);
         call.on("error", forget);
-        call.write({ status: HEALTH_SERVICES.includes(call.request.service) ? this.current : "SERVICE_UNKNOWN" });
+        call.write(checkResponse(HEALTH_SERVICES.includes(name) ? this.current : "SERVICE_UNKNOWN"));
       },
-      List: (_call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<{ statuses: Record<string, HealthCheckResponse> }>) => {
-        callback(null, { statuses: Object.fromEntries(HEALTH_SERVICES.map((s) => [s, { status: this.current }])) });
+      // HealthListRequest has no fields: whatever it holds is ignored.
+      List: (_call: ServerUnaryCall<Buffer, Uint8Array>, callback: sendUnaryData<Uint8Array>) => {
+        callback(null, listResponse(HEALTH_SERVICES.map((s) => [s, this.current])));
       },
     });
   }
+}
+
+/** A name as the error quotes it: at most 64 characters of it, so the status stays small. */
+function quoted(name: string): string {
+  return name.length <= 64 ? JSON.stringify(name) : `${JSON.stringify(name.slice(0, 64))}… (${name.length} characters)`;
 }
 
 function endWatch(call: WatchCall): void {

@@ -1,4 +1,4 @@
-import { Metadata, type ServerDuplexStream, status } from "@grpc/grpc-js";
+import { Metadata, type ServerDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
 import { WeftError } from "../contract/errors.js";
 
 /**
@@ -25,4 +25,15 @@ export function failStream(call: ServerDuplexStream<unknown, unknown>, error: un
 export function writeSafe(call: ServerDuplexStream<unknown, unknown>, message: Uint8Array): boolean {
   if (call.cancelled || call.destroyed || call.writableEnded) return false;
   return call.write(message);
+}
+
+/** The status of a failure: a WeftError keeps its code and reason; anything else is INTERNAL. */
+export function serviceError(error: unknown): Partial<ServiceError> {
+  const metadata = new Metadata();
+  if (error instanceof WeftError) {
+    metadata.set("weft-reason", error.reason);
+    if (error.field) metadata.set("weft-field", error.field);
+    return { code: error.code, details: error.message, metadata };
+  }
+  return { code: status.INTERNAL, details: `INTERNAL: ${(error as Error)?.message ?? String(error)}`, metadata };
 }

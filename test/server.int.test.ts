@@ -133,8 +133,8 @@ describe("service server", () => {
       });
       expect(watched).toMatchObject(refusal);
     }
-    // An unknown field before the name is skipped.
-    const withUnknown = Buffer.concat([new BinaryWriter().tag(7, WireType.Varint).int32(5).finish(), name("weft.v1.Mesh")]);
+    // Unknown fields before the name are skipped: a varint, and an (empty) group.
+    const withUnknown = Buffer.concat([new BinaryWriter().tag(7, WireType.Varint).int32(5).finish(), Uint8Array.of(0x43, 0x44), name("weft.v1.Mesh")]);
     expect(fields(await unary(client, "/grpc.health.v1.Health/Check", withUnknown))).toEqual([[1, 1]]);
     // A 100 000-character name is NOT_FOUND, quoted in part.
     const long = await unary(client, "/grpc.health.v1.Health/Check", name("x".repeat(100_000))).then(() => undefined, (e: ServiceError) => e);

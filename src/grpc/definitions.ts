@@ -17,19 +17,22 @@ const streaming = (method: DescMethod): { requestStream: boolean; responseStream
   responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
 });
 
+/** A method whose handler receives request bytes and writes response bytes. */
+export function rawMethod(path: string, kind: { requestStream: boolean; responseStream: boolean }): MethodDefinition<Buffer, Uint8Array> {
+  return {
+    path,
+    ...kind,
+    requestSerialize: asBuffer,
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: asBuffer,
+    responseDeserialize: (b: Buffer) => b,
+  };
+}
+
 /** A definition whose handlers receive request bytes and write response bytes. */
 export function rawServiceDefinition(service: DescService): ServiceDefinition {
   const def: Record<string, MethodDefinition<Buffer, Uint8Array>> = {};
-  for (const method of service.methods) {
-    def[method.name] = {
-      path: `/${service.typeName}/${method.name}`,
-      ...streaming(method),
-      requestSerialize: asBuffer,
-      requestDeserialize: (b: Buffer) => b,
-      responseSerialize: asBuffer,
-      responseDeserialize: (b: Buffer) => b,
-    };
-  }
+  for (const method of service.methods) def[method.name] = rawMethod(`/${service.typeName}/${method.name}`, streaming(method));
   return def;
 }
 

@@ -1,6 +1,5 @@
 import {
   Metadata,
-  type MethodDefinition,
   type Server,
   type ServerUnaryCall,
   type ServerWritableStream,
@@ -10,7 +9,8 @@ import {
 } from "@grpc/grpc-js";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Reason, invalid } from "../contract/errors.js";
-import { serviceError } from "./status.js";
+import { rawMethod } from "./definitions.js";
+import { failStream, serviceError } from "./status.js";
 
 /** What the sidecar reports: it serves, or it does not (starting, or stopping). */
 export type ServingStatus = "SERVING" | "NOT_SERVING";
@@ -32,23 +32,10 @@ type WatchCall = ServerWritableStream<Buffer, Uint8Array>;
  * import, 41-47 ms of every start (bench/README.md, W7).
  */
 const healthDefinition: ServiceDefinition = {
-  Check: method("Check", false),
-  Watch: method("Watch", true),
-  List: method("List", false),
+  Check: rawMethod("/grpc.health.v1.Health/Check", { requestStream: false, responseStream: false }),
+  Watch: rawMethod("/grpc.health.v1.Health/Watch", { requestStream: false, responseStream: true }),
+  List: rawMethod("/grpc.health.v1.Health/List", { requestStream: false, responseStream: false }),
 };
-
-function method(name: string, responseStream: boolean): MethodDefinition<Uint8Array, Uint8Array> {
-  const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  return {
-    path: `/grpc.health.v1.Health/${name}`,
-    requestStream: false,
-    responseStream,
-    requestSerialize: asBuffer,
-    requestDeserialize: (b: Buffer) => b,
-    responseSerialize: asBuffer,
-    responseDeserialize: (b: Buffer) => b,
-  };
-}
 
 /**
  * The `service` of a HealthCheckRequest (field 1, a string; other fields are skipped).
@@ -143,7 +130,7 @@ export class HealthService {
         try {
           name = readServiceName(call.request);
         } catch (e) {
-          call.emit("error", serviceError(e));
+          failStream(call, e);
           return;
         }
         if (this.closed) {

@@ -1,4 +1,4 @@
-import { Metadata, type ServerDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
+import { Metadata, type ServerDuplexStream, type ServerWritableStream, type ServiceError, status } from "@grpc/grpc-js";
 import { WeftError } from "../contract/errors.js";
 
 /**
@@ -6,19 +6,11 @@ import { WeftError } from "../contract/errors.js";
  * reason travels in the trailing metadata key "weft-reason"; anything else is INTERNAL.
  * Safe to call on a stream that is already finished.
  */
-export function failStream(call: ServerDuplexStream<unknown, unknown>, error: unknown, trailers: Record<string, string> = {}): void {
+export function failStream(call: ServerDuplexStream<unknown, unknown> | ServerWritableStream<unknown, unknown>, error: unknown, trailers: Record<string, string> = {}): void {
   if (call.cancelled || call.destroyed || call.writableEnded) return;
-  const metadata = new Metadata();
-  for (const [k, v] of Object.entries(trailers)) metadata.set(k, v);
-  let code = status.INTERNAL;
-  let details = `INTERNAL: ${(error as Error)?.message ?? String(error)}`;
-  if (error instanceof WeftError) {
-    code = error.code;
-    details = error.message;
-    metadata.set("weft-reason", error.reason);
-    if (error.field) metadata.set("weft-field", error.field);
-  }
-  call.emit("error", { code, details, metadata });
+  const failure = serviceError(error);
+  for (const [k, v] of Object.entries(trailers)) failure.metadata.set(k, v);
+  call.emit("error", failure);
 }
 
 /** Writes a message unless the stream is gone (cancelled by the client or already ended). */
@@ -28,7 +20,7 @@ export function writeSafe(call: ServerDuplexStream<unknown, unknown>, message: U
 }
 
 /** The status of a failure: a WeftError keeps its code and reason; anything else is INTERNAL. */
-export function serviceError(error: unknown): Partial<ServiceError> {
+export function serviceError(error: unknown): Partial<ServiceError> & { metadata: Metadata } {
   const metadata = new Metadata();
   if (error instanceof WeftError) {
     metadata.set("weft-reason", error.reason);

@@ -1,8 +1,7 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import {
   Client,
   type ClientReadableStream,
@@ -206,33 +205,6 @@ describe("service server", () => {
     expect(watch.seen).toEqual(["SERVING", "NOT_SERVING"]);
     conn.close();
     health.close();
-  });
-
-  it("lists weft.v1.Mesh through server reflection and serves its file descriptor", async () => {
-    t = await startSidecar();
-    const client = new Client(t.address, credentials.createInsecure());
-    const ask = (field: number, value: string): Promise<Buffer> =>
-      new Promise((resolve, reject) => {
-        const call = client.makeBidiStreamRequest("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", raw, raw);
-        call.on("data", (b: Buffer) => {
-          resolve(b);
-          call.end();
-        });
-        call.on("error", reject);
-        call.write(Buffer.from(new BinaryWriter().tag(field, WireType.LengthDelimited).string(value).finish()));
-      });
-    // list_services = 7 → list_services_response = 6 { service = 1 { name = 1 } }
-    const listed = fields(await ask(7, "*")).find(([no]) => no === 6)![1] as Uint8Array;
-    const names = fields(listed).map(([, s]) => Buffer.from(fields(s as Uint8Array)[0]![1] as Uint8Array).toString());
-    expect(names).toContain("weft.v1.Mesh");
-    // file_containing_symbol = 4 → file_descriptor_response = 4 { file_descriptor_proto = 1 }
-    const files = fields(fields(await ask(4, "weft.v1.Mesh")).find(([no]) => no === 4)![1] as Uint8Array).map((f) =>
-      fromBinary(FileDescriptorProtoSchema, f[1] as Uint8Array),
-    );
-    const mesh = files.find((f) => f.name === "weft/v1/mesh.proto")!;
-    expect(mesh.service.map((s) => s.name)).toEqual(["Mesh"]);
-    expect(files.map((f) => f.name)).toContain("weft/v1/event.proto");
-    client.close();
   });
 
   it("shuts down gracefully: what was acked is stored, streams end with UNAVAILABLE", async () => {

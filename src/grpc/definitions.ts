@@ -1,5 +1,4 @@
-import { type DescFile, type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
 /**
@@ -57,19 +56,4 @@ export function typedServiceDefinition(service: DescService, readers: Record<str
     };
   }
   return def;
-}
-
-/**
- * The shape @grpc/reflection reads: any object whose values carry `fileDescriptorProtos`.
- * Each file is listed with all of its imports, so reflection can answer for every symbol.
- */
-export function reflectionPackage(files: DescFile[]): Record<string, { fileDescriptorProtos: Buffer[] }> {
-  const seen = new Map<string, Buffer>();
-  const add = (file: DescFile): void => {
-    if (seen.has(file.name)) return;
-    for (const dep of file.dependencies) add(dep);
-    seen.set(file.name, asBuffer(toBinary(FileDescriptorProtoSchema, file.proto)));
-  };
-  for (const f of files) add(f);
-  return { weft: { fileDescriptorProtos: [...seen.values()] } };
 }

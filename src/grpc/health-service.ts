@@ -10,7 +10,7 @@ import {
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Reason, invalid } from "../contract/errors.js";
 import { rawMethod } from "./definitions.js";
-import { failStream, serviceError } from "./status.js";
+import { failStream, quoted, serviceError } from "./status.js";
 
 /** What the sidecar reports: it serves, or it does not (starting, or stopping). */
 export type ServingStatus = "SERVING" | "NOT_SERVING";
@@ -149,11 +149,6 @@ export class HealthService {
       },
     });
   }
-}
-
-/** A name as the error quotes it: at most 64 characters of it, so the status stays small. */
-function quoted(name: string): string {
-  return name.length <= 64 ? JSON.stringify(name) : `${JSON.stringify(name.slice(0, 64))}… (${name.length} characters)`;
 }
 
 function endWatch(call: WatchCall): void {

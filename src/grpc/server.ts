@@ -1,12 +1,12 @@
-import { ReflectionService } from "@grpc/reflection";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import type { SidecarAdmin } from "../admin/sidecar-admin.js";
 import { Admin as AdminDesc, file_weft_v1_admin } from "../gen/weft/v1/admin_pb.js";
 import { file_weft_v1_mesh, Mesh as MeshDesc } from "../gen/weft/v1/mesh_pb.js";
 import { AdminService } from "./admin-service.js";
-import { reflectionPackage, rawServiceDefinition } from "./definitions.js";
+import { rawServiceDefinition } from "./definitions.js";
 import { HealthService } from "./health-service.js";
 import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
+import { ReflectionService } from "./reflection-service.js";
 
 export interface ServiceServerOptions {
   /** "host:port", "unix:/path" or an absolute socket path. Port 0 picks a free port. */
@@ -42,7 +42,7 @@ export class ServiceServer {
     const health = new HealthService();
     health.addToServer(server);
     const files = options.admin ? [file_weft_v1_mesh, file_weft_v1_admin] : [file_weft_v1_mesh];
-    new ReflectionService(reflectionPackage(files) as never).addToServer(server);
+    new ReflectionService(files).addToServer(server);
     return new ServiceServer(server, mesh, health, await bind(server, bindTarget(options.address)));
   }
 

@@ -29,3 +29,8 @@ export function serviceError(error: unknown): Partial<ServiceError> & { metadata
   }
   return { code: status.INTERNAL, details: `INTERNAL: ${(error as Error)?.message ?? String(error)}`, metadata };
 }
+
+/** A name as the error quotes it: at most 64 characters of it, so the status stays small. */
+export function quoted(name: string): string {
+  return name.length <= 64 ? JSON.stringify(name) : `${JSON.stringify(name.slice(0, 64))}… (${name.length} characters)`;
+}

@@ -1,0 +1,261 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { type FileDescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { Client, type ClientDuplexStream, type ServiceError, credentials, status } from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { file_weft_v1_admin } from "../src/gen/weft/v1/admin_pb.js";
+import { file_weft_v1_mesh } from "../src/gen/weft/v1/mesh_pb.js";
+import { type TestSidecar, startSidecar } from "./support/sidecar.js";
+
+/**
+ * Server reflection (grpc.reflection.v1 and v1alpha) of a real sidecar, over a real socket,
+ * with requests and responses encoded by hand from reflection.proto's field numbers. The
+ * Python client of test/e2e-lang/reflection.e2e.test.ts reads the same service with Python's
+ * protobuf.
+ */
+
+const raw = (b: Buffer): Buffer => b;
+
+/** A field of a decoded message: varints as numbers, length-delimited fields as bytes. */
+type Field = [number, number | Uint8Array];
+
+function fields(bytes: Uint8Array): Field[] {
+  const r = new BinaryReader(bytes);
+  const out: Field[] = [];
+  while (r.pos < r.len) {
+    const [no, wt] = r.tag();
+    if (wt === WireType.Varint) out.push([no, r.int32()]);
+    else if (wt === WireType.LengthDelimited) out.push([no, r.bytes()]);
+    else r.skip(wt, no);
+  }
+  return out;
+}
+
+const text = (b: number | Uint8Array | undefined): string => Buffer.from(b as Uint8Array).toString();
+const field = (message: Uint8Array, no: number): number | Uint8Array | undefined => fields(message).find(([n]) => n === no)?.[1];
+
+/** A ServerReflectionRequest: `host` (1) and one string question (3, 4, 6 or 7). */
+function request(question: number, value: string, host = ""): Buffer {
+  const w = new BinaryWriter();
+  if (host) w.tag(1, WireType.LengthDelimited).string(host);
+  return Buffer.from(w.tag(question, WireType.LengthDelimited).string(value).finish());
+}
+const FILE_BY_FILENAME = 3;
+const FILE_CONTAINING_SYMBOL = 4;
+const ALL_EXTENSION_NUMBERS_OF_TYPE = 6;
+const LIST_SERVICES = 7;
+
+/** What a ServerReflectionResponse answers: files, services, extension numbers or an error. */
+interface Answer {
+  host: string;
+  original: Uint8Array;
+  files?: FileDescriptorProto[];
+  services?: string[];
+  extensionNumbers?: { baseType: string; numbers: number[] };
+  error?: { code: number; message: string };
+}
+
+function readAnswer(bytes: Uint8Array): Answer {
+  const answer: Answer = { host: "", original: new Uint8Array() };
+  for (const [no, value] of fields(bytes)) {
+    const v = value as Uint8Array;
+    if (no === 1) answer.host = text(v);
+    else if (no === 2) answer.original = v;
+    else if (no === 4) answer.files = fields(v).map(([, f]) => fromBinary(FileDescriptorProtoSchema, f as Uint8Array));
+    else if (no === 5) {
+      const r = new BinaryReader(field(v, 2) as Uint8Array | undefined ?? new Uint8Array());
+      const numbers: number[] = [];
+      while (r.pos < r.len) numbers.push(r.int32());
+      answer.extensionNumbers = { baseType: text(field(v, 1)), numbers };
+    } else if (no === 6) answer.services = fields(v).map(([, s]) => text(field(s as Uint8Array, 1)));
+    else if (no === 7) answer.error = { code: field(v, 1) as number, message: text(field(v, 2) ?? new Uint8Array()) };
+  }
+  return answer;
+}
+
+/** One ServerReflectionInfo stream: requests go in, answers come out in order. */
+class ReflectionStream {
+  private readonly call: ClientDuplexStream<Buffer, Buffer>;
+  private readonly answers: Answer[] = [];
+  private waiting: ((a: Answer) => void) | undefined;
+  /** Resolves with the stream's end: undefined when it ended OK, else its error. */
+  readonly ended: Promise<ServiceError | undefined>;
+
+  constructor(client: Client, version = "v1") {
+    this.call = client.makeBidiStreamRequest(`/grpc.reflection.${version}.ServerReflection/ServerReflectionInfo`, raw, raw);
+    this.call.on("data", (b: Buffer) => {
+      const a = readAnswer(b);
+      if (this.waiting) this.waiting(a);
+      else this.answers.push(a);
+      this.waiting = undefined;
+    });
+    this.ended = new Promise((resolve) => {
+      this.call.on("error", (e: ServiceError) => resolve(e));
+      this.call.on("status", (s) => s.code === status.OK && resolve(undefined));
+    });
+  }
+
+  send(bytes: Buffer): void {
+    this.call.write(bytes);
+  }
+
+  next(): Promise<Answer> {
+    const a = this.answers.shift();
+    return a ? Promise.resolve(a) : new Promise((resolve) => (this.waiting = resolve));
+  }
+
+  async ask(bytes: Buffer): Promise<Answer> {
+    this.send(bytes);
+    return this.next();
+  }
+
+  end(): void {
+    this.call.end();
+  }
+}
+
+describe("server reflection", () => {
+  let t: TestSidecar;
+  let client: Client;
+  beforeAll(async () => {
+    t = await startSidecar();
+    client = new Client(t.address, credentials.createInsecure());
+  });
+  afterAll(async () => {
+    client.close();
+    await t.dispose();
+  });
+
+  for (const version of ["v1", "v1alpha"]) {
+    it(`lists weft.v1.Mesh and weft.v1.Admin (${version}), echoing the host and the request`, async () => {
+      const stream = new ReflectionStream(client, version);
+      const asked = request(LIST_SERVICES, "*", "localhost:7420");
+      const answer = await stream.ask(asked);
+      expect(answer.services).toEqual(["weft.v1.Mesh", "weft.v1.Admin"]);
+      expect(answer.host).toBe("localhost:7420");
+      expect(Buffer.from(answer.original).equals(asked)).toBe(true);
+      stream.end();
+      expect(await stream.ended).toBeUndefined();
+    });
+  }
+
+  it("serves a service's file with every file it imports, byte for byte as generated", async () => {
+    const stream = new ReflectionStream(client);
+    const answer = await stream.ask(request(FILE_CONTAINING_SYMBOL, "weft.v1.Mesh"));
+    const names = answer.files!.map((f) => f.name);
+    expect(names.sort()).toEqual(["google/protobuf/timestamp.proto", "weft/v1/event.proto", "weft/v1/mesh.proto"]);
+    const mesh = answer.files!.find((f) => f.name === "weft/v1/mesh.proto")!;
+    expect(toBinary(FileDescriptorProtoSchema, mesh)).toEqual(toBinary(FileDescriptorProtoSchema, file_weft_v1_mesh.proto));
+    expect(mesh.service.map((s) => s.method.map((m) => m.name))).toEqual([["Publish", "Subscribe"]]);
+    const admin = await stream.ask(request(FILE_CONTAINING_SYMBOL, "weft.v1.Admin"));
+    expect(admin.files!.map((f) => f.name)).toContain("weft/v1/admin.proto");
+    expect(toBinary(FileDescriptorProtoSchema, admin.files!.find((f) => f.name === "weft/v1/admin.proto")!)).toEqual(
+      toBinary(FileDescriptorProtoSchema, file_weft_v1_admin.proto),
+    );
+    stream.end();
+  });
+
+  it("finds the file of a method, a message, a nested enum, an enum value, a field and a oneof, with or without a leading dot", async () => {
+    const stream = new ReflectionStream(client);
+    for (const symbol of [
+      "weft.v1.Mesh.Subscribe",
+      "weft.v1.PublishRequest",
+      ".weft.v1.PublishRequest",
+      "weft.v1.StartPosition.Kind",
+      "weft.v1.StartPosition.KIND_EARLIEST",
+      "weft.v1.StartPosition.kind",
+      "weft.v1.SubscribeRequest.request",
+    ]) {
+      const answer = await stream.ask(request(FILE_CONTAINING_SYMBOL, symbol));
+      expect(answer.error, symbol).toBeUndefined();
+      expect(answer.files![0]!.name, symbol).toBe("weft/v1/mesh.proto");
+    }
+    const event = await stream.ask(request(FILE_CONTAINING_SYMBOL, "weft.v1.Event"));
+    expect(event.files!.map((f) => f.name)).toEqual(["weft/v1/event.proto", "google/protobuf/timestamp.proto"]);
+    const timestamp = await stream.ask(request(FILE_BY_FILENAME, "google/protobuf/timestamp.proto"));
+    expect(timestamp.files!.map((f) => f.name)).toEqual(["google/protobuf/timestamp.proto"]);
+    stream.end();
+  });
+
+  it("answers what it does not have with NOT_FOUND and keeps the stream open", async () => {
+    const stream = new ReflectionStream(client);
+    const symbol = await stream.ask(request(FILE_CONTAINING_SYMBOL, "weft.v1.Nope"));
+    expect(symbol.error).toEqual({ code: status.NOT_FOUND, message: 'no symbol "weft.v1.Nope"' });
+    const file = await stream.ask(request(FILE_BY_FILENAME, "weft/v1/peer.proto"));
+    expect(file.error?.code).toBe(status.NOT_FOUND);
+    expect(file.error?.message).toContain("weft/v1/peer.proto");
+    const ext = new BinaryWriter().tag(5, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string("weft.v1.Event").tag(2, WireType.Varint).int32(1000).join();
+    const extension = await stream.ask(Buffer.from(ext.finish()));
+    expect(extension.error).toEqual({ code: status.NOT_FOUND, message: 'no extension 1000 of "weft.v1.Event"' });
+    const unknownType = await stream.ask(request(ALL_EXTENSION_NUMBERS_OF_TYPE, "weft.v1.Mesh"));
+    expect(unknownType.error?.code).toBe(status.NOT_FOUND);
+    // Still answering after the errors.
+    expect((await stream.ask(request(LIST_SERVICES, ""))).services).toContain("weft.v1.Mesh");
+    stream.end();
+    expect(await stream.ended).toBeUndefined();
+  });
+
+  it("lists no extension numbers of a message that has none", async () => {
+    const stream = new ReflectionStream(client);
+    const answer = await stream.ask(request(ALL_EXTENSION_NUMBERS_OF_TYPE, "weft.v1.Event"));
+    expect(answer.extensionNumbers).toEqual({ baseType: "weft.v1.Event", numbers: [] });
+    stream.end();
+  });
+
+  it("quotes at most 64 characters of a huge name it cannot find", async () => {
+    const stream = new ReflectionStream(client);
+    const answer = await stream.ask(request(FILE_CONTAINING_SYMBOL, "x".repeat(200_000)));
+    expect(answer.error?.code).toBe(status.NOT_FOUND);
+    expect(answer.error!.message).toBe(`no symbol "${"x".repeat(64)}"… (200000 characters)`);
+    stream.end();
+  });
+
+  it("answers a request that asks nothing with INVALID_ARGUMENT and keeps the stream open", async () => {
+    const stream = new ReflectionStream(client);
+    const hostOnly = Buffer.from(new BinaryWriter().tag(1, WireType.LengthDelimited).string("h").tag(99, WireType.Varint).int32(5).finish());
+    const answer = await stream.ask(hostOnly);
+    expect(answer.error?.code).toBe(status.INVALID_ARGUMENT);
+    expect(answer.error?.message).toContain("asks nothing");
+    expect(answer.host).toBe("h");
+    expect((await stream.ask(request(LIST_SERVICES, "*"))).services).toHaveLength(2);
+    stream.end();
+  });
+
+  it("answers many pipelined requests in order", async () => {
+    const stream = new ReflectionStream(client);
+    const symbols = Array.from({ length: 300 }, (_, i) => (i % 3 === 0 ? "weft.v1.Event" : i % 3 === 1 ? "weft.v1.Mesh" : `missing.${i}`));
+    for (const s of symbols) stream.send(request(FILE_CONTAINING_SYMBOL, s));
+    for (const s of symbols) {
+      const answer = await stream.next();
+      expect(text(fields(answer.original)[0]![1])).toBe(s);
+      if (s.startsWith("missing")) expect(answer.error?.code).toBe(status.NOT_FOUND);
+      else expect(answer.files![0]!.name).toBe(s === "weft.v1.Event" ? "weft/v1/event.proto" : "weft/v1/mesh.proto");
+    }
+    stream.end();
+  });
+
+  it("ends the stream with INVALID_ARGUMENT (MALFORMED_MESSAGE) on bytes that are not a request", async () => {
+    for (const bad of [
+      Buffer.from([0x22, 0x10, 0x61]), // field 4 says 16 bytes follow; one does
+      Buffer.from(new BinaryWriter().tag(4, WireType.Varint).int32(7).finish()), // a symbol that is a number
+      Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), // not a tag
+    ]) {
+      const stream = new ReflectionStream(client);
+      stream.send(bad);
+      const ended = await stream.ended;
+      expect(ended?.code, bad.toString("hex")).toBe(status.INVALID_ARGUMENT);
+      expect(ended?.metadata.get("weft-reason")).toEqual(["MALFORMED_MESSAGE"]);
+      expect(ended?.details).toContain("not a grpc.reflection ServerReflectionRequest");
+    }
+    // The server still answers.
+    const stream = new ReflectionStream(client);
+    expect((await stream.ask(request(LIST_SERVICES, "*"))).services).toContain("weft.v1.Mesh");
+    stream.end();
+  });
+
+  it("refuses a request larger than the sidecar's message limit with RESOURCE_EXHAUSTED", async () => {
+    const stream = new ReflectionStream(client);
+    stream.send(request(FILE_CONTAINING_SYMBOL, "y".repeat(t.sidecar.config.maxMessageBytes + 1)));
+    expect((await stream.ended)?.code).toBe(status.RESOURCE_EXHAUSTED);
+  });
+});

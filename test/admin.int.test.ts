@@ -1,5 +1,5 @@
 import { fromBinary } from "@bufbuild/protobuf";
-import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Client, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -7,6 +7,7 @@ import { AdminClient, ClientError, type Delivery, type Subscription } from "../s
 import { collect, eventually, settle, take } from "./support/collect.js";
 import { settled, startMesh } from "./support/mesh.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
+import { wireFields } from "./support/wire-fields.js";
 
 // weft.v1.Admin over gRPC against real sidecars on loopback: what it shows after known
 // traffic, dead letters listed, redriven to their group only, purged; bad input refused.
@@ -19,19 +20,6 @@ async function refusal(call: Promise<unknown>): Promise<ClientError> {
   );
   if (!(e instanceof ClientError)) throw new Error(`expected a refusal, got ${e === undefined ? "an answer" : String(e)}`);
   return e;
-}
-
-/** Fields of a message as [field number, value] pairs (varints as numbers, the rest as bytes). */
-function fields(bytes: Uint8Array): [number, number | Uint8Array][] {
-  const r = new BinaryReader(bytes);
-  const out: [number, number | Uint8Array][] = [];
-  while (r.pos < r.len) {
-    const [no, wt] = r.tag();
-    if (wt === WireType.Varint) out.push([no, r.int32()]);
-    else if (wt === WireType.LengthDelimited) out.push([no, r.bytes()]);
-    else r.skip(wt, no);
-  }
-  return out;
 }
 
 /** Reads deliveries until one of `id` arrives; nacks or acks as `handle` says. */
@@ -218,11 +206,11 @@ describe("weft.v1.Admin on one sidecar", () => {
       });
     try {
       // list_services = 7 → list_services_response = 6 { service = 1 { name = 1 } }
-      const listed = fields(await ask(7, "*")).find(([no]) => no === 6)![1] as Uint8Array;
-      const names = fields(listed).map(([, x]) => Buffer.from(fields(x as Uint8Array)[0]![1] as Uint8Array).toString());
+      const listed = wireFields(await ask(7, "*")).find(([no]) => no === 6)![1] as Uint8Array;
+      const names = wireFields(listed).map(([, x]) => Buffer.from(wireFields(x as Uint8Array)[0]![1] as Uint8Array).toString());
       expect(names).toEqual(expect.arrayContaining(["weft.v1.Mesh", "weft.v1.Admin"]));
       // file_containing_symbol = 4 → file_descriptor_response = 4 { file_descriptor_proto = 1 }
-      const files = fields(fields(await ask(4, "weft.v1.Admin")).find(([no]) => no === 4)![1] as Uint8Array).map((f) => fromBinary(FileDescriptorProtoSchema, f[1] as Uint8Array));
+      const files = wireFields(wireFields(await ask(4, "weft.v1.Admin")).find(([no]) => no === 4)![1] as Uint8Array).map((f) => fromBinary(FileDescriptorProtoSchema, f[1] as Uint8Array));
       const admin = files.find((f) => f.name === "weft/v1/admin.proto")!;
       expect(admin.service.map((x) => x.name)).toEqual(["Admin"]);
       expect(admin.service[0]!.method.map((m) => m.name)).toEqual(["ListChannels", "ListGroups", "ListPeers", "ListDeadLetters", "Redrive", "Purge", "Stats"]);

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { file_weft_v1_admin } from "../src/gen/weft/v1/admin_pb.js";
 import { file_weft_v1_mesh } from "../src/gen/weft/v1/mesh_pb.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
+import { wireFields } from "./support/wire-fields.js";
 
 /**
  * Server reflection (grpc.reflection.v1 and v1alpha) of a real sidecar, over a real socket,
@@ -16,23 +17,8 @@ import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
 const raw = (b: Buffer): Buffer => b;
 
-/** A field of a decoded message: varints as numbers, length-delimited fields as bytes. */
-type Field = [number, number | Uint8Array];
-
-function fields(bytes: Uint8Array): Field[] {
-  const r = new BinaryReader(bytes);
-  const out: Field[] = [];
-  while (r.pos < r.len) {
-    const [no, wt] = r.tag();
-    if (wt === WireType.Varint) out.push([no, r.int32()]);
-    else if (wt === WireType.LengthDelimited) out.push([no, r.bytes()]);
-    else r.skip(wt, no);
-  }
-  return out;
-}
-
 const text = (b: number | Uint8Array | undefined): string => Buffer.from(b as Uint8Array).toString();
-const field = (message: Uint8Array, no: number): number | Uint8Array | undefined => fields(message).find(([n]) => n === no)?.[1];
+const field = (message: Uint8Array, no: number): number | Uint8Array | undefined => wireFields(message).find(([n]) => n === no)?.[1];
 
 /** A ServerReflectionRequest: `host` (1) and one string question (3, 4, 6 or 7). */
 function request(question: number, value: string, host = ""): Buffer {
@@ -57,17 +43,17 @@ interface Answer {
 
 function readAnswer(bytes: Uint8Array): Answer {
   const answer: Answer = { host: "", original: new Uint8Array() };
-  for (const [no, value] of fields(bytes)) {
+  for (const [no, value] of wireFields(bytes)) {
     const v = value as Uint8Array;
     if (no === 1) answer.host = text(v);
     else if (no === 2) answer.original = v;
-    else if (no === 4) answer.files = fields(v).map(([, f]) => fromBinary(FileDescriptorProtoSchema, f as Uint8Array));
+    else if (no === 4) answer.files = wireFields(v).map(([, f]) => fromBinary(FileDescriptorProtoSchema, f as Uint8Array));
     else if (no === 5) {
       const r = new BinaryReader(field(v, 2) as Uint8Array | undefined ?? new Uint8Array());
       const numbers: number[] = [];
       while (r.pos < r.len) numbers.push(r.int32());
       answer.extensionNumbers = { baseType: text(field(v, 1)), numbers };
-    } else if (no === 6) answer.services = fields(v).map(([, s]) => text(field(s as Uint8Array, 1)));
+    } else if (no === 6) answer.services = wireFields(v).map(([, s]) => text(field(s as Uint8Array, 1)));
     else if (no === 7) answer.error = { code: field(v, 1) as number, message: text(field(v, 2) ?? new Uint8Array()) };
   }
   return answer;
@@ -227,7 +213,7 @@ describe("server reflection", () => {
     for (const s of symbols) stream.send(request(FILE_CONTAINING_SYMBOL, s));
     for (const s of symbols) {
       const answer = await stream.next();
-      expect(text(fields(answer.original)[0]![1])).toBe(s);
+      expect(text(wireFields(answer.original)[0]![1])).toBe(s);
       if (s.startsWith("missing")) expect(answer.error?.code).toBe(status.NOT_FOUND);
       else expect(answer.files![0]!.name).toBe(s === "weft.v1.Event" ? "weft/v1/event.proto" : "weft/v1/mesh.proto");
     }

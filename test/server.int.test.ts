@@ -1,7 +1,7 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
   Client,
   type ClientReadableStream,
@@ -24,6 +24,7 @@ import { OriginLog } from "../src/log/origin-log.js";
 import { take, within } from "./support/collect.js";
 import { RawMeshConnection } from "./support/raw-client.js";
 import { type TestSidecar, startSidecar, tempDir } from "./support/sidecar.js";
+import { wireFields } from "./support/wire-fields.js";
 
 const raw = (b: Buffer) => b;
 
@@ -32,19 +33,6 @@ function unary(client: Client, path: string, request: Uint8Array): Promise<Buffe
   return new Promise((resolve, reject) =>
     client.makeUnaryRequest(path, raw, raw, Buffer.from(request), (err, res) => (err ? reject(err) : resolve(res!))),
   );
-}
-
-/** Fields of a message as [field number, value] pairs (varints as numbers, the rest as bytes). */
-function fields(bytes: Uint8Array): [number, number | Uint8Array][] {
-  const r = new BinaryReader(bytes);
-  const out: [number, number | Uint8Array][] = [];
-  while (r.pos < r.len) {
-    const [no, wt] = r.tag();
-    if (wt === WireType.Varint) out.push([no, r.int32()]);
-    else if (wt === WireType.LengthDelimited) out.push([no, r.bytes()]);
-    else r.skip(wt, no);
-  }
-  return out;
 }
 
 /** grpc.health.v1.Health, with grpc-health-check's definition (messages as plain objects). */
@@ -110,7 +98,7 @@ describe("service server", () => {
     // A raw Check, as a client with no health stubs sends it: HealthCheckResponse{status: SERVING}.
     const client = new Client(t.address, credentials.createInsecure());
     const mesh = await unary(client, "/grpc.health.v1.Health/Check", new BinaryWriter().tag(1, WireType.LengthDelimited).string("weft.v1.Mesh").finish());
-    expect(fields(mesh)).toEqual([[1, 1]]);
+    expect(wireFields(mesh)).toEqual([[1, 1]]);
     client.close();
     health.close();
   });
@@ -134,13 +122,13 @@ describe("service server", () => {
     }
     // Unknown fields before the name are skipped: a varint, and an (empty) group.
     const withUnknown = Buffer.concat([new BinaryWriter().tag(7, WireType.Varint).int32(5).finish(), Uint8Array.of(0x43, 0x44), name("weft.v1.Mesh")]);
-    expect(fields(await unary(client, "/grpc.health.v1.Health/Check", withUnknown))).toEqual([[1, 1]]);
+    expect(wireFields(await unary(client, "/grpc.health.v1.Health/Check", withUnknown))).toEqual([[1, 1]]);
     // A 100 000-character name is NOT_FOUND, quoted in part.
     const long = await unary(client, "/grpc.health.v1.Health/Check", name("x".repeat(100_000))).then(() => undefined, (e: ServiceError) => e);
     expect(long).toMatchObject({ code: status.NOT_FOUND, details: expect.stringContaining("(100000 characters)") });
     expect(long!.details.length).toBeLessThan(300);
     // The sidecar still answers.
-    expect(fields(await unary(client, "/grpc.health.v1.Health/Check", name("")))).toEqual([[1, 1]]);
+    expect(wireFields(await unary(client, "/grpc.health.v1.Health/Check", name("")))).toEqual([[1, 1]]);
     client.close();
   });
 

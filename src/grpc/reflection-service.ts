@@ -52,7 +52,7 @@ const STRING_QUESTIONS: Record<number, ReflectionRequest["question"]["kind"]> = 
  * last on the wire wins (a oneof).
  * @throws WeftError INVALID_ARGUMENT (MALFORMED_MESSAGE) when the bytes are not one.
  */
-export function readReflectionRequest(bytes: Uint8Array): ReflectionRequest {
+function readReflectionRequest(bytes: Uint8Array): ReflectionRequest {
   const request: ReflectionRequest = { host: "", question: { kind: "none" } };
   try {
     const reader = new BinaryReader(bytes);

@@ -95,10 +95,12 @@ class ReflectionIndex {
   private readonly files = new Map<string, DescFile>();
   /** The file declaring each full name (no leading dot). */
   private readonly symbols = new Map<string, DescFile>();
+  /** Full names of every message type, nested ones included. */
+  private readonly messages = new Set<string>();
   /** Per extended message: its extensions by number. */
   private readonly extensions = new Map<string, Map<number, DescFile>>();
-  /** The encoded FileDescriptorProtos of a file and everything it imports; made when first asked. */
-  private readonly encoded = new Map<DescFile, Uint8Array[]>();
+  /** A FileDescriptorResponse per file (the file and everything it imports); made when first asked. */
+  private readonly responses = new Map<DescFile, Uint8Array>();
   /** Full names of the given files' services. */
   readonly services: string[] = [];
 
@@ -125,6 +127,7 @@ class ReflectionIndex {
 
   private addMessage(file: DescFile, message: DescMessage): void {
     this.symbol(message.typeName, file);
+    this.messages.add(message.typeName);
     for (const field of message.fields) this.symbol(`${message.typeName}.${field.name}`, file);
     for (const oneof of message.oneofs) this.symbol(`${message.typeName}.${oneof.name}`, file);
     for (const nested of message.nestedMessages) this.addMessage(file, nested);
@@ -169,8 +172,7 @@ class ReflectionIndex {
         return errorResponse(status.NOT_FOUND, `no extension ${question.extensionNumber} of ${quoted(question.containingType)}`);
       }
       case "allExtensionNumbersOfType": {
-        const known = this.symbols.get(question.name) !== undefined && this.isMessage(question.name);
-        if (!known) return errorResponse(status.NOT_FOUND, `no message type ${quoted(question.name)}`);
+        if (!this.messages.has(question.name)) return errorResponse(status.NOT_FOUND, `no message type ${quoted(question.name)}`);
         const numbers = [...(this.extensions.get(question.name)?.keys() ?? [])].sort((a, b) => a - b);
         return [RESPONSE.allExtensionNumbers, extensionNumbersResponse(question.name, numbers)];
       }
@@ -179,28 +181,23 @@ class ReflectionIndex {
     }
   }
 
-  private isMessage(typeName: string): boolean {
-    const file = this.symbols.get(typeName)!;
-    const find = (messages: readonly DescMessage[]): boolean => messages.some((m) => m.typeName === typeName || find(m.nestedMessages));
-    return find(file.messages);
-  }
-
+  /** FileDescriptorResponse{file_descriptor_proto = 1 (repeated)}: `file` first, then what it imports. */
   private fileResponse(file: DescFile): Answer {
-    let encoded = this.encoded.get(file);
-    if (!encoded) {
-      const withImports = new Set<DescFile>();
+    let response = this.responses.get(file);
+    if (!response) {
+      const writer = new BinaryWriter();
+      const sent = new Set<DescFile>();
       const add = (f: DescFile): void => {
-        if (withImports.has(f)) return;
-        withImports.add(f);
+        if (sent.has(f)) return;
+        sent.add(f);
+        writer.tag(1, WireType.LengthDelimited).bytes(toBinary(FileDescriptorProtoSchema, f.proto));
         for (const dep of f.dependencies) add(dep);
       };
       add(file);
-      encoded = [...withImports].map((f) => toBinary(FileDescriptorProtoSchema, f.proto));
-      this.encoded.set(file, encoded);
+      response = writer.finish();
+      this.responses.set(file, response);
     }
-    const writer = new BinaryWriter();
-    for (const bytes of encoded) writer.tag(1, WireType.LengthDelimited).bytes(bytes);
-    return [RESPONSE.fileDescriptor, writer.finish()];
+    return [RESPONSE.fileDescriptor, response];
   }
 }
 

@@ -1,13 +1,10 @@
-import { fromBinary } from "@bufbuild/protobuf";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Client, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AdminClient, ClientError, type Delivery, type Subscription } from "../src/client/index.js";
 import { collect, eventually, settle, take } from "./support/collect.js";
 import { settled, startMesh } from "./support/mesh.js";
+import { FILE_CONTAINING_SYMBOL, LIST_SERVICES, ReflectionStream, request } from "./support/reflection-client.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
-import { wireFields } from "./support/wire-fields.js";
 
 // weft.v1.Admin over gRPC against real sidecars on loopback: what it shows after known
 // traffic, dead letters listed, redriven to their group only, purged; bad input refused.
@@ -193,28 +190,16 @@ describe("weft.v1.Admin on one sidecar", () => {
 
   it("is listed by server reflection, which serves admin.proto", async () => {
     const client = new Client(s.address, credentials.createInsecure());
-    const raw = (b: Buffer): Buffer => b;
-    const ask = (field: number, value: string): Promise<Buffer> =>
-      new Promise((resolve, reject) => {
-        const call = client.makeBidiStreamRequest("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", raw, raw);
-        call.on("data", (b: Buffer) => {
-          resolve(b);
-          call.end();
-        });
-        call.on("error", reject);
-        call.write(Buffer.from(new BinaryWriter().tag(field, WireType.LengthDelimited).string(value).finish()));
-      });
+    const stream = new ReflectionStream(client);
     try {
-      // list_services = 7 → list_services_response = 6 { service = 1 { name = 1 } }
-      const listed = wireFields(await ask(7, "*")).find(([no]) => no === 6)![1] as Uint8Array;
-      const names = wireFields(listed).map(([, x]) => Buffer.from(wireFields(x as Uint8Array)[0]![1] as Uint8Array).toString());
-      expect(names).toEqual(expect.arrayContaining(["weft.v1.Mesh", "weft.v1.Admin"]));
-      // file_containing_symbol = 4 → file_descriptor_response = 4 { file_descriptor_proto = 1 }
-      const files = wireFields(wireFields(await ask(4, "weft.v1.Admin")).find(([no]) => no === 4)![1] as Uint8Array).map((f) => fromBinary(FileDescriptorProtoSchema, f[1] as Uint8Array));
+      const listed = await stream.ask(request(LIST_SERVICES, "*"));
+      expect(listed.services).toEqual(expect.arrayContaining(["weft.v1.Mesh", "weft.v1.Admin"]));
+      const files = (await stream.ask(request(FILE_CONTAINING_SYMBOL, "weft.v1.Admin"))).files!;
       const admin = files.find((f) => f.name === "weft/v1/admin.proto")!;
       expect(admin.service.map((x) => x.name)).toEqual(["Admin"]);
       expect(admin.service[0]!.method.map((m) => m.name)).toEqual(["ListChannels", "ListGroups", "ListPeers", "ListDeadLetters", "Redrive", "Purge", "Stats"]);
     } finally {
+      stream.end();
       client.close();
     }
   });

@@ -1,104 +1,20 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { type FileDescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { Client, type ClientDuplexStream, type ServiceError, credentials, status } from "@grpc/grpc-js";
+import { toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { Client, credentials, status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { file_weft_v1_admin } from "../src/gen/weft/v1/admin_pb.js";
 import { file_weft_v1_mesh } from "../src/gen/weft/v1/mesh_pb.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
+import { ALL_EXTENSION_NUMBERS_OF_TYPE, FILE_BY_FILENAME, FILE_CONTAINING_SYMBOL, LIST_SERVICES, ReflectionStream, request, text } from "./support/reflection-client.js";
 import { wireFields } from "./support/wire-fields.js";
 
 /**
  * Server reflection (grpc.reflection.v1 and v1alpha) of a real sidecar, over a real socket,
- * with requests and responses encoded by hand from reflection.proto's field numbers. The
+ * with requests and responses encoded by hand (support/reflection-client.ts). The
  * Python client of test/e2e-lang/reflection.e2e.test.ts reads the same service with Python's
  * protobuf.
  */
-
-const raw = (b: Buffer): Buffer => b;
-
-const text = (b: number | Uint8Array | undefined): string => Buffer.from(b as Uint8Array).toString();
-const field = (message: Uint8Array, no: number): number | Uint8Array | undefined => wireFields(message).find(([n]) => n === no)?.[1];
-
-/** A ServerReflectionRequest: `host` (1) and one string question (3, 4, 6 or 7). */
-function request(question: number, value: string, host = ""): Buffer {
-  const w = new BinaryWriter();
-  if (host) w.tag(1, WireType.LengthDelimited).string(host);
-  return Buffer.from(w.tag(question, WireType.LengthDelimited).string(value).finish());
-}
-const FILE_BY_FILENAME = 3;
-const FILE_CONTAINING_SYMBOL = 4;
-const ALL_EXTENSION_NUMBERS_OF_TYPE = 6;
-const LIST_SERVICES = 7;
-
-/** What a ServerReflectionResponse answers: files, services, extension numbers or an error. */
-interface Answer {
-  host: string;
-  original: Uint8Array;
-  files?: FileDescriptorProto[];
-  services?: string[];
-  extensionNumbers?: { baseType: string; numbers: number[] };
-  error?: { code: number; message: string };
-}
-
-function readAnswer(bytes: Uint8Array): Answer {
-  const answer: Answer = { host: "", original: new Uint8Array() };
-  for (const [no, value] of wireFields(bytes)) {
-    const v = value as Uint8Array;
-    if (no === 1) answer.host = text(v);
-    else if (no === 2) answer.original = v;
-    else if (no === 4) answer.files = wireFields(v).map(([, f]) => fromBinary(FileDescriptorProtoSchema, f as Uint8Array));
-    else if (no === 5) {
-      const r = new BinaryReader(field(v, 2) as Uint8Array | undefined ?? new Uint8Array());
-      const numbers: number[] = [];
-      while (r.pos < r.len) numbers.push(r.int32());
-      answer.extensionNumbers = { baseType: text(field(v, 1)), numbers };
-    } else if (no === 6) answer.services = wireFields(v).map(([, s]) => text(field(s as Uint8Array, 1)));
-    else if (no === 7) answer.error = { code: field(v, 1) as number, message: text(field(v, 2) ?? new Uint8Array()) };
-  }
-  return answer;
-}
-
-/** One ServerReflectionInfo stream: requests go in, answers come out in order. */
-class ReflectionStream {
-  private readonly call: ClientDuplexStream<Buffer, Buffer>;
-  private readonly answers: Answer[] = [];
-  private waiting: ((a: Answer) => void) | undefined;
-  /** Resolves with the stream's end: undefined when it ended OK, else its error. */
-  readonly ended: Promise<ServiceError | undefined>;
-
-  constructor(client: Client, version = "v1") {
-    this.call = client.makeBidiStreamRequest(`/grpc.reflection.${version}.ServerReflection/ServerReflectionInfo`, raw, raw);
-    this.call.on("data", (b: Buffer) => {
-      const a = readAnswer(b);
-      if (this.waiting) this.waiting(a);
-      else this.answers.push(a);
-      this.waiting = undefined;
-    });
-    this.ended = new Promise((resolve) => {
-      this.call.on("error", (e: ServiceError) => resolve(e));
-      this.call.on("status", (s) => s.code === status.OK && resolve(undefined));
-    });
-  }
-
-  send(bytes: Buffer): void {
-    this.call.write(bytes);
-  }
-
-  next(): Promise<Answer> {
-    const a = this.answers.shift();
-    return a ? Promise.resolve(a) : new Promise((resolve) => (this.waiting = resolve));
-  }
-
-  async ask(bytes: Buffer): Promise<Answer> {
-    this.send(bytes);
-    return this.next();
-  }
-
-  end(): void {
-    this.call.end();
-  }
-}
 
 describe("server reflection", () => {
   let t: TestSidecar;

@@ -2,7 +2,7 @@
  * The LevelDB key layout of the origin log. Channel and group names cannot contain '!',
  * so '!' separates the parts; sequences are 16 hex digits so keys sort in sequence order.
  *
- *   e!CHANNEL!SEQ            a stored event (see record.ts)
+ *   e!CHANNEL!SEQ            a stored event (see record.ts), in the events' own LevelDB (EVENTS_DIR)
  *   h!CHANNEL                the channel's head: first and last sequence, bytes, counters
  *   d!#T!CHANNEL!LEN:SOURCEID  dedup entry of a publish (or a redrive) for (source, id),
  *                            "SEQ:APPEND_MS", in dedup table T (0 or 1; see DedupTables):
@@ -17,6 +17,8 @@
  *                            keyed by the first; deleted once all of them are done
  *   m!log-id                 8 random bytes chosen when the log was created
  *   m!dedup-tables           which dedup table is written, since when (see DedupTables)
+ *   m!events-dir             {"legacyThrough":{CHANNEL:SEQ}}: events up to SEQ of CHANNEL are
+ *                            here, not in EVENTS_DIR (a log written before it kept them here)
  *   q!DLQ!CHANNEL!GROUP      the dead letters of GROUP in DLQ an operator handled (redriven or
  *                            purged): {"through","handled"} (see DeadLetterMarks)
  */
@@ -60,5 +62,7 @@ export const seqOfKey = (key: string): number => Number.parseInt(key.slice(key.l
 
 /** The log's random id (see OriginLog.id). */
 export const LOG_ID_KEY = "m!log-id";
+/** Which events a log written before its events' database keeps in the main one (see OriginLog.legacy). */
+export const EVENTS_SPLIT_KEY = "m!events-dir";
 /** Which dedup table the log writes and since when (see OriginLog, DedupTables). */
 export const DEDUP_TABLES_KEY = "m!dedup-tables";

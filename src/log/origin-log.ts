@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { StartAt } from "../delivery/types.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
@@ -14,6 +16,7 @@ import {
   dedupKey,
   DEDUP_PREFIX,
   DEDUP_TABLES_KEY,
+  EVENTS_SPLIT_KEY,
   dedupIdentityOf,
   dedupTableKey,
   dedupTablePrefix,
@@ -170,6 +173,9 @@ interface Lookup {
 
 /** An append group ready to write. */
 interface Written {
+  /** Its events, for the events' database. */
+  eventBatch: ChainedBatch;
+  /** Everything else (dedup entries, heads, first attempts), for the main database. */
   batch: ChainedBatch;
   touched: Map<string, ChannelHead>;
   events: Map<string, StoredEvent[]>;
@@ -273,6 +279,15 @@ export const LEVELDB_OPTIONS = {
   maxFileSize: 16 * 1024 * 1024,
 } as const;
 /**
+ * The events are a LevelDB of their own, in this subdirectory of the log's. With the dedup
+ * entries, heads and group state in the same tables, every table LevelDB flushed spanned
+ * the stored events' key range, and each compaction rewrote the events already compacted;
+ * alone, a flushed table of new events overlaps nothing and moves down without a rewrite.
+ * Under W1 that halved the compaction thread's CPU (8-10 to ~4 µs an event) and took ~13%
+ * of the sidecar's (bench/README.md, W1).
+ */
+export const EVENTS_DIR = "events";
+/**
  * Up to this many dedup lookups in an append batch are made on the loop (getSync, a few µs
  * each) rather than in one getMany on LevelDB's threads, whose round trip and wake-up cost
  * more than that when events come one or two at a time.
@@ -282,12 +297,24 @@ const SYNC_LOOKUPS = 8;
 const DEDUP_LOAD_STEP = 2000;
 const DEDUP_LOAD_BYTES = 256 * 1024;
 
+/** Writes an append group's two batches at once; fails if either failed, once both are done. */
+async function writeBoth(events: ChainedBatch, rest: ChainedBatch, sync: boolean): Promise<void> {
+  const [a, b] = await Promise.allSettled([events.write({ sync }), rest.write({ sync })]);
+  if (a.status === "rejected") throw a.reason;
+  if (b.status === "rejected") throw b.reason;
+}
+
 /**
  * The origin log: every event published to this sidecar, per channel, in LevelDB, plus
  * the durable state of the groups that read it.
  *
- * Appends are group-committed: concurrent `append` calls are written in one LevelDB batch
- * (one fsync with `fsync: true`), in call order. A resolved append means stored.
+ * Appends are group-committed: concurrent `append` calls are written together, in call
+ * order (one fsync per database with `fsync: true`). A resolved append means stored.
+ *
+ * A group is two LevelDB writes, made at once: its events to the events' database
+ * (EVENTS_DIR), and its dedup entries, heads and first attempts to the main one. A crash can
+ * land between them; opening repairs either half (see reconcile), and a dedup entry counts
+ * only while the event it names is stored with the entry's append time (see duplicateOf).
  */
 export class OriginLog {
   private readonly heads = new Map<string, ChannelHead>();
@@ -318,9 +345,16 @@ export class OriginLog {
    * burst of 20 000 publishes into a new log (bench W7 --quick).
    */
   private readonly tableMayHold = [true, true];
+  /**
+   * For a log written before EVENTS_DIR: per channel, the last event it kept in the main
+   * database (see loadLegacy). Empty for a log created since.
+   */
+  private readonly legacy = new Map<string, number>();
 
   private constructor(
     private readonly db: Db,
+    /** The events (EVENTS_DIR); everything else is in `db`. */
+    private readonly events: Db,
     private readonly options: OriginLogOptions,
     /**
      * Random, chosen when the log was created: a wiped data directory is a new log, whose
@@ -337,14 +371,30 @@ export class OriginLog {
   /** Opens (creating if needed) the log in `dir`. Only one process may hold it. */
   static async open(dir: string, options: OriginLogOptions = {}): Promise<OriginLog> {
     const db: Db = new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view", ...LEVELDB_OPTIONS });
-    await db.open();
+    const events: Db = new ClassicLevel<string, Uint8Array>(join(dir, EVENTS_DIR), { keyEncoding: "utf8", valueEncoding: "view", ...LEVELDB_OPTIONS });
+    await mkdir(dir, { recursive: true });
+    const opened = await Promise.allSettled([db.open(), events.open()]);
+    const failed = opened.find((r) => r.status === "rejected");
+    if (failed) {
+      await Promise.allSettled([db.close(), events.close()]);
+      throw failed.reason;
+    }
+    try {
+      return await OriginLog.load(db, events, options);
+    } catch (e) {
+      await Promise.allSettled([db.close(), events.close()]);
+      throw e;
+    }
+  }
+
+  private static async load(db: Db, events: Db, options: OriginLogOptions): Promise<OriginLog> {
     let id = await db.get(LOG_ID_KEY);
     const existed = id !== undefined;
     if (id === undefined) {
       id = randomBytes(8);
       await db.put(LOG_ID_KEY, id, { sync: true });
     }
-    const log = new OriginLog(db, options, Buffer.from(id).readBigUInt64BE(0));
+    const log = new OriginLog(db, events, options, Buffer.from(id).readBigUInt64BE(0));
     for await (const [key, value] of db.iterator({ gte: "h!", lt: prefixEnd("h!") })) {
       // Heads written before the dedup tables also hold how far the sweep had forgotten.
       const { first, last, bytes, expired } = JSON.parse(Buffer.from(value).toString("utf8")) as ChannelHead;
@@ -362,7 +412,83 @@ export class OriginLog {
       const prefix = dedupTablePrefix(table);
       log.tableMayHold[table] = (await db.keys({ gte: prefix, lt: prefixEnd(prefix), limit: 1 }).all()).length > 0;
     }
+    await log.loadLegacy();
+    await log.reconcile();
     return log;
+  }
+
+  /**
+   * A log written before EVENTS_DIR kept its events in the main database. They stay there
+   * (moving them took ~9 s per million events, at every upgrade's first start), and reads,
+   * dedup checks and retention find each channel's events up to its last one at the upgrade
+   * there, and the later ones in the events' database; retention removes the old ones in time.
+   * Which is which is written once, on the first open after the upgrade, before any event
+   * goes to the events' database.
+   */
+  private async loadLegacy(): Promise<void> {
+    const stored = await this.db.get(EVENTS_SPLIT_KEY);
+    if (stored !== undefined) {
+      const { legacyThrough } = JSON.parse(Buffer.from(stored).toString("utf8")) as { legacyThrough: Record<string, number> };
+      for (const [channel, through] of Object.entries(legacyThrough)) this.legacy.set(channel, through);
+      return;
+    }
+    const [anyEvent] = await this.db.keys({ gte: "e!", lt: prefixEnd("e!"), limit: 1 }).all();
+    const legacyThrough: Record<string, number> = {};
+    if (anyEvent !== undefined) {
+      for (const [channel, head] of this.heads) {
+        if (head.last < head.first) continue;
+        legacyThrough[channel] = head.last;
+        this.legacy.set(channel, head.last);
+      }
+    }
+    await this.db.put(EVENTS_SPLIT_KEY, Buffer.from(JSON.stringify({ legacyThrough })), { sync: true });
+  }
+
+  /** The database holding `channel`'s event `sequence` (see loadLegacy). */
+  private eventDb(channel: string, sequence: number): Db {
+    return this.legacy.size > 0 && sequence <= (this.legacy.get(channel) ?? 0) ? this.db : this.events;
+  }
+
+  /**
+   * Makes the two databases agree again after a crash between an append group's two writes
+   * (or retention's):
+   * - events above a channel's head were written without their head: no publisher was told
+   *   they were stored, and their sequences are the next appends'. They are removed, as are
+   *   the events of a channel with no head, and events below a head's first (retention
+   *   moved the head and stopped before removing them).
+   * - a head above the last stored event was written without its events: the head moves back
+   *   to that event, so the sequences are used again. The dedup entries that name them
+   *   stay, and count as duplicates no more (see duplicateOf); first attempts stored for
+   *   them count once for the events that take those sequences (one attempt too many, as
+   *   after any stop between a first attempt's write and its send). The head's byte count
+   *   keeps the lost events' bytes, which retention by size meets a group's worth early.
+   */
+  private async reconcile(): Promise<void> {
+    const repaired = this.db.batch();
+    for (const [channel, head] of this.heads) {
+      const prefix = eventPrefix(channel);
+      await this.events.clear({ gt: eventKey(channel, head.last), lt: prefixEnd(prefix) });
+      if (head.first > 1) await this.events.clear({ gte: prefix, lt: eventKey(channel, head.first) });
+      // The events up to a log's upgrade were written with their head (see loadLegacy).
+      const from = Math.max(head.first, (this.legacy.get(channel) ?? 0) + 1);
+      if (head.last < from) continue;
+      const [lastKey] = await this.events.keys({ gte: eventKey(channel, from), lte: eventKey(channel, head.last), reverse: true, limit: 1 }).all();
+      const last = lastKey === undefined ? from - 1 : seqOfKey(lastKey);
+      if (last === head.last) continue;
+      const moved = { ...head, last };
+      this.heads.set(channel, moved);
+      repaired.put(headKey(channel), Buffer.from(JSON.stringify(moved)));
+    }
+    // Channels with events and no head: a crash before their first head was written.
+    for (let after = "e!"; ; ) {
+      const [key] = await this.events.keys({ gt: after, lt: prefixEnd("e!"), limit: 1 }).all();
+      if (key === undefined) break;
+      const channel = key.slice(2, key.length - 17);
+      after = prefixEnd(eventPrefix(channel));
+      if (!this.heads.has(channel)) await this.events.clear({ gte: eventPrefix(channel), lt: after });
+    }
+    if (repaired.length > 0) await repaired.write({ sync: true });
+    else await repaired.close();
   }
 
   /** Called after each append batch with every channel that grew and its new last sequence. */
@@ -465,7 +591,7 @@ export class OriginLog {
       try {
         written = this.prepare(current, await current.stored);
         if (this.queue.length > 0) next = this.lookUp(this.takeGroup(), written.seen);
-        await written.batch.write({ sync: this.fsync });
+        await writeBoth(written.eventBatch, written.batch, this.fsync);
       } catch (e) {
         for (const settle of written?.settles ?? []) settle(false);
         for (const p of current.group) p.reject(e);
@@ -536,6 +662,7 @@ export class OriginLog {
   /** Assigns sequences and builds the batch of a looked-up group (heads change once it is written). */
   private prepare(lookup: Lookup, stored: (Uint8Array | undefined)[]): Written {
     const now = this.now();
+    const eventBatch = this.events.batch();
     const batch = this.db.batch();
     const touched = new Map<string, ChannelHead>();
     const events = new Map<string, StoredEvent[]>();
@@ -552,7 +679,7 @@ export class OriginLog {
         let found: AppendResult | undefined;
         if (lookup.askedFor[a] === k) {
           const first = (touched.get(entry.channel) ?? this.heads.get(entry.channel))?.first ?? 1;
-          for (; lookup.askedFor[a] === k; a++) found ??= this.duplicateOf(stored[a], now, relay, first);
+          for (; lookup.askedFor[a] === k; a++) found ??= this.duplicateOf(entry.channel, stored[a], now, relay, first);
         }
         k++;
         const earlier = seen.get(dk) ?? lookup.pending?.get(dk) ?? found;
@@ -571,7 +698,7 @@ export class OriginLog {
         head.last = sequence;
         const record = encodeRecord(now, entry.key, entry.bytes, entry.origin, entry.onlyGroup);
         head.bytes += record.length;
-        batch.put(eventKey(entry.channel, sequence), record);
+        eventBatch.put(eventKey(entry.channel, sequence), record);
         let list = events.get(entry.channel);
         if (!list) events.set(entry.channel, (list = []));
         list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry.origin, entry.onlyGroup));
@@ -600,7 +727,7 @@ export class OriginLog {
       }
       attempts.stage();
     }
-    return { batch, touched, events, seen, results, settles };
+    return { eventBatch, batch, touched, events, seen, results, settles };
   }
 
   /** A group is stored: its heads become the log's, and readers hear of it. */
@@ -617,15 +744,20 @@ export class OriginLog {
 
   /**
    * The earlier append a stored dedup entry points to, if it is within the window and still
-   * stored (`first`: the channel's oldest retained sequence).
+   * stored (`first`: the channel's oldest retained sequence): the event at its sequence must
+   * be the one appended at the entry's time. An entry whose events were lost in a crash
+   * between the group's two writes names a sequence that holds nothing, or, once used again,
+   * another event (see reconcile).
    */
-  private duplicateOf(value: Uint8Array | undefined, now: number, relay: boolean, first: number): AppendResult | undefined {
+  private duplicateOf(channel: string, value: Uint8Array | undefined, now: number, relay: boolean, first: number): AppendResult | undefined {
     if (value === undefined) return undefined;
     const [seq, at] = Buffer.from(value).toString("utf8").split(":").map(Number);
     // A relay copy's entry lasts as long as the copy: retention removes both together. A
     // publish's entry stays in its table after retention removed the event: re-publishing it
     // then stores it again, as before the tables.
     if (seq === undefined || at === undefined || seq < first || (!relay && now - at >= this.dedupWindowMs)) return undefined;
+    const event = this.eventDb(channel, seq).getSync(eventKey(channel, seq));
+    if (event === undefined || recordTime(event) !== at) return undefined;
     return { sequence: seq, duplicate: true };
   }
 
@@ -634,12 +766,23 @@ export class OriginLog {
    * once `maxBytes` of event bytes are read (always at least one event).
    */
   async read(channel: string, from: number, limit: number, maxBytes = Infinity): Promise<StoredEvent[]> {
-    const out: StoredEvent[] = [];
     const head = this.heads.get(channel);
-    if (!head || from > head.last || limit < 1) return out;
+    if (!head || from > head.last || limit < 1) return [];
     const start = Math.max(from, head.first);
     const cached = this.tail.read(channel, start, limit, maxBytes);
     if (cached) return cached;
+    const legacyThrough = this.legacy.get(channel) ?? 0;
+    if (start > legacyThrough) return this.readFrom(this.events, channel, head, start, limit, maxBytes);
+    // From before the log's upgrade (see loadLegacy), then on from the events' database.
+    const old = await this.readFrom(this.db, channel, head, start, Math.min(limit, legacyThrough - start + 1), maxBytes);
+    const bytes = old.reduce((sum, e) => sum + e.bytes.length, 0);
+    if (old.length === 0 || old[old.length - 1]!.sequence < legacyThrough || old.length >= limit || bytes >= maxBytes) return old;
+    return old.concat(await this.readFrom(this.events, channel, head, legacyThrough + 1, limit - old.length, maxBytes - bytes));
+  }
+
+  /** `read` from one database: its events of `channel` from `start` on, LevelDB only. */
+  private async readFrom(db: Db, channel: string, head: ChannelHead, start: number, limit: number, maxBytes: number): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = [];
     let bytes = 0;
     // Each step is a trip to LevelDB's threads and back to this loop, which a dispatcher
     // waits for; under a publish load the loop is busy and a trip costs milliseconds. So the
@@ -650,7 +793,7 @@ export class OriginLog {
     const average = Math.max(1, head.bytes / Math.max(1, head.last - head.first + 1));
     const fits = Number.isFinite(maxBytes) ? Math.floor(maxBytes / average) : limit;
     const firstStep = Math.max(READ_STEP, Math.min(limit, fits));
-    const iterator = this.db.iterator({
+    const iterator = db.iterator({
       gte: eventKey(channel, start),
       lt: prefixEnd(eventPrefix(channel)),
       limit,
@@ -675,7 +818,19 @@ export class OriginLog {
 
   /** Reads the given sequences of `channel`; undefined where retention removed one. */
   async get(channel: string, sequences: number[]): Promise<(StoredEvent | undefined)[]> {
-    const values = await this.db.getMany(sequences.map((s) => eventKey(channel, s)));
+    const legacyThrough = this.legacy.get(channel) ?? 0;
+    const fromEvents = sequences.filter((s) => s > legacyThrough);
+    const values = await this.events.getMany(fromEvents.map((s) => eventKey(channel, s)));
+    if (fromEvents.length < sequences.length) {
+      // From before the log's upgrade (see loadLegacy), in order with the rest.
+      const old = await this.db.getMany(sequences.filter((s) => s <= legacyThrough).map((s) => eventKey(channel, s)));
+      let o = 0;
+      let e = 0;
+      return sequences.map((s) => {
+        const v = s <= legacyThrough ? old[o++] : values[e++];
+        return v === undefined ? undefined : decodeRecord(channel, s, v);
+      });
+    }
     return values.map((v, i) => (v === undefined ? undefined : decodeRecord(channel, sequences[i]!, v)));
   }
 
@@ -686,7 +841,7 @@ export class OriginLog {
     let hi = head.last + 1;
     while (lo < hi) {
       const mid = Math.floor((lo + hi) / 2);
-      const value = this.db.getSync(eventKey(channel, mid));
+      const value = this.eventDb(channel, mid).getSync(eventKey(channel, mid));
       if (value !== undefined && recordTime(value) >= time) hi = mid;
       else lo = mid + 1;
     }
@@ -849,6 +1004,7 @@ export class OriginLog {
     const head = this.heads.get(channel);
     if (!head || head.first !== plan.first || this.closed) return;
     const batch = this.db.batch();
+    const removed = this.events.batch();
     const next = { ...head };
     // A dedup entry goes only if it still points at the event (no re-publish since).
     let forgotten = 0;
@@ -861,18 +1017,23 @@ export class OriginLog {
       }
     };
     for (const e of plan.expire) {
-      batch.del(eventKey(channel, e.sequence));
+      // A log's events from before its upgrade go with the head, as they always did.
+      (this.eventDb(channel, e.sequence) === this.db ? batch : removed).del(eventKey(channel, e.sequence));
       forget(e.dedupKey, e.sequence);
       next.bytes -= e.size;
       next.expired += 1;
       next.first = e.sequence + 1;
     }
     batch.put(headKey(channel), Buffer.from(JSON.stringify(next)));
+    // The head first: a crash before the events' write leaves them below it, where nothing
+    // reads and the next open removes them (see reconcile). The other way round, a reader
+    // would find the head's first event gone.
     await batch.write();
     this.dedupFilter.deleted(forgotten);
     this.heads.set(channel, next);
     if (next.expired > head.expired) this.observer.expired(channel, undefined, next.expired - head.expired);
     if (next.first !== head.first) for (const l of this.trimListeners) l(channel, next.first);
+    await removed.write();
   }
 
   /**
@@ -910,7 +1071,7 @@ export class OriginLog {
     await this.sweeping?.catch(() => {});
     await this.drained;
     this.tail.clear();
-    await this.db.close();
+    await Promise.all([this.db.close(), this.events.close()]);
   }
 }
 

@@ -1,0 +1,194 @@
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ClassicLevel } from "classic-level";
+import { afterEach, describe, expect, it } from "vitest";
+import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
+import { type AppendEntry, EVENTS_DIR, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
+import { EVENTS_SPLIT_KEY, eventKey, prefixEnd } from "../src/log/keys.js";
+import { encodeRecord } from "../src/log/record.js";
+import { tempDir } from "./support/sidecar.js";
+
+/**
+ * An append group is two LevelDB writes (its events, and the rest), and a crash can land
+ * between them; so can one between retention's two writes. Each case is made by editing the
+ * closed log's databases as that crash would have left them.
+ */
+
+function entry(channel: string, id: string, data = id): AppendEntry {
+  const bytes = toBinary(EventSchema, create(EventSchema, { channel, id, source: "//crash", type: "t", data: Buffer.from(data) }));
+  return { channel, source: "//crash", id, key: "", bytes };
+}
+const dataOf = (bytes: Uint8Array): string => Buffer.from(fromBinary(EventSchema, bytes).data).toString();
+
+type Raw = ClassicLevel<string, Uint8Array>;
+/** Runs `edit` on the closed log's main database and its events' database. */
+async function editDatabases(dir: string, edit: (main: Raw, events: Raw) => Promise<void>): Promise<void> {
+  const main: Raw = new ClassicLevel(dir, { keyEncoding: "utf8", valueEncoding: "view" });
+  const events: Raw = new ClassicLevel(join(dir, EVENTS_DIR), { keyEncoding: "utf8", valueEncoding: "view" });
+  await main.open();
+  await events.open();
+  try {
+    await edit(main, events);
+  } finally {
+    await main.close();
+    await events.close();
+  }
+}
+const keysOf = async (db: Raw, prefix: string): Promise<string[]> => db.keys({ gte: prefix, lt: prefixEnd(prefix) }).all();
+
+describe("OriginLog after a crash between its two writes", () => {
+  const open: OriginLog[] = [];
+  const dirs: string[] = [];
+  afterEach(async () => {
+    for (const l of open.splice(0)) await l.close();
+    for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+  });
+  async function openLog(dir: string, options: OriginLogOptions = {}): Promise<OriginLog> {
+    const log = await OriginLog.open(dir, options);
+    open.push(log);
+    return log;
+  }
+  async function newDir(): Promise<string> {
+    const d = await tempDir();
+    dirs.push(d);
+    return d;
+  }
+  async function closeLast(): Promise<void> {
+    await open.pop()!.close();
+  }
+  const ids = async (log: OriginLog, channel: string): Promise<[number, string][]> =>
+    (await log.read(channel, 1, 100)).map((e) => [e.sequence, dataOf(e.bytes)]);
+
+  it("drops events written without their head (a channel's first too), and the next appends take their sequences", async () => {
+    const dir = await newDir();
+    const log = await openLog(dir);
+    await log.append([entry("c", "1"), entry("c", "2"), entry("c", "3")]);
+    await closeLast();
+    // The events' write of a fourth event (and of a new channel's first) made it; the head did not.
+    await editDatabases(dir, async (_main, events) => {
+      await events.put(eventKey("c", 4), encodeRecord(1, "", entry("c", "lost").bytes));
+      await events.put(eventKey("new", 1), encodeRecord(1, "", entry("new", "lost").bytes));
+      await events.put(eventKey("gone", 1), encodeRecord(1, "", entry("gone", "lost").bytes));
+    });
+
+    const again = await openLog(dir);
+    expect(again.head("c")).toMatchObject({ first: 1, last: 3 });
+    expect(again.channels()).not.toContain("new");
+    expect(await ids(again, "c")).toEqual([[1, "1"], [2, "2"], [3, "3"]]);
+    expect(await again.append([entry("c", "4"), entry("new", "1")])).toEqual([
+      { sequence: 4, duplicate: false },
+      { sequence: 1, duplicate: false },
+    ]);
+    expect(await ids(again, "c")).toEqual([[1, "1"], [2, "2"], [3, "3"], [4, "4"]]);
+    expect(await ids(again, "new")).toEqual([[1, "1"]]);
+    await closeLast();
+    await editDatabases(dir, async (_main, events) => {
+      expect(await keysOf(events, "e!gone!")).toEqual([]);
+    });
+  });
+
+  it("moves a head written without its events back to the last stored one; their publishes are stored again, not called duplicates", async () => {
+    const dir = await newDir();
+    let now = 1_000_000;
+    const clock = { now: () => now };
+    const log = await openLog(dir, clock);
+    await log.append([entry("c", "1"), entry("c", "2"), entry("c", "3")]);
+    now += 10;
+    await log.append([entry("c", "4"), entry("c", "5")]);
+    await closeLast();
+    // The second group's head and dedup entries were written; its events were not.
+    await editDatabases(dir, async (_main, events) => {
+      await events.del(eventKey("c", 4));
+      await events.del(eventKey("c", 5));
+    });
+
+    now += 10;
+    const again = await openLog(dir, clock);
+    expect(again.head("c")).toMatchObject({ first: 1, last: 3 });
+    // Another event takes sequence 4; "4"'s entry still names it, with its own time.
+    now += 10;
+    expect(await again.append([entry("c", "x")])).toEqual([{ sequence: 4, duplicate: false }]);
+    now += 10;
+    expect(await again.append([entry("c", "4"), entry("c", "5"), entry("c", "2")])).toEqual([
+      { sequence: 5, duplicate: false },
+      { sequence: 6, duplicate: false },
+      { sequence: 2, duplicate: true },
+    ]);
+    expect(await ids(again, "c")).toEqual([[1, "1"], [2, "2"], [3, "3"], [4, "x"], [5, "4"], [6, "5"]]);
+    // And the repaired head is what the next open finds.
+    await closeLast();
+    const third = await openLog(dir, clock);
+    expect(third.head("c")).toMatchObject({ first: 1, last: 6 });
+    expect(await third.append([entry("c", "4")])).toEqual([{ sequence: 5, duplicate: true }]);
+  });
+
+  it("removes events below a head's first that retention's second write did not", async () => {
+    const dir = await newDir();
+    let now = 1_000_000;
+    const options = { now: () => now, retention: { maxAgeMs: 10_000, maxBytes: 1e12 } };
+    const log = await openLog(dir, options);
+    await log.append([entry("c", "1"), entry("c", "2")]);
+    now += 20_000;
+    await log.append([entry("c", "3")]);
+    await log.sweep();
+    expect(log.head("c")).toMatchObject({ first: 3, last: 3 });
+    await closeLast();
+    await editDatabases(dir, async (_main, events) => {
+      await events.put(eventKey("c", 1), encodeRecord(1_000_000, "", entry("c", "1").bytes));
+    });
+
+    const again = await openLog(dir, options);
+    expect(await ids(again, "c")).toEqual([[3, "3"]]);
+    await closeLast();
+    await editDatabases(dir, async (_main, events) => {
+      expect(await keysOf(events, "e!")).toEqual([eventKey("c", 3)]);
+    });
+  });
+
+  it("reads the events a log kept beside the rest before its upgrade, and takes new ones into their own database", async () => {
+    const dir = await newDir();
+    let now = 1_000_000;
+    const options = { now: () => now, retention: { maxAgeMs: 10_000, maxBytes: 1e12 } };
+    const log = await openLog(dir, options);
+    await log.append(Array.from({ length: 300 }, (_, i) => entry("c", String(i + 1))));
+    await log.append([entry("d", "1")]);
+    await closeLast();
+    // As such a log was: every event in the main database, and no word of a split.
+    await editDatabases(dir, async (main, events) => {
+      await main.del(EVENTS_SPLIT_KEY);
+      for (const [key, value] of await events.iterator({ gte: "e!", lt: prefixEnd("e!") }).all()) {
+        await main.put(key, value);
+        await events.del(key);
+      }
+    });
+
+    const again = await openLog(dir, options);
+    expect(again.head("c")).toMatchObject({ first: 1, last: 300 });
+    expect(await ids(again, "d")).toEqual([[1, "1"]]);
+    expect(await again.append([entry("c", "17"), entry("c", "new")])).toEqual([
+      { sequence: 17, duplicate: true },
+      { sequence: 301, duplicate: false },
+    ]);
+    const across = async (l: OriginLog): Promise<[number, string][]> => (await l.read("c", 299, 10)).map((e) => [e.sequence, dataOf(e.bytes)]);
+    expect(await across(again)).toEqual([[299, "299"], [300, "300"], [301, "new"]]);
+    expect((await again.get("c", [301, 1, 300])).map((e) => e && dataOf(e.bytes))).toEqual(["new", "1", "300"]);
+    await closeLast();
+    await editDatabases(dir, async (main, events) => {
+      expect((await keysOf(main, "e!")).length).toBe(301);
+      expect(await keysOf(events, "e!")).toEqual([eventKey("c", 301)]);
+    });
+
+    // Which events are where is kept; retention removes them from both.
+    const third = await openLog(dir, options);
+    expect(await across(third)).toEqual([[299, "299"], [300, "300"], [301, "new"]]);
+    now += 20_000;
+    await third.sweep();
+    expect(third.head("c")).toMatchObject({ first: 302, last: 301, expired: 301 });
+    await closeLast();
+    await editDatabases(dir, async (main, events) => {
+      expect(await keysOf(main, "e!")).toEqual([]);
+      expect(await keysOf(events, "e!")).toEqual([]);
+    });
+  });
+});

@@ -5,7 +5,7 @@ import { ClassicLevel } from "classic-level";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { type AppendEntry, EVENTS_DIR, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
-import { EVENTS_SPLIT_KEY, eventKey, prefixEnd } from "../src/log/keys.js";
+import { CLOSED_KEY, EVENTS_SPLIT_KEY, eventKey, prefixEnd } from "../src/log/keys.js";
 import { encodeRecord } from "../src/log/record.js";
 import { tempDir } from "./support/sidecar.js";
 
@@ -22,13 +22,17 @@ function entry(channel: string, id: string, data = id): AppendEntry {
 const dataOf = (bytes: Uint8Array): string => Buffer.from(fromBinary(EventSchema, bytes).data).toString();
 
 type Raw = ClassicLevel<string, Uint8Array>;
-/** Runs `edit` on the closed log's main database and its events' database. */
-async function editDatabases(dir: string, edit: (main: Raw, events: Raw) => Promise<void>): Promise<void> {
+/**
+ * Runs `edit` on the closed log's main database and its events' database, and (unless
+ * `closedCleanly`) takes away the mark of a clean close, as a crash leaves none.
+ */
+async function editDatabases(dir: string, edit: (main: Raw, events: Raw) => Promise<void>, closedCleanly = false): Promise<void> {
   const main: Raw = new ClassicLevel(dir, { keyEncoding: "utf8", valueEncoding: "view" });
   const events: Raw = new ClassicLevel(join(dir, EVENTS_DIR), { keyEncoding: "utf8", valueEncoding: "view" });
   await main.open();
   await events.open();
   try {
+    if (!closedCleanly) await main.del(CLOSED_KEY);
     await edit(main, events);
   } finally {
     await main.close();
@@ -74,6 +78,7 @@ describe("OriginLog after a crash between its two writes", () => {
 
     const again = await openLog(dir);
     expect(again.head("c")).toMatchObject({ first: 1, last: 3 });
+    expect((again as unknown as { events: Raw }).events.getSync(eventKey("c", 4))).toBeUndefined();
     expect(again.channels()).not.toContain("new");
     expect(await ids(again, "c")).toEqual([[1, "1"], [2, "2"], [3, "3"]]);
     expect(await again.append([entry("c", "4"), entry("new", "1")])).toEqual([
@@ -134,8 +139,10 @@ describe("OriginLog after a crash between its two writes", () => {
     await log.sweep();
     expect(log.head("c")).toMatchObject({ first: 3, last: 3 });
     await closeLast();
+    // The pass's removal of events 1 and 2 (one write) did not happen.
     await editDatabases(dir, async (_main, events) => {
       await events.put(eventKey("c", 1), encodeRecord(1_000_000, "", entry("c", "1").bytes));
+      await events.put(eventKey("c", 2), encodeRecord(1_000_000, "", entry("c", "2").bytes));
     });
 
     const again = await openLog(dir, options);
@@ -190,5 +197,28 @@ describe("OriginLog after a crash between its two writes", () => {
       expect(await keysOf(main, "e!")).toEqual([]);
       expect(await keysOf(events, "e!")).toEqual([]);
     });
+  });
+
+  it("marks a clean close, whose next open skips the repair; a read never passes the head either way", async () => {
+    const dir = await newDir();
+    const log = await openLog(dir);
+    await log.append([entry("c", "1"), entry("c", "2")]);
+    await closeLast();
+    await editDatabases(
+      dir,
+      async (main, events) => {
+        expect(await main.get(CLOSED_KEY)).toBeDefined();
+        await events.put(eventKey("c", 3), encodeRecord(1, "", entry("c", "lost").bytes));
+      },
+      true,
+    );
+
+    const again = await openLog(dir);
+    const inside = again as unknown as { db: Raw; events: Raw };
+    expect(await inside.db.get(CLOSED_KEY)).toBeUndefined(); // a crash from here on is repaired
+    expect(inside.events.getSync(eventKey("c", 3))).toBeDefined(); // not looked for
+    expect(await ids(again, "c")).toEqual([[1, "1"], [2, "2"]]);
+    expect(await again.append([entry("c", "3")])).toEqual([{ sequence: 3, duplicate: false }]);
+    expect(await ids(again, "c")).toEqual([[1, "1"], [2, "2"], [3, "3"]]);
   });
 });

@@ -17,6 +17,8 @@
  *                            keyed by the first; deleted once all of them are done
  *   m!log-id                 8 random bytes chosen when the log was created
  *   m!dedup-tables           which dedup table is written, since when (see DedupTables)
+ *   m!closed                 present while the log is closed cleanly: its open skips the repair
+ *                            of a crash between two writes (see OriginLog.reconcile)
  *   m!events-dir             {"legacyThrough":{CHANNEL:SEQ}}: events up to SEQ of CHANNEL are
  *                            here, not in EVENTS_DIR (a log written before it kept them here)
  *   q!DLQ!CHANNEL!GROUP      the dead letters of GROUP in DLQ an operator handled (redriven or
@@ -62,6 +64,8 @@ export const seqOfKey = (key: string): number => Number.parseInt(key.slice(key.l
 
 /** The log's random id (see OriginLog.id). */
 export const LOG_ID_KEY = "m!log-id";
+/** Present while the log is closed cleanly (see OriginLog.close). */
+export const CLOSED_KEY = "m!closed";
 /** Which events a log written before its events' database keeps in the main one (see OriginLog.legacy). */
 export const EVENTS_SPLIT_KEY = "m!events-dir";
 /** Which dedup table the log writes and since when (see OriginLog, DedupTables). */

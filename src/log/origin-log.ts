@@ -449,9 +449,14 @@ export class OriginLog {
     await this.db.put(EVENTS_SPLIT_KEY, Buffer.from(JSON.stringify({ legacyThrough })), { sync: true });
   }
 
+  /** The last event of `channel` in the main database (see loadLegacy); 0 for none. */
+  private legacyThrough(channel: string): number {
+    return this.legacy.size > 0 ? (this.legacy.get(channel) ?? 0) : 0;
+  }
+
   /** The database holding `channel`'s event `sequence` (see loadLegacy). */
   private eventDb(channel: string, sequence: number): Db {
-    return this.legacy.size > 0 && sequence <= (this.legacy.get(channel) ?? 0) ? this.db : this.events;
+    return sequence <= this.legacyThrough(channel) ? this.db : this.events;
   }
 
   /**
@@ -480,7 +485,7 @@ export class OriginLog {
     for (const [channel, head] of this.heads) {
       const prefix = eventPrefix(channel);
       // The events up to a log's upgrade were written with their head (see loadLegacy).
-      const legacyThrough = this.legacy.get(channel) ?? 0;
+      const legacyThrough = this.legacyThrough(channel);
       if (stored(channel, head.last + 1)) await this.events.clear({ gt: eventKey(channel, head.last), lt: prefixEnd(prefix) });
       if (head.first - 1 > legacyThrough && stored(channel, head.first - 1)) await this.events.clear({ gte: prefix, lt: eventKey(channel, head.first) });
       const from = Math.max(head.first, legacyThrough + 1);
@@ -785,7 +790,7 @@ export class OriginLog {
     const start = Math.max(from, head.first);
     const cached = this.tail.read(channel, start, limit, maxBytes);
     if (cached) return cached;
-    const legacyThrough = this.legacy.get(channel) ?? 0;
+    const legacyThrough = this.legacyThrough(channel);
     if (start > legacyThrough) return this.readFrom(this.events, channel, head, start, limit, maxBytes);
     // From before the log's upgrade (see loadLegacy), then on from the events' database.
     const old = await this.readFrom(this.db, channel, head, start, Math.min(limit, legacyThrough - start + 1), maxBytes);
@@ -833,7 +838,7 @@ export class OriginLog {
 
   /** Reads the given sequences of `channel`; undefined where retention removed one. */
   async get(channel: string, sequences: number[]): Promise<(StoredEvent | undefined)[]> {
-    const legacyThrough = this.legacy.get(channel) ?? 0;
+    const legacyThrough = this.legacyThrough(channel);
     const fromEvents = sequences.filter((s) => s > legacyThrough);
     const values = await this.events.getMany(fromEvents.map((s) => eventKey(channel, s)));
     if (fromEvents.length < sequences.length) {

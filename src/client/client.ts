@@ -3,6 +3,7 @@ import { type ChannelOptions, Client, type ClientDuplexStream, credentials, make
 import { Mesh } from "../gen/weft/v1/mesh_pb.js";
 import type { PublishResponse, SubscribeRequest, SubscribeResponse } from "../gen/weft/v1/mesh_pb.js";
 import { typedServiceDefinition } from "../grpc/definitions.js";
+import { WIDE_RECEIVE_WINDOW } from "../grpc/receive-window.js";
 import { readSubscribeResponse } from "../grpc/wire.js";
 import { type EventInput, type Published, Publisher } from "./publisher.js";
 import { type SubscribeOptions, Subscription } from "./subscription.js";
@@ -40,7 +41,7 @@ export class WeftClient {
     this.client = new MeshClient(target, credentials.createInsecure(), {
       "grpc.max_receive_message_length": -1,
       // Deliveries arrive in batches of up to 3 MiB: a 64 KiB HTTP/2 window would stall them.
-      "grpc-node.flow_control_window": 16 * 1024 * 1024,
+      ...WIDE_RECEIVE_WINDOW,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 2000,
       ...options.channelOptions,

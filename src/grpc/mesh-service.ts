@@ -1,4 +1,3 @@
-import type { Http2Session } from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type ServerDuplexStream, type UntypedServiceImplementation, status } from "@grpc/grpc-js";
 import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
@@ -15,6 +14,7 @@ import {
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import type { Observer } from "../ops/observer.js";
 import type { EventTracing, PublishedEvent } from "../ops/tracing.js";
+import { widenReceiveWindow } from "./receive-window.js";
 import { failStream, writeSafe } from "./status.js";
 import { type RawPublishResult, readAckRequest, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
 
@@ -27,16 +27,6 @@ const MAX_IDS = 10_000;
 const MAX_DELAY_MS = 3_600_000;
 /** SubscribeResponse messages stay under this size, which every gRPC client accepts. */
 const MAX_DELIVERY_MESSAGE_BYTES = 3 * 1024 * 1024;
-/**
- * The HTTP/2 receive window of each client connection, for the connection and for each
- * stream. With Node's default of 64 KiB a publish request of 500 events (~180 KB) crosses in
- * 64 KiB steps, each waiting for this event loop to send a WINDOW_UPDATE and the client's
- * to act on it: publishing then runs at the pace of the two loops' latency, not their CPU.
- * Both windows matter: a wider stream window alone still waits on the connection's 64 KiB.
- * Memory stays bounded: grpc-js stops reading a stream whose messages are not consumed, so a
- * connection has at most this much unread.
- */
-const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
 
 export interface MeshServiceDeps {
   log: OriginLog;
@@ -59,7 +49,6 @@ export class MeshService {
   /** Live subscribe streams, and how to end them (the member leaves). */
   private readonly subscribing = new Map<Call, (e: unknown) => void>();
   private stopping = false;
-  private readonly widened = new WeakSet<Http2Session>();
 
   constructor(private readonly deps: MeshServiceDeps) {}
 
@@ -84,27 +73,9 @@ export class MeshService {
     );
   }
 
-  /**
-   * Widens the receive window of the call's connection (see RECEIVE_WINDOW_BYTES), once per
-   * connection. grpc-js has no server option for it (grpc/grpc-node#3058), so this reaches
-   * the HTTP/2 session through grpc-js internals and does nothing when they are not there.
-   */
-  private widenReceiveWindow(call: Call): void {
-    const inner = (call as unknown as { call?: { stream?: { session?: Http2Session } } }).call;
-    const session = inner?.stream?.session;
-    if (!session || this.widened.has(session) || session.destroyed || typeof session.setLocalWindowSize !== "function") return;
-    this.widened.add(session);
-    try {
-      session.setLocalWindowSize(RECEIVE_WINDOW_BYTES);
-      session.settings({ initialWindowSize: RECEIVE_WINDOW_BYTES });
-    } catch {
-      // A session closing meanwhile: nothing to widen.
-    }
-  }
-
   private publish(call: Call): void {
     const { log, limits } = this.deps;
-    this.widenReceiveWindow(call);
+    widenReceiveWindow(call);
     let chain: Promise<void> = Promise.resolve();
     let outstanding = 0;
     let failed = false;

@@ -3,6 +3,7 @@ import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
 import type { MeshNode } from "../mesh/mesh-node.js";
 import { PeerLink, serverTransport } from "../mesh/peer-link.js";
 import { rawServiceDefinition } from "./definitions.js";
+import { widenReceiveWindow } from "./receive-window.js";
 import { bind, newServer } from "./server.js";
 
 export interface PeerServerOptions {
@@ -27,6 +28,8 @@ export class PeerServer {
     const server = newServer(options.maxMessageBytes);
     server.addService(rawServiceDefinition(PeerDesc), {
       Link: (call: ServerDuplexStream<Buffer, Uint8Array>) => {
+        // Forwards of hundreds of events come in on it; outcomes go out.
+        widenReceiveWindow(call);
         new PeerLink(serverTransport(call, node.nodeId), "acceptor", node, node.heartbeatMs);
       },
     });

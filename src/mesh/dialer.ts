@@ -3,6 +3,7 @@ import { type Client, type ClientDuplexStream, credentials, makeGenericClientCon
 import { Reason } from "../contract/errors.js";
 import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
 import { rawServiceDefinition } from "../grpc/definitions.js";
+import { WIDE_RECEIVE_WINDOW } from "../grpc/receive-window.js";
 import type { Logger } from "../ops/logger.js";
 import type { MeshNode } from "./mesh-node.js";
 import { type LinkClosed, PeerLink, clientTransport } from "./peer-link.js";
@@ -129,6 +130,8 @@ class DialTarget {
       "grpc.max_send_message_length": -1,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 2000,
+      // Forwards of hundreds of events come in on a link the peer accepted, too.
+      ...WIDE_RECEIVE_WINDOW,
     });
   }
 

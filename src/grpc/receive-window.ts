@@ -1,0 +1,42 @@
+import type { Http2Session } from "node:http2";
+
+/**
+ * The HTTP/2 receive window of Weft's connections, for the connection and for each stream:
+ * the service API's (publish batches in), the client's (delivery batches in), and both ends
+ * of a peer link (forwards one way, outcomes the other).
+ *
+ * With Node's default of 64 KiB, a message of 500 events (~180 KB) crosses in 64 KiB steps,
+ * each waiting for the receiver's event loop to send a WINDOW_UPDATE and the sender's to act
+ * on it: the stream then runs at the pace of the two loops' latency, not their CPU. On a
+ * peer link that pace is the origin's, whose loop is busiest when its publishers are: under
+ * W3's publishing, forwards of 500 events went out at 2–5k events/s with 64 KiB and
+ * 5–9k with this.
+ *
+ * Both windows matter: a wider stream window alone still waits on the connection's 64 KiB.
+ * Memory stays bounded: grpc-js stops reading a stream whose messages are not consumed, so
+ * a connection has at most this much unread.
+ */
+export const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
+
+/** The grpc-js channel option that gives a dialed connection RECEIVE_WINDOW_BYTES. */
+export const WIDE_RECEIVE_WINDOW = { "grpc-node.flow_control_window": RECEIVE_WINDOW_BYTES } as const;
+
+const widened = new WeakSet<Http2Session>();
+
+/**
+ * Widens the receive window of a server call's connection to RECEIVE_WINDOW_BYTES, once per
+ * connection. grpc-js has no server option for it (grpc/grpc-node#3058), so this reaches the
+ * HTTP/2 session through grpc-js internals and does nothing when they are not there.
+ */
+export function widenReceiveWindow(call: object): void {
+  const inner = (call as { call?: { stream?: { session?: Http2Session } } }).call;
+  const session = inner?.stream?.session;
+  if (!session || widened.has(session) || session.destroyed || typeof session.setLocalWindowSize !== "function") return;
+  widened.add(session);
+  try {
+    session.setLocalWindowSize(RECEIVE_WINDOW_BYTES);
+    session.settings({ initialWindowSize: RECEIVE_WINDOW_BYTES });
+  } catch {
+    // A session closing meanwhile: nothing to widen.
+  }
+}

@@ -94,7 +94,7 @@ export function defaultConfig(): SidecarConfig {
     peersDns: [],
     peersDnsIntervalMs: 30_000,
     peerTimeoutMs: 30_000,
-    peerWindow: 1000,
+    peerWindow: 5000,
     logLevel: "info",
     logFormat: "json",
   };

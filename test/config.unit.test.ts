@@ -583,7 +583,7 @@ describe("mesh settings", () => {
     expect(config.nodeId).toBe(defaultConfig().nodeId);
     expect(config.nodeId).toMatch(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/);
     expect([config.peerListen, config.peers, config.peersDns]).toEqual(["127.0.0.1:7421", [], []]);
-    expect([config.peersDnsIntervalMs, config.peerTimeoutMs, config.peerWindow]).toEqual([30_000, 30_000, 1000]);
+    expect([config.peersDnsIntervalMs, config.peerTimeoutMs, config.peerWindow]).toEqual([30_000, 30_000, 5000]);
   });
 
   it("applies defaults < file < environment < flags to every mesh setting", async () => {

@@ -36,6 +36,23 @@ function rawCall(address: string, path: string): ClientHttp2Session {
   return session;
 }
 
+/** A raw HTTP/2 server on a loopback port, standing in for a peer or a sidecar: it keeps the sessions that connect. */
+async function rawServer(): Promise<{ address: string; sessions: ServerHttp2Session[] }> {
+  const sessions: ServerHttp2Session[] = [];
+  const server = createServer();
+  server.on("session", (s) => {
+    sessions.push(s);
+    s.on("error", () => {});
+  });
+  server.on("stream", (stream) => stream.on("error", () => {}));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  cleanup.push(() => {
+    for (const s of sessions) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return { address: `127.0.0.1:${(server.address() as { port: number }).port}`, sessions };
+}
+
 describe("HTTP/2 receive windows", () => {
   let t: TestSidecar;
 
@@ -54,43 +71,19 @@ describe("HTTP/2 receive windows", () => {
   });
 
   it("a sidecar dials its peers with the wide window: forwards come in on a link it dialed too", async () => {
-    const sessions: ServerHttp2Session[] = [];
-    const fakePeer = createServer();
-    fakePeer.on("session", (s) => {
-      sessions.push(s);
-      s.on("error", () => {});
-    });
-    fakePeer.on("stream", (stream) => stream.on("error", () => {}));
-    await new Promise<void>((r) => fakePeer.listen(0, "127.0.0.1", r));
-    cleanup.push(() => {
-      for (const s of sessions) s.destroy();
-      return new Promise<void>((r) => fakePeer.close(() => r()));
-    });
-    const { port } = fakePeer.address() as { port: number };
-    t = await startSidecar({ nodeId: "dialer", peers: [`127.0.0.1:${port}`] });
+    const fakePeer = await rawServer();
+    t = await startSidecar({ nodeId: "dialer", peers: [fakePeer.address] });
     cleanup.push(() => t.dispose());
-    await eventually(() => sessions.length > 0, 10_000, "the sidecar dialing its peer");
-    await advertisedWide(sessions[0]!, "the dialed link");
+    await eventually(() => fakePeer.sessions.length > 0, 10_000, "the sidecar dialing its peer");
+    await advertisedWide(fakePeer.sessions[0]!, "the dialed link");
   });
 
   it("the client connects with the wide window: deliveries come in on it", async () => {
-    const sessions: ServerHttp2Session[] = [];
-    const fakeSidecar = createServer();
-    fakeSidecar.on("session", (s) => {
-      sessions.push(s);
-      s.on("error", () => {});
-    });
-    fakeSidecar.on("stream", (stream) => stream.on("error", () => {}));
-    await new Promise<void>((r) => fakeSidecar.listen(0, "127.0.0.1", r));
-    const { port } = fakeSidecar.address() as { port: number };
-    const client = connect(`127.0.0.1:${port}`);
-    cleanup.push(() => {
-      client.close();
-      for (const s of sessions) s.destroy();
-      return new Promise<void>((r) => fakeSidecar.close(() => r()));
-    });
+    const fakeSidecar = await rawServer();
+    const client = connect(fakeSidecar.address);
+    cleanup.push(() => client.close());
     client.publish({ channel: "orders.created", data: new Uint8Array(1) }).catch(() => {});
-    await eventually(() => sessions.length > 0, 10_000, "the client connecting");
-    await advertisedWide(sessions[0]!, "the client's connection");
+    await eventually(() => fakeSidecar.sessions.length > 0, 10_000, "the client connecting");
+    await advertisedWide(fakeSidecar.sessions[0]!, "the client's connection");
   });
 });

@@ -1,6 +1,7 @@
 import { rm } from "node:fs/promises";
+import { type ClientHttp2Stream, connect as http2Connect } from "node:http2";
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
   Client,
@@ -13,16 +14,17 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { service as healthDefinition } from "grpc-health-check";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { holdNextAppend } from "./support/hold-append.js";
 import { ClientError, type Published } from "../src/client/index.js";
 import { DEFAULT_LIMITS } from "../src/contract/validate.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
+import { type PublishResponse, PublishResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
 import { ServiceServer } from "../src/grpc/server.js";
 import { OriginLog } from "../src/log/origin-log.js";
-import { take, within } from "./support/collect.js";
-import { RawMeshConnection } from "./support/raw-client.js";
+import { eventually, take, within } from "./support/collect.js";
+import { RawMeshConnection, encodePublishRequest } from "./support/raw-client.js";
 import { type TestSidecar, startSidecar, tempDir } from "./support/sidecar.js";
 import { wireFields } from "./support/wire-fields.js";
 
@@ -77,6 +79,27 @@ function watchHealth(health: Health, service: string) {
       expect(seen[read++]).toBe(expected);
     },
   };
+}
+
+/** A gRPC message frame: not compressed, 4-byte length, the bytes. */
+function grpcFrame(bytes: Uint8Array): Buffer {
+  const frame = Buffer.alloc(5 + bytes.length);
+  frame.writeUInt32BE(bytes.length, 1);
+  frame.set(bytes, 5);
+  return frame;
+}
+
+/** The gRPC messages a raw HTTP/2 stream receives, decoded. */
+async function* grpcMessages<T>(stream: ClientHttp2Stream, decode: (bytes: Uint8Array) => T): AsyncGenerator<T> {
+  let buffered = Buffer.alloc(0);
+  for await (const chunk of stream) {
+    buffered = Buffer.concat([buffered, chunk as Buffer]);
+    while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+      const length = buffered.readUInt32BE(1);
+      yield decode(buffered.subarray(5, 5 + length));
+      buffered = buffered.subarray(5 + length);
+    }
+  }
 }
 
 describe("service server", () => {
@@ -237,6 +260,53 @@ describe("service server", () => {
     expect(await fourth.subscribed()).toMatchObject({ group: "g" });
     fourth.close();
     open[1]!.close();
+  });
+
+  it("stops reading a publish stream that has 4000 events waiting for the log, and reads on once they are stored", async () => {
+    t = await startSidecar();
+    const log = t.sidecar.log;
+    const append = log.append.bind(log);
+    // Appends to flow.held wait until released; every other channel is stored at once.
+    const held: number[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    vi.spyOn(log, "append").mockImplementation(async (entries) => {
+      if (entries[0]?.channel === "flow.held") {
+        held.push(entries.length);
+        await gate;
+      }
+      return append(entries);
+    });
+    const event = (channel: string, id: string) => create(EventSchema, { id, source: "//test", type: "t", channel, data: new Uint8Array(16) });
+    // Raw HTTP/2, so that the test knows when every byte of the six batches left for the socket.
+    const session = http2Connect(`http://${t.address}`);
+    session.on("error", () => {});
+    const publishStream = () => session.request({ ":method": "POST", ":path": "/weft.v1.Mesh/Publish", "content-type": "application/grpc", te: "trailers" });
+    const responses = (stream: ClientHttp2Stream): AsyncGenerator<PublishResponse> => grpcMessages(stream, (b) => fromBinary(PublishResponseSchema, b));
+    const pub = publishStream();
+    const answers = responses(pub);
+    // One batch first: the connection has its wide receive window before the big ones go.
+    pub.write(grpcFrame(encodePublishRequest(0, [event("flow.free", "warm")])));
+    expect((await answers.next()).value?.results[0]?.sequence).toBe(1n);
+    for (let b = 1; b <= 6; b++) {
+      pub.write(grpcFrame(encodePublishRequest(b, Array.from({ length: 1000 }, (_, i) => event("flow.held", `e-${b}-${i}`)))));
+    }
+    await eventually(() => session.state.outboundQueueSize === 0 && pub.writableLength === 0 && (session.socket?.writableLength ?? 0) === 0, 10_000, "the six batches sent");
+    // A second stream: its batch reaches the sidecar after all six, and is stored.
+    const probe = publishStream();
+    probe.end(grpcFrame(encodePublishRequest(1, [event("flow.free", "probe")])));
+    expect((await responses(probe).next()).value?.results[0]?.sequence).toBe(2n);
+    expect(held).toEqual([1000, 1000, 1000, 1000]);
+    release();
+    const stored: [bigint, number][] = [];
+    for (let b = 1; b <= 6; b++) {
+      const a = (await answers.next()).value!;
+      stored.push([a.batchId, a.results.length]);
+    }
+    expect(stored).toEqual([1n, 2n, 3n, 4n, 5n, 6n].map((id) => [id, 1000]));
+    expect(held).toHaveLength(6);
+    expect(log.head("flow.held").last).toBe(6000);
+    session.destroy();
   });
 
   it("listens on a unix socket", async () => {

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { connect } from "../src/client/index.js";
 import { RECEIVE_WINDOW_BYTES } from "../src/grpc/receive-window.js";
 import { eventually } from "./support/collect.js";
+import { grpcRequest } from "./support/raw-http2.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
 /**
@@ -30,8 +31,7 @@ async function advertisedWide(session: Http2Session, what: string): Promise<void
 function rawCall(address: string, path: string): ClientHttp2Session {
   const session = http2Connect(`http://${address}`);
   session.on("error", () => {});
-  const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
-  stream.on("error", () => {});
+  grpcRequest(session, path);
   cleanup.push(() => void session.destroy());
   return session;
 }

@@ -25,6 +25,7 @@ import { ServiceServer } from "../src/grpc/server.js";
 import { OriginLog } from "../src/log/origin-log.js";
 import { eventually, take, within } from "./support/collect.js";
 import { RawMeshConnection, encodePublishRequest } from "./support/raw-client.js";
+import { grpcFrame, grpcMessages, grpcRequest } from "./support/raw-http2.js";
 import { type TestSidecar, startSidecar, tempDir } from "./support/sidecar.js";
 import { wireFields } from "./support/wire-fields.js";
 
@@ -79,27 +80,6 @@ function watchHealth(health: Health, service: string) {
       expect(seen[read++]).toBe(expected);
     },
   };
-}
-
-/** A gRPC message frame: not compressed, 4-byte length, the bytes. */
-function grpcFrame(bytes: Uint8Array): Buffer {
-  const frame = Buffer.alloc(5 + bytes.length);
-  frame.writeUInt32BE(bytes.length, 1);
-  frame.set(bytes, 5);
-  return frame;
-}
-
-/** The gRPC messages a raw HTTP/2 stream receives, decoded. */
-async function* grpcMessages<T>(stream: ClientHttp2Stream, decode: (bytes: Uint8Array) => T): AsyncGenerator<T> {
-  let buffered = Buffer.alloc(0);
-  for await (const chunk of stream) {
-    buffered = Buffer.concat([buffered, chunk as Buffer]);
-    while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
-      const length = buffered.readUInt32BE(1);
-      yield decode(buffered.subarray(5, 5 + length));
-      buffered = buffered.subarray(5 + length);
-    }
-  }
 }
 
 describe("service server", () => {
@@ -281,7 +261,7 @@ describe("service server", () => {
     // Raw HTTP/2, so that the test knows when every byte of the six batches left for the socket.
     const session = http2Connect(`http://${t.address}`);
     session.on("error", () => {});
-    const publishStream = () => session.request({ ":method": "POST", ":path": "/weft.v1.Mesh/Publish", "content-type": "application/grpc", te: "trailers" });
+    const publishStream = () => grpcRequest(session, "/weft.v1.Mesh/Publish");
     const responses = (stream: ClientHttp2Stream): AsyncGenerator<PublishResponse> => grpcMessages(stream, (b) => fromBinary(PublishResponseSchema, b));
     const pub = publishStream();
     const answers = responses(pub);

@@ -142,13 +142,13 @@ export class MeshService {
         fail(e);
         return;
       }
-      if (entries.length > 0) this.observePublished(entries);
       const events = entries.length;
+      if (events > 0) this.observePublished(entries);
       outstanding++;
       outstandingEvents += events;
       if (outstanding >= MAX_OUTSTANDING_BATCHES || outstandingEvents >= MAX_OUTSTANDING_EVENTS) call.pause();
-      const traced = entries.length > 0 ? this.deps.tracing?.publishing(valid) : undefined;
-      const appended = entries.length > 0 ? log.append(entries) : Promise.resolve([]);
+      const traced = events > 0 ? this.deps.tracing?.publishing(valid) : undefined;
+      const appended = events > 0 ? log.append(entries) : Promise.resolve([]);
       appended.catch(() => {}); // handled in order by the chain below; not an unhandled rejection meanwhile
       if (traced) appended.then(traced, (e: unknown) => traced(e instanceof Error ? e : new Error(String(e))));
       chain = chain

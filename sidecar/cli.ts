@@ -13,7 +13,9 @@ import {
   nameArgument,
 } from "./commands/arguments.js";
 import { addAdminCommands } from "./commands/admin-commands.js";
+import { clientTlsOptions } from "./commands/client-tls.js";
 import { note } from "./commands/output.js";
+import type { CertsOptions } from "./commands/certs.js";
 import type { PublishOptions } from "./commands/publish.js";
 import type { SidecarOptions } from "./commands/run-sidecar.js";
 import type { SubscribeOptions } from "./commands/subscribe.js";
@@ -66,6 +68,10 @@ export function buildProgram(exit: { code: number }): Command {
     .option("--peer-window <n>", "the most events forwarded to a peer per group and not yet handled, 1 to 10000 (default: 5000)")
     .option("--log-level <level>", "the least severe log records written: trace, debug, info, warn, error, fatal or silent (default: info)")
     .option("--log-format <format>", "log records on stderr as json lines, or pretty for people (default: json)")
+    .option("--tls-cert <file>", "TLS on every listener: this sidecar's certificate (PEM), naming spiffe://TRUST-DOMAIN/weft/node/NODE-ID")
+    .option("--tls-key <file>", "TLS: the certificate's private key (PEM)")
+    .option("--tls-ca <file>", "TLS: the CA certificates that sign the mesh's peers and services (PEM); peers use mutual TLS")
+    .option("--insecure", "let listeners beyond loopback run without TLS (warned at every start)")
     .addHelpText(
       "after",
       `
@@ -76,6 +82,8 @@ WEFT_DEDUP_WINDOW, WEFT_RETENTION_MAX_AGE, WEFT_NODE_ID, WEFT_PEERS, WEFT_LOG_LE
 WEFT_CONFIG names a config file.
 Durations are ms or e.g. "500ms", "30s", "10m", "7d"; sizes are bytes or e.g. "512KiB", "1MiB".
 The same --peers list on every sidecar, each one's own address included, forms one mesh.
+A listener beyond loopback needs TLS (--tls-cert, --tls-key, --tls-ca; \`weft certs\` makes a
+development CA), or --insecure. TLS files are read again when they change, or on SIGHUP.
 Stops gracefully on SIGINT or SIGTERM (a second one exits at once).`,
     )
     .action(async (o: SidecarOptions) => {
@@ -133,9 +141,43 @@ line is written. Runs until SIGINT or SIGTERM, or until --count events.`,
       exit.code = await subscribeCommand(channel, o);
     });
 
+  program
+    .command("certs")
+    .description("Make a development CA, and node and service certificates signed by it (with openssl).")
+    .argument("<what>", 'what to make: "ca", "node" or "service"')
+    .argument("[name]", "the node id (for node) or the service name (for service)")
+    .option("--dir <dir>", "where the CA is and the files are written", "./weft-certs")
+    .option("--trust-domain <domain>", "the CA's SPIFFE trust domain (ca only)", "weft.local")
+    .option("--host <name,...>", "extra DNS names or IP addresses a node certificate names (node only); repeatable", joinList)
+    .option("--days <n>", "how long the certificate is valid, days (default: 365 for a CA, 90 otherwise)", integerArgument(1, 3650))
+    .addHelpText(
+      "after",
+      `
+  weft certs ca                      ./weft-certs/ca.crt and ca.key (trust domain weft.local)
+  weft certs node node-a             ./weft-certs/node-node-a.crt and .key (spiffe://weft.local/weft/node/node-a)
+  weft certs service billing         ./weft-certs/service-billing.crt and .key (…/weft/service/billing)
+
+Then: weft sidecar --tls-cert weft-certs/node-node-a.crt --tls-key weft-certs/node-node-a.key --tls-ca weft-certs/ca.crt
+Running \`weft certs node\` again for the same node rotates its certificate (the sidecar picks it up).
+For development and tests: in production, certificates come from your own CA (cert-manager, SPIRE, ...).`,
+    )
+    .action(async (what: string, name: string | undefined, o: CertsOptions) => {
+      const { certsCommand } = await import("./commands/certs.js");
+      exit.code = await certsCommand(what, name, o);
+    });
+
   addAdminCommands(program, exit, { to, timeout });
+  addClientTls(program);
 
   return program;
+}
+
+/** Gives every command that calls a sidecar (it has --to) the client TLS options. */
+function addClientTls(command: Command): void {
+  for (const c of command.commands) {
+    if (c.options.some((o) => o.long === "--to")) for (const o of clientTlsOptions()) c.addOption(o);
+    addClientTls(c);
+  }
 }
 
 /** Joins a repeated list flag (`--peers a:1 --peers b:2`) into one comma-separated value. */

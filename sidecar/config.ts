@@ -5,6 +5,7 @@ import { WeftError } from "../src/contract/errors.js";
 import { NODE_ID_RULE, checkChannel, isNodeId } from "../src/contract/validate.js";
 import type { Retention } from "../src/log/origin-log.js";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../src/ops/logger.js";
+import { TlsFileError, readTlsFiles } from "../src/security/tls-files.js";
 import { addressProblem, addressRule } from "./address.js";
 import { type SidecarConfig, defaultConfig } from "./sidecar.js";
 import { DURATION_RULE, SIZE_RULE, formatDuration, formatSize, parseDuration, parseSize } from "./units.js";
@@ -68,6 +69,14 @@ export interface ConfigFlags {
   logLevel?: string;
   /** --log-format: json or pretty. */
   logFormat?: string;
+  /** --tls-cert: a PEM file. */
+  tlsCert?: string;
+  /** --tls-key: a PEM file. */
+  tlsKey?: string;
+  /** --tls-ca: a PEM file. */
+  tlsCa?: string;
+  /** --insecure */
+  insecure?: boolean;
 }
 
 /** The inputs of {@link resolveConfig}. */
@@ -119,6 +128,10 @@ interface Flat {
   peerWindow: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
+  "tls.cert": string;
+  "tls.key": string;
+  "tls.ca": string;
+  insecure: boolean;
 }
 type FlatKey = keyof Flat;
 type Found = { [K in FlatKey]?: { value: Flat[K]; source: ConfigSource } };
@@ -164,6 +177,10 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   peerWindow: { env: "WEFT_PEER_WINDOW", flag: "peerWindow", read: integer(1, 10_000) },
   logLevel: { env: "WEFT_LOG_LEVEL", flag: "logLevel", read: oneOf("log level", LOG_LEVELS) },
   logFormat: { env: "WEFT_LOG_FORMAT", flag: "logFormat", read: oneOf("log format", LOG_FORMATS) },
+  "tls.cert": { env: "WEFT_TLS_CERT", flag: "tlsCert", read: filePath("this sidecar's certificate (PEM)") },
+  "tls.key": { env: "WEFT_TLS_KEY", flag: "tlsKey", read: filePath("the certificate's private key (PEM)") },
+  "tls.ca": { env: "WEFT_TLS_CA", flag: "tlsCa", read: filePath("the CA certificates (PEM)") },
+  insecure: { env: "WEFT_INSECURE", flag: "insecure", read: boolean },
 };
 const FLAT_KEYS = Object.keys(SETTINGS) as FlatKey[];
 
@@ -172,10 +189,15 @@ export const CONFIG_ENV = "WEFT_CONFIG";
 /** Every environment variable {@link resolveConfig} reads. */
 export const CONFIG_ENV_VARS: readonly string[] = [CONFIG_ENV, ...FLAT_KEYS.map((k) => SETTINGS[k].env)];
 /** WEFT_ variables that are not sidecar settings but are not misspellings either. */
-const OTHER_ENV_VARS = ["WEFT_ADDRESS"];
+const OTHER_ENV_VARS = ["WEFT_ADDRESS", "WEFT_CLIENT_TLS_CA", "WEFT_CLIENT_TLS_CERT", "WEFT_CLIENT_TLS_KEY"];
 
-const TOP_KEYS = [...FLAT_KEYS.filter((k) => !k.includes(".")), "retention", "channels"];
-const RETENTION_KEYS = ["maxAge", "maxBytes"];
+/** Settings grouped under a key in a config file ("retention: { maxAge: 7d }"), and the keys in each. */
+const SECTIONS = new Map<string, { keys: string[]; shape: string }>([
+  ["retention", { keys: ["maxAge", "maxBytes"], shape: "a mapping with maxAge and/or maxBytes" }],
+  ["tls", { keys: ["cert", "key", "ca"], shape: "a mapping with cert, key and ca (paths of PEM files)" }],
+]);
+const TOP_KEYS = [...FLAT_KEYS.filter((k) => !k.includes(".")), ...SECTIONS.keys(), "channels"];
+const RETENTION_KEYS = SECTIONS.get("retention")!.keys;
 const MAX_CHANNELS = 10_000;
 
 /**
@@ -196,8 +218,10 @@ export async function resolveConfig(input: ConfigInput): Promise<SidecarConfig> 
     const fromFile = readSettings(await readConfigFile(file), source);
     Object.assign(found, fromFile.found);
     channels = fromFile.channels;
-    const dir = found.dataDir;
-    if (dir) dir.value = resolve(dirname(file), dir.value);
+    for (const key of ["dataDir", "tls.cert", "tls.key", "tls.ca"] as const) {
+      const entry = found[key];
+      if (entry) entry.value = resolve(dirname(file), entry.value);
+    }
   }
 
   for (const key of FLAT_KEYS) {
@@ -214,7 +238,33 @@ export async function resolveConfig(input: ConfigInput): Promise<SidecarConfig> 
     set(found, key, raw, { kind: "flag", name: `--${kebab(flag)}` }, typeof raw === "string");
   }
 
-  return build(found, channels);
+  const config = build(found, channels);
+  if (config.tls) config.nodeId = await certifiedNodeId(found, config);
+  return config;
+}
+
+/**
+ * Reads the TLS files and returns the node id their certificate names: the sidecar's node
+ * id when none was set, and one that was set must be the same.
+ * @throws ConfigError naming the file that cannot be used, or the node id that disagrees.
+ */
+async function certifiedNodeId(found: Found, config: SidecarConfig): Promise<string> {
+  let identity;
+  try {
+    identity = (await readTlsFiles(config.tls!)).identity;
+  } catch (e) {
+    if (!(e instanceof TlsFileError)) throw e;
+    throw new ConfigError(found[e.file]!.source, e.file, `${describe(e.path)} ${e.problem}`);
+  }
+  const set = found.nodeId;
+  if (set && set.value !== identity.name) {
+    throw new ConfigError(
+      set.source,
+      "nodeId",
+      `${describe(set.value)} is not the node tls.cert names (${identity.uri}): with TLS the node id is the certificate's; leave nodeId unset or make them agree`,
+    );
+  }
+  return identity.name;
 }
 
 /**
@@ -284,11 +334,11 @@ function readSettings(doc: unknown, source: ConfigSource): { found: Found; chann
   if (doc === null || doc === undefined) return { found, channels }; // an empty file: all defaults
   const top = mapping(doc, source, "", "a mapping of settings (e.g. `listen: 127.0.0.1:7420`)");
   for (const [key, value] of top) {
-    if (key === "retention") {
-      const retention = mapping(value, source, key, "a mapping with maxAge and/or maxBytes");
-      for (const [sub, v] of retention) {
-        const flat = `retention.${sub}`;
-        if (!RETENTION_KEYS.includes(sub)) unknownKey(source, flat, sub, RETENTION_KEYS, "retention");
+    const section = SECTIONS.get(key);
+    if (section) {
+      for (const [sub, v] of mapping(value, source, key, section.shape)) {
+        const flat = `${key}.${sub}`;
+        if (!section.keys.includes(sub)) unknownKey(source, flat, sub, section.keys, key);
         set(found, flat as FlatKey, v, source, false);
       }
     } else if (key === "channels") {
@@ -393,6 +443,8 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     peerWindow: pick("peerWindow", d.peerWindow),
     logLevel: pick("logLevel", d.logLevel),
     logFormat: pick("logFormat", d.logFormat),
+    tls: tlsPaths(found),
+    insecure: pick("insecure", d.insecure),
   };
   checkPeerListen(found, config);
   checkHttp(found, config, "listen");
@@ -503,6 +555,23 @@ function splitHostPort(address: string): { host: string; port: number } | undefi
   return { host, port: Number(address.slice(colon + 1)) };
 }
 
+/** The TLS files, when all three are set; none is plaintext; some is an error naming what is missing. */
+function tlsPaths(found: Found): SidecarConfig["tls"] {
+  const keys = ["tls.cert", "tls.key", "tls.ca"] as const;
+  const set = keys.filter((k) => found[k]);
+  if (set.length === 0) return undefined;
+  if (set.length < keys.length) {
+    const missing = keys.filter((k) => !found[k]);
+    const given = found[set[0]!]!;
+    throw new ConfigError(
+      given.source,
+      set[0]!,
+      `is set but ${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"} not: TLS needs all three (this sidecar's certificate, its key, and the CA that signs the mesh's certificates)`,
+    );
+  }
+  return { cert: found["tls.cert"]!.value, key: found["tls.key"]!.value, ca: found["tls.ca"]!.value };
+}
+
 // ---- value readers ----
 
 function path(value: unknown): string {
@@ -511,6 +580,17 @@ function path(value: unknown): string {
   if (value.includes("\0")) throw new Problem("contains a NUL character; use a directory path");
   if (Buffer.byteLength(value) > 4096) throw new Problem("is longer than 4096 bytes; use a shorter directory path");
   return value;
+}
+
+/** A reader of a path of a file; `what` says what the file holds. */
+function filePath(what: string): Setting<string>["read"] {
+  return (value) => {
+    if (typeof value !== "string") throw new Problem(`must be the path of ${what}, not ${kindOf(value)}`);
+    if (value.length === 0) throw new Problem(`is empty; use the path of ${what}`);
+    if (value.includes("\0")) throw new Problem(`contains a NUL character; use the path of ${what}`);
+    if (Buffer.byteLength(value) > 4096) throw new Problem(`is longer than 4096 bytes; use a shorter path`);
+    return value;
+  };
 }
 
 function listenAddress(value: unknown): string {

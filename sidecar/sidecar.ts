@@ -16,6 +16,8 @@ import { logObserver } from "../src/ops/log-observer.js";
 import { BurstCollector } from "../src/ops/burst-collector.js";
 import { OpenTelemetryTracing } from "../src/ops/tracing.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
+import { type ReloadResult, TlsFiles, type TlsPaths } from "../src/security/tls-files.js";
+import { describeListeners, exposedListeners, exposureProblem } from "./exposure.js";
 
 /** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
 export interface SidecarConfig {
@@ -63,6 +65,13 @@ export interface SidecarConfig {
   logLevel: LogLevel;
   /** Log records as JSON lines ("json") or as text for people ("pretty"), on stderr. */
   logFormat: LogFormat;
+  /**
+   * TLS on every listener from these PEM files, mutual TLS between peers; the node id is
+   * the one the certificate names. Undefined: plaintext (refused beyond loopback unless `insecure`).
+   */
+  tls?: TlsPaths | undefined;
+  /** Lets listeners beyond loopback run without TLS (logged as a warning at every start). */
+  insecure: boolean;
 }
 
 /** What `Sidecar.start` may be given besides the configuration. */
@@ -97,6 +106,7 @@ export function defaultConfig(): SidecarConfig {
     peerWindow: 5000,
     logLevel: "info",
     logFormat: "json",
+    insecure: false,
   };
 }
 
@@ -127,6 +137,9 @@ export class Sidecar {
     readonly http: HttpServer | undefined,
     /** The operator's view and actions (weft.v1.Admin serves it; the dashboard may call it directly). */
     readonly admin: SidecarAdmin,
+    /** The TLS files every listener and the dialer use; undefined without TLS. */
+    readonly tls: TlsFiles | undefined,
+    private readonly logger: Logger,
   ) {}
 
   /** The bound HTTP address (with the real port when the config asked for port 0); undefined when off. */
@@ -160,6 +173,16 @@ export class Sidecar {
    */
   static async start(config: SidecarConfig, options: SidecarStartOptions = {}): Promise<Sidecar> {
     const logger = (options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat })).child({ node: config.nodeId });
+    const refusal = exposureProblem(config);
+    if (refusal) throw new Error(refusal);
+    const tls = config.tls ? await TlsFiles.open(config.tls) : undefined;
+    if (tls && tls.material.identity.name !== config.nodeId) {
+      throw new Error(`the node id is ${JSON.stringify(config.nodeId)} but tls.cert names ${tls.material.identity.uri}: with TLS the node id is the certificate's`);
+    }
+    const exposed = exposedListeners(config);
+    if (!tls && exposed.length > 0) {
+      logger.warn({ insecure: true, listeners: exposed.map((l) => l.address) }, `--insecure: ${describeListeners(exposed)} beyond loopback without TLS: anyone who reaches them can read, ack and forge events`);
+    }
     const tracing = new OpenTelemetryTracing({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const metrics = new SidecarMetrics({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const counters = new EventCounters();
@@ -210,14 +233,14 @@ export class Sidecar {
     try {
       await engine.start();
       mesh.start();
-      peerServer = await PeerServer.start(mesh, { address: config.peerListen, maxMessageBytes: config.maxMessageBytes }).catch((e: unknown) => {
+      peerServer = await PeerServer.start(mesh, { address: config.peerListen, maxMessageBytes: config.maxMessageBytes, tls }).catch((e: unknown) => {
         // Tells the operator which of the two listeners failed.
         throw Object.assign(e as Error, { listener: "peer" });
       });
-      server = await ServiceServer.start({ log, engine, limits, observer, tracing }, { address: config.listen, maxMessageBytes: config.maxMessageBytes, admin });
+      server = await ServiceServer.start({ log, engine, limits, observer, tracing }, { address: config.listen, maxMessageBytes: config.maxMessageBytes, admin, tls });
       metrics.watch({ log, engine, mesh });
       if (config.http !== "off") {
-        http = await HttpServer.start(config.http).catch((e: unknown) => {
+        http = await HttpServer.start(config.http, tls).catch((e: unknown) => {
           throw Object.assign(e as Error, { listener: "http" });
         });
       }
@@ -235,6 +258,7 @@ export class Sidecar {
       dnsIntervalMs: config.peersDnsIntervalMs,
       maxMessageBytes: config.maxMessageBytes,
       logger,
+      tls,
     });
     dialer.start();
     let sweeping = false;
@@ -249,11 +273,34 @@ export class Sidecar {
     sweeper.unref();
     collector.start();
     // Only now: the log is open, the engine and the mesh run, both listeners are bound.
-    const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, collector, metrics, http, admin);
+    const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, collector, metrics, http, admin, tls, logger);
+    tls?.watch((result) => sidecar.reported(result, "the files changed"));
     if (http) serveOperations(http, { metrics, notReady: () => sidecar.notReady() });
     if (http) sidecar.dashboard = serveDashboard(http, { admin, metrics, version: SOFTWARE_VERSION, notReady: () => sidecar.notReady() });
     server.health.set("SERVING");
     return sidecar;
+  }
+
+  /**
+   * Reads the TLS files again (the CLI calls it on SIGHUP; a change on disk does too): new
+   * certificates and keys serve new connections from now on, and connections already open
+   * keep theirs. Files that cannot be used, or a certificate naming another node, keep the
+   * old ones in force and are logged. Resolves with what happened; without TLS, with nothing.
+   */
+  async reloadTls(why = "SIGHUP"): Promise<ReloadResult | undefined> {
+    if (!this.tls) return undefined;
+    const result = await this.tls.reload();
+    this.reported(result, why);
+    return result;
+  }
+
+  private reported(result: ReloadResult, why: string): void {
+    if (result.changed) {
+      const { identity, serial, notAfter } = result.material;
+      this.logger.info({ serial, notAfter: notAfter.toISOString(), identity: identity.uri }, `TLS files reloaded (${why}): certificate ${serial}, valid until ${notAfter.toISOString()}`);
+    } else if (result.error) {
+      this.logger.error({ file: result.error.file, path: result.error.path }, `TLS files not reloaded (${why}), the ones in force stay: ${result.error.message}`);
+    }
   }
 
   /**
@@ -264,6 +311,7 @@ export class Sidecar {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.server.health.set("NOT_SERVING");
+      this.tls?.close();
       clearInterval(this.sweeper);
       this.collector.stop();
       this.dialer.stop();

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -373,6 +374,84 @@ describe("the sidecar process", () => {
     await waitForStderr(run, /listening on unix:/);
     const r = await weft(["publish", "over.unix", "--to", socket, "--data", "x"]);
     expect(r).toMatchObject({ code: 0, stdout: "over.unix 1\n" });
+    run.child.kill("SIGTERM");
+    expect(await run.exited).toBe(0);
+  });
+});
+
+describe("TLS: weft certs, a sidecar with TLS, clients with --tls-ca, rotation on SIGHUP", () => {
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await tempDir();
+  });
+
+  it("makes a CA, node and service certificates; keys are 0600; a CA is never replaced", async () => {
+    const ca = await weft(["certs", "ca", "--dir", dir, "--trust-domain", "weft.test"]);
+    expect(ca).toMatchObject({ code: 0, stdout: `${join(dir, "ca.crt")}\n${join(dir, "ca.key")}\n` });
+    expect((await stat(join(dir, "ca.key"))).mode & 0o777).toBe(0o600);
+    const node = await weft(["certs", "node", "cli-a", "--dir", dir, "--host", "cli-a.mesh.svc,10.0.0.7"]);
+    expect(node).toMatchObject({ code: 0, stdout: `${join(dir, "node-cli-a.crt")}\n${join(dir, "node-cli-a.key")}\n` });
+    const cert = new X509Certificate(await readFile(join(dir, "node-cli-a.crt")));
+    expect(cert.subjectAltName).toBe("URI:spiffe://weft.test/weft/node/cli-a, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, DNS:cli-a.mesh.svc, IP Address:10.0.0.7");
+    expect((await stat(join(dir, "node-cli-a.key"))).mode & 0o777).toBe(0o600);
+    const service = await weft(["certs", "service", "billing", "--dir", dir]);
+    expect(service.code).toBe(0);
+    expect(new X509Certificate(await readFile(join(dir, "service-billing.crt"))).subjectAltName).toBe("URI:spiffe://weft.test/weft/service/billing");
+
+    const again = await weft(["certs", "ca", "--dir", dir]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain("exists: a CA is not replaced");
+  });
+
+  it.each([
+    [["certs", "bogus"], 2, "is not something weft certs makes"],
+    [["certs", "node"], 2, "weft certs node needs a name"],
+    [["certs", "ca", "extra"], 2, "takes no name"],
+    [["certs", "node", "bad id!"], 1, "is not valid"],
+    [["certs", "node", "x", "--host", "a\n[leaf]"], 1, "is not a DNS name or an IP address"],
+    [["certs", "service", "svc", "--host", "h"], 2, "--host is for node certificates"],
+    [["certs", "ca", "--trust-domain", "Bad Domain"], 1, "is not valid"],
+    [["certs", "node", "x", "--days", "0"], 2, "days"],
+  ])("refuses weft %j with exit %d", async (args, code, message) => {
+    const empty = await tempDir();
+    const r = await weft([...args, "--dir", empty]);
+    expect(r.code).toBe(code);
+    expect(r.stderr).toContain(message);
+  });
+
+  it("refuses to start a sidecar with a listener beyond loopback and no TLS, saying how to fix it", async () => {
+    const dataDir = join(await tempDir(), "data");
+    const r = await weft(["sidecar", "--peer-listen", "0.0.0.0:0", "--listen", "127.0.0.1:0", "--http", "off", "--data-dir", dataDir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("peerListen 0.0.0.0:0 is beyond loopback without TLS");
+    expect(r.stderr).toContain("--insecure");
+    await expect(stat(dataDir)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("serves clients over TLS, and takes a rotated certificate on SIGHUP", async () => {
+    const tls = ["--tls-cert", join(dir, "node-cli-a.crt"), "--tls-key", join(dir, "node-cli-a.key"), "--tls-ca", join(dir, "ca.crt")];
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const run = start(["sidecar", "--listen", `127.0.0.1:${port}`, "--peer-listen", "0.0.0.0:0", "--http", "127.0.0.1:0", "--data-dir", dataDir, ...tls]);
+    await waitForStderr(run, /weft sidecar listening on \S+ \(node cli-a, peers on 0\.0\.0\.0:\d+, http https:\/\/127\.0\.0\.1:\d+/);
+    const address = `127.0.0.1:${port}`;
+
+    const plain = await weft(["publish", "tls.cli", "--to", address, "--data", "x", "--timeout", "2s"]);
+    expect(plain.code).toBe(1);
+    const published = await weft(["publish", "tls.cli", "--to", address, "--data", "x", "--tls-ca", join(dir, "ca.crt")]);
+    expect(published).toMatchObject({ code: 0, stdout: "tls.cli 1\n" });
+    const fromEnv = await weft(["channels", "--to", address, "--json"], { env: { WEFT_CLIENT_TLS_CA: join(dir, "ca.crt") } });
+    expect(fromEnv.code).toBe(0);
+    const missing = await weft(["publish", "tls.cli", "--to", address, "--data", "x", "--tls-ca", join(dir, "nope.crt")]);
+    expect(missing).toMatchObject({ code: 2 });
+    expect(missing.stderr).toContain("--tls-ca");
+
+    expect((await weft(["certs", "node", "cli-a", "--dir", dir])).code).toBe(0);
+    run.child.kill("SIGHUP");
+    await waitForStderr(run, /TLS files reloaded \((SIGHUP|the files changed)\): certificate/);
+    const after = await weft(["publish", "tls.cli", "--to", address, "--data", "y", "--tls-ca", join(dir, "ca.crt")]);
+    expect(after).toMatchObject({ code: 0, stdout: "tls.cli 2\n" });
     run.child.kill("SIGTERM");
     expect(await run.exited).toBe(0);
   });

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CONFIG_ENV_VARS, ConfigError, type ConfigInput, MAX_CONFIG_FILE_BYTES, MAX_PEER_ENTRIES, resolveConfig } from "../sidecar/config.js";
 import { defaultConfig } from "../sidecar/sidecar.js";
 import { formatDuration, formatSize, parseDuration, parseSize } from "../sidecar/units.js";
+import { makeCa, makeNodeCert, makeServiceCert } from "../sidecar/dev-certs.js";
 
 let dir: string;
 let files = 0;
@@ -128,6 +129,7 @@ peerTimeout: 10s
 peerWindow: 500
 logLevel: debug
 logFormat: pretty
+insecure: true
 `);
     expect(config).toEqual({
       dataDir: "/var/lib/weft",
@@ -156,6 +158,7 @@ logFormat: pretty
       peerWindow: 500,
       logLevel: "debug",
       logFormat: "pretty",
+      insecure: true,
     });
   });
 
@@ -269,6 +272,10 @@ logFormat: pretty
       "WEFT_PEER_WINDOW",
       "WEFT_LOG_LEVEL",
       "WEFT_LOG_FORMAT",
+      "WEFT_TLS_CERT",
+      "WEFT_TLS_KEY",
+      "WEFT_TLS_CA",
+      "WEFT_INSECURE",
     ]);
   });
 
@@ -984,5 +991,76 @@ describe("log settings", () => {
   it("suggests logLevel for a near miss in a file", async () => {
     const e = await yamlRefusal("loglevel: debug");
     expect(e.problem).toContain('did you mean "logLevel"?');
+  });
+});
+
+describe("TLS settings", () => {
+  let ca: string;
+  let node: { cert: string; key: string };
+  beforeAll(async () => {
+    ca = join(dir, "ca");
+    await makeCa(ca, { trustDomain: "weft.test", days: 2 });
+    node = await makeNodeCert(ca, { nodeId: "node-a", days: 2 });
+  });
+
+  it("reads tls.cert, tls.key and tls.ca from a file (relative to it) and takes the node id from the certificate", async () => {
+    const config = await resolveConfig({ file: await file("tls:\n  cert: ca/node-node-a.crt\n  key: ca/node-node-a.key\n  ca: ca/ca.crt\n"), env: {} });
+    expect(config.tls).toEqual({ cert: node.cert, key: node.key, ca: join(ca, "ca.crt") });
+    expect(config.nodeId).toBe("node-a");
+  });
+
+  it("reads them from WEFT_TLS_* and from flags, flags last", async () => {
+    const env = { WEFT_TLS_CERT: "/nope.crt", WEFT_TLS_KEY: node.key, WEFT_TLS_CA: join(ca, "ca.crt"), WEFT_INSECURE: "yes" };
+    const config = await resolveConfig({ env, flags: { tlsCert: node.cert } });
+    expect(config.tls?.cert).toBe(node.cert);
+    expect(config.insecure).toBe(true);
+  });
+
+  it("refuses some of the three without the others, naming what is missing", async () => {
+    const e = await refusal({ env: { WEFT_TLS_CERT: node.cert } });
+    expect(e.message).toBe('environment variable WEFT_TLS_CERT: is set but tls.key and tls.ca are not: TLS needs all three (this sidecar\'s certificate, its key, and the CA that signs the mesh\'s certificates)');
+  });
+
+  it("refuses a node id that is not the one the certificate names", async () => {
+    const e = await refusal({ env: {}, flags: { nodeId: "node-b", tlsCert: node.cert, tlsKey: node.key, tlsCa: join(ca, "ca.crt") } });
+    expect(e.key).toBe("nodeId");
+    expect(e.message).toContain('flag --node-id: "node-b" is not the node tls.cert names (spiffe://weft.test/weft/node/node-a)');
+  });
+
+  it.each([
+    ["a missing file", { tlsCert: "/does/not/exist.crt" }, "tls.cert", "does not exist"],
+    ["a key of another certificate", { tlsKey: "OTHER_KEY" }, "tls.key", "is not the private key of the certificate"],
+    ["a CA that did not sign it", { tlsCa: "OTHER_CA" }, "tls.cert", "is not signed by a certificate in"],
+    ["a certificate as the key", { tlsKey: "CERT" }, "tls.key", "is not a PEM private key"],
+    ["a key as the CA", { tlsCa: "KEY" }, "tls.ca", "holds no PEM certificate"],
+  ])("refuses %s, naming the setting and the file", async (_what, flags, key, problem) => {
+    const other = join(dir, "other-ca");
+    await makeCa(other, { trustDomain: "weft.test", days: 2 }).catch(() => undefined);
+    const otherNode = await makeNodeCert(other, { nodeId: "node-a", days: 2 });
+    const swap = (v: string): string => ({ OTHER_KEY: otherNode.key, OTHER_CA: join(other, "ca.crt"), CERT: node.cert, KEY: node.key })[v] ?? v;
+    const given = { tlsCert: node.cert, tlsKey: node.key, tlsCa: join(ca, "ca.crt"), ...Object.fromEntries(Object.entries(flags).map(([k, v]) => [k, swap(v)])) };
+    const e = await refusal({ env: {}, flags: given });
+    expect(e.key).toBe(key);
+    expect(e.message).toContain(problem);
+  });
+
+  it("refuses a service certificate as a sidecar's", async () => {
+    const service = await makeServiceCert(ca, { name: "billing", days: 2 });
+    const e = await refusal({ env: {}, flags: { tlsCert: service.cert, tlsKey: service.key, tlsCa: join(ca, "ca.crt") } });
+    expect(e.message).toContain("names the service spiffe://weft.test/weft/service/billing");
+  });
+
+  it("refuses an unknown key under tls, with a suggestion", async () => {
+    const e = await yamlRefusal("tls:\n  crt: a.crt\n");
+    expect(e.message).toContain('key "tls.crt": is not a setting in tls; did you mean "cert"?');
+  });
+
+  it("refuses a tls that is not a mapping, and a path that is not text", async () => {
+    expect((await yamlRefusal("tls: yes\n")).message).toContain("must be a mapping with cert, key and ca");
+    expect((await yamlRefusal("tls:\n  cert: 7\n")).message).toContain("must be the path of this sidecar's certificate (PEM), not a number");
+  });
+
+  it("refuses a section name that is an Object property", async () => {
+    expect((await yamlRefusal("constructor: 1\n")).message).toContain("is not a setting");
   });
 });

@@ -155,7 +155,7 @@ describe("Peer.Link refuses bad input", () => {
     it("refuses a hello with the sidecar's own node id from another instance (DUPLICATE_NODE_ID)", async () => {
       const link = rawPeer(t).link();
       link.sendHello(hello(t.sidecar.mesh.nodeId));
-      await expectEnded(link, t, status.ALREADY_EXISTS, Reason.DUPLICATE_NODE_ID);
+      await expectEnded(link, t, status.PERMISSION_DENIED, Reason.DUPLICATE_NODE_ID);
       expect(link.received).toEqual([]);
       expect(t.sidecar.mesh.status().map((p) => p.nodeId)).not.toContain(t.sidecar.mesh.nodeId);
     });
@@ -174,7 +174,7 @@ describe("Peer.Link refuses bad input", () => {
 
       const second = p.link();
       second.sendHello(hello(nodeId));
-      await expectEnded(second, t, status.ALREADY_EXISTS, Reason.DUPLICATE_NODE_ID);
+      await expectEnded(second, t, status.PERMISSION_DENIED, Reason.DUPLICATE_NODE_ID);
       expect(second.received).toEqual([]);
 
       // The first link is up at both ends and still carries frames: a new group is advertised on it.
@@ -339,6 +339,35 @@ describe("Peer.Link refuses bad input", () => {
       await expectEnded(link, t, status.INVALID_ARGUMENT, reason);
       await expectDisconnected(t, nodeId);
       expect(t.sidecar.engine.status().some((g) => g.channel === channel)).toBe(false);
+    });
+  });
+
+  describe("outcomes", () => {
+    it("count only for events forwarded to the peer: acks for another group's events change nothing", async () => {
+      const channel = fresh("outcomes");
+      const creating = t.client().subscribe({ channel, group: "local", from: "earliest" });
+      await creating.subscribed();
+      creating.close();
+      const published = await t.client().publishMany([1, 2, 3, 4, 5].map((i) => ({ channel, data: `e${i}` })));
+      const { link } = await rawPeer(t).linkUp(hello(freshNode()));
+      // Nothing of either group was forwarded to this peer: "local" has its member here, and
+      // "remote" the peer never advertised.
+      link.send({
+        case: "outcomes",
+        value: {
+          groups: [
+            { channel, group: "local", done: published.map((p) => p.sequence), returned: [] },
+            { channel, group: "remote", done: [1n, 2n], returned: [3n] },
+          ],
+        },
+      });
+      // Frames are handled in order: once the forward after them is stored, the outcomes were seen.
+      link.forward(1, []);
+      await link.until("stored");
+      const sub = t.client().subscribe({ channel, group: "local" });
+      subscriptions.push(sub);
+      expect((await take(sub, 5)).map((d) => d.text())).toEqual(["e1", "e2", "e3", "e4", "e5"]);
+      expect(t.sidecar.engine.status().some((g) => g.channel === channel && g.group === "remote")).toBe(false);
     });
   });
 

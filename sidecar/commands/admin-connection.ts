@@ -2,10 +2,11 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { status } from "@grpc/grpc-js";
 import { AdminClient, ClientError } from "../../src/client/index.js";
 import { CommandError } from "./arguments.js";
+import { type ClientTlsOptions, readClientTls } from "./client-tls.js";
 import { reachSidecar } from "./reach-sidecar.js";
 
 /** The options every admin command takes. */
-export interface AdminOptions {
+export interface AdminOptions extends ClientTlsOptions {
   to: string;
   timeout: number;
   json?: boolean;
@@ -17,8 +18,9 @@ export interface AdminOptions {
  * CommandErrors carrying the sidecar's reason ("GROUP_NOT_FOUND: ...").
  */
 export async function withAdmin<T>(o: AdminOptions, work: (admin: AdminClient) => Promise<T>): Promise<T> {
-  await reachSidecar(o.to, o.timeout);
-  const admin = new AdminClient(o.to, { timeoutMs: o.timeout });
+  const tls = await readClientTls(o);
+  await reachSidecar(o.to, o.timeout, tls);
+  const admin = new AdminClient(o.to, { timeoutMs: o.timeout, ...(tls ? { tls } : {}) });
   try {
     return await work(admin);
   } catch (e) {

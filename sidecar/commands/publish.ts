@@ -4,10 +4,11 @@ import { createInterface } from "node:readline";
 import { ClientError, type EventInput, type Published, connect } from "../../src/client/index.js";
 import { CommandError, EXIT_FAILURE, usage } from "./arguments.js";
 import { note, writeLine } from "./output.js";
+import { type ClientTlsOptions, readClientTls } from "./client-tls.js";
 import { reachSidecar } from "./reach-sidecar.js";
 
 /** The options of `weft publish`, as commander parses them. */
-export interface PublishOptions {
+export interface PublishOptions extends ClientTlsOptions {
   to: string;
   data?: string;
   dataFile?: string;
@@ -46,10 +47,11 @@ export async function publishCommand(channel: string, o: PublishOptions): Promis
   if (fromStdin && o.id !== undefined) throw usage("--id names one event: use it with --data or --data-file, not with stdin lines");
 
   const data = o.dataFile === undefined ? o.data : await readDataFile(o.dataFile);
-  await reachSidecar(o.to, o.timeout);
+  const tls = await readClientTls(o);
+  await reachSidecar(o.to, o.timeout, tls);
   if (fromStdin && process.stdin.isTTY) note("weft publish: reading events from stdin, one per line (end with Ctrl-D)");
 
-  const client = connect(o.to, { source: `//weft-cli/${hostname()}` });
+  const client = connect(o.to, { source: `//weft-cli/${hostname()}`, ...(tls ? { tls } : {}) });
   const pending: { label: string; outcome: Promise<Outcome> }[] = [];
   let failed = false;
   // A broken stream fails every event in flight with one error: say it once, then count.

@@ -1,4 +1,6 @@
-import { Client, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
+import { Client, Metadata, type ServiceError, status } from "@grpc/grpc-js";
+import type { ClientTls } from "../../src/client/index.js";
+import { clientCredentials } from "../../src/client/credentials.js";
 import { formatDuration } from "../units.js";
 import { CommandError } from "./arguments.js";
 
@@ -13,9 +15,10 @@ const SERVING = 1;
  * @throws CommandError when nothing answers in time, the server is not a sidecar, or the
  *   sidecar is not serving (shutting down).
  */
-export async function reachSidecar(address: string, timeoutMs: number): Promise<void> {
+export async function reachSidecar(address: string, timeoutMs: number, tls?: ClientTls): Promise<void> {
   const target = address.startsWith("/") ? `unix:${address}` : address;
-  const client = new Client(target, credentials.createInsecure());
+  const secure = clientCredentials(tls);
+  const client = new Client(target, secure.credentials, secure.options);
   try {
     const reply = await new Promise<Buffer>((resolve, reject) => {
       client.makeUnaryRequest(

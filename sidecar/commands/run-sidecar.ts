@@ -21,6 +21,10 @@ export interface SidecarOptions {
   peerWindow?: string;
   logLevel?: string;
   logFormat?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  insecure?: boolean;
 }
 
 /**
@@ -54,6 +58,10 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         peerWindow: o.peerWindow,
         logLevel: o.logLevel,
         logFormat: o.logFormat,
+        tlsCert: o.tlsCert,
+        tlsKey: o.tlsKey,
+        tlsCa: o.tlsCa,
+        insecure: o.insecure,
       },
       warn: (message) => warnings.push(`weft sidecar: warning: ${message}`),
     });
@@ -84,13 +92,17 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
     process.on("SIGINT", once);
     process.on("SIGTERM", once);
   });
-  const http = sidecar.httpAddress ? `http://${sidecar.httpAddress}` : "off";
+  // SIGHUP reads the TLS files again (a change on disk does too); without TLS it does nothing.
+  const onHangup = (): void => void sidecar.reloadTls("SIGHUP");
+  process.on("SIGHUP", onHangup);
+  const http = sidecar.httpAddress ? `${config.tls ? "https" : "http"}://${sidecar.httpAddress}` : "off";
   logger.info(
     { address: sidecar.address, peerAddress: sidecar.peerAddress, http: sidecar.httpAddress, dataDir: config.dataDir },
     `weft sidecar listening on ${sidecar.address} (node ${config.nodeId}, peers on ${sidecar.peerAddress}, http ${http}, data ${config.dataDir})`,
   );
 
   const signal = await signalled;
+  process.off("SIGHUP", onHangup);
   logger.info({ signal }, `weft sidecar: ${signal}, stopping (again to exit at once)`);
   const force = (s: NodeJS.Signals): void => {
     logger.warn({ signal: s }, `weft sidecar: ${s} again, exiting without finishing the stop`);

@@ -2,6 +2,7 @@ import { AdminClient } from "../../src/client/index.js";
 import type { StatsResponse } from "../../src/gen/weft/v1/admin_pb.js";
 import { type AdminOptions, describeFailure, jsonNumber, timestampMs } from "./admin-connection.js";
 import { note, writeLine } from "./output.js";
+import { readClientTls } from "./client-tls.js";
 import { reachSidecar } from "./reach-sidecar.js";
 import { formatTable, humanTime } from "./table.js";
 
@@ -22,8 +23,9 @@ type Counter = (typeof COUNTERS)[number];
  * @returns the exit status: 0, also when stopped by a signal.
  */
 export async function statsCommand(o: StatsOptions): Promise<number> {
-  await reachSidecar(o.to, o.timeout);
-  const admin = new AdminClient(o.to, { timeoutMs: o.timeout });
+  const tls = await readClientTls(o);
+  await reachSidecar(o.to, o.timeout, tls);
+  const admin = new AdminClient(o.to, { timeoutMs: o.timeout, ...(tls ? { tls } : {}) });
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
   process.once("SIGINT", onSignal);

@@ -1,10 +1,11 @@
 import { ClientError, type Delivery, type From, connect } from "../../src/client/index.js";
 import { EXIT_FAILURE } from "./arguments.js";
 import { note, writeLine } from "./output.js";
+import { type ClientTlsOptions, readClientTls } from "./client-tls.js";
 import { reachSidecar } from "./reach-sidecar.js";
 
 /** The options of `weft subscribe`, as commander parses them. */
-export interface SubscribeOptions {
+export interface SubscribeOptions extends ClientTlsOptions {
   group: string;
   to: string;
   from?: From;
@@ -41,8 +42,9 @@ export interface DeliveryLine {
  * @returns the exit status.
  */
 export async function subscribeCommand(channel: string, o: SubscribeOptions): Promise<number> {
-  await reachSidecar(o.to, o.timeout);
-  const client = connect(o.to);
+  const tls = await readClientTls(o);
+  await reachSidecar(o.to, o.timeout, tls);
+  const client = connect(o.to, tls ? { tls } : {});
   // With --count, ask for no more than will be printed: the rest would only come back later.
   const maxInFlight = o.maxInFlight ?? (o.count !== undefined ? Math.min(o.count, DEFAULT_MAX_IN_FLIGHT) : undefined);
   const stop = new AbortController();

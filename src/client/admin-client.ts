@@ -1,5 +1,5 @@
 import { type DescMessage, type MessageInitShape, create } from "@bufbuild/protobuf";
-import { Client, Metadata, type ServiceError, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
+import { Client, Metadata, type ServiceError, makeGenericClientConstructor } from "@grpc/grpc-js";
 import {
   Admin,
   type ListChannelsResponse,
@@ -18,6 +18,7 @@ import {
   type StatsResponse,
 } from "../gen/weft/v1/admin_pb.js";
 import { typedServiceDefinition } from "../grpc/definitions.js";
+import { type ClientTls, clientCredentials } from "./credentials.js";
 import { toClientError } from "./errors.js";
 
 const AdminGrpcClient = makeGenericClientConstructor(typedServiceDefinition(Admin), "Admin");
@@ -25,6 +26,8 @@ const AdminGrpcClient = makeGenericClientConstructor(typedServiceDefinition(Admi
 export interface AdminClientOptions {
   /** How long each call may take, ms (DEADLINE_EXCEEDED after). Default 10 s. */
   timeoutMs?: number;
+  /** TLS to the sidecar (its service API has TLS on); plaintext without. */
+  tls?: ClientTls;
 }
 
 /**
@@ -42,7 +45,8 @@ export class AdminClient {
     options: AdminClientOptions = {},
   ) {
     const target = address.startsWith("/") ? `unix:${address}` : address;
-    this.client = new AdminGrpcClient(target, credentials.createInsecure(), { "grpc.max_receive_message_length": -1 });
+    const secure = clientCredentials(options.tls);
+    this.client = new AdminGrpcClient(target, secure.credentials, { "grpc.max_receive_message_length": -1, ...secure.options });
     this.timeoutMs = options.timeoutMs ?? 10_000;
   }
 

@@ -1,10 +1,11 @@
 import { hostname } from "node:os";
-import { type ChannelOptions, Client, type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
+import { type ChannelOptions, Client, type ClientDuplexStream, makeGenericClientConstructor } from "@grpc/grpc-js";
 import { Mesh } from "../gen/weft/v1/mesh_pb.js";
 import type { PublishResponse, SubscribeRequest, SubscribeResponse } from "../gen/weft/v1/mesh_pb.js";
 import { typedServiceDefinition } from "../grpc/definitions.js";
 import { WIDE_RECEIVE_WINDOW } from "../grpc/receive-window.js";
 import { readSubscribeResponse } from "../grpc/wire.js";
+import { type ClientTls, clientCredentials } from "./credentials.js";
 import { type EventInput, type Published, Publisher } from "./publisher.js";
 import { type SubscribeOptions, Subscription } from "./subscription.js";
 
@@ -17,6 +18,8 @@ export interface ConnectOptions {
   maxOutstanding?: number;
   /** Most encoded event bytes per publish request. Default 4 MiB (the sidecar takes 16). */
   maxBatchBytes?: number;
+  /** TLS to the sidecar (its service API has TLS on); plaintext without. */
+  tls?: ClientTls;
   /** Extra grpc-js channel options. */
   channelOptions?: ChannelOptions;
 }
@@ -38,12 +41,14 @@ export class WeftClient {
     options: ConnectOptions = {},
   ) {
     const target = address.startsWith("/") ? `unix:${address}` : address;
-    this.client = new MeshClient(target, credentials.createInsecure(), {
+    const secure = clientCredentials(options.tls);
+    this.client = new MeshClient(target, secure.credentials, {
       "grpc.max_receive_message_length": -1,
       // Deliveries arrive in batches of up to 3 MiB: a 64 KiB HTTP/2 window would stall them.
       ...WIDE_RECEIVE_WINDOW,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 2000,
+      ...secure.options,
       ...options.channelOptions,
     });
     this.publisher = new Publisher(

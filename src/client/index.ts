@@ -3,3 +3,4 @@ export { ClientError } from "./errors.js";
 export type { EventInput, Published } from "./publisher.js";
 export { Subscription, type Delivery, type From, type SubscribeOptions } from "./subscription.js";
 export { AdminClient, type AdminClientOptions } from "./admin-client.js";
+export type { ClientTls } from "./credentials.js";

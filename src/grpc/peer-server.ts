@@ -3,6 +3,8 @@ import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
 import type { MeshNode } from "../mesh/mesh-node.js";
 import { PeerLink, serverTransport } from "../mesh/peer-link.js";
 import { rawServiceDefinition } from "./definitions.js";
+import { nodeOfCertificate, peerServerCredentials } from "../security/credentials.js";
+import type { TlsFiles } from "../security/tls-files.js";
 import { widenReceiveWindow } from "./receive-window.js";
 import { bind, newServer } from "./server.js";
 
@@ -11,11 +13,14 @@ export interface PeerServerOptions {
   address: string;
   /** Largest frame accepted from a peer, bytes. */
   maxMessageBytes: number;
+  /** Mutual TLS with these files: a peer is the node its certificate names. Plaintext without. */
+  tls?: TlsFiles | undefined;
 }
 
 /**
  * The gRPC server of the peer API (weft.v1.Peer), on its own listener so that it can be
- * bound wider than the service API (and, later, with mutual TLS).
+ * bound wider than the service API. With TLS files, only a peer whose certificate tls.ca
+ * signed gets through the handshake, and its link is the node that certificate names.
  */
 export class PeerServer {
   private constructor(
@@ -30,10 +35,12 @@ export class PeerServer {
       Link: (call: ServerDuplexStream<Buffer, Uint8Array>) => {
         // Forwards of hundreds of events come in on it; outcomes go out.
         widenReceiveWindow(call);
-        new PeerLink(serverTransport(call, node.nodeId), "acceptor", node, node.heartbeatMs);
+        const tls = options.tls;
+        const certified = tls ? nodeOfCertificate(call.getAuthContext()?.sslPeerCertificate, tls.material.identity.trustDomain) : undefined;
+        new PeerLink(serverTransport(call, node.nodeId, certified), "acceptor", node, node.heartbeatMs);
       },
     });
-    return new PeerServer(server, await bind(server, options.address));
+    return new PeerServer(server, await bind(server, options.address, peerServerCredentials(options.tls)));
   }
 
   /** Stops accepting links; links still open after `graceMs` are cut. */

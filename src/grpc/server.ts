@@ -1,4 +1,4 @@
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Server, type ServerCredentials } from "@grpc/grpc-js";
 import type { SidecarAdmin } from "../admin/sidecar-admin.js";
 import { Admin as AdminDesc, file_weft_v1_admin } from "../gen/weft/v1/admin_pb.js";
 import { file_weft_v1_mesh, Mesh as MeshDesc } from "../gen/weft/v1/mesh_pb.js";
@@ -7,6 +7,8 @@ import { rawServiceDefinition } from "./definitions.js";
 import { HealthService } from "./health-service.js";
 import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
 import { ReflectionService } from "./reflection-service.js";
+import { serviceServerCredentials } from "../security/credentials.js";
+import type { TlsFiles } from "../security/tls-files.js";
 
 export interface ServiceServerOptions {
   /** "host:port", "unix:/path" or an absolute socket path. Port 0 picks a free port. */
@@ -15,6 +17,8 @@ export interface ServiceServerOptions {
   maxMessageBytes: number;
   /** Serves weft.v1.Admin on the same listener when given. */
   admin?: SidecarAdmin | undefined;
+  /** TLS with these files (a client certificate is asked for, not required); plaintext without. */
+  tls?: TlsFiles | undefined;
 }
 
 /**
@@ -43,7 +47,7 @@ export class ServiceServer {
     health.addToServer(server);
     const files = options.admin ? [file_weft_v1_mesh, file_weft_v1_admin] : [file_weft_v1_mesh];
     new ReflectionService(files).addToServer(server);
-    return new ServiceServer(server, mesh, health, await bind(server, bindTarget(options.address)));
+    return new ServiceServer(server, mesh, health, await bind(server, bindTarget(options.address), serviceServerCredentials(options.tls)));
   }
 
   /**
@@ -85,9 +89,9 @@ export function newServer(maxMessageBytes: number): Server {
 }
 
 /** Binds `server` to a grpc-js target; resolves with the bound address (the real port for 0). */
-export async function bind(server: Server, target: string): Promise<string> {
+export async function bind(server: Server, target: string, credentials: ServerCredentials): Promise<string> {
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(target, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(target, credentials, (err, p) => (err ? reject(err) : resolve(p))),
   );
   return target.startsWith("unix:") ? target : target.replace(/:\d+$/, `:${port}`);
 }

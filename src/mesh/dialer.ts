@@ -1,9 +1,11 @@
 import { lookup } from "node:dns/promises";
-import { type Client, type ClientDuplexStream, credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
+import { type ChannelCredentials, type Client, type ClientDuplexStream, makeGenericClientConstructor } from "@grpc/grpc-js";
 import { Reason } from "../contract/errors.js";
 import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
 import { rawServiceDefinition } from "../grpc/definitions.js";
 import { WIDE_RECEIVE_WINDOW } from "../grpc/receive-window.js";
+import { peerChannelCredentials } from "../security/credentials.js";
+import type { TlsFiles } from "../security/tls-files.js";
 import type { Logger } from "../ops/logger.js";
 import type { MeshNode } from "./mesh-node.js";
 import { type LinkClosed, PeerLink, clientTransport } from "./peer-link.js";
@@ -19,9 +21,14 @@ export interface DialerOptions {
   maxMessageBytes: number;
   /** Told about names that do not resolve and addresses it cannot link with. */
   logger: Logger;
+  /** Mutual TLS with these files; plaintext without. */
+  tls?: TlsFiles | undefined;
   /** Resolves a DNS name to its addresses. Default: the system resolver (dns.lookup). */
   lookup?: (name: string) => Promise<{ address: string; family: number }[]>;
 }
+
+/** The TLS server name a sidecar asks for when it dials a peer (SNI); not checked. */
+const PEER_SERVER_NAME = "weft-peer";
 
 /** Resolutions in a row without an address before it stops being dialed. */
 const DNS_MISSES_TO_FORGET = 3;
@@ -41,11 +48,15 @@ export class Dialer {
   private readonly dnsAddresses = new Map<string, number>();
   private dnsTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** One credentials object for every target: grpc-js watches the TLS files once for all. */
+  private readonly credentials: ChannelCredentials;
 
   constructor(
     private readonly node: MeshNode,
     private readonly options: DialerOptions,
-  ) {}
+  ) {
+    this.credentials = peerChannelCredentials(options.tls);
+  }
 
   start(): void {
     for (const a of this.options.peers) this.target(a);
@@ -69,7 +80,7 @@ export class Dialer {
 
   private target(address: string): void {
     if (this.stopped || this.targets.has(address)) return;
-    const t = new DialTarget(address, this.node, this.options);
+    const t = new DialTarget(address, this.node, this.options, this.credentials);
     this.targets.set(address, t);
     void t.run();
   }
@@ -124,14 +135,18 @@ class DialTarget {
     readonly address: string,
     private readonly node: MeshNode,
     private readonly options: DialerOptions,
+    credentials: ChannelCredentials,
   ) {
-    this.client = new PeerClient(address, credentials.createInsecure(), {
+    this.client = new PeerClient(address, credentials, {
       "grpc.max_receive_message_length": options.maxMessageBytes,
       "grpc.max_send_message_length": -1,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 2000,
       // Forwards of hundreds of events come in on a link the peer accepted, too.
       ...WIDE_RECEIVE_WINDOW,
+      // Peers are dialed by address and known by their certificate's SPIFFE id, not a host
+      // name: a fixed TLS server name keeps an IP address out of SNI.
+      ...(options.tls ? { "grpc.ssl_target_name_override": PEER_SERVER_NAME } : {}),
     });
   }
 
@@ -185,7 +200,7 @@ class DialTarget {
     return new Promise((resolve) => {
       const call = this.client.makeBidiStreamRequest(`/${PeerDesc.typeName}/Link`, (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength), (b: Buffer) => b) as ClientDuplexStream<Uint8Array, Buffer>;
       this.call = call;
-      const transport = clientTransport(call);
+      const transport = clientTransport(call, this.options.tls?.material.identity.trustDomain);
       const link = new PeerLink(transport, "dialer", this.node, this.node.heartbeatMs, this.address);
       transport.onClose((why) => {
         this.call = undefined;

@@ -262,27 +262,45 @@ export class MeshNode implements LinkHost {
     if (hello.heartbeatIntervalMs > 3_600_000) {
       return invalid(Reason.PROTOCOL_VIOLATION, "hello.heartbeat_interval_ms", "hello.heartbeat_interval_ms is at most 3600000");
     }
+    // With mutual TLS the certificate says who the peer is; the hello must agree with it.
+    const certified = link.certified;
+    if (typeof certified === "string") return this.refuse(link, new WeftError(status.PERMISSION_DENIED, Reason.NOT_A_PEER, `${certified}: a peer link needs a node certificate`));
+    if (certified && hello.nodeId !== certified.name) {
+      return this.refuse(
+        link,
+        new WeftError(
+          status.PERMISSION_DENIED,
+          Reason.NODE_ID_MISMATCH,
+          `the hello names node ${JSON.stringify(hello.nodeId)}, but the peer's certificate names ${certified.uri}: a sidecar's node id is the one its certificate names`,
+          "hello.node_id",
+        ),
+      );
+    }
     if (hello.nodeId === this.options.nodeId) {
       if (hello.instance === this.instance) {
         return new WeftError(status.ALREADY_EXISTS, Reason.SELF_LINK, `this address is this sidecar's own (node ${hello.nodeId}); it is skipped`);
       }
-      const e = new WeftError(
-        status.ALREADY_EXISTS,
-        Reason.DUPLICATE_NODE_ID,
-        `another sidecar uses this sidecar's node id ${JSON.stringify(hello.nodeId)}: every sidecar of a mesh needs its own --node-id`,
-        "hello.node_id",
+      return this.refuse(
+        link,
+        new WeftError(
+          status.PERMISSION_DENIED,
+          Reason.DUPLICATE_NODE_ID,
+          `another sidecar uses this sidecar's node id ${JSON.stringify(hello.nodeId)}: every sidecar of a mesh needs its own --node-id`,
+          "hello.node_id",
+        ),
       );
-      this.log.warn({ address: link.address || undefined, reason: e.reason }, `refused a link${link.address ? ` with ${link.address}` : ""}: ${e.message}`);
-      return e;
     }
     let peer = this.peers.get(hello.nodeId);
     if (peer?.link && peer.link !== link) {
       if (peer.instance !== hello.instance) {
-        return new WeftError(
-          status.ALREADY_EXISTS,
-          Reason.DUPLICATE_NODE_ID,
-          `a sidecar with node id ${JSON.stringify(hello.nodeId)} is already linked here (another process: either a duplicate node id, or a restart whose old link has not yet timed out)`,
-          "hello.node_id",
+        return this.refuse(
+          link,
+          new WeftError(
+            status.PERMISSION_DENIED,
+            Reason.DUPLICATE_NODE_ID,
+            `a sidecar with node id ${JSON.stringify(hello.nodeId)} is already linked here (another process: either a duplicate node id, or a restart whose old link has not yet timed out)`,
+            "hello.node_id",
+          ),
         );
       }
       // Two links between the same two sidecars (both dialed): keep the one the lower node id dialed.
@@ -306,6 +324,13 @@ export class MeshNode implements LinkHost {
     peer.link = link;
     this.linkStates.set(link, { advertised: new Set(), snapshot: false });
     return undefined;
+  }
+
+  /** Logs a refused link (who, and why) and returns the refusal. */
+  private refuse(link: PeerLink, e: WeftError): WeftError {
+    const who = link.address ? ` with ${link.address}` : "";
+    this.log.warn({ address: link.address || undefined, reason: e.reason }, `refused a link${who}: ${e.message}`);
+    return e;
   }
 
   up(link: PeerLink): void {

@@ -2,6 +2,8 @@ import { type ClientDuplexStream, type ServerDuplexStream, type ServiceError, st
 import { Reason, WeftError } from "../contract/errors.js";
 import type { Hello } from "../gen/weft/v1/peer_pb.js";
 import { failStream, writeSafe } from "../grpc/status.js";
+import { nodeOfCertificate } from "../security/credentials.js";
+import type { WeftIdentity } from "../security/spiffe.js";
 import { type IncomingFrame, TooManyEvents, readFrame, writeFrame } from "./frames.js";
 
 /** The shortest silence that ends a link, ms. */
@@ -25,6 +27,11 @@ export interface LinkTransport {
   onMessage(listener: (bytes: Uint8Array) => void): void;
   /** Called once, when the link has ended for any reason. */
   onClose(listener: (why: LinkClosed) => void): void;
+  /**
+   * Who the other end's verified certificate names: a node, or a sentence saying why it
+   * names none. Undefined on a link without TLS.
+   */
+  certified(): WeftIdentity | string | undefined;
 }
 
 /** What a link needs from the sidecar it belongs to. */
@@ -77,6 +84,10 @@ export class PeerLink {
 
   get nodeId(): string {
     return this.peer?.nodeId ?? "";
+  }
+  /** Who the peer's verified certificate names (see LinkTransport.certified); undefined without TLS. */
+  get certified(): WeftIdentity | string | undefined {
+    return this.transport.certified();
   }
   get open(): boolean {
     return this.isUp && !this.ended;
@@ -151,7 +162,7 @@ export class PeerLink {
 }
 
 /** The transport of an accepted link: the server side of Peer.Link. */
-export function serverTransport(call: ServerDuplexStream<Buffer, Uint8Array>, ownNodeId: string): LinkTransport {
+export function serverTransport(call: ServerDuplexStream<Buffer, Uint8Array>, ownNodeId: string, certified?: WeftIdentity | string): LinkTransport {
   const closing = closeOnce();
   call.on("end", () => {
     closing.close({ code: status.OK, reason: "ENDED", message: "the peer ended the link" });
@@ -169,11 +180,15 @@ export function serverTransport(call: ServerDuplexStream<Buffer, Uint8Array>, ow
     },
     onMessage: (listener) => call.on("data", listener),
     onClose: closing.listen,
+    certified: () => certified,
   };
 }
 
-/** The transport of a dialed link: the client side of Peer.Link. */
-export function clientTransport(call: ClientDuplexStream<Uint8Array, Buffer>): LinkTransport {
+/**
+ * The transport of a dialed link: the client side of Peer.Link. With `trustDomain` (the
+ * link is mutual TLS), the accepting sidecar is the node its certificate names.
+ */
+export function clientTransport(call: ClientDuplexStream<Uint8Array, Buffer>, trustDomain?: string): LinkTransport {
   const closing = closeOnce();
   call.on("error", (e: ServiceError) => {
     const reason = e.metadata?.get("weft-reason")[0];
@@ -197,6 +212,7 @@ export function clientTransport(call: ClientDuplexStream<Uint8Array, Buffer>): L
     },
     onMessage: (listener) => call.on("data", listener),
     onClose: closing.listen,
+    certified: () => (trustDomain === undefined ? undefined : nodeOfCertificate(call.getAuthContext()?.sslPeerCertificate, trustDomain)),
   };
 }
 

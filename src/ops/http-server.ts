@@ -1,5 +1,7 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
+import { createServer as createSecureServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import type { TlsFiles } from "../security/tls-files.js";
 
 /** An HTTP method a route answers. HEAD is answered by the GET route, without a body. */
 export type HttpMethod = "GET" | "POST" | "PUT" | "DELETE";
@@ -34,13 +36,25 @@ export class HttpServer {
 
   /**
    * Listens on `address` ("host:port"; an IPv6 host in brackets; port 0 picks a free port).
+   * With TLS files it serves HTTPS with the sidecar's certificate (no client certificate is
+   * asked for), and takes new files for new connections as they are reloaded.
    * @throws the listen error (EADDRINUSE, EACCES, ...) when the address cannot be bound.
    */
-  static async start(address: string): Promise<HttpServer> {
+  static async start(address: string, tls?: TlsFiles): Promise<HttpServer> {
     const colon = address.lastIndexOf(":");
     const host = address.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
     const port = Number(address.slice(colon + 1));
-    const server = createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 });
+    const options = { maxHeaderSize: 16 * 1024, requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 };
+    let server: Server;
+    if (tls) {
+      const secure = createSecureServer({ ...options, cert: tls.material.cert, key: tls.material.key, ca: tls.material.ca });
+      tls.onChange((m) => secure.setSecureContext({ cert: m.cert, key: m.key, ca: m.ca }));
+      // A client that fails the handshake is cut; the server goes on.
+      secure.on("tlsClientError", (_error, socket) => socket.destroy());
+      server = secure;
+    } else {
+      server = createServer(options);
+    }
     // A malformed request gets 400 (or 431 for huge headers) and its connection closed.
     server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
       if (!socket.writable) return void socket.destroy();

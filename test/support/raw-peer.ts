@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { type MessageInitShape, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
+  type ChannelCredentials,
   type Client,
   type ClientDuplexStream,
   type StatusObject,
@@ -268,10 +269,13 @@ export class RawPeer {
   private readonly client: Client & Record<"Link", () => RawCall>;
   private readonly links: RawLink[] = [];
 
-  constructor(address: string) {
-    this.client = new RawPeerClient(address, credentials.createInsecure(), {
+  /** `secure`: TLS credentials (a peer port with mutual TLS); plaintext without. */
+  constructor(address: string, secure?: ChannelCredentials) {
+    this.client = new RawPeerClient(address, secure ?? credentials.createInsecure(), {
       "grpc.max_receive_message_length": -1,
       "grpc.max_send_message_length": -1,
+      // A peer's certificate names a node, not the address: skip the host name check.
+      ...(secure ? { "grpc.ssl_target_name_override": "localhost" } : {}),
     }) as unknown as Client & Record<"Link", () => RawCall>;
   }
 

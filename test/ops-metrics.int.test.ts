@@ -135,6 +135,28 @@ describe("/metrics after known traffic", () => {
     sub.close();
   });
 
+  it("drops a peer's series once the mesh forgets it after the peer timeout", async () => {
+    const channel = "metrics.gone";
+    const [a, b] = await startMesh(["a", "b"], { peerTimeoutMs: 300 });
+    started.push(a!, b!);
+    const sub = b!.client().subscribe({ channel, group: "billing", from: "earliest" });
+    await sub.subscribed();
+    await settled(a!, [b!], channel, "billing");
+    await a!.client().publishMany(Array.from({ length: 5 }, (_, i) => ({ channel, data: { i } })));
+    await take(sub, 5);
+    const peerSamples = (m: Map<string, Family>): string[] =>
+      [...m.entries()].flatMap(([name, family]) => family.samples.filter((s) => s.labels.peer === "b").map(() => name));
+    const before = peerSamples(await metrics(a!));
+    for (const name of ["weft_events_forwarded_total", "weft_peer_forwarded_bytes_total", "weft_peer_link_changes_total", "weft_peer_up"]) {
+      expect(before).toContain(name);
+    }
+
+    sub.close();
+    await b!.stop();
+    await eventually(() => !a!.sidecar.mesh.status().some((p) => p.nodeId === "b"), 20_000, "b forgotten at a");
+    expect(peerSamples(await metrics(a!))).toEqual([]);
+  });
+
   it("still tells an observer passed to Sidecar.start, besides counting", async () => {
     const channel = "metrics.composed";
     let published = 0;

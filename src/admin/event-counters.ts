@@ -49,4 +49,5 @@ export class EventCounters implements Observer {
   deadLettered(): void {}
   expired(): void {}
   peerLink(): void {}
+  peerGone(): void {}
 }

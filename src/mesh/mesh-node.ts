@@ -521,6 +521,7 @@ export class MeshNode implements LinkHost {
       rg.membership?.leave(false);
     }
     peer.link?.fail(new WeftError(status.UNAVAILABLE, Reason.PEER_SILENT, `no link with ${peer.nodeId} stayed up for the peer timeout; its share went to others`));
+    this.options.observer?.peerGone(peer.nodeId);
   }
 
   private forward(peer: PeerState, rg: RemoteGroup, deliveries: readonly OutgoingDelivery[]): void {

@@ -30,7 +30,8 @@ export const LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0
  * sidecar at scrape time once {@link watch} has been given its parts.
  *
  * Labels are bounded: `channel` is an event channel ("CHANNEL~GROUP" relay copies are
- * labelled by CHANNEL, with `relay="true"`), `group` a consumer group, `peer` a node id.
+ * labelled by CHANNEL, with `relay="true"`), `group` a consumer group, `peer` a node id
+ * the mesh knows (a peer's series go when the mesh forgets it, see peerGone).
  * No label is per event, per delivery or per client.
  */
 export class SidecarMetrics implements Observer {
@@ -44,6 +45,8 @@ export class SidecarMetrics implements Observer {
   private readonly split = new Map<string, { channel: string; relay: "true" | "false" }>();
   private sources: MetricsSources | undefined;
   private readonly now: () => number;
+  /** Drops a peer's series from every counter labelled by peer (the gauges are read afresh at each scrape). */
+  private readonly removePeerSeries: (p: PeerSeries) => void;
 
   constructor(options: { nodeId: string; version: string; now?: () => number }) {
     const registers = [this.registry];
@@ -56,7 +59,7 @@ export class SidecarMetrics implements Observer {
       labelNames: readonly L[],
       series: () => Iterable<S>,
       take: (s: S) => number,
-    ): void => {
+    ): Counter<L> => {
       const pick = (labels: Record<string, string>): Record<L, string> => Object.fromEntries(labelNames.map((n) => [n, labels[n] ?? ""])) as Record<L, string>;
       const c: Counter<L> = new Counter<L>({
         name,
@@ -70,6 +73,7 @@ export class SidecarMetrics implements Observer {
           }
         },
       });
+      return c;
     };
     const channels = (): Iterable<ChannelSeries> => this.channelSeries.values();
     const groups = (): Iterable<GroupSeries> => allGroupSeries(this.groupSeries);
@@ -99,7 +103,7 @@ export class SidecarMetrics implements Observer {
     // The four rates.
     counter("weft_events_published_total", "Valid events publishers sent to this sidecar, duplicates included (generated).", ["channel"], channels, (s) => s.take("published"));
     counter("weft_events_stored_total", "Events appended to this sidecar's log, duplicates excluded; relay=\"true\" for copies peers forwarded here (stored).", channel, channels, (s) => s.take("stored"));
-    counter("weft_events_forwarded_total", "Events this sidecar forwarded to peers for their groups' members, re-forwards included (transmitted).", ["channel", "peer"], channelPeers, (s) => s.take("forwarded"));
+    const forwarded = counter("weft_events_forwarded_total", "Events this sidecar forwarded to peers for their groups' members, re-forwards included (transmitted).", ["channel", "peer"], channelPeers, (s) => s.take("forwarded"));
     counter(
       "weft_events_acked_total",
       "Events a group finished on this sidecar's log: acked by a member here, or (relay=\"false\") reported done by the peer it was forwarded to (processed).",
@@ -110,14 +114,19 @@ export class SidecarMetrics implements Observer {
 
     counter("weft_events_stored_bytes_total", "Bytes of the records appended to this sidecar's log.", channel, channels, (s) => s.take("storedBytes"));
     counter("weft_dedup_hits_total", "Re-published (source, id) pairs acked with their original sequence and not stored again.", channel, channels, (s) => s.take("dedup"));
-    counter("weft_peer_forwarded_bytes_total", "Event bytes forwarded to each peer.", ["peer"], peers, (s) => s.take("forwardedBytes"));
+    const forwardedBytes = counter("weft_peer_forwarded_bytes_total", "Event bytes forwarded to each peer.", ["peer"], peers, (s) => s.take("forwardedBytes"));
     counter("weft_deliveries_total", "Deliveries handed to members (to a peer's link, at the origin, for groups behind it), redeliveries included.", group, groups, (s) => s.take("delivered"));
     counter("weft_redeliveries_total", "Deliveries with attempt > 1: after a nack, a missed ack deadline or a lost member.", group, groups, (s) => s.take("redelivered"));
     counter("weft_dead_letters_total", "Events a group moved to its dead-letter channel after max attempts.", group, groups, (s) => s.take("deadLettered"));
     counter("weft_events_expired_total", "Events retention removed from this sidecar's log.", channel, channels, (s) => s.take("expired"));
     counter("weft_group_events_expired_total", "Events retention removed before the group finished them (lost to the group, never silently).", group, groups, (s) => s.take("expired"));
     const links = (): Iterable<PeerLinkSeries> => [...this.peerSeries.values()].flatMap((p) => [p.up, p.down]);
-    counter("weft_peer_link_changes_total", 'Peer links that came up (state="up") or went down (state="down").', ["peer", "state"], links, (s) => s.take("changes"));
+    const linkChanges = counter("weft_peer_link_changes_total", 'Peer links that came up (state="up") or went down (state="down").', ["peer", "state"], links, (s) => s.take("changes"));
+    this.removePeerSeries = (p) => {
+      for (const c of p.channels.values()) forwarded.remove(c.labels);
+      forwardedBytes.remove(p.labels);
+      for (const l of [p.up, p.down]) linkChanges.remove(l.labels);
+    };
 
     this.registry.registerMetric(
       new SeriesHistogram<GroupLabels>(
@@ -230,6 +239,14 @@ export class SidecarMetrics implements Observer {
   peerLink(peer: string, up: boolean): void {
     const p = this.peer(peer);
     (up ? p.up : p.down).counts.changes++;
+  }
+
+  /** A peer the mesh forgot leaves /metrics: peer ids a client invents cannot grow it without bound. */
+  peerGone(peer: string): void {
+    const p = this.peerSeries.get(peer);
+    if (!p) return;
+    this.peerSeries.delete(peer);
+    this.removePeerSeries(p);
   }
 
   // ---- series ----

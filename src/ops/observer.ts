@@ -27,6 +27,11 @@ export interface Observer {
   expired(channel: string, group: string | undefined, count: number): void;
   /** A peer link came up or went down. */
   peerLink(peer: string, up: boolean): void;
+  /**
+   * The mesh forgot a peer: it stayed away past the peer timeout. Nothing more is told about
+   * it unless it links again, as a new peer; what is kept per peer may go.
+   */
+  peerGone(peer: string): void;
 }
 
 /** Observes nothing. */
@@ -40,6 +45,7 @@ export const NO_OBSERVER: Observer = {
   deadLettered() {},
   expired() {},
   peerLink() {},
+  peerGone() {},
 };
 
 /**
@@ -77,6 +83,9 @@ export function composeObservers(...observers: (Observer | undefined)[]): Observ
     },
     peerLink(peer, up) {
       for (const o of all) o.peerLink(peer, up);
+    },
+    peerGone(peer) {
+      for (const o of all) o.peerGone(peer);
     },
   };
 }

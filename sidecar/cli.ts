@@ -58,6 +58,7 @@ export function buildProgram(exit: { code: number }): Command {
     .option("--fsync", "sync each append batch to disk before acking it")
     .option("--no-fsync", "do not sync before acking (the default)")
     .option("--max-event-bytes <size>", "the largest event, bytes or e.g. 512KiB (default: 1MiB)")
+    .option("--max-stored-bytes <size>", "refuse publishes (STORAGE_QUOTA) while the log's events take this much, bytes or e.g. 50GiB; 0 for no quota (default: 0)")
     .option("--node-id <id>", "this sidecar's name in the mesh, unique among its peers: letters, digits, '.', '_', '-' (default: the host name)")
     .option("--peer-listen <host:port>", "the peer API address, TCP only; not the --listen address (default: 127.0.0.1:7421)")
     .option("--http <host:port>", 'the HTTP address for /metrics, /healthz and /readyz, TCP only, or "off" (default: 127.0.0.1:7422)')

@@ -49,6 +49,8 @@ export interface ConfigFlags {
   fsync?: boolean;
   /** --max-event-bytes: bytes, or a size such as "512KiB". */
   maxEventBytes?: string | number;
+  /** --max-stored-bytes: bytes, or a size such as "50GiB"; 0 for no quota. */
+  maxStoredBytes?: string | number;
   /** --node-id */
   nodeId?: string;
   /** --peer-listen: host:port. */
@@ -116,6 +118,7 @@ interface Flat {
   dedupWindow: number;
   "retention.maxAge": number;
   "retention.maxBytes": number;
+  maxStoredBytes: number;
   sweepInterval: number;
   shutdownGrace: number;
   nodeId: string;
@@ -165,6 +168,7 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   dedupWindow: { env: "WEFT_DEDUP_WINDOW", read: duration(SECOND, 30 * DAY) },
   "retention.maxAge": { env: "WEFT_RETENTION_MAX_AGE", read: RETENTION_AGE },
   "retention.maxBytes": { env: "WEFT_RETENTION_MAX_BYTES", read: RETENTION_BYTES },
+  maxStoredBytes: { env: "WEFT_MAX_STORED_BYTES", flag: "maxStoredBytes", read: size(0, 1024 ** 5) },
   sweepInterval: { env: "WEFT_SWEEP_INTERVAL", read: duration(100, DAY) },
   shutdownGrace: { env: "WEFT_SHUTDOWN_GRACE", read: duration(0, HOUR) },
   nodeId: { env: "WEFT_NODE_ID", flag: "nodeId", read: nodeId },
@@ -431,6 +435,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     dedupWindowMs: pick("dedupWindow", d.dedupWindowMs),
     retention,
     channels,
+    maxStoredBytes: pick("maxStoredBytes", d.maxStoredBytes),
     sweepIntervalMs: pick("sweepInterval", d.sweepIntervalMs),
     shutdownGraceMs: pick("shutdownGrace", d.shutdownGraceMs),
     nodeId: pick("nodeId", d.nodeId),

@@ -10,7 +10,7 @@ import { MeshNode } from "../src/mesh/mesh-node.js";
 import type { HttpServer } from "../src/ops/http-server.js";
 import type { Dashboard } from "../src/ops/dashboard/index.js";
 import { SidecarMetrics } from "../src/ops/metrics.js";
-import { type Observer, composeObservers } from "../src/ops/observer.js";
+import { NO_OBSERVER, type Observer, composeObservers } from "../src/ops/observer.js";
 import { type LogFormat, type LogLevel, type Logger, createLogger } from "../src/ops/logger.js";
 import { logObserver } from "../src/ops/log-observer.js";
 import { BurstCollector } from "../src/ops/burst-collector.js";
@@ -41,6 +41,8 @@ export interface SidecarConfig {
   retention: Retention;
   /** Retention per channel, overriding the default. */
   channels: Record<string, Retention>;
+  /** Publishes are refused (STORAGE_QUOTA) while the log's events take this many bytes; 0 for no quota. */
+  maxStoredBytes: number;
   /** How often retention runs, ms. */
   sweepIntervalMs: number;
   /** How long shutdown waits for streams to finish, ms. */
@@ -94,6 +96,7 @@ export function defaultConfig(): SidecarConfig {
     dedupWindowMs: 10 * 60_000,
     retention: { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 },
     channels: {},
+    maxStoredBytes: 0,
     sweepIntervalMs: 10_000,
     shutdownGraceMs: 5_000,
     nodeId: defaultNodeId(),
@@ -149,11 +152,22 @@ export class Sidecar {
 
   /**
    * Why the sidecar is not ready, or undefined when it is: the log is open, the listeners are
-   * up and it is not stopping. The same answer as grpc.health.v1 on the service port.
+   * up, the disk of the log has room and it is not stopping. The same answer as
+   * grpc.health.v1 on the service port.
    */
   notReady(): string | undefined {
     if (this.stopping) return "stopping (draining streams)";
+    const full = this.log.diskFull;
+    if (full) {
+      return `DISK_FULL: the disk of ${this.config.dataDir} is full since ${new Date(full.since).toISOString()}; publishes are refused until a write works again (tried every second): ${full.message}`;
+    }
     return this.server.health.status === "SERVING" ? undefined : "starting";
+  }
+
+  /** The log's disk filled up or has room again: grpc.health.v1 says so, as /readyz does. */
+  private diskChanged(): void {
+    if (this.stopping) return;
+    this.server.health.set(this.log.diskFull ? "NOT_SERVING" : "SERVING");
   }
 
   /** The bound peer address (with the real port when the config asked for port 0). */
@@ -169,7 +183,8 @@ export class Sidecar {
   /**
    * Opens the log, starts delivery and the mesh, binds the peer and service listeners and
    * dials the peers. Health (grpc.health.v1) reports NOT_SERVING until all of that is done,
-   * SERVING from then on until `stop()`. On failure everything started is stopped again.
+   * SERVING from then on until `stop()`, except while the disk of the log is full. On
+   * failure everything started is stopped again.
    */
   static async start(config: SidecarConfig, options: SidecarStartOptions = {}): Promise<Sidecar> {
     const logger = (options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat })).child({ node: config.nodeId });
@@ -187,7 +202,10 @@ export class Sidecar {
     const metrics = new SidecarMetrics({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const counters = new EventCounters();
     const collector = new BurstCollector();
-    const observer = composeObservers(metrics, counters, logObserver(logger), collector.observer, options.observer);
+    // Readiness follows the log's disk, once there is a sidecar to be ready.
+    let started: Sidecar | undefined;
+    const readiness: Observer = { ...NO_OBSERVER, diskFull: () => started?.diskChanged() };
+    const observer = composeObservers(metrics, counters, logObserver(logger), collector.observer, readiness, options.observer);
     await mkdir(config.dataDir, { recursive: true });
     // The listeners' modules load on this thread while LevelDB opens (and replays its
     // write-ahead log after a crash) on its own: a restart's first delivery comes that much sooner.
@@ -198,6 +216,7 @@ export class Sidecar {
       dedupWindowMs: config.dedupWindowMs,
       retention: config.retention,
       channelRetention: config.channels,
+      maxStoredBytes: config.maxStoredBytes,
       observer,
     });
     let listeners: typeof import("./listeners.js");
@@ -277,7 +296,8 @@ export class Sidecar {
     tls?.watch((result) => sidecar.reported(result, "the files changed"));
     if (http) serveOperations(http, { metrics, notReady: () => sidecar.notReady() });
     if (http) sidecar.dashboard = serveDashboard(http, { admin, metrics, version: SOFTWARE_VERSION, notReady: () => sidecar.notReady() });
-    server.health.set("SERVING");
+    started = sidecar;
+    sidecar.diskChanged();
     return sidecar;
   }
 

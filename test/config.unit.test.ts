@@ -117,6 +117,7 @@ channels:
   orders.created: { maxAge: 1d }
   audit.log:
     maxBytes: 100GiB
+maxStoredBytes: 500GiB
 sweepInterval: 30s
 shutdownGrace: 2s
 nodeId: weft-a.eu-1
@@ -146,6 +147,7 @@ insecure: true
         "orders.created": { maxAgeMs: 86_400_000, maxBytes: 10 * 1024 ** 3 },
         "audit.log": { maxAgeMs: 3 * 86_400_000, maxBytes: 100 * 1024 ** 3 },
       },
+      maxStoredBytes: 500 * 1024 ** 3,
       sweepIntervalMs: 30_000,
       shutdownGraceMs: 2000,
       nodeId: "weft-a.eu-1",
@@ -207,6 +209,7 @@ insecure: true
         WEFT_DEDUP_WINDOW: "90s",
         WEFT_RETENTION_MAX_AGE: "12h",
         WEFT_RETENTION_MAX_BYTES: "5GiB",
+        WEFT_MAX_STORED_BYTES: "20GiB",
         WEFT_SWEEP_INTERVAL: "1500",
         WEFT_SHUTDOWN_GRACE: "0",
         WEFT_NODE_ID: "node_7",
@@ -232,6 +235,7 @@ insecure: true
       maxMessageBytes: 1024 ** 2,
       dedupWindowMs: 90_000,
       retention: { maxAgeMs: 12 * 3_600_000, maxBytes: 5 * 1024 ** 3 },
+      maxStoredBytes: 20 * 1024 ** 3,
       sweepIntervalMs: 1500,
       shutdownGraceMs: 0,
       nodeId: "node_7",
@@ -260,6 +264,7 @@ insecure: true
       "WEFT_DEDUP_WINDOW",
       "WEFT_RETENTION_MAX_AGE",
       "WEFT_RETENTION_MAX_BYTES",
+      "WEFT_MAX_STORED_BYTES",
       "WEFT_SWEEP_INTERVAL",
       "WEFT_SHUTDOWN_GRACE",
       "WEFT_NODE_ID",

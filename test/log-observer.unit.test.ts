@@ -59,7 +59,22 @@ describe("the log observer", () => {
     expect(trace.records[4]).toMatchObject({ count: 2, redeliveries: 1 });
   });
 
-  it("is no observer at all above warn", () => {
-    expect(capture("error").observer).toBe(NO_OBSERVER);
+  it("logs a full disk at error and its end at info, each once", () => {
+    const { observer, records } = capture("info");
+    observer.diskFull("/var/lib/weft", true, "IO error: /var/lib/weft/000005.log: No space left on device");
+    observer.diskFull("/var/lib/weft", false, "writable again after 1500 ms");
+    expect(records).toMatchObject([
+      { level: "error", dataDir: "/var/lib/weft", reason: "DISK_FULL", msg: expect.stringContaining("the disk of /var/lib/weft is full") },
+      { level: "info", dataDir: "/var/lib/weft", msg: "the disk of /var/lib/weft has room again: writable again after 1500 ms" },
+    ]);
+  });
+
+  it("logs only a full disk at error, and is no observer at all above error", () => {
+    const error = capture("error");
+    tellAll(error.observer);
+    error.observer.diskFull("/data", true, "No space left on device");
+    expect(error.records.map((r) => [r.level, r.reason])).toEqual([["error", "DISK_FULL"]]);
+    expect(error.observer.deadLettered).toBe(NO_OBSERVER.deadLettered);
+    expect(capture("fatal").observer).toBe(NO_OBSERVER);
   });
 });

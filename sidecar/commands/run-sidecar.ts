@@ -11,6 +11,7 @@ export interface SidecarOptions {
   listen?: string;
   fsync?: boolean;
   maxEventBytes?: string;
+  maxStoredBytes?: string;
   nodeId?: string;
   peerListen?: string;
   http?: string;
@@ -48,6 +49,7 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         listen: o.listen,
         fsync: o.fsync,
         maxEventBytes: o.maxEventBytes,
+        maxStoredBytes: o.maxStoredBytes,
         nodeId: o.nodeId,
         peerListen: o.peerListen,
         http: o.http,

@@ -50,4 +50,5 @@ export class EventCounters implements Observer {
   expired(): void {}
   peerLink(): void {}
   peerGone(): void {}
+  diskFull(): void {}
 }

@@ -80,6 +80,8 @@ export interface DispatcherOptions {
 }
 
 const READ_CHUNK = 512;
+/** A dead letter that could not be stored (a full disk) is tried again after this, ms. */
+const DEAD_LETTER_RETRY_MS = 1000;
 
 /**
  * Delivers one channel to one group: reads ahead from the origin log, hands events to the
@@ -474,7 +476,12 @@ export class GroupDispatcher {
           return this.flush(batch);
         })
         .catch(() => {
-          // The log is closing: the in-flight record stays, and a restart dead-letters it.
+          // The log is closing (the in-flight record stays, and a restart dead-letters it),
+          // or its disk is full: tried again until it is stored (a repeat is stored once).
+          if (this.closed) return;
+          setTimeout(() => {
+            if (!this.closed && this.entries.get(entry.seq) === entry) this.deadLetter(entry, why);
+          }, DEAD_LETTER_RETRY_MS).unref();
         });
     } catch {
       // Stored events were validated on publish; an undecodable one is completed, not looped on.
@@ -727,8 +734,10 @@ export class GroupDispatcher {
   }
 
   /**
-   * Writes group state. A failed write is reported, not thrown: memory is ahead of the disk
-   * then, and a restart redelivers from the disk's older state (at least once still holds).
+   * Writes group state. While the log's disk is full the write waits for room (see
+   * OriginLog.writeState), and attempts leave only once stored. A failed write is reported,
+   * not thrown: memory is ahead of the disk then, and a restart redelivers from the disk's
+   * older state (at least once still holds).
    */
   private async flush(batch: ReturnType<OriginLog["groupBatch"]>): Promise<void> {
     try {

@@ -148,7 +148,7 @@ export class MeshService {
       outstandingEvents += events;
       if (outstanding >= MAX_OUTSTANDING_BATCHES || outstandingEvents >= MAX_OUTSTANDING_EVENTS) call.pause();
       const traced = events > 0 ? this.deps.tracing?.publishing(valid) : undefined;
-      const appended = events > 0 ? log.append(entries) : Promise.resolve([]);
+      const appended = events > 0 ? log.append(entries, { quota: true }) : Promise.resolve([]);
       appended.catch(() => {}); // handled in order by the chain below; not an unhandled rejection meanwhile
       if (traced) appended.then(traced, (e: unknown) => traced(e instanceof Error ? e : new Error(String(e))));
       chain = chain
@@ -160,7 +160,14 @@ export class MeshService {
             });
             writeSafe(call, writePublishResponse(batchId, results));
           },
-          (e) => fail(e),
+          (e) => {
+            if (!(e instanceof WeftError) || e.code !== status.RESOURCE_EXHAUSTED) return fail(e);
+            // A limit of the log (its quota, a full disk): each event of the batch is refused
+            // and none stored, as for a bad event; the stream goes on, and a later batch may fit.
+            const error = { code: e.code, reason: e.reason, field: e.field, message: e.message };
+            for (const slot of slots) results[slot] = { error };
+            writeSafe(call, writePublishResponse(batchId, results));
+          },
         )
         .finally(() => {
           outstanding--;

@@ -70,3 +70,5 @@ export const CLOSED_KEY = "m!closed";
 export const EVENTS_SPLIT_KEY = "m!events-dir";
 /** Which dedup table the log writes and since when (see OriginLog, DedupTables). */
 export const DEDUP_TABLES_KEY = "m!dedup-tables";
+/** Written to each database while the disk is full, to tell when writes work again (see OriginLog.probe). */
+export const PROBE_KEY = "m!probe";

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { mkdir, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { StartAt } from "../delivery/types.js";
@@ -30,6 +30,7 @@ import {
   pumpKey,
   pumpPrefix,
   LOG_ID_KEY,
+  PROBE_KEY,
   prefixEnd,
   seqOfKey,
 } from "./keys.js";
@@ -57,8 +58,32 @@ export interface OriginLogOptions {
   channelRetention?: Record<string, Retention>;
   /** The clock, Unix ms. Tests may pass their own. */
   now?: () => number;
-  /** Told what is stored, deduplicated and expired. */
+  /** Told what is stored, deduplicated and expired, and when the disk fills up and has room again. */
   observer?: Observer;
+  /**
+   * Appends that count against the quota (`AppendOptions.quota`: publishes) are refused with
+   * STORAGE_QUOTA while the retained events take this many bytes or more (the sum of every
+   * channel's `bytes`); retention frees room. 0 for no quota. Default 0.
+   */
+  maxStoredBytes?: number;
+}
+
+/** How an append is made. */
+export interface AppendOptions {
+  /**
+   * Refused with RESOURCE_EXHAUSTED / STORAGE_QUOTA while the log holds `maxStoredBytes`: set
+   * for publishes. Relay copies, dead letters and redrives carry events the mesh already
+   * accepted, and are stored past the quota.
+   */
+  quota?: boolean;
+}
+
+/** Why the log refuses appends for now: the disk is full. */
+export interface DiskFull {
+  /** Since when, Unix ms. */
+  since: number;
+  /** The error of the write that failed (the latest one while the log probes). */
+  message: string;
 }
 
 /** One event to append: its raw bytes and the fields the log indexes. */
@@ -297,6 +322,37 @@ const SYNC_LOOKUPS = 8;
 /** Dedup keys the filter's load reads per native call, and the bytes it may take. */
 const DEDUP_LOAD_STEP = 2000;
 const DEDUP_LOAD_BYTES = 256 * 1024;
+/** How often a log whose disk is full tries a write again, ms. */
+export const DISK_PROBE_MS = 1000;
+/**
+ * A full disk counts as having room again once this much of it is free: each database is
+ * then opened again (see probe), which writes its memtables (up to two) to a table.
+ */
+const REOPEN_FREE_BYTES = 2 * LEVELDB_OPTIONS.writeBufferSize + 1024 * 1024;
+
+/**
+ * Whether `error` says the disk (or the user's disk quota) is full: ENOSPC or EDQUOT, or
+ * LevelDB's "IO error: FILE: No space left on device".
+ */
+export function isDiskFull(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOSPC" || code === "EDQUOT" || /No space left on device|Disk quota exceeded/i.test(e.message)) return true;
+  }
+  return false;
+}
+
+/** Group state that could not be written for a full disk, waiting its turn (see OriginLog.writeState). */
+interface StalledWrite {
+  /** Its place among every group-state write, in the order they were made. */
+  order: number;
+  ops: StateOp[];
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** One change of group state, as `GroupBatch` collects it. */
+type StateOp = { type: "put"; key: string; value: Uint8Array } | { type: "del"; key: string };
 
 /** Writes an append group's two batches at once; fails if either failed, once both are done. */
 async function writeBoth(events: ChainedBatch, rest: ChainedBatch, sync: boolean): Promise<void> {
@@ -353,8 +409,24 @@ export class OriginLog {
   private readonly legacy = new Map<string, number>();
   /** Whether a write of one database failed while the other's may have been made (see close). */
   private halfWritten = false;
+  /**
+   * Channels of an append group whose write failed, which may have left one database ahead
+   * of the other: set right (see repair) before the next group is written.
+   */
+  private readonly unrepaired = new Set<string>();
+  /** Bytes of the retained events of every channel (the sum of the heads' `bytes`). */
+  private storedTotal = 0;
+  /** Set while the disk is full: appends are refused and group state waits (see probe). */
+  private full: DiskFull | undefined;
+  private probing: NodeJS.Timeout | undefined;
+  /** Group-state writes made so far (each one's `order`). */
+  private stateWrites = 0;
+  /** Group-state writes waiting for room on the disk, in the order they were made. */
+  private readonly stalled: StalledWrite[] = [];
 
   private constructor(
+    /** The log's directory. */
+    readonly dir: string,
     private readonly db: Db,
     /** The events (EVENTS_DIR); everything else is in `db`. */
     private readonly events: Db,
@@ -383,21 +455,21 @@ export class OriginLog {
       throw failed.reason;
     }
     try {
-      return await OriginLog.load(db, events, options);
+      return await OriginLog.load(dir, db, events, options);
     } catch (e) {
       await Promise.allSettled([db.close(), events.close()]);
       throw e;
     }
   }
 
-  private static async load(db: Db, events: Db, options: OriginLogOptions): Promise<OriginLog> {
+  private static async load(dir: string, db: Db, events: Db, options: OriginLogOptions): Promise<OriginLog> {
     let id = await db.get(LOG_ID_KEY);
     const existed = id !== undefined;
     if (id === undefined) {
       id = randomBytes(8);
       await db.put(LOG_ID_KEY, id, { sync: true });
     }
-    const log = new OriginLog(db, events, options, Buffer.from(id).readBigUInt64BE(0));
+    const log = new OriginLog(dir, db, events, options, Buffer.from(id).readBigUInt64BE(0));
     for await (const [key, value] of db.iterator({ gte: "h!", lt: prefixEnd("h!") })) {
       // Heads written before the dedup tables also hold how far the sweep had forgotten.
       const { first, last, bytes, expired } = JSON.parse(Buffer.from(value).toString("utf8")) as ChannelHead;
@@ -419,6 +491,7 @@ export class OriginLog {
     // Closed cleanly, the two databases agree; the mark goes before anything else is written.
     if ((await db.get(CLOSED_KEY)) !== undefined) await db.del(CLOSED_KEY, { sync: true });
     else await log.reconcile();
+    for (const head of log.heads.values()) log.storedTotal += head.bytes;
     return log;
   }
 
@@ -540,11 +613,25 @@ export class OriginLog {
 
   /**
    * Appends events (deduplicated by channel, source and id within the window) and resolves
-   * once they are stored, with one result per entry in order.
+   * once they are stored, with one result per entry in order. Refused, with nothing stored:
+   * LOG_CLOSED once the log is closed; DISK_FULL (RESOURCE_EXHAUSTED) while the disk is full
+   * (see diskFull); STORAGE_QUOTA (RESOURCE_EXHAUSTED) for an append with `quota` while the
+   * log holds `maxStoredBytes`.
    */
-  append(entries: AppendEntry[]): Promise<AppendResult[]> {
+  append(entries: AppendEntry[], options: AppendOptions = {}): Promise<AppendResult[]> {
     if (this.closed) {
       return Promise.reject(new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed"));
+    }
+    if (this.full) return Promise.reject(this.diskFullError());
+    const quota = this.options.maxStoredBytes ?? 0;
+    if (options.quota && quota > 0 && this.storedTotal >= quota) {
+      return Promise.reject(
+        new WeftError(
+          status.RESOURCE_EXHAUSTED,
+          Reason.STORAGE_QUOTA,
+          `the log holds ${this.storedTotal} bytes of events, its quota (maxStoredBytes) is ${quota}; publish again once retention has removed old events, or raise the quota`,
+        ),
+      );
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ entries, resolve, reject });
@@ -603,6 +690,28 @@ export class OriginLog {
         await run(task);
         continue;
       }
+      if (this.full) {
+        // Refused at once, nothing written: the publisher hears now, not when there is room.
+        if (next) this.queue.unshift(...next.group);
+        next = undefined;
+        const error = this.diskFullError();
+        for (const p of this.queue.splice(0)) p.reject(error);
+        continue;
+      }
+      if (this.unrepaired.size > 0) {
+        try {
+          await this.repair();
+        } catch (e) {
+          if (isDiskFull(e)) {
+            this.failed(e);
+          } else {
+            // Left to the next open, which repairs what any crash leaves (see reconcile).
+            this.halfWritten = true;
+            this.unrepaired.clear();
+          }
+          continue;
+        }
+      }
       const current: Lookup = next ?? this.lookUp(this.takeGroup(), undefined);
       next = undefined;
       let written: Written | undefined;
@@ -611,9 +720,10 @@ export class OriginLog {
         if (this.queue.length > 0) next = this.lookUp(this.takeGroup(), written.seen);
         await writeBoth(written.eventBatch, written.batch, this.fsync);
       } catch (e) {
-        this.halfWritten = true;
+        if (written) for (const channel of written.touched.keys()) this.unrepaired.add(channel);
+        const error = this.failed(e);
         for (const settle of written?.settles ?? []) settle(false);
-        for (const p of current.group) p.reject(e);
+        for (const p of current.group) p.reject(error);
         if (next) {
           // Its lookup counted on entries that were not written: it goes again, from the start.
           this.queue.unshift(...next.group);
@@ -737,7 +847,7 @@ export class OriginLog {
     for (const [channel, head] of touched) batch.put(headKey(channel), Buffer.from(JSON.stringify(head)));
     const settles: ((stored: boolean) => void)[] = [];
     if (this.preparers.size > 0 && events.size > 0) {
-      const attempts = new GroupBatch(this.db, batch);
+      const attempts = new GroupBatch(this, batch);
       for (const [channel, list] of events) {
         for (const p of this.preparers) {
           const settle = p(channel, list, attempts);
@@ -754,6 +864,7 @@ export class OriginLog {
     for (const [channel, head] of written.touched) {
       const before = this.heads.get(channel);
       this.observer.stored(channel, head.last - (before?.last ?? 0), head.bytes - (before?.bytes ?? 0));
+      this.storedTotal += head.bytes - (before?.bytes ?? 0);
       this.heads.set(channel, head);
       this.tail.add(channel, written.events.get(channel)!);
     }
@@ -933,7 +1044,149 @@ export class OriginLog {
 
   /** Starts a batch of group-state changes, written together by `write()`. */
   groupBatch(): GroupBatch {
-    return new GroupBatch(this.db);
+    return new GroupBatch(this);
+  }
+
+  /**
+   * Writes group-state changes (GroupBatch.write) in one LevelDB write. While the disk is
+   * full they wait, in the order they were made, and are written once there is room (see
+   * probe): a cursor, an ack or an attempt is late, never lost or written out of order.
+   * Rejects with LOG_CLOSED if the log closes first.
+   * @internal
+   */
+  writeState(ops: StateOp[]): Promise<void> {
+    const order = ++this.stateWrites;
+    if (this.full || this.stalled.length > 0) return this.stall(order, ops);
+    return this.writeOps(ops).catch((e: unknown) => {
+      if (this.closed || !isDiskFull(e)) throw e;
+      this.failed(e);
+      return this.stall(order, ops);
+    });
+  }
+
+  /** One LevelDB write of `ops`, made afresh each time: a batch whose write failed cannot be written again. */
+  private writeOps(ops: StateOp[]): Promise<void> {
+    const batch = this.db.batch();
+    for (const op of ops) {
+      if (op.type === "put") batch.put(op.key, op.value);
+      else batch.del(op.key);
+    }
+    return batch.write();
+  }
+
+  private stall(order: number, ops: StateOp[]): Promise<void> {
+    if (this.closed) return Promise.reject(new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed"));
+    return new Promise((resolve, reject) => {
+      let at = this.stalled.length;
+      while (at > 0 && this.stalled[at - 1]!.order > order) at--;
+      this.stalled.splice(at, 0, { order, ops, resolve, reject });
+    });
+  }
+
+  // ---- a full disk ----
+
+  /**
+   * Set while the disk is full: from the first write that failed for it until a probe (every
+   * DISK_PROBE_MS) finds both databases writable again, has written the group state that
+   * waited, and has set right what the failed writes left (see repair). Meanwhile appends
+   * are refused with DISK_FULL, and nothing that was acked is lost: it is all on disk.
+   */
+  get diskFull(): DiskFull | undefined {
+    return this.full && { ...this.full };
+  }
+
+  /** Bytes of the retained events of every channel: what `maxStoredBytes` bounds. */
+  get storedBytes(): number {
+    return this.storedTotal;
+  }
+
+  private diskFullError(): WeftError {
+    return new WeftError(
+      status.RESOURCE_EXHAUSTED,
+      Reason.DISK_FULL,
+      `the disk of the log (${this.dir}) is full (${this.full?.message ?? "no space left on device"}); nothing was stored: publish again once it has room`,
+    );
+  }
+
+  /**
+   * What a failed write is reported as: a full disk starts the full state (and its probe)
+   * and is DISK_FULL; any other error is itself.
+   */
+  private failed(e: unknown): unknown {
+    if (!isDiskFull(e) || this.closed) return e;
+    const message = (e as Error).message;
+    if (!this.full) {
+      this.full = { since: this.now(), message };
+      this.observer.diskFull(this.dir, true, message);
+      this.probing = setInterval(() => void this.task(() => this.probe()).catch(() => {}), DISK_PROBE_MS);
+      this.probing.unref();
+    }
+    return e instanceof WeftError ? e : this.diskFullError();
+  }
+
+  /**
+   * While the disk is full: once the disk has REOPEN_FREE_BYTES free, opens both databases
+   * again, tries a small write to each, writes the group state that waited, in order, sets
+   * right the channels of failed appends, and ends the full state. Runs in the write loop,
+   * so no append is written meanwhile.
+   *
+   * Why open them again: a write that failed for a full disk may have left part of itself at
+   * the end of the database's write-ahead log, and LevelDB writes on past it as if it were
+   * whole; the records written after it were unreadable when the log was replayed after a
+   * crash (acked events were lost: test/disk-full.e2e.test.ts). Opened again, a database
+   * replays its log into a table and starts a new one. It also clears LevelDB's refusal of
+   * every write after a failed compaction. Reads fail while a database is closed; readers
+   * are woken once the log is writable again.
+   */
+  private async probe(): Promise<void> {
+    if (!this.full || this.closed) return;
+    try {
+      const { bavail, bsize } = await statfs(this.dir);
+      if (bavail * bsize < REOPEN_FREE_BYTES) return;
+      for (const db of [this.events, this.db]) {
+        await db.close();
+        await db.open();
+        await db.put(PROBE_KEY, PROBE_VALUE, { sync: this.fsync });
+      }
+      while (this.stalled.length > 0) {
+        const write = this.stalled[0]!;
+        await this.writeOps(write.ops);
+        this.stalled.shift();
+        write.resolve();
+      }
+      await this.repair();
+    } catch (e) {
+      if (this.full) this.full.message = (e as Error).message;
+      return;
+    }
+    const since = this.full.since;
+    this.full = undefined;
+    clearInterval(this.probing);
+    this.probing = undefined;
+    this.observer.diskFull(this.dir, false, `writable again after ${this.now() - since} ms`);
+    // A reader that failed while a database was opened again goes on.
+    for (const [channel, head] of this.heads) for (const l of this.listeners) l(channel, head.last);
+  }
+
+  /**
+   * Sets right the channels of append groups whose write failed: a failed group's events
+   * may be in the events' database with its heads not written, or its heads without its
+   * events. The heads in memory are the truth (they move only once a group is written): they
+   * are written again, and events above them removed. Runs in the write loop.
+   */
+  private async repair(): Promise<void> {
+    if (this.unrepaired.size === 0) return;
+    const channels = [...this.unrepaired];
+    const heads = this.db.batch();
+    for (const channel of channels) {
+      const head = this.heads.get(channel);
+      if (head) heads.put(headKey(channel), Buffer.from(JSON.stringify(head)));
+      else heads.del(headKey(channel));
+      const prefix = eventPrefix(channel);
+      await this.events.clear({ gt: eventKey(channel, head?.last ?? 0), lt: prefixEnd(prefix) });
+    }
+    await heads.write({ sync: this.fsync });
+    for (const channel of channels) this.unrepaired.delete(channel);
   }
 
   /**
@@ -974,14 +1227,20 @@ export class OriginLog {
    * for it.
    */
   sweep(): Promise<void> {
-    this.sweeping ??= this.sweepAll().finally(() => (this.sweeping = undefined));
+    this.sweeping ??= this.sweepAll()
+      .catch((e: unknown) => {
+        throw this.failed(e);
+      })
+      .finally(() => (this.sweeping = undefined));
     return this.sweeping;
   }
 
   private async sweepAll(): Promise<void> {
+    // Its writes would fail too; it runs again at the next interval after the disk has room.
+    if (this.full) return;
     await this.rotateDedupTables();
     for (const channel of [...this.heads.keys()]) {
-      for (let pass = 0; pass < MAX_SWEEP_PASSES && !this.closed; pass++) {
+      for (let pass = 0; pass < MAX_SWEEP_PASSES && !this.closed && !this.full; pass++) {
         const started = performance.now();
         const plan = await this.planSweep(channel);
         if (!plan) break;
@@ -1051,6 +1310,7 @@ export class OriginLog {
     await batch.write();
     this.dedupFilter.deleted(forgotten);
     this.heads.set(channel, next);
+    this.storedTotal -= head.bytes - next.bytes;
     if (next.expired > head.expired) this.observer.expired(channel, undefined, next.expired - head.expired);
     if (next.first !== head.first) for (const l of this.trimListeners) l(channel, next.first);
     try {
@@ -1093,24 +1353,28 @@ export class OriginLog {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.probing);
+    const closing = new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, "the log is closed");
+    for (const write of this.stalled.splice(0)) write.reject(closing);
     await this.sweeping?.catch(() => {});
     await this.drained;
     this.tail.clear();
     // A failed write may have left one database ahead of the other: the next open repairs it.
-    if (!this.halfWritten) await this.db.put(CLOSED_KEY, Buffer.from("1"), { sync: true }).catch(() => {});
+    if (!this.halfWritten && this.unrepaired.size === 0 && !this.full) await this.db.put(CLOSED_KEY, Buffer.from("1"), { sync: true }).catch(() => {});
     await Promise.all([this.db.close(), this.events.close()]);
   }
 }
 
+const PROBE_VALUE = Buffer.from("1");
+
 /**
- * Changes to group state, applied atomically by `write()`. The LevelDB batch is opened with
- * the first change: a LevelDB batch stays open (held by the database) until it is written or
- * closed, and callers start a GroupBatch before they know whether anything changes (a pump
- * with nothing to send).
+ * Changes to group state, applied atomically by `write()` (through OriginLog.writeState,
+ * which holds them back, in order, while the disk is full). Within an append group (see
+ * PrepareListener) they go straight into the group's LevelDB batch instead.
  */
 export class GroupBatch {
+  private readonly ops: StateOp[] = [];
   private size = 0;
-  private opened: ChainedBatch | undefined;
   /** Group records to put, by key, encoded once at write: an ack batch advances a cursor many times. */
   private groups: Map<string, GroupRecord> | undefined;
   /**
@@ -1118,14 +1382,18 @@ export class GroupBatch {
    * batch then only adds to it, and is never written by itself.
    */
   constructor(
-    private readonly db: Db,
+    private readonly log: OriginLog,
     private readonly within?: ChainedBatch,
-  ) {
-    this.opened = within;
+  ) {}
+
+  private put(key: string, value: Uint8Array): void {
+    if (this.within) this.within.put(key, value);
+    else this.ops.push({ type: "put", key, value });
   }
 
-  private get batch(): ChainedBatch {
-    return (this.opened ??= this.db.batch());
+  private del(key: string): void {
+    if (this.within) this.within.del(key);
+    else this.ops.push({ type: "del", key });
   }
 
   /** Puts a group's record; when one batch puts the same group again, the last record wins. */
@@ -1137,17 +1405,17 @@ export class GroupBatch {
     return this;
   }
   putAcked(channel: string, group: string, seq: number): this {
-    this.batch.put(ackedKey(channel, group, seq), new Uint8Array(0));
+    this.put(ackedKey(channel, group, seq), EMPTY);
     this.size++;
     return this;
   }
   delAcked(channel: string, group: string, seq: number): this {
-    this.batch.del(ackedKey(channel, group, seq));
+    this.del(ackedKey(channel, group, seq));
     this.size++;
     return this;
   }
   putInflight(channel: string, group: string, seq: number, attempt: number): this {
-    this.batch.put(inflightKey(channel, group, seq), attemptValue(attempt));
+    this.put(inflightKey(channel, group, seq), attemptValue(attempt));
     this.size++;
     return this;
   }
@@ -1155,18 +1423,18 @@ export class GroupBatch {
   putPump(channel: string, group: string, seqs: readonly number[]): this {
     const value = Buffer.allocUnsafe(seqs.length * 8);
     seqs.forEach((seq, i) => value.writeDoubleLE(seq, i * 8));
-    this.batch.put(pumpKey(channel, group, seqs[0]!), value);
+    this.put(pumpKey(channel, group, seqs[0]!), value);
     this.size++;
     return this;
   }
   /** Deletes a pump record once every sequence in it is done. */
   delPump(channel: string, group: string, firstSeq: number): this {
-    this.batch.del(pumpKey(channel, group, firstSeq));
+    this.del(pumpKey(channel, group, firstSeq));
     this.size++;
     return this;
   }
   delInflight(channel: string, group: string, seq: number): this {
-    this.batch.del(inflightKey(channel, group, seq));
+    this.del(inflightKey(channel, group, seq));
     this.size++;
     return this;
   }
@@ -1177,16 +1445,17 @@ export class GroupBatch {
     if (this.within) throw new Error("a GroupBatch within an append group is written with it");
     if (this.size === 0) return;
     this.stage();
-    await this.batch.write();
+    await this.log.writeState(this.ops);
   }
-  /** Puts the group records into the LevelDB batch (write() does it; the log does it for a batch within an append group). */
+  /** Puts the group records into the batch (write() does it; the log does it for a batch within an append group). */
   stage(): void {
     if (!this.groups) return;
-    const batch = this.batch;
-    for (const [key, record] of this.groups) batch.put(key, Buffer.from(JSON.stringify(record)));
+    for (const [key, record] of this.groups) this.put(key, Buffer.from(JSON.stringify(record)));
     this.groups = undefined;
   }
 }
+
+const EMPTY = new Uint8Array(0);
 
 /** The sequences of a pump record (GroupBatch.putPump). */
 function pumpSequences(value: Uint8Array): number[] {

@@ -2,7 +2,8 @@ import type { Logger } from "./logger.js";
 import { NO_OBSERVER, type Observer } from "./observer.js";
 
 /**
- * An observer that logs what happens to events: at `warn` what an operator must look at (an
+ * An observer that logs what happens to events: at `error` a full disk (once, when the first
+ * write fails) and at `info` its end, at `warn` what an operator must look at (an
  * event dead-lettered, events retention removed before a group finished them), at `debug`
  * retention of channels, and at `trace` every batch published, stored, forwarded, delivered
  * and every ack. Hooks of levels the logger does not write are no-ops, chosen once here, so
@@ -12,9 +13,23 @@ export function logObserver(logger: Logger): Observer {
   const trace = logger.enabled("trace");
   const debug = logger.enabled("debug");
   const warn = logger.enabled("warn");
-  if (!warn) return NO_OBSERVER;
-  const o: Observer = {
+  if (!logger.enabled("error")) return NO_OBSERVER;
+  const disk: Observer = {
     ...NO_OBSERVER,
+    diskFull(dataDir, full, detail) {
+      if (full) {
+        logger.error(
+          { dataDir, reason: "DISK_FULL" },
+          `the disk of ${dataDir} is full: publishes are refused (DISK_FULL) and /readyz answers 503 until a write works again (tried every second): ${detail}`,
+        );
+      } else {
+        logger.info({ dataDir }, `the disk of ${dataDir} has room again: ${detail}`);
+      }
+    },
+  };
+  if (!warn) return disk;
+  const o: Observer = {
+    ...disk,
     deadLettered(channel, group) {
       logger.warn({ channel, group }, `an event of ${channel} went to the dead letters of ${group} after its last attempt`);
     },

@@ -47,6 +47,8 @@ export class SidecarMetrics implements Observer {
   private readonly now: () => number;
   /** Drops a peer's series from every counter labelled by peer (the gauges are read afresh at each scrape). */
   private readonly removePeerSeries: (p: PeerSeries) => void;
+  /** Whether the log's disk is full now (see diskFull). */
+  private diskIsFull = false;
 
   constructor(options: { nodeId: string; version: string; now?: () => number }) {
     const registers = [this.registry];
@@ -162,6 +164,9 @@ export class SidecarMetrics implements Observer {
       const log = this.sources!.log;
       for (const c of log.channels()) g.inc(this.channelLabels(c), log.head(c).bytes);
     });
+    gauge("weft_log_disk_full", "1 while the disk of this sidecar's log is full (publishes refused with DISK_FULL, /readyz 503), else 0.", [], (g) => {
+      g.set(this.diskIsFull ? 1 : 0);
+    });
     gauge("weft_log_events", "Events this sidecar's log retains.", channel, (g) => {
       const log = this.sources!.log;
       for (const c of log.channels()) {
@@ -239,6 +244,10 @@ export class SidecarMetrics implements Observer {
   peerLink(peer: string, up: boolean): void {
     const p = this.peer(peer);
     (up ? p.up : p.down).counts.changes++;
+  }
+
+  diskFull(_dir: string, full: boolean): void {
+    this.diskIsFull = full;
   }
 
   /** A peer the mesh forgot leaves /metrics: peer ids a client invents cannot grow it without bound. */

@@ -32,6 +32,12 @@ export interface Observer {
    * it unless it links again, as a new peer; what is kept per peer may go.
    */
   peerGone(peer: string): void;
+  /**
+   * The disk of the log in `dir` filled up (`full`: a write failed for it; publishes are
+   * refused) or has room again (`full` false: writes work again). Told once per change;
+   * `detail` is the failed write's error, or how long it lasted.
+   */
+  diskFull(dir: string, full: boolean, detail: string): void;
 }
 
 /** Observes nothing. */
@@ -46,6 +52,7 @@ export const NO_OBSERVER: Observer = {
   expired() {},
   peerLink() {},
   peerGone() {},
+  diskFull() {},
 };
 
 /**
@@ -86,6 +93,9 @@ export function composeObservers(...observers: (Observer | undefined)[]): Observ
     },
     peerGone(peer) {
       for (const o of all) o.peerGone(peer);
+    },
+    diskFull(dir, full, detail) {
+      for (const o of all) o.diskFull(dir, full, detail);
     },
   };
 }

@@ -221,4 +221,41 @@ describe("OriginLog after a crash between its two writes", () => {
     expect(await again.append([entry("c", "3")])).toEqual([{ sequence: 3, duplicate: false }]);
     expect(await ids(again, "c")).toEqual([[1, "1"], [2, "2"], [3, "3"]]);
   });
+
+  it("sets right a group whose main write failed before the next group is written, while it runs", async () => {
+    const dir = await newDir();
+    const log = await openLog(dir);
+    await log.append([entry("c", "a0")]);
+    // The next main-database write fails (its events' write succeeds), as a write error would.
+    const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void> } } }).db;
+    const batch = db.batch.bind(db);
+    let failNext = true;
+    db.batch = () => {
+      const b = batch();
+      const write = b.write.bind(b);
+      b.write = (...a: unknown[]) => {
+        if (!failNext) return write(...a);
+        failNext = false;
+        return (b as unknown as { close(): Promise<void> }).close().then(() => Promise.reject(new Error("IO error: simulated")));
+      };
+      return b;
+    };
+    await expect(log.append([entry("c", "a1"), entry("c", "a2"), entry("c", "a3")])).rejects.toThrow("simulated");
+    expect(log.head("c").last).toBe(1);
+    const [r] = await log.append([entry("c", "b1")]);
+    expect(r!.sequence).toBe(2);
+    await log.close();
+    open.splice(open.indexOf(log), 1);
+    // Closed cleanly, with nothing left for the next open to repair: events 1 and 2, no more.
+    await editDatabases(
+      dir,
+      async (main, events) => {
+        expect(await main.get(CLOSED_KEY)).toBeDefined();
+        expect(await keysOf(events, "e!c!")).toEqual([eventKey("c", 1), eventKey("c", 2)]);
+      },
+      true,
+    );
+    const reopened = await openLog(dir);
+    expect((await reopened.read("c", 1, 10)).map((e) => dataOf(e.bytes))).toEqual(["a0", "b1"]);
+  });
 });

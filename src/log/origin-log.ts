@@ -685,6 +685,11 @@ export class OriginLog {
     };
     while (next || this.queue.length > 0 || this.tasks.length > 0) {
       // Here no group is prepared and unwritten; `next` is only looked up.
+      if (this.full && next) {
+        // The probe (a task) may close the databases under its lookup; it is refused below anyway.
+        this.queue.unshift(...next.group);
+        next = undefined;
+      }
       const task = this.tasks.shift();
       if (task) {
         await run(task);
@@ -692,8 +697,6 @@ export class OriginLog {
       }
       if (this.full) {
         // Refused at once, nothing written: the publisher hears now, not when there is room.
-        if (next) this.queue.unshift(...next.group);
-        next = undefined;
         const error = this.diskFullError();
         for (const p of this.queue.splice(0)) p.reject(error);
         continue;

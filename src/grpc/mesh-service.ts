@@ -1,6 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type ServerDuplexStream, type UntypedServiceImplementation, status } from "@grpc/grpc-js";
 import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
+import { MAX_SEQUENCE, SEQUENCE_RULE, TIME_RULE, isStartTime } from "../contract/ranges.js";
 import { type Limits, checkChannel, checkEvent, checkGroup } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
 import { DEFAULTS, type JoinSettings, type Membership, type StartAt, defaultDeadLetterChannel } from "../delivery/types.js";
@@ -388,11 +389,20 @@ function startAt(open: SubscribeOpen): StartAt {
     case StartPosition_Kind.EARLIEST:
       return { kind: "earliest" };
     case StartPosition_Kind.SEQUENCE:
-      if (start.sequence < 1n) throw invalid(Reason.INVALID_START, "open.start.sequence", `start.sequence must be at least 1: ${rule}`);
-      return { kind: "sequence", sequence: start.sequence > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(start.sequence) };
-    case StartPosition_Kind.TIME:
-      if (!start.time) throw invalid(Reason.INVALID_START, "open.start.time", `start.time is required for KIND_TIME: ${rule}`);
-      return { kind: "time", time: Number(start.time.seconds) * 1000 + Math.floor(start.time.nanos / 1e6) };
+      if (start.sequence < 1n || start.sequence > BigInt(MAX_SEQUENCE)) {
+        throw invalid(Reason.INVALID_START, "open.start.sequence", `start.sequence is ${start.sequence}; use ${SEQUENCE_RULE}`);
+      }
+      return { kind: "sequence", sequence: Number(start.sequence) };
+    case StartPosition_Kind.TIME: {
+      const time = start.time;
+      if (!time) throw invalid(Reason.INVALID_START, "open.start.time", `start.time is required for KIND_TIME: ${rule}`);
+      // Checked before it is stored: a group's start goes into every interest snapshot, and
+      // one that cannot be encoded there would break every link of this sidecar.
+      if (!isStartTime(time.seconds, time.nanos)) {
+        throw invalid(Reason.INVALID_START, "open.start.time", `start.time is ${time.seconds} s ${time.nanos} ns; use ${TIME_RULE}`);
+      }
+      return { kind: "time", time: Number(time.seconds) * 1000 + Math.floor(time.nanos / 1e6) };
+    }
     default:
       throw invalid(Reason.INVALID_START, "open.start.kind", `start.kind ${start.kind} is not a start position: ${rule}`);
   }

@@ -1,17 +1,17 @@
-import { eventually } from "./collect.js";
+import { collect, eventually } from "./collect.js";
 import { freePort } from "./process.js";
 import { type TestSidecar, startSidecar } from "./sidecar.js";
-import type { SidecarConfig } from "../../sidecar/sidecar.js";
+import type { SidecarConfig, SidecarStartOptions } from "../../sidecar/sidecar.js";
 
 /**
  * Starts sidecars named `names` on loopback, each with the same peer list: every one's peer
  * address, its own included (as a DNS name for the whole mesh would give).
  */
-export async function startMesh(names: string[], overrides: Partial<SidecarConfig> = {}): Promise<TestSidecar[]> {
+export async function startMesh(names: string[], overrides: Partial<SidecarConfig> = {}, options: SidecarStartOptions = {}): Promise<TestSidecar[]> {
   const ports = await Promise.all(names.map(() => freePort()));
   const peers = ports.map((p) => `127.0.0.1:${p}`);
   const mesh = await Promise.all(
-    names.map((nodeId, i) => startSidecar({ nodeId, peerListen: peers[i]!, peers, peerTimeoutMs: 1000, ...overrides })),
+    names.map((nodeId, i) => startSidecar({ nodeId, peerListen: peers[i]!, peers, peerTimeoutMs: 1000, ...overrides }, options)),
   );
   await linked(mesh);
   return mesh;
@@ -43,4 +43,32 @@ export async function settled(origin: TestSidecar, others: TestSidecar[], channe
     20_000,
     `${channel}/${group} known at ${origin.sidecar.config.nodeId}`,
   );
+}
+
+/**
+ * Stops every sidecar of `mesh`, then starts them all again on their data directories and
+ * ports, and waits until every pair has linked again.
+ */
+export async function restartMesh(mesh: TestSidecar[]): Promise<void> {
+  await Promise.all(mesh.map((s) => s.stop()));
+  for (const s of mesh) await s.start();
+  await linked(mesh);
+}
+
+/**
+ * One event across a link: a member of a group on `channel` behind `to` (one group per
+ * direction) receives an event published on `from`, and acks it.
+ */
+export async function roundTrip(from: TestSidecar, to: TestSidecar, channel: string): Promise<void> {
+  const group = `trip-${from.sidecar.config.nodeId}-${to.sidecar.config.nodeId}`.toLowerCase();
+  const sub = to.client().subscribe({ channel, group, from: "earliest" });
+  try {
+    await sub.subscribed();
+    await settled(from, [to], channel, group);
+    const published = await from.client().publish({ channel, data: `from ${from.sidecar.config.nodeId}` });
+    // Earlier events of the channel (from the other direction) may come first.
+    await collect(sub, (seen) => seen.some((d) => d.event.id === published.id));
+  } finally {
+    sub.close();
+  }
 }

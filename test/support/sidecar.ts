@@ -20,6 +20,8 @@ export interface TestSidecar {
   client(options?: ConnectOptions): WeftClient;
   /** Stops the sidecar gracefully (keeps the data directory). */
   stop(): Promise<void>;
+  /** Starts it again after `stop()`, on the same data directory and the same ports. */
+  start(): Promise<void>;
   /** Stops and starts again on the same data directory and the same port. */
   restart(): Promise<void>;
   /** Stops, closes clients and removes the data directory. */
@@ -43,10 +45,13 @@ export async function startSidecar(overrides: Partial<SidecarConfig> = {}, optio
     async stop() {
       await t.sidecar.stop();
     },
-    async restart() {
+    async start() {
       const http = t.sidecar.httpAddress ?? config.http;
-      await t.sidecar.stop();
       t.sidecar = await Sidecar.start({ ...config, listen: t.address, peerListen: t.peerAddress, http }, options);
+    },
+    async restart() {
+      await t.stop();
+      await t.start();
     },
     async dispose() {
       for (const c of clients) c.close();

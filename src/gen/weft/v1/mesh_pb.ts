@@ -171,7 +171,9 @@ export type StartPosition = Message<"weft.v1.StartPosition"> & {
   kind: StartPosition_Kind;
 
   /**
-   * For KIND_SEQUENCE: the first sequence to deliver (at least 1).
+   * For KIND_SEQUENCE: the first sequence to deliver, 1 to 9007199254740991 (2^53 - 1,
+   * the largest sequence a sidecar stores); 0 or a larger one is INVALID_ARGUMENT
+   * (INVALID_START). Ignored for the other kinds.
    *
    * @generated from field: uint64 sequence = 2;
    */
@@ -179,6 +181,9 @@ export type StartPosition = Message<"weft.v1.StartPosition"> & {
 
   /**
    * For KIND_TIME: deliver events stored at or after this time. Required for KIND_TIME.
+   * `seconds` 0 to 253402300799 (1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z) and `nanos`
+   * 0 to 999999999; anything else is INVALID_ARGUMENT (INVALID_START) and nothing is
+   * stored. Ignored for the other kinds.
    *
    * @generated from field: google.protobuf.Timestamp time = 3;
    */

@@ -2,8 +2,13 @@ import { status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { AdminClient } from "../src/client/index.js";
 import { Reason } from "../src/contract/errors.js";
+import { MAX_SEQUENCE, MAX_TIME_MS } from "../src/contract/ranges.js";
+import type { GroupRecord } from "../src/log/origin-log.js";
+import { OriginLog } from "../src/log/origin-log.js";
 import { StartPosition_Kind } from "../src/gen/weft/v1/mesh_pb.js";
-import { restartMesh, roundTrip, startMesh } from "./support/mesh.js";
+import { createLogger } from "../src/ops/logger.js";
+import { eventually } from "./support/collect.js";
+import { linked, restartMesh, roundTrip, startMesh } from "./support/mesh.js";
 import { RawMeshConnection, type RawSubscribe } from "./support/raw-client.js";
 import { RawPeer, groupInterest, hello } from "./support/raw-peer.js";
 import type { TestSidecar } from "./support/sidecar.js";
@@ -27,8 +32,8 @@ afterEach(async () => {
   for (const s of started.splice(0)) await s.dispose();
 });
 
-async function mesh(names: string[]): Promise<TestSidecar[]> {
-  const m = await startMesh(names);
+async function mesh(names: string[], overrides: Parameters<typeof startMesh>[1] = {}, options: Parameters<typeof startMesh>[2] = {}): Promise<TestSidecar[]> {
+  const m = await startMesh(names, overrides, options);
   started.push(...m);
   return m;
 }
@@ -87,5 +92,62 @@ describe("a start position out of range", () => {
     for (const x of [a!, b!]) expect(groupsOf(x).filter((g) => g.startsWith("poison.peer"))).toEqual([]);
     await roundTrip(a!, b!, "after.poison");
     await roundTrip(b!, a!, "after.poison");
+  });
+});
+
+describe("a group stored out of range by an older release", () => {
+  it("is clamped or skipped in the interest snapshot with an error logged, and the links come up", async () => {
+    const records: { level: string; msg: string; node?: string; channel?: string }[] = [];
+    const logger = createLogger({ level: "info", destination: { write: (line: string) => records.push(JSON.parse(line)) } });
+    const [a, b] = await mesh(["a", "b"], {}, { logger });
+    await Promise.all([a!.stop(), b!.stop()]);
+
+    const base = { ackedThrough: 0, maxAttempts: 5, expiredUnacked: 0, createdAt: Date.now() };
+    const dlq = (channel: string): string => `${channel.toLowerCase()}.dlq.g`;
+    const clamped: GroupRecord[] = [
+      { ...base, channel: "old.time", group: "g", deadLetterChannel: dlq("old.time"), start: { kind: "time", time: Number(INT64_MAX) * 1000 } },
+      { ...base, channel: "old.before", group: "g", deadLetterChannel: dlq("old.before"), start: { kind: "time", time: -1e20 } },
+      { ...base, channel: "old.sequence", group: "g", deadLetterChannel: dlq("old.sequence"), start: { kind: "sequence", sequence: 2 ** 64 } },
+      { ...base, channel: "old.created", group: "g", deadLetterChannel: dlq("old.created"), createdAt: 1e22, maxAttempts: 5000, start: { kind: "earliest" } },
+    ];
+    const skipped: GroupRecord[] = [
+      { ...base, channel: "Old.Name", group: "g", deadLetterChannel: dlq("old.name"), start: { kind: "earliest" } },
+      // NaN is stored as null in the group's JSON.
+      { ...base, channel: "old.nan", group: "g", deadLetterChannel: dlq("old.nan"), start: { kind: "time", time: Number.NaN } },
+    ];
+    const log = await OriginLog.open(a!.dataDir);
+    const batch = log.groupBatch();
+    for (const r of [...clamped, ...skipped]) batch.putGroup(r);
+    await batch.write();
+    await log.close();
+
+    const restartedAt = Date.now();
+    await a!.start();
+    await b!.start();
+    await linked([a!, b!]);
+    await roundTrip(a!, b!, "after.old");
+    await roundTrip(b!, a!, "after.old");
+
+    // b learnt the clamped groups from a's snapshot, and not the skipped ones.
+    const known = (channel: string) => b!.sidecar.engine.knownGroups().find((g) => g.channel === channel && g.group === "g");
+    await eventually(() => clamped.every((r) => known(r.channel) !== undefined), 10_000, "b knows a's clamped groups");
+    expect(known("old.time")!.start).toEqual({ kind: "time", time: MAX_TIME_MS });
+    expect(known("old.before")!.start).toEqual({ kind: "time", time: 0 });
+    expect(known("old.sequence")!.start).toEqual({ kind: "sequence", sequence: MAX_SEQUENCE });
+    // A creation time out of range is sent as unknown (0): b dates the group when it learns of it.
+    expect(known("old.created")!.maxAttempts).toBe(1000);
+    expect(known("old.created")!.createdAt).toBeGreaterThanOrEqual(restartedAt);
+    expect(known("old.created")!.createdAt).toBeLessThanOrEqual(Date.now());
+    for (const r of skipped) expect(known(r.channel)).toBeUndefined();
+
+    // a said what it clamped and what it skipped.
+    const errors = records.filter((r) => r.level === "error" && r.node === "a");
+    for (const r of [...clamped, ...skipped]) expect(errors.some((e) => e.channel === r.channel), r.channel).toBe(true);
+
+    // The operator API answers about them too.
+    const admin = new AdminClient(a!.address);
+    closing.push(admin);
+    const groups = await admin.listGroups("old.created");
+    expect(groups.groups.map((g) => ({ group: g.group, maxAttempts: g.maxAttempts, createdTime: g.createdTime }))).toEqual([{ group: "g", maxAttempts: 5000, createdTime: undefined }]);
   });
 });

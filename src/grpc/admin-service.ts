@@ -3,6 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type ServerUnaryCall, type UntypedServiceImplementation, type sendUnaryData } from "@grpc/grpc-js";
 import type { LogRange, SidecarAdmin } from "../admin/sidecar-admin.js";
 import { Reason, invalid } from "../contract/errors.js";
+import { MAX_TIME_MS, clamp } from "../contract/ranges.js";
 import { serviceError } from "./status.js";
 import {
   ListChannelsRequestSchema,
@@ -58,7 +59,8 @@ export class AdminService {
           maxAttempts: g.maxAttempts,
           deadLetterChannel: g.deadLetterChannel,
           expired: BigInt(g.expired),
-          createdTime: g.createdAt === undefined ? undefined : timestampFromMs(g.createdAt),
+          // Unset when unknown, or out of range (a group stored by an older release).
+          createdTime: clamp(g.createdAt, 0, MAX_TIME_MS) === g.createdAt ? timestampFromMs(g.createdAt!) : undefined,
           relayBacklog: BigInt(g.relayBacklog),
           relayInFlight: g.relayInflight,
           deadLetters: BigInt(g.deadLetters),

@@ -1,7 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type ServerDuplexStream, type UntypedServiceImplementation, status } from "@grpc/grpc-js";
 import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
-import { MAX_SEQUENCE, SEQUENCE_RULE, TIME_RULE, isStartTime } from "../contract/ranges.js";
+import { MAX_ATTEMPTS, MAX_SEQUENCE, SEQUENCE_RULE, TIME_RULE, isStartTime } from "../contract/ranges.js";
 import { type Limits, checkChannel, checkEvent, checkGroup } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
 import { DEFAULTS, type JoinSettings, type Membership, type StartAt, defaultDeadLetterChannel } from "../delivery/types.js";
@@ -360,8 +360,8 @@ export function joinSettings(open: SubscribeOpen): JoinSettings {
     throw invalid(Reason.INVALID_SETTING, "open.ack_deadline_ms", `ack_deadline_ms is ${ackDeadlineMs}; use 100 to ${MAX_DELAY_MS}, or 0 for the default`);
   }
   const maxAttempts = open.maxAttempts || DEFAULTS.maxAttempts;
-  if (maxAttempts > 1000) {
-    throw invalid(Reason.INVALID_SETTING, "open.max_attempts", `max_attempts is ${maxAttempts}; use 1 to 1000, or 0 for the default`);
+  if (maxAttempts > MAX_ATTEMPTS) {
+    throw invalid(Reason.INVALID_SETTING, "open.max_attempts", `max_attempts is ${maxAttempts}; use 1 to ${MAX_ATTEMPTS}, or 0 for the default`);
   }
   const deadLetterChannel = open.deadLetterChannel || defaultDeadLetterChannel(open.channel, open.group);
   checkChannel(deadLetterChannel, "open.dead_letter_channel");

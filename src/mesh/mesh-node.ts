@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { status } from "@grpc/grpc-js";
 import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
+import { MAX_ATTEMPTS, MAX_SEQUENCE, MAX_TIME_MS, SEQUENCE_RULE, TIME_MS_RULE, clamp } from "../contract/ranges.js";
 import { type Limits, checkEvent, isName, isNodeId, NODE_ID_RULE } from "../contract/validate.js";
 import type { DeliveryEngine, KnownGroup } from "../delivery/delivery-engine.js";
 import type { JoinSettings, Membership, OutgoingDelivery, StartAt } from "../delivery/types.js";
@@ -180,7 +181,7 @@ export class MeshNode implements LinkHost {
         if (present) this.advertise(key, settings);
         else this.linger(key, this.lingerMs);
       }),
-      engine.onGroupCreated((g) => this.broadcast([toGroupInterest(g, this.advertised.has(groupKey(g.channel, g.group)))])),
+      engine.onGroupCreated((g) => this.broadcast(this.interestOf([g], () => this.advertised.has(groupKey(g.channel, g.group))))),
       engine.onRelayDone((channel, group, origin) => this.queueOutcome(origin.node, origin.log, channel, group, "done", origin.sequence)),
     );
   }
@@ -341,7 +342,7 @@ export class MeshNode implements LinkHost {
     const role = link.role === "dialer" ? "dialed" : "accepted";
     this.log.info({ peer: link.nodeId, address: link.address || undefined, role }, `linked with ${link.nodeId}${link.address ? ` at ${link.address}` : ""} (${role})`);
     const state = this.linkStates.get(link)!;
-    const groups = this.options.engine.knownGroups().map((g) => toGroupInterest(g, this.advertised.has(groupKey(g.channel, g.group))));
+    const groups = this.interestOf(this.options.engine.knownGroups(), (g) => this.advertised.has(groupKey(g.channel, g.group)));
     for (const g of groups) if (g.members) state.advertised.add(groupKey(g.channel, g.group));
     link.send(writeFrame({ case: "interest", value: { snapshot: true, groups } as never }));
   }
@@ -423,8 +424,8 @@ export class MeshNode implements LinkHost {
    * events published here after it was created (and before this sidecar heard of it) reach it.
    */
   private remoteSettings(g: GroupInterest, field: string): JoinSettings {
-    if (g.createdUnixMs < 0n || g.createdUnixMs > 8_640_000_000_000_000n) {
-      throw invalid(Reason.INVALID_START, `${field}.created_unix_ms`, `${field}.created_unix_ms is ${g.createdUnixMs}; use a time in Unix ms (0 for unknown)`);
+    if (g.createdUnixMs < 0n || g.createdUnixMs > BigInt(MAX_TIME_MS)) {
+      throw invalid(Reason.INVALID_START, `${field}.created_unix_ms`, `${field}.created_unix_ms is ${g.createdUnixMs}; use ${TIME_MS_RULE} in Unix ms, or 0 for unknown`);
     }
     const createdAt = Number(g.createdUnixMs) || undefined;
     const start =
@@ -713,7 +714,7 @@ export class MeshNode implements LinkHost {
     this.lingering.delete(key);
     const known = this.advertised.has(key);
     this.advertised.set(key, settings);
-    if (!known) this.broadcast([toGroupInterest(this.known(settings), true)]);
+    if (!known) this.broadcast(this.interestOf([this.known(settings)], () => true));
   }
 
   /** The group as peers learn of it (it exists once a member joined; settings otherwise). */
@@ -744,13 +745,35 @@ export class MeshNode implements LinkHost {
       const settings = this.advertised.get(key);
       if (!settings || this.options.engine.interest().some((s) => groupKey(s.channel, s.group) === key)) return;
       this.advertised.delete(key);
-      this.broadcast([toGroupInterest(this.known(settings), false)]);
+      this.broadcast(this.interestOf([this.known(settings)], () => false));
     }, ms);
     timer.unref();
     this.lingering.set(key, timer);
   }
 
+  /**
+   * The groups as interest entries, each with whether it has members behind this sidecar.
+   * A group stored out of range (by an older release, or a hand-edited data directory) is
+   * clamped or left out with an error logged (see `sendable`): encoding interest never
+   * throws, and peers never refuse a link over a group this sidecar stored.
+   */
+  private interestOf(groups: readonly KnownGroup[], members: (g: KnownGroup) => boolean): GroupInterest[] {
+    const out: GroupInterest[] = [];
+    for (const g of groups) {
+      const { group, problems } = sendable(g);
+      if (problems.length > 0) {
+        this.log.error(
+          { channel: String(g.channel), group: String(g.group), problems },
+          `group ${String(g.channel)}/${String(g.group)} is stored out of range (${problems.join("; ")}): ${group ? "peers learn it clamped" : "peers do not learn of it"}`,
+        );
+      }
+      if (group) out.push(toGroupInterest(group, members(g)));
+    }
+    return out;
+  }
+
   private broadcast(groups: GroupInterest[]): void {
+    if (groups.length === 0) return;
     const frame = writeFrame({ case: "interest", value: { snapshot: false, groups } as never });
     for (const peer of this.peers.values()) {
       const link = peer.link;
@@ -775,6 +798,58 @@ function toGroupInterest(g: KnownGroup, members: boolean): GroupInterest {
     members,
     createdUnixMs: BigInt(Math.round(g.createdAt)),
   };
+}
+
+/**
+ * `g` within what a peer accepts in a GroupInterest (the checks of a Subscribe open, and
+ * src/contract/ranges.ts), with what was wrong: numbers out of range are clamped (a creation
+ * time out of range is sent as unknown), a bad dead-letter channel is sent as empty (the
+ * receiver's default), and a group with a bad name, or a start or max attempts that are not
+ * numbers at all, is undefined: it cannot be sent.
+ */
+export function sendable(g: KnownGroup): { group: KnownGroup | undefined; problems: string[] } {
+  const problems: string[] = [];
+  if (typeof g.channel !== "string" || typeof g.group !== "string" || !isName(g.channel) || !isName(g.group)) {
+    return { group: undefined, problems: ["its channel or group breaks the name grammar"] };
+  }
+  const maxAttempts = clamp(g.maxAttempts, 1, MAX_ATTEMPTS);
+  if (maxAttempts === undefined) return { group: undefined, problems: [`max attempts ${String(g.maxAttempts)} is not a number`] };
+  if (maxAttempts !== g.maxAttempts) problems.push(`max attempts ${g.maxAttempts} sent as ${maxAttempts} (1 to ${MAX_ATTEMPTS})`);
+  let deadLetterChannel = g.deadLetterChannel;
+  if (typeof deadLetterChannel !== "string" || (deadLetterChannel !== "" && (!isName(deadLetterChannel) || deadLetterChannel === g.channel))) {
+    problems.push(`dead-letter channel ${JSON.stringify(deadLetterChannel)} sent as the default`);
+    deadLetterChannel = "";
+  }
+  let createdAt = g.createdAt;
+  if (clamp(createdAt, 0, MAX_TIME_MS) !== createdAt) {
+    problems.push(`creation time ${String(createdAt)} ms sent as unknown (${TIME_MS_RULE})`);
+    createdAt = 0;
+  }
+  let start: StartAt;
+  const stored = g.start as Partial<Record<string, unknown>> | undefined;
+  switch (stored?.kind) {
+    case "latest":
+    case "earliest":
+      start = { kind: stored.kind };
+      break;
+    case "sequence": {
+      const sequence = clamp(stored.sequence, 1, MAX_SEQUENCE);
+      if (sequence === undefined) return { group: undefined, problems: [...problems, `start sequence ${String(stored.sequence)} is not a number`] };
+      if (sequence !== stored.sequence) problems.push(`start sequence ${String(stored.sequence)} sent as ${sequence} (${SEQUENCE_RULE})`);
+      start = { kind: "sequence", sequence };
+      break;
+    }
+    case "time": {
+      const time = clamp(stored.time, 0, MAX_TIME_MS);
+      if (time === undefined) return { group: undefined, problems: [...problems, `start time ${String(stored.time)} ms is not a number`] };
+      if (time !== stored.time) problems.push(`start time ${String(stored.time)} ms sent as ${time} (${TIME_MS_RULE})`);
+      start = { kind: "time", time };
+      break;
+    }
+    default:
+      return { group: undefined, problems: [...problems, `start ${JSON.stringify(stored)} is not a start position`] };
+  }
+  return { group: { channel: g.channel, group: g.group, start, maxAttempts, deadLetterChannel, createdAt }, problems };
 }
 
 function toStartPosition(start: StartAt): StartPosition {

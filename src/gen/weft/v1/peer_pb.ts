@@ -191,14 +191,19 @@ export type GroupInterest = Message<"weft.v1.GroupInterest"> & {
 
   /**
    * Where the group started when it was created (KIND_LATEST means: at `created_unix_ms`).
-   * The receiver creates the group from it if it has not seen the group yet.
+   * The receiver creates the group from it if it has not seen the group yet. Checked like
+   * a Subscribe open's start (sequence 1 to 2^53 - 1, time 1970-01-01T00:00:00Z to
+   * 9999-12-31T23:59:59Z); out of range ends the link with INVALID_ARGUMENT (INVALID_START)
+   * and nothing of the frame is applied. A sender whose stored group is out of range
+   * (written by an older release) clamps it, or leaves the group out, and logs an error.
    *
    * @generated from field: weft.v1.StartPosition start = 3;
    */
   start?: StartPosition | undefined;
 
   /**
-   * The group's max attempts (1 to 1000), applied at the receiver if it creates the group.
+   * The group's max attempts, 1 to 1000 (0 means the default, 5), applied at the receiver
+   * if it creates the group. More is INVALID_ARGUMENT (INVALID_SETTING).
    *
    * @generated from field: uint32 max_attempts = 4;
    */
@@ -222,7 +227,9 @@ export type GroupInterest = Message<"weft.v1.GroupInterest"> & {
 
   /**
    * When the group was created, Unix ms: an origin that creates the group later starts it
-   * at the first event it stored at or after this time (for KIND_LATEST).
+   * at the first event it stored at or after this time (for KIND_LATEST). 0 means unknown;
+   * otherwise 1 to 253402300799999 (9999-12-31T23:59:59.999Z). Negative or later is
+   * INVALID_ARGUMENT (INVALID_START).
    *
    * @generated from field: int64 created_unix_ms = 7;
    */

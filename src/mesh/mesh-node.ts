@@ -110,6 +110,8 @@ export interface PeerDetail extends PeerStatus {
 const MAX_FORWARD_BYTES = 3 * 1024 * 1024;
 /** A peer that does not say its limit takes gRPC's default. */
 const DEFAULT_PEER_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** The least a peer may say it accepts: the smallest maxMessageBytes of the configuration. */
+const MIN_PEER_MESSAGE_BYTES = 4096;
 /** Room for the frame's own tags and lengths, and per event for its names, numbers and tags. */
 const FRAME_OVERHEAD = 64;
 const EVENT_OVERHEAD = 48;
@@ -261,7 +263,16 @@ export class MeshNode implements LinkHost {
     if (hello.instance === 0n) return invalid(Reason.PROTOCOL_VIOLATION, "hello.instance", "hello.instance is required (non-zero)");
     if (hello.logId === 0n) return invalid(Reason.PROTOCOL_VIOLATION, "hello.log_id", "hello.log_id is required (non-zero)");
     if (hello.heartbeatIntervalMs > 3_600_000) {
-      return invalid(Reason.PROTOCOL_VIOLATION, "hello.heartbeat_interval_ms", "hello.heartbeat_interval_ms is at most 3600000");
+      return invalid(Reason.PROTOCOL_VIOLATION, "hello.heartbeat_interval_ms", `hello.heartbeat_interval_ms is ${hello.heartbeatIntervalMs}; use 0 to 3600000`);
+    }
+    // A peer that accepts less than the smallest maxMessageBytes a sidecar can be given would
+    // have every event refused for it (an attempt each, then dead-lettered).
+    if (hello.maxMessageBytes !== 0 && hello.maxMessageBytes < MIN_PEER_MESSAGE_BYTES) {
+      return invalid(
+        Reason.PROTOCOL_VIOLATION,
+        "hello.max_message_bytes",
+        `hello.max_message_bytes is ${hello.maxMessageBytes}; use 0 (4 MiB) or ${MIN_PEER_MESSAGE_BYTES} to 4294967295`,
+      );
     }
     // With mutual TLS the certificate says who the peer is; the hello must agree with it.
     const certified = link.certified;
@@ -571,6 +582,16 @@ export class MeshNode implements LinkHost {
 
   private receiveOutcomes(link: PeerLink, outcomes: Outcomes): void {
     const peer = this.peers.get(link.nodeId)!;
+    // Every sequence is checked before any is applied: a bad frame changes nothing.
+    outcomes.groups.forEach((g, i) => {
+      for (const [name, seqs] of [["done", g.done], ["returned", g.returned]] as const) {
+        const j = seqs.findIndex((s) => s < 1n || s > BigInt(MAX_SEQUENCE));
+        if (j >= 0) {
+          const field = `outcomes.groups[${i}].${name}[${j}]`;
+          throw invalid(Reason.PROTOCOL_VIOLATION, field, `${field} is ${seqs[j]}; a sequence is ${SEQUENCE_RULE}`);
+        }
+      }
+    });
     for (const g of outcomes.groups) {
       const rg = peer.groups.get(groupKey(g.channel, g.group));
       if (!rg?.membership) continue; // given back or timed out meanwhile: late reports are ignored
@@ -605,8 +626,8 @@ export class MeshNode implements LinkHost {
       if (!isName(f.channel) || !isName(f.group)) {
         throw invalid(Reason.INVALID_CHANNEL, `${field}.channel`, `${field} names channel ${JSON.stringify(f.channel.slice(0, 80))} and group ${JSON.stringify(f.group.slice(0, 80))}; both must follow the name grammar`);
       }
-      if (f.sequence < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.sequence`, `${field}.sequence must be 1 to 2^53-1`);
-      if (f.attempt < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.attempt`, `${field}.attempt must be at least 1`);
+      if (f.sequence < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.sequence`, `${field}.sequence must be ${SEQUENCE_RULE}`);
+      if (f.attempt < 1) throw invalid(Reason.PROTOCOL_VIOLATION, `${field}.attempt`, `${field}.attempt is 0; use 1 to 4294967295`);
       let key: string;
       try {
         const event = readEvent(f.bytes);

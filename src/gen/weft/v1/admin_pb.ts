@@ -633,14 +633,16 @@ export type ListDeadLettersRequest = Message<"weft.v1.ListDeadLettersRequest"> &
 
   /**
    * List dead letters after this sequence of the dead-letter channel: 0 for the first
-   * page, then the previous response's `next_after_sequence`.
+   * page, then the previous response's `next_after_sequence`. 0 to 2^53 - 1; more is
+   * INVALID_ARGUMENT (INVALID_SEQUENCE).
    *
    * @generated from field: uint64 after_sequence = 3;
    */
   afterSequence: bigint;
 
   /**
-   * Most dead letters in the response, 1 to 1000. 0 means 100.
+   * Most dead letters in the response, 1 to 1000. 0 means 100. More is INVALID_ARGUMENT
+   * (INVALID_LIMIT).
    *
    * @generated from field: uint32 limit = 4;
    */
@@ -754,9 +756,10 @@ export type RedriveRequest = Message<"weft.v1.RedriveRequest"> & {
 
   /**
    * The dead letters to redrive, by their sequence in the dead-letter channel, at most
-   * 10000. Each must be a pending dead letter of the group, or the request is NOT_FOUND
-   * (DEAD_LETTER_NOT_FOUND) and nothing is redriven. Empty means every pending dead
-   * letter, oldest first, at most `limit`.
+   * 10000 (more is RESOURCE_EXHAUSTED, BATCH_TOO_LARGE). Each is 1 to 2^53 - 1 (else
+   * INVALID_ARGUMENT, INVALID_SEQUENCE) and must be a pending dead letter of the group, or
+   * the request is NOT_FOUND (DEAD_LETTER_NOT_FOUND); either way nothing is redriven.
+   * Empty means every pending dead letter, oldest first, at most `limit`.
    *
    * @generated from field: repeated uint64 sequences = 3;
    */
@@ -764,7 +767,7 @@ export type RedriveRequest = Message<"weft.v1.RedriveRequest"> & {
 
   /**
    * With `sequences` empty: most dead letters redriven by this call, 1 to 10000. 0 means
-   * 1000. Call again while `more` is true.
+   * 1000. More is INVALID_ARGUMENT (INVALID_LIMIT). Call again while `more` is true.
    *
    * @generated from field: uint32 limit = 4;
    */
@@ -865,8 +868,10 @@ export type PurgeRequest = Message<"weft.v1.PurgeRequest"> & {
 
   /**
    * The dead letters to purge, by their sequence in the dead-letter channel, at most
-   * 10000. Each must be a pending dead letter of the group, or the request is NOT_FOUND
-   * (DEAD_LETTER_NOT_FOUND) and nothing is purged. Empty means every pending dead letter.
+   * 10000 (more is RESOURCE_EXHAUSTED, BATCH_TOO_LARGE). Each is 1 to 2^53 - 1 (else
+   * INVALID_ARGUMENT, INVALID_SEQUENCE) and must be a pending dead letter of the group, or
+   * the request is NOT_FOUND (DEAD_LETTER_NOT_FOUND); either way nothing is purged. Empty
+   * means every pending dead letter.
    *
    * @generated from field: repeated uint64 sequences = 3;
    */

@@ -26,7 +26,7 @@ export const file_weft_v1_mesh: GenFile = /*@__PURE__*/
 export type PublishRequest = Message<"weft.v1.PublishRequest"> & {
   /**
    * Chosen by the publisher and echoed in the response, so it can match answers to
-   * batches. Weft does not interpret it.
+   * batches: any value. Weft does not interpret or store it.
    *
    * @generated from field: uint64 batch_id = 1;
    */
@@ -275,7 +275,8 @@ export type SubscribeOpen = Message<"weft.v1.SubscribeOpen"> & {
 
   /**
    * Most deliveries this member may hold unacked at once (its credits), 1 to 10000.
-   * 0 means the default, 100. `credit` requests can raise it later.
+   * 0 means the default, 100. More is RESOURCE_EXHAUSTED (TOO_MANY_CREDITS). `credit`
+   * requests can raise it later.
    *
    * @generated from field: uint32 max_in_flight = 4;
    */
@@ -283,7 +284,8 @@ export type SubscribeOpen = Message<"weft.v1.SubscribeOpen"> & {
 
   /**
    * How long a delivery to this member may stay unacked before it is redelivered, in
-   * milliseconds, 100 to 3600000 (1 hour). 0 means the default, 30000.
+   * milliseconds, 100 to 3600000 (1 hour). 0 means the default, 30000. Anything else is
+   * INVALID_ARGUMENT (INVALID_SETTING).
    *
    * @generated from field: uint32 ack_deadline_ms = 5;
    */
@@ -291,7 +293,8 @@ export type SubscribeOpen = Message<"weft.v1.SubscribeOpen"> & {
 
   /**
    * How many deliveries of one event the group makes before dead-lettering it, 1 to 1000.
-   * 0 means the default, 5. Stored with the group; the latest open wins.
+   * 0 means the default, 5. More is INVALID_ARGUMENT (INVALID_SETTING). Stored with the
+   * group; the latest open wins.
    *
    * @generated from field: uint32 max_attempts = 6;
    */
@@ -300,8 +303,9 @@ export type SubscribeOpen = Message<"weft.v1.SubscribeOpen"> & {
   /**
    * The channel that receives the group's dead letters. Empty means
    * "<channel>.dlq.<group>", or "dlq.x<hash>.<group>" when that would be over 200
-   * characters (`Subscribed.dead_letter_channel` says which). Stored with the group; the
-   * latest open wins.
+   * characters (`Subscribed.dead_letter_channel` says which). A name that breaks the
+   * grammar is INVALID_ARGUMENT (INVALID_CHANNEL); the channel itself is INVALID_SETTING.
+   * Stored with the group; the latest open wins.
    *
    * @generated from field: string dead_letter_channel = 7;
    */
@@ -324,7 +328,9 @@ export const SubscribeOpenSchema: GenMessage<SubscribeOpen> = /*@__PURE__*/
  */
 export type Ack = Message<"weft.v1.Ack"> & {
   /**
-   * Delivery ids from this stream's deliveries, at most 10000 per request.
+   * Delivery ids from this stream's deliveries, at most 10000 per request (more is
+   * RESOURCE_EXHAUSTED, BATCH_TOO_LARGE). Any other number (0 and those past 2^53 - 1
+   * included) was never issued: INVALID_ARGUMENT (UNKNOWN_DELIVERY).
    *
    * @generated from field: repeated uint64 delivery_ids = 1;
    */
@@ -346,14 +352,15 @@ export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
  */
 export type Nack = Message<"weft.v1.Nack"> & {
   /**
-   * Delivery ids from this stream's deliveries, at most 10000 per request.
+   * Delivery ids from this stream's deliveries, as in Ack.
    *
    * @generated from field: repeated uint64 delivery_ids = 1;
    */
   deliveryIds: bigint[];
 
   /**
-   * Wait this long before redelivering, in milliseconds, at most 3600000. 0 is at once.
+   * Wait this long before redelivering, in milliseconds, 0 (at once) to 3600000 (1 hour).
+   * More is INVALID_ARGUMENT (INVALID_SETTING) and nothing is nacked.
    *
    * @generated from field: uint32 delay_ms = 2;
    */
@@ -374,14 +381,15 @@ export const NackSchema: GenMessage<Nack> = /*@__PURE__*/
  */
 export type Extend = Message<"weft.v1.Extend"> & {
   /**
-   * Delivery ids from this stream's deliveries, at most 10000 per request.
+   * Delivery ids from this stream's deliveries, as in Ack.
    *
    * @generated from field: repeated uint64 delivery_ids = 1;
    */
   deliveryIds: bigint[];
 
   /**
-   * The new deadline is now plus this, in milliseconds, 1 to 3600000.
+   * The new deadline is now plus this, in milliseconds, 1 to 3600000 (1 hour). Anything
+   * else is INVALID_ARGUMENT (INVALID_SETTING) and nothing is extended.
    *
    * @generated from field: uint32 extension_ms = 2;
    */
@@ -403,7 +411,8 @@ export const ExtendSchema: GenMessage<Extend> = /*@__PURE__*/
  */
 export type Credit = Message<"weft.v1.Credit"> & {
   /**
-   * How many more deliveries this member may hold unacked at once (at least 1).
+   * How many more deliveries this member may hold unacked at once: at least 1 (0 is
+   * INVALID_ARGUMENT, INVALID_SETTING), and at most what keeps the total within 10000.
    *
    * @generated from field: uint32 credits = 1;
    */

@@ -105,21 +105,24 @@ export type Hello = Message<"weft.v1.Hello"> & {
 
   /**
    * Random per process start. Tells "my own address" (same node id, same instance) from a
-   * duplicate node id (same node id, another instance). Required, non-zero.
+   * duplicate node id (same node id, another instance). Required: 1 to 2^64 - 1; 0 is
+   * INVALID_ARGUMENT (PROTOCOL_VIOLATION).
    *
    * @generated from field: uint64 instance = 2;
    */
   instance: bigint;
 
   /**
-   * The highest protocol version the sender speaks. This is version 1.
+   * The highest protocol version the sender speaks, at least `min_protocol_version`. This
+   * is version 1.
    *
    * @generated from field: uint32 max_protocol_version = 3;
    */
   maxProtocolVersion: number;
 
   /**
-   * The lowest protocol version the sender still speaks (at least 1).
+   * The lowest protocol version the sender still speaks, at least 1. An empty range (0, or
+   * more than `max_protocol_version`) is INVALID_ARGUMENT (UNSUPPORTED_PROTOCOL).
    *
    * @generated from field: uint32 min_protocol_version = 4;
    */
@@ -134,8 +137,8 @@ export type Hello = Message<"weft.v1.Hello"> & {
 
   /**
    * The most milliseconds the sender lets pass without sending a frame (heartbeats fill
-   * the silence). The receiver treats a link quiet for three times this (and at least
-   * 2 seconds) as broken.
+   * the silence), 0 to 3600000; more is INVALID_ARGUMENT (PROTOCOL_VIOLATION). The
+   * receiver treats a link quiet for three times this (and at least 2 seconds) as broken.
    *
    * @generated from field: uint32 heartbeat_interval_ms = 6;
    */
@@ -144,16 +147,18 @@ export type Hello = Message<"weft.v1.Hello"> & {
   /**
    * Random per data directory, chosen when the sender's log was created. A sidecar whose
    * log was wiped starts its sequences at 1 again; receivers keep relay copies per (node
-   * id, log id), so new events are never taken for old ones. Required, non-zero.
+   * id, log id), so new events are never taken for old ones. Required: 1 to 2^64 - 1; 0 is
+   * INVALID_ARGUMENT (PROTOCOL_VIOLATION).
    *
    * @generated from field: uint64 log_id = 7;
    */
   logId: bigint;
 
   /**
-   * The largest frame the sender accepts, bytes. A sidecar never sends a larger one: it
-   * splits forwards to fit, and does not forward an event that cannot fit at all. 0 means
-   * 4 MiB (gRPC's default).
+   * The largest frame the sender accepts, bytes: 0, which means 4 MiB (gRPC's default), or
+   * 4096 to 4294967295 (1 to 4095 is INVALID_ARGUMENT, PROTOCOL_VIOLATION: no event would
+   * fit). A sidecar never sends a larger one: it splits forwards to fit, and does not
+   * forward an event that cannot fit at all.
    *
    * @generated from field: uint32 max_message_bytes = 8;
    */
@@ -280,7 +285,7 @@ export const InterestSchema: GenMessage<Interest> = /*@__PURE__*/
  */
 export type Forward = Message<"weft.v1.Forward"> & {
   /**
-   * Chosen by the sender, echoed in `stored`.
+   * Chosen by the sender, echoed in `stored`: any value, not interpreted or stored.
    *
    * @generated from field: uint64 forward_id = 1;
    */
@@ -322,16 +327,20 @@ export type ForwardedEvent = Message<"weft.v1.ForwardedEvent"> & {
   group: string;
 
   /**
-   * The event's sequence in its channel at the origin (the sender). With the origin's node
-   * id and log id (from its hello) it names the event: the receiver stores one relay copy
-   * per (origin, log id, channel, group, sequence), however often a forward is retried.
+   * The event's sequence in its channel at the origin (the sender), 1 to 2^53 - 1; else
+   * the forward is INVALID_ARGUMENT (PROTOCOL_VIOLATION) and none of it is stored. With the
+   * origin's node id and log id (from its hello) it names the event: the receiver stores
+   * one relay copy per (origin, log id, channel, group, sequence), however often a forward
+   * is retried.
    *
    * @generated from field: uint64 sequence = 3;
    */
   sequence: bigint;
 
   /**
-   * Deliveries of the event to this group so far, this one included (at least 1).
+   * Deliveries of the event to this group so far, this one included: 1 to 4294967295 (0
+   * is INVALID_ARGUMENT, PROTOCOL_VIOLATION). Informational: the receiver counts its own
+   * attempts from 1 and does not store this.
    *
    * @generated from field: uint32 attempt = 4;
    */
@@ -360,7 +369,7 @@ export const ForwardedEventSchema: GenMessage<ForwardedEvent> = /*@__PURE__*/
  */
 export type Stored = Message<"weft.v1.Stored"> & {
   /**
-   * The forward's `forward_id`.
+   * The forward's `forward_id`; any value, not interpreted.
    *
    * @generated from field: uint64 forward_id = 1;
    */
@@ -396,7 +405,9 @@ export type GroupOutcome = Message<"weft.v1.GroupOutcome"> & {
 
   /**
    * Handled: acked by a member, or dead-lettered behind the sender. The origin is done
-   * with them for this group.
+   * with them for this group. Each is 1 to 2^53 - 1, else the frame is INVALID_ARGUMENT
+   * (PROTOCOL_VIOLATION) and none of it is applied; a sequence not in flight to the sender
+   * (already reported, given back, or never forwarded) is ignored.
    *
    * @generated from field: repeated uint64 done = 3;
    */
@@ -404,7 +415,8 @@ export type GroupOutcome = Message<"weft.v1.GroupOutcome"> & {
 
   /**
    * Given back unhandled (no member left for them): the origin delivers them again, to
-   * this group's other members, without counting an attempt.
+   * this group's other members, without counting an attempt. Same range and rules as
+   * `done`.
    *
    * @generated from field: repeated uint64 returned = 4;
    */
@@ -446,7 +458,7 @@ export const OutcomesSchema: GenMessage<Outcomes> = /*@__PURE__*/
  */
 export type Heartbeat = Message<"weft.v1.Heartbeat"> & {
   /**
-   * The sender's clock, Unix ms; informational.
+   * The sender's clock, Unix ms; informational: any value, not interpreted or stored.
    *
    * @generated from field: int64 sent_unix_ms = 1;
    */

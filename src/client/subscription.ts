@@ -12,7 +12,11 @@ import {
 } from "../gen/weft/v1/mesh_pb.js";
 import { Backoff, ClientError, isRetryable, toClientError } from "./errors.js";
 
-/** Where a new group starts; an existing group resumes and ignores it. */
+/**
+ * Where a new group starts; an existing group resumes and ignores it. A sequence is 1 to
+ * 2^53 - 1 and a time 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z: the sidecar refuses
+ * anything else (INVALID_START).
+ */
 export type From = "latest" | "earliest" | { sequence: bigint | number } | { time: Date };
 
 export interface SubscribeOptions {

@@ -305,7 +305,7 @@ export class MeshService {
             break;
           case "nack":
             if (r.value.delayMs > MAX_DELAY_MS) {
-              throw invalid(Reason.INVALID_SETTING, "nack.delay_ms", `delay_ms is ${r.value.delayMs}; at most ${MAX_DELAY_MS} is allowed`);
+              throw invalid(Reason.INVALID_SETTING, "nack.delay_ms", `delay_ms is ${r.value.delayMs}; use 0 to ${MAX_DELAY_MS}`);
             }
             membership.nack(ids(r.value.deliveryIds, "nack"), r.value.delayMs);
             break;
@@ -317,7 +317,7 @@ export class MeshService {
             break;
           case "credit":
             if (r.value.credits < 1) {
-              throw invalid(Reason.INVALID_SETTING, "credit.credits", "credits must be at least 1");
+              throw invalid(Reason.INVALID_SETTING, "credit.credits", `credits is 0; use 1 to ${DEFAULTS.maxCredits} (the member's max in flight stays at most ${DEFAULTS.maxCredits})`);
             }
             membership.credit(r.value.credits);
             break;
@@ -353,7 +353,7 @@ export function joinSettings(open: SubscribeOpen): JoinSettings {
   checkGroup(open.group, "open.group");
   const start = startAt(open);
   if (open.maxInFlight > DEFAULTS.maxCredits) {
-    throw exhausted(Reason.TOO_MANY_CREDITS, "open.max_in_flight", `max_in_flight is ${open.maxInFlight}; at most ${DEFAULTS.maxCredits} is allowed`);
+    throw exhausted(Reason.TOO_MANY_CREDITS, "open.max_in_flight", `max_in_flight is ${open.maxInFlight}; use 1 to ${DEFAULTS.maxCredits}, or 0 for the default`);
   }
   const ackDeadlineMs = open.ackDeadlineMs || DEFAULTS.ackDeadlineMs;
   if (ackDeadlineMs < 100 || ackDeadlineMs > MAX_DELAY_MS) {

@@ -64,7 +64,10 @@ export type Event = Message<"weft.v1.Event"> & {
 
   /**
    * Optional. When the fact happened, as the producer saw it. Not used for ordering or
-   * replay: replay by time uses the time the origin sidecar stored the event.
+   * replay: replay by time uses the time the origin sidecar stored the event. Timestamp's
+   * own range: `seconds` -62135596800 to 253402300799 (0001-01-01T00:00:00Z to
+   * 9999-12-31T23:59:59Z) and `nanos` 0 to 999999999; anything else is refused
+   * (INVALID_ARGUMENT, INVALID_EVENT, field "time") and the event is not stored.
    *
    * @generated from field: google.protobuf.Timestamp time = 5;
    */

@@ -72,7 +72,9 @@ export function buildProgram(exit: { code: number }): Command {
     .option("--tls-cert <file>", "TLS on every listener: this sidecar's certificate (PEM), naming spiffe://TRUST-DOMAIN/weft/node/NODE-ID")
     .option("--tls-key <file>", "TLS: the certificate's private key (PEM)")
     .option("--tls-ca <file>", "TLS: the CA certificates that sign the mesh's peers and services (PEM); peers use mutual TLS")
-    .option("--insecure", "let listeners beyond loopback run without TLS (warned at every start)")
+    .option("--insecure", "let listeners beyond loopback run without TLS, or the service API without a policy (warned at every start)")
+    .option("--socket-mode <mode>", "the unix socket's file mode when --listen is a socket, octal (default: 0600)")
+    .option("--http-hosts <name,...>", "host names the dashboard answers under, besides localhost and the listener's; repeatable", joinList)
     .addHelpText(
       "after",
       `
@@ -140,6 +142,21 @@ line is written. Runs until SIGINT or SIGTERM, or until --count events.`,
     .action(async (channel: string, o: SubscribeOptions) => {
       const { subscribeCommand } = await import("./commands/subscribe.js");
       exit.code = await subscribeCommand(channel, o);
+    });
+
+  program
+    .command("token")
+    .description("Make a bearer token for a service, and the line that stores its hash in the config file.")
+    .argument("<name>", "the identity the token stands for (the name the policy grants to)")
+    .addHelpText(
+      "after",
+      `
+Prints the token on stdout (give it to the service: authorization: Bearer TOKEN) and, on
+stderr, the line for the config file's tokens section. The sidecar stores only the hash.`,
+    )
+    .action(async (name: string) => {
+      const { tokenCommand } = await import("./commands/token.js");
+      exit.code = await tokenCommand(name);
     });
 
   program

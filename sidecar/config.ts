@@ -6,6 +6,7 @@ import { NODE_ID_RULE, checkChannel, isNodeId } from "../src/contract/validate.j
 import type { Retention } from "../src/log/origin-log.js";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../src/ops/logger.js";
 import { TlsFileError, readTlsFiles } from "../src/security/tls-files.js";
+import { type PolicyConfig, type TokensConfig, readPolicy, readTokens } from "./access-config.js";
 import { addressProblem, addressRule } from "./address.js";
 import { type SidecarConfig, defaultConfig } from "./sidecar.js";
 import { DURATION_RULE, SIZE_RULE, formatDuration, formatSize, parseDuration, parseSize } from "./units.js";
@@ -79,6 +80,10 @@ export interface ConfigFlags {
   tlsCa?: string;
   /** --insecure */
   insecure?: boolean;
+  /** --socket-mode: octal, e.g. "0600". */
+  socketMode?: string;
+  /** --http-hosts: comma-separated host names. */
+  httpHosts?: string | readonly string[];
 }
 
 /** The inputs of {@link resolveConfig}. */
@@ -135,6 +140,8 @@ interface Flat {
   "tls.key": string;
   "tls.ca": string;
   insecure: boolean;
+  socketMode: number;
+  httpHosts: string[];
 }
 type FlatKey = keyof Flat;
 type Found = { [K in FlatKey]?: { value: Flat[K]; source: ConfigSource } };
@@ -185,6 +192,8 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   "tls.key": { env: "WEFT_TLS_KEY", flag: "tlsKey", read: filePath("the certificate's private key (PEM)") },
   "tls.ca": { env: "WEFT_TLS_CA", flag: "tlsCa", read: filePath("the CA certificates (PEM)") },
   insecure: { env: "WEFT_INSECURE", flag: "insecure", read: boolean },
+  socketMode: { env: "WEFT_SOCKET_MODE", flag: "socketMode", read: fileMode },
+  httpHosts: { env: "WEFT_HTTP_HOSTS", flag: "httpHosts", read: hostList },
 };
 const FLAT_KEYS = Object.keys(SETTINGS) as FlatKey[];
 
@@ -193,14 +202,14 @@ export const CONFIG_ENV = "WEFT_CONFIG";
 /** Every environment variable {@link resolveConfig} reads. */
 export const CONFIG_ENV_VARS: readonly string[] = [CONFIG_ENV, ...FLAT_KEYS.map((k) => SETTINGS[k].env)];
 /** WEFT_ variables that are not sidecar settings but are not misspellings either. */
-const OTHER_ENV_VARS = ["WEFT_ADDRESS", "WEFT_CLIENT_TLS_CA", "WEFT_CLIENT_TLS_CERT", "WEFT_CLIENT_TLS_KEY"];
+const OTHER_ENV_VARS = ["WEFT_ADDRESS", "WEFT_CLIENT_TLS_CA", "WEFT_CLIENT_TLS_CERT", "WEFT_CLIENT_TLS_KEY", "WEFT_TOKEN"];
 
 /** Settings grouped under a key in a config file ("retention: { maxAge: 7d }"), and the keys in each. */
 const SECTIONS = new Map<string, { keys: string[]; shape: string }>([
   ["retention", { keys: ["maxAge", "maxBytes"], shape: "a mapping with maxAge and/or maxBytes" }],
   ["tls", { keys: ["cert", "key", "ca"], shape: "a mapping with cert, key and ca (paths of PEM files)" }],
 ]);
-const TOP_KEYS = [...FLAT_KEYS.filter((k) => !k.includes(".")), ...SECTIONS.keys(), "channels"];
+const TOP_KEYS = [...FLAT_KEYS.filter((k) => !k.includes(".")), ...SECTIONS.keys(), "channels", "policy", "tokens"];
 const RETENTION_KEYS = SECTIONS.get("retention")!.keys;
 const MAX_CHANNELS = 10_000;
 
@@ -215,6 +224,7 @@ const MAX_CHANNELS = 10_000;
 export async function resolveConfig(input: ConfigInput): Promise<SidecarConfig> {
   const found: Found = {};
   let channels: Record<string, Partial<Retention>> = {};
+  let access: FileAccess = { tokens: {} };
 
   const file = input.file ?? nonEmpty(input.env[CONFIG_ENV]);
   if (file !== undefined) {
@@ -222,6 +232,7 @@ export async function resolveConfig(input: ConfigInput): Promise<SidecarConfig> 
     const fromFile = readSettings(await readConfigFile(file), source);
     Object.assign(found, fromFile.found);
     channels = fromFile.channels;
+    access = fromFile.access;
     for (const key of ["dataDir", "tls.cert", "tls.key", "tls.ca"] as const) {
       const entry = found[key];
       if (entry) entry.value = resolve(dirname(file), entry.value);
@@ -242,9 +253,15 @@ export async function resolveConfig(input: ConfigInput): Promise<SidecarConfig> 
     set(found, key, raw, { kind: "flag", name: `--${kebab(flag)}` }, typeof raw === "string");
   }
 
-  const config = build(found, channels);
+  const config = { ...build(found, channels), policy: access.policy, tokens: access.tokens };
   if (config.tls) config.nodeId = await certifiedNodeId(found, config);
   return config;
+}
+
+/** Who may call, from the config file only (a policy is structured data, not one value). */
+interface FileAccess {
+  policy?: PolicyConfig;
+  tokens: TokensConfig;
 }
 
 /**
@@ -332,10 +349,14 @@ async function readConfigFile(path: string): Promise<unknown> {
 
 // ---- reading the file's settings ----
 
-function readSettings(doc: unknown, source: ConfigSource): { found: Found; channels: Record<string, Partial<Retention>> } {
+function readSettings(doc: unknown, source: ConfigSource): { found: Found; channels: Record<string, Partial<Retention>>; access: FileAccess } {
   const found: Found = {};
   const channels: Record<string, Partial<Retention>> = Object.create(null);
-  if (doc === null || doc === undefined) return { found, channels }; // an empty file: all defaults
+  const access: FileAccess = { tokens: {} };
+  if (doc === null || doc === undefined) return { found, channels, access }; // an empty file: all defaults
+  const fail = (key: string, problem: string): never => {
+    throw new ConfigError(source, key, problem);
+  };
   const top = mapping(doc, source, "", "a mapping of settings (e.g. `listen: 127.0.0.1:7420`)");
   for (const [key, value] of top) {
     const section = SECTIONS.get(key);
@@ -351,13 +372,17 @@ function readSettings(doc: unknown, source: ConfigSource): { found: Found; chann
         throw new ConfigError(source, key, `has ${entries.size} channels; at most ${MAX_CHANNELS} may have their own retention`);
       }
       for (const [name, v] of entries) channels[name] = readChannel(name, v, source);
+    } else if (key === "policy") {
+      access.policy = readPolicy(mapping(value, source, key, "a mapping of identity to permissions (e.g. `billing: { publish: [billing.>] }`)"), fail);
+    } else if (key === "tokens") {
+      access.tokens = readTokens(mapping(value, source, key, 'a mapping of identity to the token\'s SHA-256 (e.g. `billing: "sha256:…"`)'), fail);
     } else if (TOP_KEYS.includes(key)) {
       set(found, key as FlatKey, value, source, false);
     } else {
       unknownKey(source, key, key, TOP_KEYS, "");
     }
   }
-  return { found, channels };
+  return { found, channels, access };
 }
 
 function readChannel(name: string, value: unknown, source: ConfigSource): Partial<Retention> {
@@ -450,6 +475,9 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     logFormat: pick("logFormat", d.logFormat),
     tls: tlsPaths(found),
     insecure: pick("insecure", d.insecure),
+    socketMode: pick("socketMode", d.socketMode),
+    httpHosts: pick("httpHosts", d.httpHosts),
+    tokens: {},
   };
   checkPeerListen(found, config);
   checkHttp(found, config, "listen");
@@ -596,6 +624,29 @@ function filePath(what: string): Setting<string>["read"] {
     if (Buffer.byteLength(value) > 4096) throw new Problem(`is longer than 4096 bytes; use a shorter path`);
     return value;
   };
+}
+
+/** A unix socket's file mode: octal digits ("0600", "660"; a YAML number 600 reads as 0600), with owner read and write. */
+function fileMode(value: unknown): number {
+  const text = typeof value === "number" && Number.isInteger(value) ? String(value) : value;
+  if (typeof text !== "string" || !/^0?[0-7]{3}$/.test(text.trim())) throw new Problem(`${describe(value)} is not a file mode; use octal digits such as 0600 or 0660`);
+  const mode = Number.parseInt(text.trim(), 8);
+  if ((mode & 0o600) !== 0o600) throw new Problem(`${describe(value)} does not let the sidecar's own user read and write the socket; use 0600 to 0777`);
+  return mode;
+}
+
+/** Host names the HTTP listener answers the dashboard for: a list, or one comma-separated text. */
+function hostList(value: unknown): string[] {
+  const entries = typeof value === "string" ? (value.trim() === "" ? [] : value.split(",", MAX_PEER_ENTRIES + 1)) : value;
+  if (!Array.isArray(entries)) throw new Problem(`must be a list of host names, or one text of them separated by commas, not ${kindOf(value)}`);
+  if (entries.length > MAX_PEER_ENTRIES) throw new Problem(`has more than ${MAX_PEER_ENTRIES} entries`);
+  return entries.map((raw: unknown, i) => {
+    const host = typeof raw === "string" ? raw.trim().toLowerCase() : "";
+    if (host === "" || addressProblem(`${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:1`, true) !== undefined) {
+      throw new Problem(`entry ${i + 1}, ${describe(raw)}, is not a host name or an IP address (without a port)`);
+    }
+    return host;
+  });
 }
 
 function listenAddress(value: unknown): string {

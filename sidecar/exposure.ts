@@ -22,19 +22,45 @@ export function exposedListeners(config: Pick<SidecarConfig, "listen" | "peerLis
   return all.filter((l) => l.address !== "off" && !l.address.startsWith("/") && !l.address.startsWith("unix:") && !isLoopback(hostOf(l.address)));
 }
 
+type Exposure = Pick<SidecarConfig, "listen" | "peerListen" | "http" | "tls" | "insecure" | "policy">;
+
 /**
- * Why the sidecar must not start with this configuration, or undefined: a listener beyond
- * loopback without TLS, unless the operator said `insecure`.
+ * What is unsafe about where the sidecar listens, one sentence each: a listener beyond
+ * loopback without TLS (anyone on the network could read, ack and forge events), and a
+ * service API beyond loopback without a policy (anyone with a connection could publish,
+ * subscribe and administer). HTTP beyond loopback needs no policy: without one its
+ * dashboard answers loopback clients only.
  */
-export function exposureProblem(config: Pick<SidecarConfig, "listen" | "peerListen" | "http" | "tls" | "insecure">): string | undefined {
-  if (config.tls || config.insecure) return undefined;
+function unsafe(config: Exposure): string[] {
   const exposed = exposedListeners(config);
-  if (exposed.length === 0) return undefined;
-  return (
-    `${describeListeners(exposed)} beyond loopback without TLS: anyone who reaches ${exposed.length > 1 ? "them" : "it"} could read, ack and forge events. ` +
-    "Set tls.cert, tls.key and tls.ca (--tls-cert, --tls-key, --tls-ca; `weft certs` makes a development CA; see docs/security.md), " +
-    "or pass --insecure to run unauthenticated on a network you trust"
-  );
+  const out: string[] = [];
+  if (exposed.length > 0 && !config.tls) {
+    out.push(`${describeListeners(exposed)} beyond loopback without TLS: anyone who reaches ${exposed.length > 1 ? "them" : "it"} could read, ack and forge events`);
+  }
+  const service = exposed.find((l) => l.setting === "listen");
+  if (service && !config.policy) {
+    out.push(`${describeListeners([service])} beyond loopback without a policy: any service that connects could publish, subscribe and administer`);
+  }
+  return out;
+}
+
+/**
+ * Why the sidecar must not start with this configuration, or undefined: what is unsafe
+ * about where it listens, unless the operator said `insecure`.
+ */
+export function exposureProblem(config: Exposure): string | undefined {
+  const problems = unsafe(config);
+  if (problems.length === 0 || config.insecure) return undefined;
+  const fixes = [
+    config.tls ? undefined : "set tls.cert, tls.key and tls.ca (--tls-cert, --tls-key, --tls-ca; `weft certs` makes a development CA)",
+    problems.some((p) => p.includes("without a policy")) ? "give a policy in the config file" : undefined,
+  ].filter(Boolean);
+  return `${problems.join("; ")}. To fix: ${fixes.join(", and ")} (see docs/security.md), or pass --insecure to run so on a network you trust`;
+}
+
+/** What --insecure lets through, for the warning at every start. */
+export function insecureListeners(config: Exposure): string[] {
+  return config.insecure ? unsafe(config) : [];
 }
 
 /** "listen 0.0.0.0:7420 and peerListen 0.0.0.0:7421 are", for messages. */

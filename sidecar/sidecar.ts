@@ -17,7 +17,8 @@ import { BurstCollector } from "../src/ops/burst-collector.js";
 import { OpenTelemetryTracing } from "../src/ops/tracing.js";
 import { OriginLog, type Retention } from "../src/log/origin-log.js";
 import { type ReloadResult, TlsFiles, type TlsPaths } from "../src/security/tls-files.js";
-import { describeListeners, exposedListeners, exposureProblem } from "./exposure.js";
+import { type PolicyConfig, type TokensConfig, accessControl } from "./access-config.js";
+import { exposureProblem, insecureListeners } from "./exposure.js";
 
 /** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
 export interface SidecarConfig {
@@ -72,8 +73,19 @@ export interface SidecarConfig {
    * the one the certificate names. Undefined: plaintext (refused beyond loopback unless `insecure`).
    */
   tls?: TlsPaths | undefined;
-  /** Lets listeners beyond loopback run without TLS (logged as a warning at every start). */
+  /** Lets listeners beyond loopback run without TLS or a policy (logged as a warning at every start). */
   insecure: boolean;
+  /**
+   * Who may do what on the service API and HTTP (docs/security.md). Undefined: everyone,
+   * everything (refused for a service API beyond loopback unless `insecure`).
+   */
+  policy?: PolicyConfig | undefined;
+  /** Bearer tokens: identity name → "sha256:HEX" of the token. */
+  tokens: TokensConfig;
+  /** The unix socket's file mode, when `listen` is one. */
+  socketMode: number;
+  /** Host names (besides localhost and the listener's own) the dashboard answers under (a Host header check). */
+  httpHosts: string[];
 }
 
 /** What `Sidecar.start` may be given besides the configuration. */
@@ -110,6 +122,9 @@ export function defaultConfig(): SidecarConfig {
     logLevel: "info",
     logFormat: "json",
     insecure: false,
+    tokens: {},
+    socketMode: 0o600,
+    httpHosts: [],
   };
 }
 
@@ -194,10 +209,8 @@ export class Sidecar {
     if (tls && tls.material.identity.name !== config.nodeId) {
       throw new Error(`the node id is ${JSON.stringify(config.nodeId)} but tls.cert names ${tls.material.identity.uri}: with TLS the node id is the certificate's`);
     }
-    const exposed = exposedListeners(config);
-    if (!tls && exposed.length > 0) {
-      logger.warn({ insecure: true, listeners: exposed.map((l) => l.address) }, `--insecure: ${describeListeners(exposed)} beyond loopback without TLS: anyone who reaches them can read, ack and forge events`);
-    }
+    for (const warning of insecureListeners(config)) logger.warn({ insecure: true }, `--insecure: ${warning}`);
+    const access = accessControl(config.policy, config.tokens, tls?.material.identity.trustDomain);
     const tracing = new OpenTelemetryTracing({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const metrics = new SidecarMetrics({ nodeId: config.nodeId, version: SOFTWARE_VERSION });
     const counters = new EventCounters();
@@ -256,7 +269,14 @@ export class Sidecar {
         // Tells the operator which of the two listeners failed.
         throw Object.assign(e as Error, { listener: "peer" });
       });
-      server = await ServiceServer.start({ log, engine, limits, observer, tracing }, { address: config.listen, maxMessageBytes: config.maxMessageBytes, admin, tls });
+      server = await ServiceServer.start({ log, engine, limits, observer, tracing }, {
+        address: config.listen,
+        maxMessageBytes: config.maxMessageBytes,
+        admin,
+        tls,
+        access,
+        socketMode: config.socketMode,
+      });
       metrics.watch({ log, engine, mesh });
       if (config.http !== "off") {
         http = await HttpServer.start(config.http, tls).catch((e: unknown) => {
@@ -295,7 +315,10 @@ export class Sidecar {
     const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, collector, metrics, http, admin, tls, logger);
     tls?.watch((result) => sidecar.reported(result, "the files changed"));
     if (http) serveOperations(http, { metrics, notReady: () => sidecar.notReady() });
-    if (http) sidecar.dashboard = serveDashboard(http, { admin, metrics, version: SOFTWARE_VERSION, notReady: () => sidecar.notReady() });
+    if (http) {
+      const guard = { access, hosts: config.httpHosts, address: http.address };
+      sidecar.dashboard = serveDashboard(http, { admin, metrics, version: SOFTWARE_VERSION, notReady: () => sidecar.notReady(), guard });
+    }
     started = sidecar;
     sidecar.diskChanged();
     return sidecar;

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { X509Certificate } from "node:crypto";
+import { X509Certificate, createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -418,6 +418,32 @@ describe("TLS: weft certs, a sidecar with TLS, clients with --tls-ca, rotation o
     const r = await weft([...args, "--dir", empty]);
     expect(r.code).toBe(code);
     expect(r.stderr).toContain(message);
+  });
+
+  it("makes a token with weft token, and a sidecar with a policy takes it from --token; without it a publish is UNAUTHENTICATED", async () => {
+    const made = await weft(["token", "cli-ops"]);
+    expect(made.code).toBe(0);
+    const token = made.stdout.trim();
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const line = /cli-ops: "(sha256:[0-9a-f]{64})"/.exec(made.stderr);
+    expect(line?.[1]).toBe(`sha256:${createHash("sha256").update(token).digest("hex")}`);
+    expect((await weft(["token", "bad name"])).code).toBe(2);
+
+    const config = join(await tempDir(), "weft.yaml");
+    await writeFile(config, `tokens:\n  cli-ops: "${line![1]}"\npolicy:\n  cli-ops:\n    publish: [tokens.>]\n    admin: [">"]\n`);
+    const port = await freePort();
+    const run = start(["sidecar", "--config", config, "--listen", `127.0.0.1:${port}`, "--peer-listen", "127.0.0.1:0", "--http", "off", "--data-dir", await tempDir()]);
+    await waitForStderr(run, /weft sidecar listening on/);
+    const address = `127.0.0.1:${port}`;
+    const denied = await weft(["publish", "tokens.cli", "--to", address, "--data", "x"]);
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toContain("UNAUTHENTICATED");
+    expect(await weft(["publish", "tokens.cli", "--to", address, "--data", "x", "--token", token])).toMatchObject({ code: 0, stdout: "tokens.cli 1\n" });
+    const listed = await weft(["channels", "--to", address, "--json"], { env: { WEFT_TOKEN: token } });
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain("tokens.cli");
+    run.child.kill("SIGTERM");
+    expect(await run.exited).toBe(0);
   });
 
   it("refuses to start a sidecar with a listener beyond loopback and no TLS, saying how to fix it", async () => {

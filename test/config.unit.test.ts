@@ -131,6 +131,8 @@ peerWindow: 500
 logLevel: debug
 logFormat: pretty
 insecure: true
+socketMode: "0660"
+httpHosts: [weft-a.example]
 `);
     expect(config).toEqual({
       dataDir: "/var/lib/weft",
@@ -161,6 +163,9 @@ insecure: true
       logLevel: "debug",
       logFormat: "pretty",
       insecure: true,
+      socketMode: 0o660,
+      httpHosts: ["weft-a.example"],
+      tokens: {},
     });
   });
 
@@ -281,6 +286,8 @@ insecure: true
       "WEFT_TLS_KEY",
       "WEFT_TLS_CA",
       "WEFT_INSECURE",
+      "WEFT_SOCKET_MODE",
+      "WEFT_HTTP_HOSTS",
     ]);
   });
 
@@ -1067,5 +1074,64 @@ describe("TLS settings", () => {
 
   it("refuses a section name that is an Object property", async () => {
     expect((await yamlRefusal("constructor: 1\n")).message).toContain("is not a setting");
+  });
+});
+
+describe("policy, tokens, socketMode, httpHosts", () => {
+  const hash = `sha256:${"ab".repeat(32)}`;
+
+  it("reads a policy and tokens from the file", async () => {
+    const config = await fromYaml(`
+tokens:
+  ops: "${hash}"
+policy:
+  billing:
+    publish: [billing.>, orders.*]
+    subscribe: [orders.>/billing, audit]
+    settings: [orders.>/billing]
+  ops:
+    admin: [">"]
+  "*":
+    subscribe: [public.>]
+`);
+    expect(config.tokens).toEqual({ ops: hash });
+    expect(config.policy).toEqual({
+      billing: { publish: ["billing.>", "orders.*"], subscribe: ["orders.>/billing", "audit"], settings: ["orders.>/billing"] },
+      ops: { admin: [">"] },
+      "*": { subscribe: ["public.>"] },
+    });
+  });
+
+  it.each([
+    ["policy: []\n", 'key "policy": must be a mapping of identity to permissions'],
+    ["policy: {}\n", 'key "policy": is empty'],
+    ["policy:\n  bad id!:\n    publish: [a]\n", 'key "policy.bad id!": is not an identity'],
+    ["policy:\n  a:\n    read: [x]\n", 'key "policy.a.read": is not a permission; the permissions are publish, subscribe, settings, admin'],
+    ["policy:\n  a:\n    publish: x\n", 'key "policy.a.publish": must be a list of patterns'],
+    ["policy:\n  a:\n    publish: [7]\n", 'key "policy.a.publish[0]": must be text'],
+    ["policy:\n  a:\n    publish: [orders.>.x]\n", "> stands for the rest of a name and must be the last segment"],
+    ["policy:\n  a:\n    publish: [Orders]\n", 'segment "Orders" is not a name'],
+    ["policy:\n  a:\n    publish: [orders/billing]\n", "a channel pattern has no /GROUP part"],
+    ["policy:\n  a:\n    subscribe: [orders/Billing]\n", "the group pattern"],
+    ["policy:\n  a: [x]\n", "must be a mapping of permission to patterns"],
+    ["tokens:\n  ops: secret\n", 'key "tokens.ops": must be the token\'s SHA-256'],
+    [`tokens:\n  "bad name": "${hash}"\n`, "is not an identity name"],
+  ])("refuses %j", async (yaml, message) => {
+    expect((await yamlRefusal(yaml)).message).toContain(message);
+  });
+
+  it("reads socketMode as octal and refuses modes without owner read and write", async () => {
+    expect((await fromYaml('socketMode: "0660"\n')).socketMode).toBe(0o660);
+    expect((await fromYaml("socketMode: 600\n")).socketMode).toBe(0o600);
+    expect((await resolveConfig({ env: { WEFT_SOCKET_MODE: "0640" } })).socketMode).toBe(0o640);
+    expect((await yamlRefusal('socketMode: "0400"\n')).message).toContain("does not let the sidecar's own user read and write the socket");
+    expect((await yamlRefusal('socketMode: "0999"\n')).message).toContain("is not a file mode");
+    expect(defaultConfig().socketMode).toBe(0o600);
+  });
+
+  it("reads httpHosts as a list or comma-separated text, and refuses what is not a host", async () => {
+    expect((await fromYaml("httpHosts: [weft.example, 10.0.0.7]\n")).httpHosts).toEqual(["weft.example", "10.0.0.7"]);
+    expect((await resolveConfig({ env: {}, flags: { httpHosts: "a.example, B.example" } })).httpHosts).toEqual(["a.example", "b.example"]);
+    expect((await yamlRefusal("httpHosts: [weft.example:80]\n")).message).toContain("is not a host name or an IP address (without a port)");
   });
 });

@@ -299,12 +299,21 @@ describe("listeners beyond loopback", () => {
   it("start with TLS, without a warning", async () => {
     const seen: LogRecord[] = [];
     const own = createLogger({ level: "info", destination: { write: (line: string) => seen.push(JSON.parse(line)) } });
-    const s = await startSidecar({ nodeId: "wide", tls: await ca.node("wide"), listen: "0.0.0.0:0", peerListen: "0.0.0.0:0", http: "0.0.0.0:0" }, { logger: own });
+    const policy = { ops: { admin: [">"] } };
+    const s = await startSidecar({ nodeId: "wide", tls: await ca.node("wide"), listen: "0.0.0.0:0", peerListen: "0.0.0.0:0", http: "0.0.0.0:0", policy }, { logger: own });
     try {
       expect(seen.filter((r) => r.level === "warn")).toEqual([]);
     } finally {
       await s.dispose();
     }
+  });
+
+  it("refuse a service API beyond loopback without a policy, even with TLS, saying why", async () => {
+    const config = { ...defaultConfig(), dataDir: `${await tempDir()}/data`, nodeId: "nopolicy", tls: await ca.node("nopolicy"), listen: "0.0.0.0:0", peerListen: "127.0.0.1:0", http: "off" };
+    await expect(Sidecar.start(config, { logger })).rejects.toThrow(/^listen 0\.0\.0\.0:0 is beyond loopback without a policy: .*give a policy in the config file/);
+    // The peer API alone beyond loopback needs TLS, not a policy: it serves sidecars, known by certificate.
+    const peersOnly = await startSidecar({ nodeId: "peers-only", tls: await ca.node("peers-only"), peerListen: "0.0.0.0:0" }, { logger });
+    await peersOnly.dispose();
   });
 
   it("refuse TLS files whose certificate names another node than the configured node id", async () => {

@@ -75,6 +75,8 @@ class SidecarProcess implements DemoSidecar {
     readonly peerAddress: string,
     peers: string[],
     listener: MeshListener,
+    /** Its config file: TLS files and the policy (demo-security.ts). */
+    config: string,
   ) {
     this.dataDir = mkdtempSync(join(tmpdir(), `weft-demo-${name}-`));
     // Same process group as the demo: a Ctrl-C in the terminal stops the sidecars as well,
@@ -91,6 +93,7 @@ class SidecarProcess implements DemoSidecar {
         "--peers", peers.join(","),
         "--data-dir", this.dataDir,
         "--peer-timeout", "5s",
+        "--config", config,
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
@@ -196,10 +199,10 @@ export class LoopbackMesh {
    * Starts a sidecar per name on free loopback ports and waits until each one is listening.
    * @throws SidecarStartError when one does not start; all of them are stopped first.
    */
-  static async start(names: string[], listener: MeshListener): Promise<LoopbackMesh> {
+  static async start(names: string[], listener: MeshListener, configFile: (name: string) => string): Promise<LoopbackMesh> {
     const ports = await freePorts(names.length * 2);
     const peerAddresses = names.map((_, i) => `127.0.0.1:${ports[2 * i + 1]}`);
-    const processes = names.map((name, i) => new SidecarProcess(name, `127.0.0.1:${ports[2 * i]}`, peerAddresses[i]!, peerAddresses, listener));
+    const processes = names.map((name, i) => new SidecarProcess(name, `127.0.0.1:${ports[2 * i]}`, peerAddresses[i]!, peerAddresses, listener, configFile(name)));
     const mesh = new LoopbackMesh(processes);
     try {
       await Promise.all(processes.map((p) => p.started()));

@@ -2,6 +2,7 @@
 // consumer groups across the other two, and every event printed as it flows.
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
+import { demoSecurity } from "./demo-security.js";
 import { type DemoSidecar, LoopbackMesh, type MeshListener, SidecarStartError, indent } from "./loopback-mesh.js";
 import { LINK, PROCESS, SIDECAR_SAYS, note, say } from "./narration.js";
 import { CHANNEL, GroupMember, type MemberSpec, OrderPublisher, memberLabel } from "./services.js";
@@ -139,10 +140,14 @@ async function main(): Promise<number> {
     },
   };
 
+  const security = await demoSecurity(NODES, "orders", GROUPS, CHANNEL);
+  process.once("exit", () => security.remove());
   note(`Starting three weft sidecars on loopback: ${NODES.join(", ")} (each one's --peers lists all three)`);
+  note(`Peer links are mutual TLS (a development CA made for this run); services show certificates, and the policy says: ${security.summary}`);
   try {
-    mesh = await LoopbackMesh.start(NODES, listener);
+    mesh = await LoopbackMesh.start(NODES, listener, (name) => security.configFile(name));
   } catch (e) {
+    security.remove();
     if (!(e instanceof SidecarStartError)) throw e;
     if (interrupted) return 130;
     console.error(`demo: cannot start the mesh: ${e.message}`);
@@ -152,8 +157,8 @@ async function main(): Promise<number> {
   const node = (name: string): DemoSidecar => sidecars.find((s) => s.name === name)!;
 
   const tally = new Tally(PUBLISHER_NODE, GROUPS, MEMBERS);
-  const publisher = new OrderPublisher(PUBLISHER_NODE, node(PUBLISHER_NODE).address, tally, CUSTOMERS);
-  const members = MEMBERS.map((m) => new GroupMember(m, node(m.node).address, tally));
+  const publisher = new OrderPublisher(PUBLISHER_NODE, node(PUBLISHER_NODE).address, tally, CUSTOMERS, security.service("orders"));
+  const members = MEMBERS.map((m) => new GroupMember(m, node(m.node).address, tally, security.service(m.group)));
   const groups = GROUPS.map((g) => `${g} (${MEMBERS.filter((m) => m.group === g).map((m) => `${memberLabel(m)} on ${m.node}`).join(", ")})`);
   note(`Services: an orders publisher on ${PUBLISHER_NODE}; consumer groups of ${CHANNEL}: ${groups.join("; ")}`);
 
@@ -204,6 +209,7 @@ async function main(): Promise<number> {
     await Promise.all(members.map((m) => m.close()));
     note("Stopping the sidecars (SIGTERM) and removing their data directories...");
     for (const r of await mesh.stop()) say(r.name, PROCESS, `sidecar stopped (${r.how})`);
+    security.remove();
   }
 
   if (crashed && publishedFor === 0) {

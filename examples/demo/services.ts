@@ -1,4 +1,4 @@
-import { connect, type Published, type Subscription, type WeftClient } from "../../src/client/index.js";
+import { type ClientTls, connect, type Published, type Subscription, type WeftClient } from "../../src/client/index.js";
 import { PUBLISHED, RECEIVED, say } from "./narration.js";
 import type { Tally } from "./tally.js";
 
@@ -43,8 +43,10 @@ export class GroupMember {
     readonly spec: MemberSpec,
     address: string,
     private readonly tally: Tally,
+    /** The CA and this group's service certificate: the sidecar knows the member by it. */
+    tls: ClientTls,
   ) {
-    this.client = connect(address, { source: `//weft-demo/${spec.group}${spec.id ? `/${spec.id}` : ""}` });
+    this.client = connect(address, { source: `//weft-demo/${spec.group}${spec.id ? `/${spec.id}` : ""}`, tls });
     this.subscription = this.client.subscribe({ channel: CHANNEL, group: spec.group });
     this.done = this.consume();
   }
@@ -99,8 +101,10 @@ export class OrderPublisher {
     address: string,
     private readonly tally: Tally,
     private readonly customers: string[],
+    /** The CA and the orders service's certificate. */
+    tls: ClientTls,
   ) {
-    this.client = connect(address, { source: "//weft-demo/orders" });
+    this.client = connect(address, { source: "//weft-demo/orders", tls });
   }
 
   /** Publishes warm-up events (one per key given), which members ack without printing. */

@@ -20,7 +20,7 @@ export interface AdminOptions extends ClientTlsOptions {
 export async function withAdmin<T>(o: AdminOptions, work: (admin: AdminClient) => Promise<T>): Promise<T> {
   const tls = await readClientTls(o);
   await reachSidecar(o.to, o.timeout, tls);
-  const admin = new AdminClient(o.to, { timeoutMs: o.timeout, ...(tls ? { tls } : {}) });
+  const admin = new AdminClient(o.to, { timeoutMs: o.timeout, ...(tls ? { tls } : {}), ...(o.token ? { token: o.token } : {}) });
   try {
     return await work(admin);
   } catch (e) {

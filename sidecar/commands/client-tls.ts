@@ -8,6 +8,8 @@ export interface ClientTlsOptions {
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
+  /** A bearer token (--token, WEFT_TOKEN). */
+  token?: string;
 }
 
 /** The options themselves: files, each with its environment variable. */
@@ -16,6 +18,7 @@ export function clientTlsOptions(): Option[] {
     new Option("--tls-ca <file>", "TLS: the CA that signed the sidecar's certificate (PEM)").env("WEFT_CLIENT_TLS_CA"),
     new Option("--tls-cert <file>", "mutual TLS: this client's certificate (PEM), with --tls-key").env("WEFT_CLIENT_TLS_CERT"),
     new Option("--tls-key <file>", "mutual TLS: the certificate's private key (PEM), with --tls-cert").env("WEFT_CLIENT_TLS_KEY"),
+    new Option("--token <token>", "a bearer token, for a sidecar with a policy (weft token makes one)").env("WEFT_TOKEN"),
   ];
 }
 

@@ -51,7 +51,7 @@ export async function publishCommand(channel: string, o: PublishOptions): Promis
   await reachSidecar(o.to, o.timeout, tls);
   if (fromStdin && process.stdin.isTTY) note("weft publish: reading events from stdin, one per line (end with Ctrl-D)");
 
-  const client = connect(o.to, { source: `//weft-cli/${hostname()}`, ...(tls ? { tls } : {}) });
+  const client = connect(o.to, { source: `//weft-cli/${hostname()}`, ...(tls ? { tls } : {}), ...(o.token ? { token: o.token } : {}) });
   const pending: { label: string; outcome: Promise<Outcome> }[] = [];
   let failed = false;
   // A broken stream fails every event in flight with one error: say it once, then count.

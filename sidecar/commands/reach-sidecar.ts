@@ -17,6 +17,7 @@ const SERVING = 1;
  */
 export async function reachSidecar(address: string, timeoutMs: number, tls?: ClientTls): Promise<void> {
   const target = address.startsWith("/") ? `unix:${address}` : address;
+  // Health needs no token: it is for probes.
   const secure = clientCredentials(tls);
   const client = new Client(target, secure.credentials, secure.options);
   try {

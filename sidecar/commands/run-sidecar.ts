@@ -26,6 +26,8 @@ export interface SidecarOptions {
   tlsKey?: string;
   tlsCa?: string;
   insecure?: boolean;
+  socketMode?: string;
+  httpHosts?: string;
 }
 
 /**
@@ -64,6 +66,8 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         tlsKey: o.tlsKey,
         tlsCa: o.tlsCa,
         insecure: o.insecure,
+        socketMode: o.socketMode,
+        httpHosts: o.httpHosts,
       },
       warn: (message) => warnings.push(`weft sidecar: warning: ${message}`),
     });

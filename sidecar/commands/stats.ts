@@ -25,7 +25,7 @@ type Counter = (typeof COUNTERS)[number];
 export async function statsCommand(o: StatsOptions): Promise<number> {
   const tls = await readClientTls(o);
   await reachSidecar(o.to, o.timeout, tls);
-  const admin = new AdminClient(o.to, { timeoutMs: o.timeout, ...(tls ? { tls } : {}) });
+  const admin = new AdminClient(o.to, { timeoutMs: o.timeout, ...(tls ? { tls } : {}), ...(o.token ? { token: o.token } : {}) });
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
   process.once("SIGINT", onSignal);

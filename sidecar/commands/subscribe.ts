@@ -44,7 +44,7 @@ export interface DeliveryLine {
 export async function subscribeCommand(channel: string, o: SubscribeOptions): Promise<number> {
   const tls = await readClientTls(o);
   await reachSidecar(o.to, o.timeout, tls);
-  const client = connect(o.to, tls ? { tls } : {});
+  const client = connect(o.to, { ...(tls ? { tls } : {}), ...(o.token ? { token: o.token } : {}) });
   // With --count, ask for no more than will be printed: the rest would only come back later.
   const maxInFlight = o.maxInFlight ?? (o.count !== undefined ? Math.min(o.count, DEFAULT_MAX_IN_FLIGHT) : undefined);
   const stop = new AbortController();

@@ -28,6 +28,8 @@ export interface AdminClientOptions {
   timeoutMs?: number;
   /** TLS to the sidecar (its service API has TLS on); plaintext without. */
   tls?: ClientTls;
+  /** A bearer token for a sidecar with a policy (`weft token` makes one). */
+  token?: string;
 }
 
 /**
@@ -45,7 +47,7 @@ export class AdminClient {
     options: AdminClientOptions = {},
   ) {
     const target = address.startsWith("/") ? `unix:${address}` : address;
-    const secure = clientCredentials(options.tls);
+    const secure = clientCredentials(options.tls, options.token);
     this.client = new AdminGrpcClient(target, secure.credentials, { "grpc.max_receive_message_length": -1, ...secure.options });
     this.timeoutMs = options.timeoutMs ?? 10_000;
   }

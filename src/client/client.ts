@@ -20,6 +20,8 @@ export interface ConnectOptions {
   maxBatchBytes?: number;
   /** TLS to the sidecar (its service API has TLS on); plaintext without. */
   tls?: ClientTls;
+  /** A bearer token for a sidecar with a policy (`weft token` makes one). */
+  token?: string;
   /** Extra grpc-js channel options. */
   channelOptions?: ChannelOptions;
 }
@@ -41,7 +43,7 @@ export class WeftClient {
     options: ConnectOptions = {},
   ) {
     const target = address.startsWith("/") ? `unix:${address}` : address;
-    const secure = clientCredentials(options.tls);
+    const secure = clientCredentials(options.tls, options.token);
     this.client = new MeshClient(target, secure.credentials, {
       "grpc.max_receive_message_length": -1,
       // Deliveries arrive in batches of up to 3 MiB: a 64 KiB HTTP/2 window would stall them.

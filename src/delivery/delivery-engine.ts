@@ -331,6 +331,11 @@ export class DeliveryEngine {
     return results;
   }
 
+  /** The stored settings of a group this sidecar has; undefined for a group it does not. */
+  groupSettings(channel: string, group: string): { maxAttempts: number; deadLetterChannel: string } | undefined {
+    return this.groups.get(id(channel, group))?.settings;
+  }
+
   /** Stops timers and dispatching; in-flight state stays in the log for the next start. */
   stop(): void {
     if (this.timer) clearInterval(this.timer);

@@ -4,6 +4,8 @@ import { type ServerUnaryCall, type UntypedServiceImplementation, type sendUnary
 import type { LogRange, SidecarAdmin } from "../admin/sidecar-admin.js";
 import { Reason, invalid } from "../contract/errors.js";
 import { MAX_TIME_MS, clamp } from "../contract/ranges.js";
+import { OPEN_ACCESS, type AccessControl, type Caller } from "../security/access.js";
+import { type CallerCheck, callerOf } from "./caller.js";
 import { serviceError } from "./status.js";
 import {
   ListChannelsRequestSchema,
@@ -28,14 +30,34 @@ import {
  * the logic and the input checks are), and encodes the answer. A request that is not the
  * message it should be is INVALID_ARGUMENT (MALFORMED_MESSAGE); a WeftError keeps its code,
  * with its reason in the trailing metadata "weft-reason" (and its field in "weft-field").
+ *
+ * With a policy, a call is authenticated before its request is read (UNAUTHENTICATED), and
+ * needs the admin permission: on the channel for dead letters, redrive and purge, on any
+ * channel for the lists and stats (PERMISSION_DENIED); nothing is read or changed otherwise.
  */
 export class AdminService {
-  constructor(private readonly admin: SidecarAdmin) {}
+  private readonly callers: CallerCheck;
+
+  constructor(
+    private readonly admin: SidecarAdmin,
+    callers?: CallerCheck,
+  ) {
+    this.callers = callers ?? { access: OPEN_ACCESS, socket: false };
+  }
 
   implementation(): UntypedServiceImplementation {
     const admin = this.admin;
+    const access = this.callers.access;
+    const unary = <I extends DescMessage, O extends DescMessage>(
+      input: I,
+      output: O,
+      permit: (caller: Caller, request: MessageShape<I>, access: AccessControl) => void,
+      handle: (request: MessageShape<I>) => Promise<MessageInitShape<O>>,
+    ): Handler => guarded(this.callers, input, output, (caller, request) => permit(caller, request, access), handle);
+    const anyAdmin = (caller: Caller): void => access.checkAdmin(caller);
+    const ofChannel = (caller: Caller, request: { channel: string }): void => access.check(caller, "admin", request.channel);
     return {
-      ListChannels: unary(ListChannelsRequestSchema, ListChannelsResponseSchema, async () => ({
+      ListChannels: unary(ListChannelsRequestSchema, ListChannelsResponseSchema, anyAdmin, async () => ({
         nodeId: admin.nodeId,
         channels: (await admin.channels()).map((c) => ({
           channel: c.channel,
@@ -46,7 +68,7 @@ export class AdminService {
         })),
       })),
 
-      ListGroups: unary(ListGroupsRequestSchema, ListGroupsResponseSchema, async (request) => ({
+      ListGroups: unary(ListGroupsRequestSchema, ListGroupsResponseSchema, anyAdmin, async (request) => ({
         nodeId: admin.nodeId,
         channel: request.channel,
         groups: (await admin.groups(request.channel)).map((g) => ({
@@ -68,7 +90,7 @@ export class AdminService {
         })),
       })),
 
-      ListPeers: unary(ListPeersRequestSchema, ListPeersResponseSchema, async () => ({
+      ListPeers: unary(ListPeersRequestSchema, ListPeersResponseSchema, anyAdmin, async () => ({
         nodeId: admin.nodeId,
         peers: admin.peers().map((p) => ({
           nodeId: p.nodeId,
@@ -81,7 +103,7 @@ export class AdminService {
         })),
       })),
 
-      ListDeadLetters: unary(ListDeadLettersRequestSchema, ListDeadLettersResponseSchema, async (request) => {
+      ListDeadLetters: unary(ListDeadLettersRequestSchema, ListDeadLettersResponseSchema, ofChannel, async (request) => {
         const page = await admin.listDeadLetters(request.channel, request.group, {
           after: sequence(request.afterSequence, "after_sequence"),
           limit: request.limit,
@@ -93,7 +115,7 @@ export class AdminService {
         };
       }),
 
-      Redrive: unary(RedriveRequestSchema, RedriveResponseSchema, async (request) => {
+      Redrive: unary(RedriveRequestSchema, RedriveResponseSchema, ofChannel, async (request) => {
         const result = await admin.redrive(request.channel, request.group, {
           sequences: request.sequences.map((s, i) => sequence(s, `sequences[${i}]`)),
           limit: request.limit,
@@ -104,11 +126,11 @@ export class AdminService {
         };
       }),
 
-      Purge: unary(PurgeRequestSchema, PurgeResponseSchema, async (request) => ({
+      Purge: unary(PurgeRequestSchema, PurgeResponseSchema, ofChannel, async (request) => ({
         purged: BigInt(await admin.purge(request.channel, request.group, { sequences: request.sequences.map((s, i) => sequence(s, `sequences[${i}]`)) })),
       })),
 
-      Stats: unary(StatsRequestSchema, StatsResponseSchema, async () => {
+      Stats: unary(StatsRequestSchema, StatsResponseSchema, anyAdmin, async () => {
         const s = admin.stats();
         return {
           nodeId: s.nodeId,
@@ -126,18 +148,29 @@ export class AdminService {
 
 type Handler = (call: ServerUnaryCall<Buffer, Uint8Array>, callback: sendUnaryData<Uint8Array>) => void;
 
-/** A unary handler over raw bytes: decode, handle, encode; failures become a status. */
-function unary<I extends DescMessage, O extends DescMessage>(
+/**
+ * A unary handler over raw bytes: authenticate, decode, check the caller's permission,
+ * handle, encode; failures become a status.
+ */
+function guarded<I extends DescMessage, O extends DescMessage>(
+  callers: CallerCheck,
   input: I,
   output: O,
+  permit: (caller: Caller, request: MessageShape<I>) => void,
   handle: (request: MessageShape<I>) => Promise<MessageInitShape<O>>,
 ): Handler {
   return (call, callback) => {
     let request: MessageShape<I>;
     try {
-      request = fromBinary(input, call.request);
+      const caller = callerOf(call, callers);
+      try {
+        request = fromBinary(input, call.request);
+      } catch (e) {
+        throw invalid(Reason.MALFORMED_MESSAGE, "", `the request is not a ${input.typeName}: ${(e as Error).message}`);
+      }
+      permit(caller, request);
     } catch (e) {
-      callback(serviceError(invalid(Reason.MALFORMED_MESSAGE, "", `the request is not a ${input.typeName}: ${(e as Error).message}`)));
+      callback(serviceError(e));
       return;
     }
     handle(request).then(

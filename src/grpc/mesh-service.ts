@@ -15,6 +15,8 @@ import {
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import type { Observer } from "../ops/observer.js";
 import type { EventTracing, PublishedEvent } from "../ops/tracing.js";
+import { OPEN_ACCESS, type Caller } from "../security/access.js";
+import { type CallerCheck, callerOf } from "./caller.js";
 import { widenReceiveWindow } from "./receive-window.js";
 import { failStream, writeSafe } from "./status.js";
 import { type RawPublishResult, readAckRequest, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
@@ -45,7 +47,9 @@ export interface MeshServiceDeps {
   /** Told what publishers sent. */
   observer?: Observer;
   /** Adds spans to the traces of events published and delivered here. */
-  tracing?: EventTracing;
+  tracing?: EventTracing | undefined;
+  /** Who may call, and what they may do. Default: everyone, everything (no policy). */
+  callers?: CallerCheck | undefined;
 }
 
 /**
@@ -60,7 +64,11 @@ export class MeshService {
   private readonly subscribing = new Map<Call, (e: unknown) => void>();
   private stopping = false;
 
-  constructor(private readonly deps: MeshServiceDeps) {}
+  private readonly callers: CallerCheck;
+
+  constructor(private readonly deps: MeshServiceDeps) {
+    this.callers = deps.callers ?? { access: OPEN_ACCESS, socket: false };
+  }
 
   implementation(): UntypedServiceImplementation {
     return {
@@ -101,6 +109,14 @@ export class MeshService {
       fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
       return;
     }
+    let caller: Caller;
+    try {
+      caller = callerOf(call, this.callers);
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    const access = this.callers.access;
     call.on("data", (bytes: Buffer) => {
       if (failed || this.stopping) return;
       let batchId: bigint;
@@ -130,6 +146,7 @@ export class MeshService {
           }
           try {
             checkEvent(event, raw.length, limits);
+            access.check(caller, "publish", event.channel);
           } catch (e) {
             if (!(e instanceof WeftError)) throw e;
             results[i] = { error: { code: e.code, reason: e.reason, field: e.field, message: e.message } };
@@ -186,6 +203,25 @@ export class MeshService {
     call.on("error", () => this.publishing.delete(call));
   }
 
+  /**
+   * Checks that `caller` may subscribe as the group, and what its open may do to the group's
+   * stored settings: the latest open's max attempts and dead-letter channel win, but only
+   * for a caller with the settings permission; without it, fields the open left unset take
+   * the group's, and one it set to something else is refused. A new group is the opener's
+   * to set up. @returns the settings to join with. @throws WeftError PERMISSION_DENIED.
+   */
+  private permitted(caller: Caller, open: SubscribeOpen, settings: JoinSettings): JoinSettings {
+    const access = this.callers.access;
+    access.check(caller, "subscribe", settings.channel, settings.group);
+    const stored = this.deps.engine.groupSettings(settings.channel, settings.group);
+    if (!stored || access.allows(caller, "settings", settings.channel, settings.group)) return settings;
+    const kept = { ...settings };
+    if (open.maxAttempts === 0) kept.maxAttempts = stored.maxAttempts;
+    if (open.deadLetterChannel === "") kept.deadLetterChannel = stored.deadLetterChannel;
+    if (kept.maxAttempts !== stored.maxAttempts || kept.deadLetterChannel !== stored.deadLetterChannel) access.check(caller, "settings", settings.channel, settings.group);
+    return kept;
+  }
+
   private observePublished(entries: AppendEntry[]): void {
     const observer = this.deps.observer;
     if (!observer) return;
@@ -221,6 +257,13 @@ export class MeshService {
       fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
       return;
     }
+    let caller: Caller;
+    try {
+      caller = callerOf(call, this.callers);
+    } catch (e) {
+      fail(e);
+      return;
+    }
     const max = this.deps.limits.maxSubscriptions;
     if (this.subscribing.size >= max) {
       fail(exhausted(Reason.TOO_MANY_SUBSCRIPTIONS, "", `this sidecar already serves ${max} Subscribe streams, its limit; close some or raise maxSubscriptions`));
@@ -247,7 +290,7 @@ export class MeshService {
           if (membership || opening) {
             throw new WeftError(status.FAILED_PRECONDITION, Reason.ALREADY_OPEN, "this stream already has a subscription; open another stream for another one", "open");
           }
-          const settings = joinSettings(r.value);
+          const settings = this.permitted(caller, r.value, joinSettings(r.value));
           opening = true;
           call.pause();
           this.deps.engine

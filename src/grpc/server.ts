@@ -7,6 +7,8 @@ import { rawServiceDefinition } from "./definitions.js";
 import { HealthService } from "./health-service.js";
 import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
 import { ReflectionService } from "./reflection-service.js";
+import { chmod } from "node:fs/promises";
+import { OPEN_ACCESS, type AccessControl } from "../security/access.js";
 import { serviceServerCredentials } from "../security/credentials.js";
 import type { TlsFiles } from "../security/tls-files.js";
 
@@ -19,6 +21,13 @@ export interface ServiceServerOptions {
   admin?: SidecarAdmin | undefined;
   /** TLS with these files (a client certificate is asked for, not required); plaintext without. */
   tls?: TlsFiles | undefined;
+  /** Who may call weft.v1.Mesh and weft.v1.Admin, and what they may do. Default: everyone, everything. */
+  access?: AccessControl | undefined;
+  /**
+   * The mode the unix socket file is given (default 0600: only the sidecar's user, and
+   * root, can connect). Ignored for a TCP address.
+   */
+  socketMode?: number | undefined;
 }
 
 /**
@@ -40,14 +49,17 @@ export class ServiceServer {
 
   static async start(deps: MeshServiceDeps, options: ServiceServerOptions): Promise<ServiceServer> {
     const server = newServer(options.maxMessageBytes);
-    const mesh = new MeshService(deps);
+    const target = bindTarget(options.address);
+    const callers = { access: options.access ?? OPEN_ACCESS, socket: target.startsWith("unix:") };
+    const mesh = new MeshService({ ...deps, callers });
     server.addService(rawServiceDefinition(MeshDesc), mesh.implementation());
-    if (options.admin) server.addService(rawServiceDefinition(AdminDesc), new AdminService(options.admin).implementation());
+    if (options.admin) server.addService(rawServiceDefinition(AdminDesc), new AdminService(options.admin, callers).implementation());
     const health = new HealthService();
     health.addToServer(server);
     const files = options.admin ? [file_weft_v1_mesh, file_weft_v1_admin] : [file_weft_v1_mesh];
     new ReflectionService(files).addToServer(server);
-    return new ServiceServer(server, mesh, health, await bind(server, bindTarget(options.address), serviceServerCredentials(options.tls)));
+    const address = await bindSocket(server, target, serviceServerCredentials(options.tls), options.socketMode ?? DEFAULT_SOCKET_MODE);
+    return new ServiceServer(server, mesh, health, address);
   }
 
   /**
@@ -76,6 +88,27 @@ export class ServiceServer {
 export function bindTarget(address: string): string {
   if (address.startsWith("unix:")) return address;
   if (address.startsWith("/")) return `unix:${address}`;
+  return address;
+}
+
+/** Only the sidecar's own user (and root) may connect to its unix socket. */
+export const DEFAULT_SOCKET_MODE = 0o600;
+
+/**
+ * Binds `target`; a unix socket is created under a umask that leaves it no wider than
+ * `mode` and then given exactly `mode`, so that it is never reachable by others, not even
+ * between the bind and the chmod.
+ */
+async function bindSocket(server: Server, target: string, credentials: ServerCredentials, mode: number): Promise<string> {
+  if (!target.startsWith("unix:")) return bind(server, target, credentials);
+  const previous = process.umask(0o777 & ~mode);
+  let address: string;
+  try {
+    address = await bind(server, target, credentials);
+  } finally {
+    process.umask(previous);
+  }
+  await chmod(target.slice("unix:".length), mode);
   return address;
 }
 

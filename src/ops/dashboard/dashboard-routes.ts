@@ -4,8 +4,10 @@ import { status } from "@grpc/grpc-js";
 import type { Registry } from "prom-client";
 import type { SidecarAdmin } from "../../admin/index.js";
 import { WeftError } from "../../contract/errors.js";
+import { OPEN_ACCESS } from "../../security/access.js";
 import type { HttpServer } from "../http-server.js";
 import { type Overview, buildOverview, groupCountsFromMetrics } from "./overview.js";
+import { type DashboardAccess, admit, fromError, isRefusal, sendRefusal } from "./dashboard-guard.js";
 import { RateHistory } from "./rate-history.js";
 
 /** Largest request body the dashboard's API reads, bytes. */
@@ -28,6 +30,8 @@ export interface DashboardOptions {
   notReady: () => string | undefined;
   /** Rate history to keep: samples and interval (default 300 at 1000 ms: five minutes). */
   history?: { capacity?: number; intervalMs?: number };
+  /** Who may use it (dashboard-guard.ts). Default: loopback clients, under loopback names. */
+  guard?: DashboardAccess;
 }
 
 /** The running dashboard: stop its sampling when the sidecar stops. */
@@ -75,7 +79,11 @@ export function serveDashboard(http: HttpServer, options: DashboardOptions): Das
     return latest.overview;
   };
 
-  http.route("GET", "/", (_request, response) => {
+  const guard: DashboardAccess = options.guard ?? { access: OPEN_ACCESS, hosts: [], address: http.address };
+
+  http.route("GET", "/", (request, response) => {
+    const caller = admit(request, guard);
+    if (isRefusal(caller)) return sendRefusal(response, caller, true);
     response.writeHead(200, {
       "Content-Type": "text/html; charset=utf-8",
       "Content-Length": Buffer.byteLength(PAGE),
@@ -86,13 +94,17 @@ export function serveDashboard(http: HttpServer, options: DashboardOptions): Das
     response.end(PAGE);
   });
 
-  http.route("GET", "/api/overview", async (_request, response, url) => {
+  http.route("GET", "/api/overview", async (request, response, url) => {
+    const caller = admit(request, guard);
+    if (isRefusal(caller)) return sendRefusal(response, caller);
     const unknown = [...url.searchParams.keys()];
     if (unknown.length > 0) return refuse(response, 400, "INVALID_ARGUMENT", "INVALID_PARAMETER", unknown[0]!, "GET /api/overview takes no query parameters");
     await answer(response, overview);
   });
 
   http.route("POST", "/api/dlq/redrive", async (request, response) => {
+    const caller = admit(request, guard);
+    if (isRefusal(caller)) return sendRefusal(response, caller);
     const body = await readJson(request, response);
     if (body === undefined) return;
     const { channel, group, sequences } = body as Record<string, unknown>;
@@ -103,6 +115,12 @@ export function serveDashboard(http: HttpServer, options: DashboardOptions): Das
     }
     const extra = Object.keys(body).filter((k) => !["channel", "group", "sequences"].includes(k));
     if (extra.length > 0) return refuse(response, 400, "INVALID_ARGUMENT", "INVALID_PARAMETER", extra[0]!, `unknown field ${JSON.stringify(extra[0])}; use channel, group and sequences`);
+    try {
+      guard.access.check(caller, "admin", channel);
+    } catch (e) {
+      if (e instanceof WeftError) return sendRefusal(response, fromError(e));
+      throw e;
+    }
     await answer(response, async () => {
       const result = await options.admin.redrive(channel, group, sequences === undefined ? {} : { sequences: sequences as number[] });
       latest = undefined; // the next overview shows the redrive
@@ -143,11 +161,12 @@ const HTTP_STATUS: Partial<Record<status, number>> = {
 /**
  * The request's body as a JSON object, or undefined after refusing it: it must be
  * application/json (a cross-site form cannot send that without the sidecar's consent), from
- * this origin when the browser says one, at most MAX_BODY_BYTES, and a JSON object.
+ * this origin when the browser says one (`Origin: null`, which sandboxed pages and some
+ * redirects send, is not this origin), at most MAX_BODY_BYTES, and a JSON object.
  */
 async function readJson(request: IncomingMessage, response: ServerResponse): Promise<Record<string, unknown> | undefined> {
   const origin = request.headers.origin;
-  if (origin !== undefined && origin !== "null") {
+  if (origin !== undefined) {
     let host: string | undefined;
     try {
       host = new URL(origin).host;

@@ -29,6 +29,7 @@ const WORKLOADS: readonly [id: string, file: string][] = [
   ["W5", "w5-fsync.ts"],
   ["W6", "w6-latency.ts"],
   ["W7", "w7-backlog.ts"],
+  ["W8", "w8-tls.ts"],
   ["J", "jetstream.ts"],
 ];
 

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { ConnectOptions } from "../../src/client/index.js";
 import type { BenchRow } from "./types.js";
 import { startScript, startSidecar } from "./child-process.js";
 import type { StreamResult, StreamShape } from "./stream-shape.js";
@@ -37,7 +38,7 @@ export interface MedianRun {
 }
 
 /** One measured stream on a fresh process, and the events/s of the warm-up run before it. */
-interface Measured {
+export interface Measured {
   result: StreamResult;
   peakRssMiB: number | undefined;
   cold: number | undefined;
@@ -49,9 +50,9 @@ interface Measured {
  * compiling its hot path, and a sidecar runs for days (W6 warms up for the same reason).
  * Alike on both sides of a ratio. None in `--quick`.
  */
-async function warmThenMeasure(address: string, shape: StreamShape, groups = 1): Promise<{ result: StreamResult; cold: number | undefined }> {
-  const cold = shape.warmUp ? (await runWeftStream(address, { ...shape, events: Math.ceil(shape.events / 2) }, groups)).eventsPerSecond : undefined;
-  return { result: await runWeftStream(address, shape, groups), cold };
+async function warmThenMeasure(address: string, shape: StreamShape, groups = 1, client: Pick<ConnectOptions, "tls"> = {}): Promise<{ result: StreamResult; cold: number | undefined }> {
+  const cold = shape.warmUp ? (await runWeftStream(address, { ...shape, events: Math.ceil(shape.events / 2) }, groups, client)).eventsPerSecond : undefined;
+  return { result: await runWeftStream(address, shape, groups, client), cold };
 }
 
 /**
@@ -69,7 +70,7 @@ export async function measureWithCeiling(scratch: string, name: string, shape: S
   return { weft: median(weft), raw: median(raw) };
 }
 
-function median(runs: Measured[]): MedianRun {
+export function median(runs: Measured[]): MedianRun {
   const sorted = [...runs].sort((a, b) => a.result.eventsPerSecond - b.result.eventsPerSecond);
   const peaks = runs.map((r) => r.peakRssMiB).filter((x): x is number => x !== undefined);
   return {
@@ -81,10 +82,10 @@ function median(runs: Measured[]): MedianRun {
 }
 
 /** Runs `shape` through a fresh sidecar process (its own data directory under `scratch`). */
-export async function measureSidecar(scratch: string, name: string, shape: StreamShape, sidecarArgs: string[] = [], groups = 1): Promise<Measured> {
+export async function measureSidecar(scratch: string, name: string, shape: StreamShape, sidecarArgs: string[] = [], groups = 1, client: Pick<ConnectOptions, "tls"> = {}): Promise<Measured> {
   const sidecar = await startSidecar(join(scratch, name), sidecarArgs);
   try {
-    const { result, cold } = await warmThenMeasure(sidecar.address, shape, groups);
+    const { result, cold } = await warmThenMeasure(sidecar.address, shape, groups, client);
     return { result, cold, peakRssMiB: sidecar.peakRssMiB() };
   } finally {
     await sidecar.stop();

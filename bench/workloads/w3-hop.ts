@@ -4,17 +4,27 @@
  * Events/s end to end (first publish to last delivery) and publish-to-delivery latency
  * (each event carries the time its publish was called). Ceiling: W1 (one sidecar).
  */
-import { connect } from "../../src/client/index.js";
+import { type ClientTls, connect } from "../../src/client/index.js";
 import { Histogram, procMemory, round1, round3, stampOf, stamped, startPair, warmUp } from "./support/hop-procs.js";
-import type { BenchRow, Workload } from "./types.js";
+import type { BenchOptions, BenchRow, Workload } from "./types.js";
 
 const PAYLOAD = 256;
 
-export const workload: Workload = async (options) => {
+export const workload: Workload = async (options) => [await measureHop(options, "w3")];
+
+/** With TLS: the sidecars' flags (per node id) and what the clients connect with. */
+export interface HopTls {
+  sidecarArgs: (nodeId: string) => string[];
+  client: ClientTls;
+}
+
+/** One W3 measurement on a fresh pair of sidecars: the row, with id "W3" (the caller may rename it). */
+export async function measureHop(options: BenchOptions, tag: string, tls?: HopTls): Promise<BenchRow> {
   const total = options.quick ? 5_000 : 100_000;
-  const { a, b } = await startPair(options.scratch, "w3");
-  const pub = connect(a.address, { maxOutstanding: 20_000 });
-  const subClient = connect(b.address);
+  const { a, b } = await startPair(options.scratch, tag, undefined, tls?.sidecarArgs);
+  const client = tls ? { tls: tls.client } : {};
+  const pub = connect(a.address, { ...client, maxOutstanding: 20_000 });
+  const subClient = connect(b.address, client);
   const channel = `bench.w3.r${Date.now()}`;
   try {
     const sub = subClient.subscribe({ channel, group: "w3", from: "latest", maxInFlight: 5000 });
@@ -87,10 +97,10 @@ export const workload: Workload = async (options) => {
       },
     };
     if (received < total) row.extra!["note"] = `only ${received} of ${total} delivered before the timeout`;
-    return [row];
+    return row;
   } finally {
     pub.close();
     subClient.close();
     await Promise.all([a.terminate(), b.terminate()]);
   }
-};
+}

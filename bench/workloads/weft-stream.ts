@@ -1,4 +1,4 @@
-import { connect } from "../../src/client/index.js";
+import { type ConnectOptions, connect } from "../../src/client/index.js";
 import { LatencyRecorder, type StreamResult, type StreamShape } from "./stream-shape.js";
 
 /**
@@ -6,12 +6,12 @@ import { LatencyRecorder, type StreamResult, type StreamShape } from "./stream-s
  * group (`groups` groups of one channel), acking each. Publisher and subscribers share this
  * process, so the `t` attribute gives publish-to-delivery latency on one clock.
  */
-export async function runWeftStream(address: string, shape: StreamShape, groups = 1): Promise<StreamResult> {
+export async function runWeftStream(address: string, shape: StreamShape, groups = 1, client: Pick<ConnectOptions, "tls"> = {}): Promise<StreamResult> {
   const channel = `bench.events.r${Date.now()}`;
   // Own subchannels: a pooled one left from an earlier run on a reused port must not be picked up.
   const channelOptions = { "grpc.use_local_subchannel_pool": 1 };
-  const pub = connect(address, { maxOutstanding: shape.maxOutstanding, maxBatch: shape.maxBatch, channelOptions });
-  const subClients = Array.from({ length: groups }, () => connect(address, { channelOptions }));
+  const pub = connect(address, { ...client, maxOutstanding: shape.maxOutstanding, maxBatch: shape.maxBatch, channelOptions });
+  const subClients = Array.from({ length: groups }, () => connect(address, { ...client, channelOptions }));
   const subs = subClients.map((c, g) => c.subscribe({ channel, group: `bench-${g}`, from: "earliest", maxInFlight: shape.maxInFlight }));
   await Promise.all(subs.map((s) => s.subscribed()));
   const payload = Buffer.alloc(shape.payloadBytes, 120);

@@ -114,11 +114,11 @@ export async function startWeft(spec: WeftSpec): Promise<WeftProcess> {
 }
 
 /** Two linked sidecars a and b (each lists the other as its peer). */
-export async function startPair(scratch: string, tag: string, env?: Record<string, string>): Promise<{ a: WeftProcess; b: WeftProcess }> {
+export async function startPair(scratch: string, tag: string, env?: Record<string, string>, extra: (nodeId: string) => string[] = () => []): Promise<{ a: WeftProcess; b: WeftProcess }> {
   const [portA, peerA, portB, peerB] = (await freePorts(4)) as [number, number, number, number];
   const [a, b] = await Promise.allSettled([
-    startWeft({ nodeId: "a", dataDir: join(scratch, `${tag}-a`), port: portA, peerPort: peerA, peers: [`127.0.0.1:${peerB}`], env }),
-    startWeft({ nodeId: "b", dataDir: join(scratch, `${tag}-b`), port: portB, peerPort: peerB, peers: [`127.0.0.1:${peerA}`], env }),
+    startWeft({ nodeId: "a", dataDir: join(scratch, `${tag}-a`), port: portA, peerPort: peerA, peers: [`127.0.0.1:${peerB}`], env, extra: extra("a") }),
+    startWeft({ nodeId: "b", dataDir: join(scratch, `${tag}-b`), port: portB, peerPort: peerB, peers: [`127.0.0.1:${peerA}`], env, extra: extra("b") }),
   ]);
   if (a.status === "fulfilled" && b.status === "fulfilled") return { a: a.value, b: b.value };
   // One failed: stop the other before reporting.

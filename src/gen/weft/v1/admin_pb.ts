@@ -1003,6 +1003,9 @@ export const StatsResponseSchema: GenMessage<StatsResponse> = /*@__PURE__*/
  *   NOT_FOUND           a channel, group or dead letter this sidecar does not have
  *   RESOURCE_EXHAUSTED  more than 10000 sequences in one request
  *   UNAVAILABLE         the sidecar is shutting down
+ *   UNAUTHENTICATED     the sidecar has a policy and the call shows no identity it knows
+ *   PERMISSION_DENIED   the identity has no admin grant for the channel (dead letters,
+ *                       redrive, purge) or none at all (lists, stats); reason NOT_PERMITTED
  *
  * @generated from service weft.v1.Admin
  */

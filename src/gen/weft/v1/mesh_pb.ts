@@ -677,6 +677,13 @@ export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE_
  *   RESOURCE_EXHAUSTED  limits: events per batch, message size, credits, subscriptions
  *   FAILED_PRECONDITION requests in the wrong order (e.g. an ack before the subscription)
  *   UNAVAILABLE         the sidecar is shutting down; reconnect and resume
+ *   UNAUTHENTICATED     the sidecar has a policy and the call shows no identity it knows:
+ *                       a client certificate naming spiffe://TRUST-DOMAIN/weft/service/NAME,
+ *                       "authorization: Bearer TOKEN" metadata, or its unix socket
+ *   PERMISSION_DENIED   the policy grants the identity no right to subscribe as the group,
+ *                       or to change the group's stored settings (reason NOT_PERMITTED)
+ * A publish to a channel the identity may not publish to is a per-event error
+ * (PERMISSION_DENIED, NOT_PERMITTED); docs/security.md has the identities and the policy.
  *
  * @generated from service weft.v1.Mesh
  */

@@ -97,7 +97,8 @@ export const PeerFrameSchema: GenMessage<PeerFrame> = /*@__PURE__*/
 export type Hello = Message<"weft.v1.Hello"> & {
   /**
    * The sender's node id: unique in the mesh. 1 to 64 characters: letters, digits, '.',
-   * '_' or '-', starting with a letter or digit.
+   * '_' or '-', starting with a letter or digit. On a mutual TLS link it must be the node
+   * the sender's certificate names (spiffe://TRUST-DOMAIN/weft/node/NODE-ID).
    *
    * @generated from field: string node_id = 1;
    */
@@ -483,7 +484,10 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
  * "weft-reason" (as on weft.v1.Mesh):
  *   INVALID_ARGUMENT    a malformed frame or event, or frames in the wrong order
  *   FAILED_PRECONDITION no common protocol version; a forward for a group never advertised
- *   ALREADY_EXISTS      a duplicate node id, or a second link between the same two sidecars
+ *   ALREADY_EXISTS      a second link between the same two sidecars, or one to itself
+ *   PERMISSION_DENIED   a duplicate node id; with mutual TLS, a certificate that names no
+ *                       node of the mesh's trust domain (NOT_A_PEER), or a hello whose
+ *                       node_id is not the one the certificate names (NODE_ID_MISMATCH)
  *   UNAVAILABLE         the sidecar is shutting down
  *
  * @generated from service weft.v1.Peer

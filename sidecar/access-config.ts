@@ -1,5 +1,5 @@
 import { isNodeId } from "../src/contract/validate.js";
-import { AccessControl, type TokenHash } from "../src/security/access.js";
+import { AccessControl, SOCKET_IDENTITY, type TokenHash } from "../src/security/access.js";
 import { ANY_IDENTITY, type Grant, GroupPattern, NamePattern, PERMISSIONS, type Permission, Policy } from "../src/security/policy.js";
 
 /**
@@ -73,6 +73,7 @@ export function readTokens(entries: Map<string, unknown>, fail: Fail): TokensCon
   for (const [name, hash] of entries) {
     const at = `tokens.${name}`;
     if (!isNodeId(name)) fail(at, "is not an identity name: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+    if (name === SOCKET_IDENTITY) fail(at, `is the unix socket's identity; a token cannot stand for it`);
     if (typeof hash !== "string" || !TOKEN_HASH.test(hash)) {
       fail(at, 'must be the token\'s SHA-256, "sha256:" and 64 lowercase hex digits (weft token NAME makes a token and its line); never the token itself');
     }

@@ -641,7 +641,7 @@ function hostList(value: unknown): string[] {
   if (!Array.isArray(entries)) throw new Problem(`must be a list of host names, or one text of them separated by commas, not ${kindOf(value)}`);
   if (entries.length > MAX_PEER_ENTRIES) throw new Problem(`has more than ${MAX_PEER_ENTRIES} entries`);
   return entries.map((raw: unknown, i) => {
-    const host = typeof raw === "string" ? raw.trim().toLowerCase() : "";
+    const host = typeof raw === "string" ? raw.trim().toLowerCase().replace(/^\[(.*)\]$/, "$1") : "";
     if (host === "" || addressProblem(`${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:1`, true) !== undefined) {
       throw new Problem(`entry ${i + 1}, ${describe(raw)}, is not a host name or an IP address (without a port)`);
     }

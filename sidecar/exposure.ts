@@ -22,7 +22,7 @@ export function exposedListeners(config: Pick<SidecarConfig, "listen" | "peerLis
   return all.filter((l) => l.address !== "off" && !l.address.startsWith("/") && !l.address.startsWith("unix:") && !isLoopback(hostOf(l.address)));
 }
 
-type Exposure = Pick<SidecarConfig, "listen" | "peerListen" | "http" | "tls" | "insecure" | "policy">;
+type Exposure = Pick<SidecarConfig, "listen" | "peerListen" | "http" | "tls" | "insecure" | "policy" | "peers" | "peersDns">;
 
 /**
  * What is unsafe about where the sidecar listens, one sentence each: a listener beyond
@@ -36,6 +36,11 @@ function unsafe(config: Exposure): string[] {
   const out: string[] = [];
   if (exposed.length > 0 && !config.tls) {
     out.push(`${describeListeners(exposed)} beyond loopback without TLS: anyone who reaches ${exposed.length > 1 ? "them" : "it"} could read, ack and forge events`);
+  }
+  const dialed = [...config.peers, ...config.peersDns].filter((a) => !isLoopback(hostOf(a)));
+  if (dialed.length > 0 && !config.tls) {
+    const list = dialed.length > 3 ? `${dialed.slice(0, 3).join(", ")} and ${dialed.length - 3} more` : dialed.join(", ");
+    out.push(`peers beyond loopback (${list}) would be dialed without TLS: whoever answers there could pose as a peer and receive events`);
   }
   const service = exposed.find((l) => l.setting === "listen");
   if (service && !config.policy) {
@@ -71,7 +76,8 @@ export function describeListeners(listeners: Listener[]): string {
 }
 
 function hostOf(address: string): string {
-  return address.slice(0, address.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1").toLowerCase().replace(/\.$/, "");
+  // A trailing dot is kept: "localhost." is a DNS name that /etc/hosts does not answer.
+  return address.slice(0, address.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1").toLowerCase();
 }
 
 function isLoopback(host: string): boolean {

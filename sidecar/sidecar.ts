@@ -314,6 +314,7 @@ export class Sidecar {
     // Only now: the log is open, the engine and the mesh run, both listeners are bound.
     const sidecar = new Sidecar(config, log, engine, mesh, server, peerServer, dialer, sweeper, collector, metrics, http, admin, tls, logger);
     tls?.watch((result) => sidecar.reported(result, "the files changed"));
+    if (tls) sidecar.warnIfExpiring();
     if (http) serveOperations(http, { metrics, notReady: () => sidecar.notReady() });
     if (http) {
       const guard = { access, hosts: config.httpHosts, address: http.address };
@@ -344,6 +345,17 @@ export class Sidecar {
     } else if (result.error) {
       this.logger.error({ file: result.error.file, path: result.error.path }, `TLS files not reloaded (${why}), the ones in force stay: ${result.error.message}`);
     }
+    this.warnIfExpiring();
+  }
+
+  /** Warns when the certificate in force expires within EXPIRY_WARNING_MS (or has): rotation is overdue. */
+  private warnIfExpiring(): void {
+    const material = this.tls?.material;
+    if (!material) return;
+    const left = material.notAfter.getTime() - Date.now();
+    if (left > EXPIRY_WARNING_MS) return;
+    const when = material.notAfter.toISOString();
+    this.logger.warn({ serial: material.serial, notAfter: when }, left <= 0 ? `the TLS certificate in force expired on ${when}: peers and clients refuse it; rotate it` : `the TLS certificate in force expires on ${when}: rotate it`);
   }
 
   /**
@@ -368,6 +380,9 @@ export class Sidecar {
     return this.stopping;
   }
 }
+
+/** A certificate this close to its end is warned about at start and at each reload, ms. */
+const EXPIRY_WARNING_MS = 7 * 24 * 3600_000;
 
 /** The host name, made a valid node id ("weft" if nothing of it is usable). */
 export function defaultNodeId(): string {

@@ -148,6 +148,17 @@ describe("weft.v1.Mesh/Subscribe", () => {
     expect((await plain.subscribed()).maxAttempts).toBe(7);
   });
 
+  it("refuses a dead-letter channel the identity may not publish to: its events would be written there", async () => {
+    const channel = fresh("orders.dlqroute");
+    const hijack = asBilling().subscribe({ channel, group: "billing", maxAttempts: 1, deadLetterChannel: "payments.approved" });
+    subscriptions.push(hijack);
+    expect(await refusal(hijack.subscribed())).toEqual({ code: "PERMISSION_DENIED", reason: Reason.NOT_PERMITTED });
+    expect(groupOf(channel, "billing")).toBeUndefined();
+    const own = asBilling().subscribe({ channel, group: "billing", deadLetterChannel: "billing.dead" });
+    subscriptions.push(own);
+    expect((await own.subscribed()).deadLetterChannel).toBe("billing.dead");
+  });
+
   it("lets an identity with the settings grant change them (the latest open wins)", async () => {
     const channel = fresh("orders.reader");
     const first = asToken(tokens.reader).subscribe({ channel, group: "reader", maxAttempts: 3 });
@@ -157,6 +168,14 @@ describe("weft.v1.Mesh/Subscribe", () => {
     subscriptions.push(second);
     expect((await second.subscribed()).maxAttempts).toBe(9);
     expect(groupOf(channel, "reader")?.maxAttempts).toBe(9);
+  });
+});
+
+describe("identities", () => {
+  it("does not take a service certificate named local for the unix socket's user", async () => {
+    const local = await ca.service("local");
+    const c = client({ tls: ca.client(local) });
+    expect(await refusal(c.publish({ channel: fresh("billing.local"), data: "x" }))).toEqual({ code: "UNAUTHENTICATED", reason: Reason.UNAUTHENTICATED });
   });
 });
 

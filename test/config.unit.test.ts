@@ -1116,6 +1116,7 @@ policy:
     ["policy:\n  a: [x]\n", "must be a mapping of permission to patterns"],
     ["tokens:\n  ops: secret\n", 'key "tokens.ops": must be the token\'s SHA-256'],
     [`tokens:\n  "bad name": "${hash}"\n`, "is not an identity name"],
+    [`tokens:\n  local: "${hash}"\n`, "is the unix socket's identity"],
   ])("refuses %j", async (yaml, message) => {
     expect((await yamlRefusal(yaml)).message).toContain(message);
   });
@@ -1133,5 +1134,6 @@ policy:
     expect((await fromYaml("httpHosts: [weft.example, 10.0.0.7]\n")).httpHosts).toEqual(["weft.example", "10.0.0.7"]);
     expect((await resolveConfig({ env: {}, flags: { httpHosts: "a.example, B.example" } })).httpHosts).toEqual(["a.example", "b.example"]);
     expect((await yamlRefusal("httpHosts: [weft.example:80]\n")).message).toContain("is not a host name or an IP address (without a port)");
+    expect((await fromYaml('httpHosts: ["[::1]", "fd00::7"]\n')).httpHosts).toEqual(["::1", "fd00::7"]);
   });
 });

@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Subscription } from "../src/client/index.js";
 import { Reason } from "../src/contract/errors.js";
 import { createLogger } from "../src/ops/logger.js";
+import { TlsFiles } from "../src/security/tls-files.js";
 import { Sidecar, defaultConfig } from "../sidecar/sidecar.js";
 import { type TestCa, testCa } from "./support/certs.js";
 import { eventually, take } from "./support/collect.js";
@@ -247,6 +248,21 @@ describe("rotation", () => {
     expect(records.some((r) => r.level === "info" && r.msg.includes("TLS files reloaded (the files changed)"))).toBe(true);
   });
 
+  it("keeps watching for one user of the files when another stops watching them", async () => {
+    const paths = await ca.node("shared");
+    const first = await TlsFiles.open(paths);
+    const second = await TlsFiles.open(paths);
+    const seen: string[] = [];
+    first.watch(() => {});
+    second.watch((r) => r.changed && seen.push(r.material.serial));
+    first.close();
+    const before = second.material.serial;
+    await ca.node("shared");
+    await eventually(() => seen.length > 0, 15_000, "the second user reloaded");
+    expect(seen[0]).not.toBe(before);
+    second.close();
+  });
+
   it("keeps the certificate in force when the new files cannot be used, and logs why", async () => {
     const before = await serialAt(a.address);
     const files = a.sidecar.config.tls!;
@@ -284,6 +300,13 @@ describe("listeners beyond loopback", () => {
       await expect(stat(dataDir)).rejects.toMatchObject({ code: "ENOENT" });
     });
   }
+
+  it("refuse to dial peers beyond loopback without TLS, and a host that only looks like loopback", async () => {
+    const config = { ...defaultConfig(), dataDir: `${await tempDir()}/data`, listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "off", peers: ["127.0.0.1:7421", "10.77.0.5:7421"] };
+    await expect(Sidecar.start(config, { logger })).rejects.toThrow(/^peers beyond loopback \(10\.77\.0\.5:7421\) would be dialed without TLS.*--insecure/);
+    const dotted = { ...config, peers: [], listen: "localhost.:0" };
+    await expect(Sidecar.start(dotted, { logger })).rejects.toThrow(/^listen localhost\.:0 is beyond loopback without TLS/);
+  });
 
   it("start with --insecure, and warn that they are unauthenticated", async () => {
     const seen: LogRecord[] = [];

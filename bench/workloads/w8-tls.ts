@@ -14,9 +14,9 @@ import { type HopTls, measureHop } from "./w3-hop.js";
 
 export const workload: Workload = async (options) => {
   const certs = join(options.scratch, "certs");
-  await makeCa(certs, { trustDomain: "weft.bench", days: 1 });
+  await makeCa(certs, { trustDomain: "weft.bench", days: 30 });
   const args = async (nodeId: string): Promise<string[]> => {
-    const files = await makeNodeCert(certs, { nodeId, days: 1 });
+    const files = await makeNodeCert(certs, { nodeId, days: 30 });
     return ["--tls-cert", files.cert, "--tls-key", files.key, "--tls-ca", join(certs, "ca.crt")];
   };
   const nodeArgs = new Map<string, string[]>();

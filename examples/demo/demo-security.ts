@@ -29,7 +29,7 @@ export interface DemoSecurity {
 export async function demoSecurity(nodes: string[], publisher: string, groups: string[], channel: string): Promise<DemoSecurity> {
   const dir = await mkdtemp(join(tmpdir(), "weft-demo-certs-"));
   try {
-    await makeCa(dir, { trustDomain: "weft.demo", days: 1 });
+    await makeCa(dir, { trustDomain: "weft.demo", days: 30 });
     const policy = [
       "policy:",
       `  ${publisher}:`,
@@ -38,14 +38,14 @@ export async function demoSecurity(nodes: string[], publisher: string, groups: s
     ].join("\n");
     const configs = new Map<string, string>();
     for (const node of nodes) {
-      const files = await makeNodeCert(dir, { nodeId: node, days: 1 });
+      const files = await makeNodeCert(dir, { nodeId: node, days: 30 });
       const path = join(dir, `${node}.yaml`);
       writeFileSync(path, `tls:\n  cert: ${files.cert}\n  key: ${files.key}\n  ca: ${join(dir, "ca.crt")}\n${policy}\n`);
       configs.set(node, path);
     }
     const services = new Map<string, ClientTls>();
     for (const name of [publisher, ...groups]) {
-      const files = await makeServiceCert(dir, { name, days: 1 });
+      const files = await makeServiceCert(dir, { name, days: 30 });
       // Node certificates name localhost: the services check that name, not the IP they dial.
       services.set(name, { ca: readFileSync(join(dir, "ca.crt")), cert: readFileSync(files.cert), key: readFileSync(files.key), serverName: "localhost" });
     }

@@ -132,8 +132,11 @@ export class DeliveryEngine {
    * members behind that peer) receives only this sidecar's own events, never relay copies
    * (forwarded events are not forwarded again), and its deliveries have no deadline: they
    * end when the peer reports them handled or gives them back.
+   *
+   * The member's max attempts and dead-letter channel become the group's (the latest join
+   * wins), unless `configure` is false and the group existed before this join.
    */
-  async join(settings: JoinSettings, sink: MemberSink, options: { remote?: boolean } = {}): Promise<Membership> {
+  async join(settings: JoinSettings, sink: MemberSink, options: { remote?: boolean; configure?: boolean } = {}): Promise<Membership> {
     const remote = options.remote ?? false;
     const own = await this.groupFor(settings);
     const dispatchers = [own.group];
@@ -141,7 +144,9 @@ export class DeliveryEngine {
       const relay = { ...settings, channel: relayChannel(settings.channel, settings.group), start: { kind: "earliest" } as const };
       dispatchers.push((await this.groupFor(relay)).group);
     }
-    for (const d of dispatchers) await d.configure(settings.maxAttempts, settings.deadLetterChannel);
+    // A member that may not change the group's settings keeps those of a group it did not create.
+    const configure = own.created || (options.configure ?? true);
+    if (configure) for (const d of dispatchers) await d.configure(settings.maxAttempts, settings.deadLetterChannel);
     const credits: MemberCredits = { window: settings.maxInFlight, inflight: 0, lastDeliveryId: 0, released: () => {} };
     const id = this.nextMemberId++;
     const members = dispatchers.map((d): [GroupDispatcher, MemberState] => [

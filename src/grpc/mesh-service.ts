@@ -208,18 +208,25 @@ export class MeshService {
    * stored settings: the latest open's max attempts and dead-letter channel win, but only
    * for a caller with the settings permission; without it, fields the open left unset take
    * the group's, and one it set to something else is refused. A new group is the opener's
-   * to set up. @returns the settings to join with. @throws WeftError PERMISSION_DENIED.
+   * to set up. A dead-letter channel other than the default is one the group's events will
+   * be written to: the caller must be allowed to publish there.
+   * @returns the settings to join with, and whether the join may configure an existing group.
+   * @throws WeftError PERMISSION_DENIED.
    */
-  private permitted(caller: Caller, open: SubscribeOpen, settings: JoinSettings): JoinSettings {
+  private permitted(caller: Caller, open: SubscribeOpen, settings: JoinSettings): { settings: JoinSettings; configure: boolean } {
     const access = this.callers.access;
-    access.check(caller, "subscribe", settings.channel, settings.group);
-    const stored = this.deps.engine.groupSettings(settings.channel, settings.group);
-    if (!stored || access.allows(caller, "settings", settings.channel, settings.group)) return settings;
+    const { channel, group } = settings;
+    access.check(caller, "subscribe", channel, group);
+    const configure = access.allows(caller, "settings", channel, group);
+    const stored = this.deps.engine.groupSettings(channel, group);
     const kept = { ...settings };
-    if (open.maxAttempts === 0) kept.maxAttempts = stored.maxAttempts;
-    if (open.deadLetterChannel === "") kept.deadLetterChannel = stored.deadLetterChannel;
-    if (kept.maxAttempts !== stored.maxAttempts || kept.deadLetterChannel !== stored.deadLetterChannel) access.check(caller, "settings", settings.channel, settings.group);
-    return kept;
+    if (stored && !configure) {
+      if (open.maxAttempts === 0) kept.maxAttempts = stored.maxAttempts;
+      if (open.deadLetterChannel === "") kept.deadLetterChannel = stored.deadLetterChannel;
+      if (kept.maxAttempts !== stored.maxAttempts || kept.deadLetterChannel !== stored.deadLetterChannel) access.check(caller, "settings", channel, group);
+    }
+    if (open.deadLetterChannel !== "" && kept.deadLetterChannel !== defaultDeadLetterChannel(channel, group)) access.check(caller, "publish", kept.deadLetterChannel);
+    return { settings: kept, configure };
   }
 
   private observePublished(entries: AppendEntry[]): void {
@@ -290,7 +297,7 @@ export class MeshService {
           if (membership || opening) {
             throw new WeftError(status.FAILED_PRECONDITION, Reason.ALREADY_OPEN, "this stream already has a subscription; open another stream for another one", "open");
           }
-          const settings = this.permitted(caller, r.value, joinSettings(r.value));
+          const { settings, configure } = this.permitted(caller, r.value, joinSettings(r.value));
           opening = true;
           call.pause();
           this.deps.engine
@@ -299,7 +306,7 @@ export class MeshService {
                 this.deps.tracing?.delivering(settings.channel, settings.group, deliveries);
                 for (const m of writeDeliveries(deliveries, MAX_DELIVERY_MESSAGE_BYTES)) writeSafe(call, m);
               },
-            })
+            }, { configure })
             .then(
               (m) => {
                 opening = false;

@@ -97,11 +97,12 @@ export const DEFAULT_SOCKET_MODE = 0o600;
 /**
  * Binds `target`; a unix socket is created under a umask that leaves it no wider than
  * `mode` and then given exactly `mode`, so that it is never reachable by others, not even
- * between the bind and the chmod.
+ * between the bind and the chmod. The umask is the process's: it is only ever narrowed
+ * meanwhile, so files others create during the bind (LevelDB's) get no wider modes.
  */
 async function bindSocket(server: Server, target: string, credentials: ServerCredentials, mode: number): Promise<string> {
   if (!target.startsWith("unix:")) return bind(server, target, credentials);
-  const previous = process.umask(0o777 & ~mode);
+  const previous = process.umask(0o177);
   let address: string;
   try {
     address = await bind(server, target, credentials);

@@ -62,7 +62,8 @@ export class AccessControl {
     const cert = credentials.certificate;
     if (cert && Object.keys(cert).length > 0 && this.trustDomain !== undefined) {
       const identity = identityOf(cert.subjectaltname);
-      if (typeof identity !== "string" && identity.kind === "service" && identity.trustDomain === this.trustDomain) {
+      // `local` is the unix socket's user: no certificate may claim it.
+      if (typeof identity !== "string" && identity.kind === "service" && identity.trustDomain === this.trustDomain && identity.name !== SOCKET_IDENTITY) {
         return { identity: identity.name, via: "certificate" };
       }
     }

@@ -98,8 +98,10 @@ export class TlsFiles implements experimental.CertificateProvider {
   private readonly identityListeners = new Set<experimental.IdentityCertificateUpdateListener>();
   private readonly changeListeners = new Set<(material: TlsMaterial) => void>();
   private reading: Promise<ReloadResult> | undefined;
+  /** A change seen while a read was under way: read once more after it. */
+  private stale = false;
   private settle: NodeJS.Timeout | undefined;
-  private watching = false;
+  private changed: (() => void) | undefined;
 
   private constructor(
     readonly paths: TlsPaths,
@@ -121,28 +123,42 @@ export class TlsFiles implements experimental.CertificateProvider {
    * same node. Calls made while a read is under way share it.
    */
   reload(): Promise<ReloadResult> {
-    this.reading ??= this.read().finally(() => (this.reading = undefined));
+    if (this.reading) {
+      this.stale = true;
+      return this.reading;
+    }
+    this.reading = (async () => {
+      let result = await this.read();
+      // Files written while they were being read are read again, so the last write is in force.
+      while (this.stale) {
+        this.stale = false;
+        const again = await this.read();
+        if (again.changed || again.error) result = again;
+      }
+      return result;
+    })().finally(() => (this.reading = undefined));
     return this.reading;
   }
 
   /** Polls the files for changes and reloads after each; `report` is told every outcome. */
   watch(report: (result: ReloadResult) => void): void {
-    if (this.watching) return;
-    this.watching = true;
-    const changed = (): void => {
+    if (this.changed) return;
+    this.changed = (): void => {
       clearTimeout(this.settle);
       this.settle = setTimeout(() => void this.reload().then(report), SETTLE_MS);
       this.settle.unref();
     };
-    for (const path of this.pathList()) watchFile(path, { interval: WATCH_INTERVAL_MS, persistent: false }, changed);
+    for (const path of this.pathList()) watchFile(path, { interval: WATCH_INTERVAL_MS, persistent: false }, this.changed);
   }
 
-  /** Stops watching the files. Idempotent. */
+  /** Stops watching the files and telling listeners. Idempotent. */
   close(): void {
     clearTimeout(this.settle);
-    if (!this.watching) return;
-    this.watching = false;
-    for (const path of this.pathList()) unwatchFile(path);
+    this.changeListeners.clear();
+    const changed = this.changed;
+    if (!changed) return;
+    this.changed = undefined;
+    for (const path of this.pathList()) unwatchFile(path, changed);
   }
 
   /** Told each time new material is put in force. */

@@ -21,17 +21,17 @@ export interface TestCa {
 
 export async function testCa(trustDomain = "weft.test"): Promise<TestCa> {
   const dir = await tempDir("weft-ca-");
-  await makeCa(dir, { trustDomain, days: 2 });
+  await makeCa(dir, { trustDomain, days: 30 });
   const caPath = join(dir, "ca.crt");
   return {
     dir,
     trustDomain,
     caPath,
     async node(nodeId) {
-      const files = await makeNodeCert(dir, { nodeId, days: 2 });
+      const files = await makeNodeCert(dir, { nodeId, days: 30 });
       return { cert: files.cert, key: files.key, ca: caPath };
     },
-    service: (name) => makeServiceCert(dir, { name, days: 2 }),
+    service: (name) => makeServiceCert(dir, { name, days: 30 }),
     client: (service) => ({
       ca: readFileSync(caPath),
       ...(service ? { cert: readFileSync(service.cert), key: readFileSync(service.key) } : {}),

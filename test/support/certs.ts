@@ -11,8 +11,11 @@ export interface TestCa {
   trustDomain: string;
   /** The CA certificate's path. */
   caPath: string;
-  /** Makes (or, called again, rotates) the certificate of node `nodeId`; returns the sidecar's TLS setting. */
-  node(nodeId: string): Promise<TlsPaths>;
+  /**
+   * Makes (or, called again, rotates) the certificate of node `nodeId`, naming `hosts` (DNS
+   * names or IPs) besides localhost; returns the sidecar's TLS setting.
+   */
+  node(nodeId: string, hosts?: string[]): Promise<TlsPaths>;
   /** Makes the certificate of service `name`. */
   service(name: string): Promise<CertFiles>;
   /** TLS for a client of a sidecar's service API: this CA, and a service certificate if given. */
@@ -27,8 +30,8 @@ export async function testCa(trustDomain = "weft.test"): Promise<TestCa> {
     dir,
     trustDomain,
     caPath,
-    async node(nodeId) {
-      const files = await makeNodeCert(dir, { nodeId, days: 30 });
+    async node(nodeId, hosts = []) {
+      const files = await makeNodeCert(dir, { nodeId, hosts, days: 30 });
       return { cert: files.cert, key: files.key, ca: caPath };
     },
     service: (name) => makeServiceCert(dir, { name, days: 30 }),

@@ -18,15 +18,23 @@ export interface SidecarProcess {
   terminate(): Promise<number | null>;
 }
 
+/** Where a `weft sidecar` child process runs. */
+export interface SpawnOptions {
+  /** The host its listeners bind (the service API on `port`, the others on free ports unless given). Default 127.0.0.1. */
+  host?: string;
+  /** A command that runs it (argv before `node`), e.g. `["ip", "netns", "exec", NETNS]`. Default: none. */
+  via?: string[];
+}
+
 /** Starts `weft sidecar` and resolves once it says it is listening. */
-export async function spawnSidecar(dataDir: string, port: number, extra: string[] = []): Promise<SidecarProcess> {
-  const address = `127.0.0.1:${port}`;
+export async function spawnSidecar(dataDir: string, port: number, extra: string[] = [], options: SpawnOptions = {}): Promise<SidecarProcess> {
+  const host = options.host ?? "127.0.0.1";
+  const address = `${host}:${port}`;
   // Free peer and HTTP ports unless the caller chose them: parallel tests must not share the defaults.
-  const peer = extra.includes("--peer-listen") ? [] : ["--peer-listen", "127.0.0.1:0"];
-  const http = extra.includes("--http") ? [] : ["--http", "127.0.0.1:0"];
-  const child = spawn(process.execPath, [WEFT_BIN, "sidecar", "--data-dir", dataDir, "--listen", address, ...peer, ...http, ...extra], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const peer = extra.includes("--peer-listen") ? [] : ["--peer-listen", `${host}:0`];
+  const http = extra.includes("--http") ? [] : ["--http", `${host}:0`];
+  const argv = [...(options.via ?? []), process.execPath, WEFT_BIN, "sidecar", "--data-dir", dataDir, "--listen", address, ...peer, ...http, ...extra];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   child.stderr!.on("data", (b: Buffer) => (err += b.toString()));
   child.stdout!.resume();

@@ -4,7 +4,8 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     // Clients in other languages need their toolchains: `npm run test:e2e` runs those.
-    exclude: [...configDefaults.exclude, "test/e2e-lang/**"],
+    // Hosts in network namespaces need root: `npm run test:netns` runs those.
+    exclude: [...configDefaults.exclude, "test/e2e-lang/**", "test/netns/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { AdminClient, type ClientTls, type WeftClient, connect } from "../../src/client/index.js";
 import type { GroupInfo } from "../../src/gen/weft/v1/admin_pb.js";
 import { describeDeliveryContract } from "../conformance/delivery-contract.js";
@@ -32,6 +32,7 @@ import { tempDir } from "../support/sidecar.js";
 const SERVICE_PORT = 7420;
 const PEER_PORT = 7421;
 const HTTP_PORT = 7422;
+const PEER_TIMEOUT = "4s";
 
 /** A sidecar of the mesh on its host. */
 interface MeshHost {
@@ -89,8 +90,12 @@ async function startNetnsMesh(): Promise<NetnsMesh> {
       const net = lan.host(nodeId);
       // The certificate names the host's address, so that clients check the sidecar by it.
       const files = await ca.node(nodeId, [net.ip]);
-      // No --node-id: the sidecar takes its node id from the certificate.
-      const p = await spawn(net, ["--peers", peers.join(","), "--peer-timeout", "1s", "--tls-cert", files.cert, "--tls-key", files.key, "--tls-ca", files.ca]);
+      // No --node-id: the sidecar takes its node id from the certificate. The peer timeout
+      // is longer than the 2 s a new link must stay up to bring back a peer that lost one
+      // (mesh-node.ts PROOF_MS): with a shorter one, the link lost when both sides dial at
+      // once gets the peer dropped although the other link is up, and the two drop each
+      // other by turns until frames other than heartbeats cross.
+      const p = await spawn(net, ["--peers", peers.join(","), "--peer-timeout", PEER_TIMEOUT, "--tls-cert", files.cert, "--tls-key", files.key, "--tls-ca", files.ca]);
       const address = `${net.ip}:${SERVICE_PORT}`;
       const admin = new AdminClient(address, { tls });
       cleanup.push(() => admin.close());
@@ -161,6 +166,12 @@ describeWithNetns("a mesh of three hosts in network namespaces", () => {
   const theMesh = (): Promise<NetnsMesh> => (started ??= startNetnsMesh());
   afterAll(async () => {
     await (await started?.catch(() => undefined))?.dispose();
+  });
+  // A failure across processes is read in their logs: print the sidecars' last lines.
+  afterEach(async ({ task }) => {
+    if (task.result?.state !== "fail") return;
+    const m = await started?.catch(() => undefined);
+    for (const h of m ? [m.a, m.b, m.c] : []) console.error(`--- ${h.nodeId}'s log, last lines:\n${h.process.stderr().trimEnd().split("\n").slice(-30).join("\n")}`);
   });
 
   describe("identities and reachability across hosts", () => {

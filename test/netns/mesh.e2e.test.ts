@@ -22,8 +22,8 @@ import { tempDir } from "../support/sidecar.js";
  *
  * Beside the contract: each sidecar knows the others by the node id their certificates name
  * (none is given one on its command line), binds only its namespace's address, refuses
- * plaintext clients on its service API, and refuses a sidecar on a fourth host whose certificate another CA
- * signed.
+ * plaintext clients on its service API, holds services to its policy, and refuses a sidecar
+ * on a fourth host whose certificate another CA signed.
  *
  * Needs root and iproute2 (`sudo npm run test:netns`); skipped with a warning without them,
  * failed in CI.
@@ -55,6 +55,8 @@ interface NetnsMesh {
   c: MeshHost;
   /** TLS for the test's clients: the CA, and a service certificate (mutual TLS). */
   tls: ClientTls;
+  /** TLS for a service the policy grants only publishing to allowed.>. */
+  limitedTls: ClientTls;
   /** Starts another sidecar on host `net`; stopped with the mesh. */
   spawn(net: NetnsHost, flags: string[]): Promise<SidecarProcess>;
   dispose(): Promise<void>;
@@ -73,12 +75,20 @@ async function startNetnsMesh(): Promise<NetnsMesh> {
     const ca = await testCa();
     cleanup.push(() => rm(ca.dir, { recursive: true, force: true }));
     const tls = ca.client(await ca.service("conformance"));
+    const limitedTls = ca.client(await ca.service("limited"));
     const peers = ["a", "b", "c"].map((n) => `${lan.host(n).ip}:${PEER_PORT}`);
+    // Every sidecar has the same policy: the conformance suite's service may do everything,
+    // "limited" may only publish to allowed.> (a service API beyond loopback needs a policy).
+    const policy = join(ca.dir, "policy.yaml");
+    await writeFile(
+      policy,
+      ["policy:", "  conformance:", '    publish: [">"]', '    subscribe: [">"]', '    settings: [">"]', '    admin: [">"]', "  limited:", "    publish: [allowed.>]", ""].join("\n"),
+    );
 
     const spawn = async (net: NetnsHost, flags: string[]): Promise<SidecarProcess> => {
       const dataDir = await tempDir("weft-netns-");
       cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
-      const p = await spawnSidecar(dataDir, SERVICE_PORT, ["--peer-listen", `${net.ip}:${PEER_PORT}`, "--http", `${net.ip}:${HTTP_PORT}`, ...flags], {
+      const p = await spawnSidecar(dataDir, SERVICE_PORT, ["--config", policy, "--peer-listen", `${net.ip}:${PEER_PORT}`, "--http", `${net.ip}:${HTTP_PORT}`, ...flags], {
         host: net.ip,
         via: lan.via(net),
       });
@@ -114,7 +124,7 @@ async function startNetnsMesh(): Promise<NetnsMesh> {
       30_000,
       "every sidecar linked with every other",
     );
-    return { lan, ca, a: a!, b: b!, c: c!, tls, spawn, dispose: tidy };
+    return { lan, ca, a: a!, b: b!, c: c!, tls, limitedTls, spawn, dispose: tidy };
   } catch (e) {
     await tidy();
     throw e;
@@ -210,6 +220,31 @@ describeWithNetns("a mesh of three hosts in network namespaces", () => {
       expect(await tcpProbe(lan, b.net, "127.0.0.1", PEER_PORT)).toBe("ECONNREFUSED");
     });
 
+    it("hold services to the policy: a service granted only allowed.> may publish there, not elsewhere, and may not subscribe", async () => {
+      const { a, b, limitedTls } = await theMesh();
+      const limited = connect(a.address, { tls: limitedTls });
+      try {
+        expect((await limited.publish({ channel: "allowed.netns", data: "ok" })).sequence).toBe(1n);
+        const denied = await limited.publish({ channel: "denied.netns", data: "no" }).then(
+          () => undefined,
+          (e: unknown) => e as { code: number; reason: string },
+        );
+        expect({ code: status[denied?.code ?? 0], reason: denied?.reason }).toEqual({ code: "PERMISSION_DENIED", reason: "NOT_PERMITTED" });
+        const sub = connect(b.address, { tls: limitedTls });
+        const s = sub.subscribe({ channel: "allowed.netns", group: "limited" });
+        const refused = await s.subscribed().then(
+          () => undefined,
+          (e: unknown) => e as { code: number; reason: string },
+        );
+        expect({ code: status[refused?.code ?? 0], reason: refused?.reason }).toEqual({ code: "PERMISSION_DENIED", reason: "NOT_PERMITTED" });
+        s.close();
+        sub.close();
+        expect((await a.admin.listChannels()).channels.map((c) => c.channel)).not.toContain("denied.netns");
+      } finally {
+        limited.close();
+      }
+    });
+
     it("refuse a plaintext client on the service API", async () => {
       const { a, b, c } = await theMesh();
       for (const h of [a, b, c]) {
@@ -263,7 +298,7 @@ describeWithNetns("a mesh of three hosts in network namespaces", () => {
     });
   });
 
-  describeDeliveryContract("three hosts in network namespaces, mutual TLS", async () => {
+  describeDeliveryContract("three hosts in network namespaces, mutual TLS and a policy", async () => {
     const m = await theMesh();
     const clients: WeftClient[] = [];
     const client = (h: MeshHost): WeftClient => {

@@ -59,6 +59,8 @@ export function buildProgram(exit: { code: number }): Command {
     .option("--no-fsync", "do not sync before acking (the default)")
     .option("--max-event-bytes <size>", "the largest event, bytes or e.g. 512KiB (default: 1MiB)")
     .option("--max-stored-bytes <size>", "refuse publishes (STORAGE_QUOTA) while the log's events take this much, bytes or e.g. 50GiB; 0 for no quota (default: 0)")
+    .option("--max-channels <n>", "the most channels this sidecar holds (events or groups; dead-letter and relay channels count), 1 to 10000000 (default: 10000)")
+    .option("--max-groups-per-channel <n>", "the most groups of one channel, 1 to 1000000 (default: 1000)")
     .option("--node-id <id>", "this sidecar's name in the mesh, unique among its peers: letters, digits, '.', '_', '-' (default: the host name)")
     .option("--peer-listen <host:port>", "the peer API address, TCP only; not the --listen address (default: 127.0.0.1:7421)")
     .option("--http <host:port>", 'the HTTP address for /metrics, /healthz and /readyz, TCP only, or "off" (default: 127.0.0.1:7422)')

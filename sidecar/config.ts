@@ -52,6 +52,10 @@ export interface ConfigFlags {
   maxEventBytes?: string | number;
   /** --max-stored-bytes: bytes, or a size such as "50GiB"; 0 for no quota. */
   maxStoredBytes?: string | number;
+  /** --max-channels: a whole number. */
+  maxChannels?: string | number;
+  /** --max-groups-per-channel: a whole number. */
+  maxGroupsPerChannel?: string | number;
   /** --node-id */
   nodeId?: string;
   /** --peer-listen: host:port. */
@@ -124,6 +128,8 @@ interface Flat {
   "retention.maxAge": number;
   "retention.maxBytes": number;
   maxStoredBytes: number;
+  maxChannels: number;
+  maxGroupsPerChannel: number;
   sweepInterval: number;
   shutdownGrace: number;
   nodeId: string;
@@ -176,6 +182,8 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   "retention.maxAge": { env: "WEFT_RETENTION_MAX_AGE", read: RETENTION_AGE },
   "retention.maxBytes": { env: "WEFT_RETENTION_MAX_BYTES", read: RETENTION_BYTES },
   maxStoredBytes: { env: "WEFT_MAX_STORED_BYTES", flag: "maxStoredBytes", read: size(0, 1024 ** 5) },
+  maxChannels: { env: "WEFT_MAX_CHANNELS", flag: "maxChannels", read: integer(1, 10_000_000) },
+  maxGroupsPerChannel: { env: "WEFT_MAX_GROUPS_PER_CHANNEL", flag: "maxGroupsPerChannel", read: integer(1, 1_000_000) },
   sweepInterval: { env: "WEFT_SWEEP_INTERVAL", read: duration(100, DAY) },
   shutdownGrace: { env: "WEFT_SHUTDOWN_GRACE", read: duration(0, HOUR) },
   nodeId: { env: "WEFT_NODE_ID", flag: "nodeId", read: nodeId },
@@ -461,6 +469,8 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     retention,
     channels,
     maxStoredBytes: pick("maxStoredBytes", d.maxStoredBytes),
+    maxChannels: pick("maxChannels", d.maxChannels),
+    maxGroupsPerChannel: pick("maxGroupsPerChannel", d.maxGroupsPerChannel),
     sweepIntervalMs: pick("sweepInterval", d.sweepIntervalMs),
     shutdownGraceMs: pick("shutdownGrace", d.shutdownGraceMs),
     nodeId: pick("nodeId", d.nodeId),

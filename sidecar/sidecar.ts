@@ -44,6 +44,14 @@ export interface SidecarConfig {
   channels: Record<string, Retention>;
   /** Publishes are refused (STORAGE_QUOTA) while the log's events take this many bytes; 0 for no quota. */
   maxStoredBytes: number;
+  /**
+   * Most channels this sidecar holds: channels with events (published, dead-letter, relay
+   * copies) or with a group. Past it, a publish or Subscribe that would make a new one is
+   * refused (TOO_MANY_CHANNELS).
+   */
+  maxChannels: number;
+  /** Most groups of one channel; past it, a Subscribe or a peer's interest that would make a new one is refused (TOO_MANY_GROUPS). */
+  maxGroupsPerChannel: number;
   /** How often retention runs, ms. */
   sweepIntervalMs: number;
   /** How long shutdown waits for streams to finish, ms. */
@@ -109,6 +117,8 @@ export function defaultConfig(): SidecarConfig {
     retention: { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 },
     channels: {},
     maxStoredBytes: 0,
+    maxChannels: 10_000,
+    maxGroupsPerChannel: 1000,
     sweepIntervalMs: 10_000,
     shutdownGraceMs: 5_000,
     nodeId: defaultNodeId(),
@@ -230,6 +240,7 @@ export class Sidecar {
       retention: config.retention,
       channelRetention: config.channels,
       maxStoredBytes: config.maxStoredBytes,
+      maxChannels: config.maxChannels,
       observer,
     });
     let listeners: typeof import("./listeners.js");
@@ -241,6 +252,7 @@ export class Sidecar {
     }
     const { PeerServer, ServiceServer, HttpServer, serveOperations, serveDashboard } = listeners;
     const engine = new DeliveryEngine(log, {
+      maxGroupsPerChannel: config.maxGroupsPerChannel,
       observer,
       onError: (err, channel, group) => logger.error({ channel, group, err }, `group ${channel}/${group}: ${(err as Error).message}`),
     });

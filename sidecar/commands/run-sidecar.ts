@@ -12,6 +12,8 @@ export interface SidecarOptions {
   fsync?: boolean;
   maxEventBytes?: string;
   maxStoredBytes?: string;
+  maxChannels?: string;
+  maxGroupsPerChannel?: string;
   nodeId?: string;
   peerListen?: string;
   http?: string;
@@ -52,6 +54,8 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         fsync: o.fsync,
         maxEventBytes: o.maxEventBytes,
         maxStoredBytes: o.maxStoredBytes,
+        maxChannels: o.maxChannels,
+        maxGroupsPerChannel: o.maxGroupsPerChannel,
         nodeId: o.nodeId,
         peerListen: o.peerListen,
         http: o.http,

@@ -12,6 +12,11 @@ export interface DeliveryEngineOptions {
   maxPendingPerGroup?: number;
   /** Most event bytes each group reads ahead into memory. Default 64 MiB. */
   maxPendingBytesPerGroup?: number;
+  /**
+   * Most groups of one channel. A join or ensure that would create one more is refused with
+   * TOO_MANY_GROUPS; groups already stored all load. Default: no limit.
+   */
+  maxGroupsPerChannel?: number;
   /** Told about storage failures the engine survives, and in which group. Default: printed to stderr. */
   onError?: (error: unknown, channel: string, group: string) => void;
   /** Told about deliveries, acks, dead letters and expiry. */
@@ -73,6 +78,8 @@ export interface GroupDetail {
 export class DeliveryEngine {
   private readonly groups = new Map<string, GroupDispatcher>();
   private readonly creating = new Map<string, Promise<GroupDispatcher>>();
+  /** Groups per channel, those being created included (see maxGroupsPerChannel). */
+  private readonly groupsOf = new Map<string, number>();
   private readonly unsubscribe: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private nextMemberId = 1;
@@ -95,6 +102,7 @@ export class DeliveryEngine {
     for (const loaded of await this.log.loadGroups()) {
       const d = this.dispatcher(loaded.record, loaded.acked, loaded.inflight);
       this.groups.set(id(loaded.record.channel, loaded.record.group), d);
+      this.countGroup(loaded.record.channel, 1);
       // Retention may have moved past the cursor while the group was not listening.
       d.trimmed(this.log.head(d.channel).first);
     }
@@ -138,12 +146,12 @@ export class DeliveryEngine {
    */
   async join(settings: JoinSettings, sink: MemberSink, options: { remote?: boolean; configure?: boolean } = {}): Promise<Membership> {
     const remote = options.remote ?? false;
+    const relay = remote ? undefined : { ...settings, channel: relayChannel(settings.channel, settings.group), start: { kind: "earliest" } as const };
+    // Both groups fit, or neither is created.
+    this.makeRoom(relay ? [settings, relay] : [settings]);
     const own = await this.groupFor(settings);
     const dispatchers = [own.group];
-    if (!remote) {
-      const relay = { ...settings, channel: relayChannel(settings.channel, settings.group), start: { kind: "earliest" } as const };
-      dispatchers.push((await this.groupFor(relay)).group);
-    }
+    if (relay) dispatchers.push((await this.groupFor(relay)).group);
     // A member that may not change the group's settings keeps those of a group it did not create.
     const configure = own.created || (options.configure ?? true);
     if (configure) for (const d of dispatchers) await d.configure(settings.maxAttempts, settings.deadLetterChannel);
@@ -210,7 +218,36 @@ export class DeliveryEngine {
    * it: an origin keeps events for a group it learnt of from a peer, members or not.
    */
   async ensure(settings: JoinSettings): Promise<void> {
+    this.makeRoom([settings]);
     await this.groupFor(settings);
+  }
+
+  /**
+   * Checks that the groups among `wanted` that do not exist yet may be created, and holds
+   * their channels in the log (maxChannels), so that nothing between here and their
+   * creation can take the room.
+   * @throws WeftError TOO_MANY_GROUPS or TOO_MANY_CHANNELS (RESOURCE_EXHAUSTED); nothing changed.
+   */
+  private makeRoom(wanted: readonly { channel: string; group: string }[]): void {
+    const max = this.options.maxGroupsPerChannel ?? Infinity;
+    const fresh = wanted.filter((w) => !this.groups.has(id(w.channel, w.group)) && !this.creating.has(id(w.channel, w.group)));
+    for (const w of fresh) {
+      const count = this.groupsOf.get(w.channel) ?? 0;
+      if (count >= max) {
+        throw exhausted(
+          Reason.TOO_MANY_GROUPS,
+          "open.group",
+          `channel ${w.channel} has ${count} groups and its limit (maxGroupsPerChannel) is ${max}; group ${w.group} would be a new one: join an existing group, or raise maxGroupsPerChannel`,
+        );
+      }
+    }
+    if (fresh.length > 0) this.log.holdChannels(fresh.map((w) => w.channel));
+  }
+
+  private countGroup(channel: string, delta: 1 | -1): void {
+    const n = (this.groupsOf.get(channel) ?? 0) + delta;
+    if (n > 0) this.groupsOf.set(channel, n);
+    else this.groupsOf.delete(channel);
   }
 
   /** Every group of this sidecar (not the relay groups), as peers learn of them. */
@@ -356,8 +393,15 @@ export class DeliveryEngine {
     if (pending) return { group: await pending, created: false };
     const creation = this.create(settings);
     this.creating.set(key, creation);
+    this.countGroup(settings.channel, 1);
     try {
-      const group = await creation;
+      let group: GroupDispatcher;
+      try {
+        group = await creation;
+      } catch (e) {
+        this.countGroup(settings.channel, -1);
+        throw e;
+      }
       this.groups.set(key, group);
       if (channelOfRelay(group.channel, group.group) === undefined) for (const l of this.createdListeners) l(this.known(group));
       return { group, created: true };

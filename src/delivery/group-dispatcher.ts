@@ -31,6 +31,8 @@ interface Entry {
   recorded?: boolean;
   /** Its attempts are stored one by one, never in a pump record (restored, or given back). */
   perEvent?: boolean;
+  /** Its dead letter was refused for maxChannels (reported once, then retried quietly). */
+  refusedDeadLetter?: boolean;
 }
 
 /** A pump record (GroupBatch.putPump) and how many of its entries are not done yet. */
@@ -475,10 +477,15 @@ export class GroupDispatcher {
           this.pump();
           return this.flush(batch);
         })
-        .catch(() => {
+        .catch((e: unknown) => {
           // The log is closing (the in-flight record stays, and a restart dead-letters it),
-          // or its disk is full: tried again until it is stored (a repeat is stored once).
+          // its disk is full, or the dead-letter channel would pass maxChannels: tried again
+          // until it is stored (a repeat is stored once).
           if (this.closed) return;
+          if (e instanceof WeftError && e.reason === Reason.TOO_MANY_CHANNELS && !entry.refusedDeadLetter) {
+            entry.refusedDeadLetter = true;
+            this.options.onError(new Error(`${this.channel}#${entry.seq} waits to be dead-lettered: ${e.message}`));
+          }
           setTimeout(() => {
             if (!this.closed && this.entries.get(entry.seq) === entry) this.deadLetter(entry, why);
           }, DEAD_LETTER_RETRY_MS).unref();

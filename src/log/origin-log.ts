@@ -66,6 +66,12 @@ export interface OriginLogOptions {
    * channel's `bytes`); retention frees room. 0 for no quota. Default 0.
    */
   maxStoredBytes?: number;
+  /**
+   * Most channels the log holds: channels with events (published, dead-letter and relay
+   * channels alike) and channels with a group (see holdChannels). An append that would make
+   * one more is refused with TOO_MANY_CHANNELS. Default: no limit.
+   */
+  maxChannels?: number;
 }
 
 /** How an append is made. */
@@ -208,6 +214,8 @@ interface Written {
   /** Its new dedup entries: what the next group, looked up meanwhile, cannot see yet. */
   seen: Map<string, AppendResult>;
   results: AppendResult[][];
+  /** Per pending append, the refusal that stored none of it (a channel past maxChannels). */
+  refusals: (WeftError | undefined)[];
   /** What the `onPrepare` listeners are told once the write succeeded or failed. */
   settles: ((stored: boolean) => void)[];
 }
@@ -375,6 +383,14 @@ async function writeBoth(events: ChainedBatch, rest: ChainedBatch, sync: boolean
  */
 export class OriginLog {
   private readonly heads = new Map<string, ChannelHead>();
+  /**
+   * The channels the log holds, bounded by maxChannels: every channel with a head, and every
+   * channel a group reads (holdChannels). Never shrinks while the log is open: retention
+   * keeps a head for an emptied channel, and groups are not removed.
+   */
+  private readonly held = new Set<string>();
+  /** New channels of the append group being written, held once it is stored. */
+  private preparing: ReadonlySet<string> = new Set();
   private readonly queue: PendingAppend[] = [];
   private readonly tasks: PendingTask[] = [];
   private sweeping: Promise<void> | undefined;
@@ -474,6 +490,7 @@ export class OriginLog {
       // Heads written before the dedup tables also hold how far the sweep had forgotten.
       const { first, last, bytes, expired } = JSON.parse(Buffer.from(value).toString("utf8")) as ChannelHead;
       log.heads.set(key.slice(2), { first, last, bytes, expired });
+      log.held.add(key.slice(2));
     }
     const tables = await db.get(DEDUP_TABLES_KEY);
     if (tables !== undefined) {
@@ -611,12 +628,46 @@ export class OriginLog {
     return [...this.heads.keys()];
   }
 
+  /** How many channels the log holds (see OriginLogOptions.maxChannels). */
+  get channelCount(): number {
+    return this.held.size;
+  }
+
+  /**
+   * Holds `channels` for groups that read them (a group is created on each), counting them
+   * against maxChannels whether or not they have events yet: a relay channel held here
+   * takes its peers' forwards without ever being refused. All of them or none.
+   * @throws WeftError TOO_MANY_CHANNELS (RESOURCE_EXHAUSTED) when they would pass the limit.
+   */
+  holdChannels(channels: readonly string[]): void {
+    const fresh = new Set(channels.filter((c) => !this.held.has(c)));
+    const counted = [...fresh].filter((c) => !this.preparing.has(c));
+    const refusal = counted.length > 0 ? this.channelRefusal(counted.length, counted[0]!) : undefined;
+    if (refusal) throw refusal;
+    for (const c of fresh) this.held.add(c);
+  }
+
+  /** The refusal of `fresh` more channels (the first named), or undefined when they fit. */
+  private channelRefusal(fresh: number, channel: string): WeftError | undefined {
+    const max = this.options.maxChannels ?? Infinity;
+    let count = this.held.size;
+    for (const c of this.preparing) if (!this.held.has(c)) count++;
+    if (count + fresh <= max) return undefined;
+    return new WeftError(
+      status.RESOURCE_EXHAUSTED,
+      Reason.TOO_MANY_CHANNELS,
+      `this sidecar holds ${count} channels and its limit (maxChannels) is ${max}; ${JSON.stringify(channel.slice(0, 200))} would be a new one: use an existing channel, or raise maxChannels`,
+      "channel",
+    );
+  }
+
   /**
    * Appends events (deduplicated by channel, source and id within the window) and resolves
    * once they are stored, with one result per entry in order. Refused, with nothing stored:
    * LOG_CLOSED once the log is closed; DISK_FULL (RESOURCE_EXHAUSTED) while the disk is full
    * (see diskFull); STORAGE_QUOTA (RESOURCE_EXHAUSTED) for an append with `quota` while the
-   * log holds `maxStoredBytes`.
+   * log holds `maxStoredBytes`; TOO_MANY_CHANNELS (RESOURCE_EXHAUSTED) for an append that
+   * would make a channel past `maxChannels` (none of that append is stored).
    */
   append(entries: AppendEntry[], options: AppendOptions = {}): Promise<AppendResult[]> {
     if (this.closed) {
@@ -723,6 +774,7 @@ export class OriginLog {
         if (this.queue.length > 0) next = this.lookUp(this.takeGroup(), written.seen);
         await writeBoth(written.eventBatch, written.batch, this.fsync);
       } catch (e) {
+        this.preparing = new Set();
         if (written) for (const channel of written.touched.keys()) this.unrepaired.add(channel);
         const error = this.failed(e);
         for (const settle of written?.settles ?? []) settle(false);
@@ -735,7 +787,11 @@ export class OriginLog {
         continue;
       }
       this.applied(written);
-      current.group.forEach((p, i) => p.resolve(written.results[i]!));
+      current.group.forEach((p, i) => {
+        const refusal = written.refusals[i];
+        if (refusal) p.reject(refusal);
+        else p.resolve(written.results[i]!);
+      });
     }
     this.writing = false;
     this.markDrained();
@@ -803,8 +859,19 @@ export class OriginLog {
     let k = 0;
     let a = 0;
     const active = this.tables.active;
+    const refusals: (WeftError | undefined)[] = [];
+    const fresh = new Set<string>();
+    this.preparing = fresh;
     for (const p of lookup.group) {
       const out: AppendResult[] = [];
+      const refusal = this.refuseNewChannels(p.entries, fresh);
+      refusals.push(refusal);
+      if (refusal) {
+        // None of it is stored: its lookups are passed over.
+        for (let i = 0; i < p.entries.length; i++, k++) while (lookup.askedFor[a] === k) a++;
+        results.push(out);
+        continue;
+      }
       for (const entry of p.entries) {
         const dk = lookup.keys[k]!;
         const relay = entry.origin !== undefined;
@@ -859,11 +926,29 @@ export class OriginLog {
       }
       attempts.stage();
     }
-    return { eventBatch, batch, touched, events, seen, results, settles };
+    return { eventBatch, batch, touched, events, seen, results, refusals, settles };
+  }
+
+  /**
+   * The refusal of an append whose new channels would pass maxChannels, counting `fresh`
+   * (the new channels of the group so far); otherwise adds its new channels to `fresh`.
+   */
+  private refuseNewChannels(entries: readonly AppendEntry[], fresh: Set<string>): WeftError | undefined {
+    let mine: Set<string> | undefined;
+    for (const e of entries) {
+      if (this.held.has(e.channel) || fresh.has(e.channel)) continue;
+      (mine ??= new Set()).add(e.channel);
+    }
+    if (!mine) return undefined;
+    const refusal = this.channelRefusal(mine.size, [...mine][0]!);
+    if (!refusal) for (const c of mine) fresh.add(c);
+    return refusal;
   }
 
   /** A group is stored: its heads become the log's, and readers hear of it. */
   private applied(written: Written): void {
+    for (const channel of written.touched.keys()) this.held.add(channel);
+    this.preparing = new Set();
     for (const [channel, head] of written.touched) {
       const before = this.heads.get(channel);
       this.observer.stored(channel, head.last - (before?.last ?? 0), head.bytes - (before?.bytes ?? 0));
@@ -989,6 +1074,7 @@ export class OriginLog {
     const out: LoadedGroup[] = [];
     for await (const [, value] of this.db.iterator({ gte: "g!", lt: prefixEnd("g!") })) {
       const record = JSON.parse(Buffer.from(value).toString("utf8")) as GroupRecord;
+      this.held.add(record.channel);
       // From the cursor on: below it everything is done, and the entries of a backlog just
       // drained are a million deletes that LevelDB has not compacted away yet, which an
       // iterator from the prefix would step over one by one (~0.4 s for 1M).

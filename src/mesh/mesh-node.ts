@@ -676,7 +676,15 @@ export class MeshNode implements LinkHost {
         });
         answer();
       },
-      (e: unknown) => link.fail(new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, `relay copies could not be stored: ${(e as Error).message}`)),
+      (e: unknown) => {
+        if (e instanceof WeftError && e.reason === Reason.TOO_MANY_CHANNELS) {
+          // The origin keeps what it forwarded, and forwards it again on the next link.
+          this.log.warn({ peer: origin, reason: e.reason }, `refused a forward from ${origin}: ${e.message}`);
+          link.fail(e);
+          return;
+        }
+        link.fail(new WeftError(status.UNAVAILABLE, Reason.LOG_CLOSED, `relay copies could not be stored: ${(e as Error).message}`));
+      },
     );
   }
 

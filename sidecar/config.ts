@@ -72,6 +72,8 @@ export interface ConfigFlags {
   peerTimeout?: string | number;
   /** --peer-window: a whole number. */
   peerWindow?: string | number;
+  /** --max-peers: a whole number. */
+  maxPeers?: string | number;
   /** --log-level: trace, debug, info, warn, error, fatal or silent. */
   logLevel?: string;
   /** --log-format: json or pretty. */
@@ -124,6 +126,7 @@ interface Flat {
   maxBatchEvents: number;
   maxSubscriptions: number;
   maxMessageBytes: number;
+  maxStreamsPerConnection: number;
   dedupWindow: number;
   "retention.maxAge": number;
   "retention.maxBytes": number;
@@ -140,6 +143,7 @@ interface Flat {
   peersDnsInterval: number;
   peerTimeout: number;
   peerWindow: number;
+  maxPeers: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
   "tls.cert": string;
@@ -178,6 +182,7 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   maxBatchEvents: { env: "WEFT_MAX_BATCH_EVENTS", read: integer(1, 100_000) },
   maxSubscriptions: { env: "WEFT_MAX_SUBSCRIPTIONS", read: integer(1, 1_000_000) },
   maxMessageBytes: { env: "WEFT_MAX_MESSAGE_BYTES", read: size(4 * KiB, GiB) },
+  maxStreamsPerConnection: { env: "WEFT_MAX_STREAMS_PER_CONNECTION", read: integer(1, 100_000) },
   dedupWindow: { env: "WEFT_DEDUP_WINDOW", read: duration(SECOND, 30 * DAY) },
   "retention.maxAge": { env: "WEFT_RETENTION_MAX_AGE", read: RETENTION_AGE },
   "retention.maxBytes": { env: "WEFT_RETENTION_MAX_BYTES", read: RETENTION_BYTES },
@@ -194,6 +199,7 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   peersDnsInterval: { env: "WEFT_PEERS_DNS_INTERVAL", flag: "peersDnsInterval", read: duration(SECOND, HOUR) },
   peerTimeout: { env: "WEFT_PEER_TIMEOUT", flag: "peerTimeout", read: duration(100, HOUR) },
   peerWindow: { env: "WEFT_PEER_WINDOW", flag: "peerWindow", read: integer(1, 10_000) },
+  maxPeers: { env: "WEFT_MAX_PEERS", flag: "maxPeers", read: integer(1, 100_000) },
   logLevel: { env: "WEFT_LOG_LEVEL", flag: "logLevel", read: oneOf("log level", LOG_LEVELS) },
   logFormat: { env: "WEFT_LOG_FORMAT", flag: "logFormat", read: oneOf("log format", LOG_FORMATS) },
   "tls.cert": { env: "WEFT_TLS_CERT", flag: "tlsCert", read: filePath("this sidecar's certificate (PEM)") },
@@ -465,6 +471,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     maxBatchEvents: pick("maxBatchEvents", d.maxBatchEvents),
     maxSubscriptions: pick("maxSubscriptions", d.maxSubscriptions),
     maxMessageBytes: pick("maxMessageBytes", d.maxMessageBytes),
+    maxStreamsPerConnection: pick("maxStreamsPerConnection", d.maxStreamsPerConnection),
     dedupWindowMs: pick("dedupWindow", d.dedupWindowMs),
     retention,
     channels,
@@ -481,6 +488,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     peersDnsIntervalMs: pick("peersDnsInterval", d.peersDnsIntervalMs),
     peerTimeoutMs: pick("peerTimeout", d.peerTimeoutMs),
     peerWindow: pick("peerWindow", d.peerWindow),
+    maxPeers: pick("maxPeers", d.maxPeers),
     logLevel: pick("logLevel", d.logLevel),
     logFormat: pick("logFormat", d.logFormat),
     tls: tlsPaths(found),

@@ -36,6 +36,8 @@ export interface SidecarConfig {
   maxSubscriptions: number;
   /** Largest gRPC request message, bytes. */
   maxMessageBytes: number;
+  /** Most streams (calls) one connection to the service API may have open at once. */
+  maxStreamsPerConnection: number;
   /** Re-publishing (source, id) within this window is a duplicate, ms. */
   dedupWindowMs: number;
   /** Default retention of every channel. */
@@ -72,6 +74,8 @@ export interface SidecarConfig {
   peerTimeoutMs: number;
   /** Most events forwarded to one peer for one group and not yet handled there. */
   peerWindow: number;
+  /** Most peers known at once (linked, or waiting out the peer timeout); a hello from one more is refused (TOO_MANY_PEERS). */
+  maxPeers: number;
   /** The least severe log records written: trace, debug, info, warn, error, fatal or silent. */
   logLevel: LogLevel;
   /** Log records as JSON lines ("json") or as text for people ("pretty"), on stderr. */
@@ -113,6 +117,7 @@ export function defaultConfig(): SidecarConfig {
     maxBatchEvents: DEFAULT_LIMITS.maxBatchEvents,
     maxSubscriptions: DEFAULT_LIMITS.maxSubscriptions,
     maxMessageBytes: 16 * 1024 * 1024,
+    maxStreamsPerConnection: 1000,
     dedupWindowMs: 10 * 60_000,
     retention: { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 },
     channels: {},
@@ -129,6 +134,7 @@ export function defaultConfig(): SidecarConfig {
     peersDnsIntervalMs: 30_000,
     peerTimeoutMs: 30_000,
     peerWindow: 5000,
+    maxPeers: 1000,
     logLevel: "info",
     logFormat: "json",
     insecure: false,
@@ -265,6 +271,7 @@ export class Sidecar {
       maxMessageBytes: config.maxMessageBytes,
       peerTimeoutMs: config.peerTimeoutMs,
       peerWindow: config.peerWindow,
+      maxPeers: config.maxPeers,
       softwareVersion: SOFTWARE_VERSION,
       logger,
       observer,
@@ -284,6 +291,7 @@ export class Sidecar {
       server = await ServiceServer.start({ log, engine, limits, observer, tracing }, {
         address: config.listen,
         maxMessageBytes: config.maxMessageBytes,
+        maxStreamsPerConnection: config.maxStreamsPerConnection,
         admin,
         tls,
         access,

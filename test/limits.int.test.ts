@@ -1,8 +1,11 @@
+import { type ClientHttp2Stream, connect as http2Connect, constants as h2 } from "node:http2";
 import { status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { ClientError } from "../src/client/index.js";
 import { createLogger } from "../src/ops/logger.js";
 import { eventually, take } from "./support/collect.js";
+import { PEER_MAX_STREAMS } from "../src/grpc/peer-server.js";
+import { grpcFrame, grpcRequest } from "./support/raw-http2.js";
 import { RawPeer, groupInterest, hello } from "./support/raw-peer.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
@@ -118,5 +121,72 @@ describe("maxGroupsPerChannel", () => {
       "the refusal of the second group logged",
     );
     expect(t.sidecar.engine.status().map((g) => g.group)).toEqual(["first"]);
+  });
+});
+
+describe("maxStreamsPerConnection", () => {
+  /** Opens a health Watch (answered at once, then open) on a raw HTTP/2 connection. */
+  function watch(session: ReturnType<typeof http2Connect>): ClientHttp2Stream {
+    const stream = grpcRequest(session, "/grpc.health.v1.Health/Watch");
+    stream.end(grpcFrame(new Uint8Array(0)));
+    return stream;
+  }
+
+  it("refuses the stream past the limit on one connection, and serves the ones within it", async () => {
+    const t = await sidecar({ maxStreamsPerConnection: 4 });
+    const session = http2Connect(`http://${t.address}`);
+    session.on("error", () => {});
+    cleanup.push(() => void session.destroy());
+    // Sent before the sidecar's SETTINGS arrive, so the client does not hold the fifth back itself.
+    const streams = [0, 1, 2, 3, 4].map(() => watch(session));
+    const outcomes = streams.map(
+      (s) =>
+        new Promise<string>((resolve) => {
+          s.on("response", () => resolve("answered"));
+          s.on("close", () => resolve(s.rstCode === h2.NGHTTP2_REFUSED_STREAM ? "refused" : `closed ${s.rstCode}`));
+        }),
+    );
+    expect(await Promise.all(outcomes)).toEqual(["answered", "answered", "answered", "answered", "refused"]);
+    expect(session.remoteSettings.maxConcurrentStreams).toBe(4);
+  });
+
+  it("tells every connection its limit: the service API's setting, and the peer API's 100", async () => {
+    const t = await sidecar({ maxStreamsPerConnection: 250 });
+    for (const [address, limit] of [
+      [t.address, 250],
+      [t.peerAddress, PEER_MAX_STREAMS],
+    ] as const) {
+      const session = http2Connect(`http://${address}`);
+      session.on("error", () => {});
+      cleanup.push(() => void session.destroy());
+      await new Promise<void>((resolve) => session.once("remoteSettings", () => resolve()));
+      expect(session.remoteSettings.maxConcurrentStreams).toBe(limit);
+    }
+  });
+});
+
+describe("maxPeers", () => {
+  it("refuses a hello from a new node past the limit with TOO_MANY_PEERS, logs it, and still takes known peers", async () => {
+    const { records, logger } = capture();
+    const t = await sidecar({ nodeId: "hub", maxPeers: 2 }, { logger });
+    const peer = new RawPeer(t.peerAddress);
+    cleanup.push(() => peer.close());
+    const first = await peer.linkUp(hello("p1"));
+    await peer.linkUp(hello("p2"));
+
+    const third = peer.link();
+    third.sendHello(hello("p3"));
+    const st = await third.finished();
+    expect({ code: status[st.code], reason: st.reason }).toEqual({ code: "RESOURCE_EXHAUSTED", reason: "TOO_MANY_PEERS" });
+    expect(st.details).toContain("its limit (maxPeers) is 2");
+    expect(third.received).toEqual([]);
+    expect(t.sidecar.mesh.status().map((p) => p.nodeId).sort()).toEqual(["p1", "p2"]);
+    await eventually(() => records.some((r) => r.level === "warn" && r.reason === "TOO_MANY_PEERS" && String(r.msg).includes("p3")), 10_000, "the refusal logged");
+
+    // A known peer linking again (a restart: another instance) is not a new one.
+    first.link.cancel();
+    await eventually(() => !t.sidecar.mesh.hasLink("p1"), 10_000, "p1's first link gone");
+    await peer.linkUp(hello("p1"));
+    expect(t.sidecar.mesh.hasLink("p1")).toBe(true);
   });
 });

@@ -22,6 +22,7 @@ export interface SidecarOptions {
   peersDnsInterval?: string;
   peerTimeout?: string;
   peerWindow?: string;
+  maxPeers?: string;
   logLevel?: string;
   logFormat?: string;
   tlsCert?: string;
@@ -64,6 +65,7 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         peersDnsInterval: o.peersDnsInterval,
         peerTimeout: o.peerTimeout,
         peerWindow: o.peerWindow,
+        maxPeers: o.maxPeers,
         logLevel: o.logLevel,
         logFormat: o.logFormat,
         tlsCert: o.tlsCert,

@@ -8,6 +8,12 @@ import type { TlsFiles } from "../security/tls-files.js";
 import { widenReceiveWindow } from "./receive-window.js";
 import { bind, newServer } from "./server.js";
 
+/**
+ * Most streams one connection may open on the peer API. A sidecar opens one (its link) per
+ * connection; the rest is room for a link replacing one that has not ended yet.
+ */
+export const PEER_MAX_STREAMS = 100;
+
 export interface PeerServerOptions {
   /** "host:port"; port 0 picks a free port. */
   address: string;
@@ -30,7 +36,7 @@ export class PeerServer {
   ) {}
 
   static async start(node: MeshNode, options: PeerServerOptions): Promise<PeerServer> {
-    const server = newServer(options.maxMessageBytes);
+    const server = newServer(options.maxMessageBytes, PEER_MAX_STREAMS);
     server.addService(rawServiceDefinition(PeerDesc), {
       Link: (call: ServerDuplexStream<Buffer, Uint8Array>) => {
         // Forwards of hundreds of events come in on it; outcomes go out.

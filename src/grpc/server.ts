@@ -12,11 +12,16 @@ import { OPEN_ACCESS, type AccessControl } from "../security/access.js";
 import { serviceServerCredentials } from "../security/credentials.js";
 import type { TlsFiles } from "../security/tls-files.js";
 
+/** Most streams one connection may open on the service API unless told otherwise. */
+export const DEFAULT_MAX_STREAMS = 1000;
+
 export interface ServiceServerOptions {
   /** "host:port", "unix:/path" or an absolute socket path. Port 0 picks a free port. */
   address: string;
   /** Largest request message accepted, in bytes (bigger is RESOURCE_EXHAUSTED). */
   maxMessageBytes: number;
+  /** Most streams (calls) open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). Default 1000. */
+  maxStreamsPerConnection?: number;
   /** Serves weft.v1.Admin on the same listener when given. */
   admin?: SidecarAdmin | undefined;
   /** TLS with these files (a client certificate is asked for, not required); plaintext without. */
@@ -48,7 +53,7 @@ export class ServiceServer {
   ) {}
 
   static async start(deps: MeshServiceDeps, options: ServiceServerOptions): Promise<ServiceServer> {
-    const server = newServer(options.maxMessageBytes);
+    const server = newServer(options.maxMessageBytes, options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS);
     const target = bindTarget(options.address);
     const callers = { access: options.access ?? OPEN_ACCESS, socket: target.startsWith("unix:") };
     const mesh = new MeshService({ ...deps, callers });
@@ -113,10 +118,16 @@ async function bindSocket(server: Server, target: string, credentials: ServerCre
   return address;
 }
 
-/** A grpc-js server that accepts requests up to `maxMessageBytes` and sends any size. */
-export function newServer(maxMessageBytes: number): Server {
+/**
+ * A grpc-js server that accepts requests up to `maxMessageBytes`, sends any size, and lets a
+ * connection open at most `maxStreams` streams at once: HTTP/2 tells the client so
+ * (SETTINGS_MAX_CONCURRENT_STREAMS), and a stream past it is refused (RST_STREAM
+ * REFUSED_STREAM; gRPC clients wait for a free stream instead of sending it).
+ */
+export function newServer(maxMessageBytes: number, maxStreams = DEFAULT_MAX_STREAMS): Server {
   return new Server({
     "grpc.max_receive_message_length": maxMessageBytes,
+    "grpc.max_concurrent_streams": maxStreams,
     "grpc.max_send_message_length": -1,
     "grpc.keepalive_permit_without_calls": 1,
   });

@@ -42,6 +42,11 @@ export interface MeshNodeOptions {
   peerTimeoutMs: number;
   /** Most events forwarded to one peer for one group and not yet handled there. */
   peerWindow: number;
+  /**
+   * Most peers known at once: linked, or waiting out the peer timeout. A hello from a node
+   * id not known yet is refused with TOO_MANY_PEERS past it. Default: no limit.
+   */
+  maxPeers?: number;
   /** Longest silence on a link before a heartbeat, ms. Default: a fifth of the peer timeout, at most 1 s. */
   heartbeatMs?: number;
   /** How long a group stays advertised after its last member here left, ms. Default min(5 s, peer timeout). */
@@ -324,6 +329,17 @@ export class MeshNode implements LinkHost {
       const old = peer.link;
       peer.link = undefined;
       old.fail(new WeftError(status.ALREADY_EXISTS, Reason.LINK_EXISTS, `replaced by the link ${preferred} dialed`));
+    }
+    const maxPeers = this.options.maxPeers ?? Infinity;
+    if (!peer && this.peers.size >= maxPeers) {
+      return this.refuse(
+        link,
+        exhausted(
+          Reason.TOO_MANY_PEERS,
+          "hello.node_id",
+          `this sidecar knows ${this.peers.size} peers and its limit (maxPeers) is ${maxPeers}; node ${JSON.stringify(hello.nodeId)} would be one more: raise maxPeers, or wait for a peer that left to pass the peer timeout (${this.options.peerTimeoutMs} ms)`,
+        ),
+      );
     }
     if (!peer) {
       peer = { nodeId: hello.nodeId, instance: hello.instance, link: undefined, groups: new Map(), lost: undefined, since: Date.now(), softwareVersion: "" };

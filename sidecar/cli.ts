@@ -69,6 +69,7 @@ export function buildProgram(exit: { code: number }): Command {
     .option("--peers-dns-interval <duration>", "how often --peers-dns names are resolved again, 1s to 1h (default: 30s)")
     .option("--peer-timeout <duration>", "how long a peer may be unreachable before others take its share, 100ms to 1h (default: 30s)")
     .option("--peer-window <n>", "the most events forwarded to a peer per group and not yet handled, 1 to 10000 (default: 5000)")
+    .option("--max-read-ahead-bytes <size>", "the most bytes of events all groups hold in memory together, e.g. 512MiB; a group past it waits for acks (default: 256MiB)")
     .option("--max-peers <n>", "the most peers known at once (linked, or waiting out the peer timeout), 1 to 100000 (default: 1000)")
     .option("--log-level <level>", "the least severe log records written: trace, debug, info, warn, error, fatal or silent (default: info)")
     .option("--log-format <format>", "log records on stderr as json lines, or pretty for people (default: json)")

@@ -72,6 +72,8 @@ export interface ConfigFlags {
   peerTimeout?: string | number;
   /** --peer-window: a whole number. */
   peerWindow?: string | number;
+  /** --max-read-ahead-bytes: bytes, or a size such as "512MiB". */
+  maxReadAheadBytes?: string | number;
   /** --max-peers: a whole number. */
   maxPeers?: string | number;
   /** --log-level: trace, debug, info, warn, error, fatal or silent. */
@@ -144,6 +146,7 @@ interface Flat {
   peerTimeout: number;
   peerWindow: number;
   maxPeers: number;
+  maxReadAheadBytes: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
   "tls.cert": string;
@@ -200,6 +203,7 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   peerTimeout: { env: "WEFT_PEER_TIMEOUT", flag: "peerTimeout", read: duration(100, HOUR) },
   peerWindow: { env: "WEFT_PEER_WINDOW", flag: "peerWindow", read: integer(1, 10_000) },
   maxPeers: { env: "WEFT_MAX_PEERS", flag: "maxPeers", read: integer(1, 100_000) },
+  maxReadAheadBytes: { env: "WEFT_MAX_READ_AHEAD_BYTES", flag: "maxReadAheadBytes", read: size(MiB, 1024 ** 4) },
   logLevel: { env: "WEFT_LOG_LEVEL", flag: "logLevel", read: oneOf("log level", LOG_LEVELS) },
   logFormat: { env: "WEFT_LOG_FORMAT", flag: "logFormat", read: oneOf("log format", LOG_FORMATS) },
   "tls.cert": { env: "WEFT_TLS_CERT", flag: "tlsCert", read: filePath("this sidecar's certificate (PEM)") },
@@ -489,6 +493,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     peerTimeoutMs: pick("peerTimeout", d.peerTimeoutMs),
     peerWindow: pick("peerWindow", d.peerWindow),
     maxPeers: pick("maxPeers", d.maxPeers),
+    maxReadAheadBytes: pick("maxReadAheadBytes", d.maxReadAheadBytes),
     logLevel: pick("logLevel", d.logLevel),
     logFormat: pick("logFormat", d.logFormat),
     tls: tlsPaths(found),

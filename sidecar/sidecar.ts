@@ -74,6 +74,8 @@ export interface SidecarConfig {
   peerTimeoutMs: number;
   /** Most events forwarded to one peer for one group and not yet handled there. */
   peerWindow: number;
+  /** Most bytes of events all groups hold in memory together; a group past it reads less and waits for acks. */
+  maxReadAheadBytes: number;
   /** Most peers known at once (linked, or waiting out the peer timeout); a hello from one more is refused (TOO_MANY_PEERS). */
   maxPeers: number;
   /** The least severe log records written: trace, debug, info, warn, error, fatal or silent. */
@@ -135,6 +137,7 @@ export function defaultConfig(): SidecarConfig {
     peerTimeoutMs: 30_000,
     peerWindow: 5000,
     maxPeers: 1000,
+    maxReadAheadBytes: 256 * 1024 * 1024,
     logLevel: "info",
     logFormat: "json",
     insecure: false,
@@ -259,6 +262,7 @@ export class Sidecar {
     const { PeerServer, ServiceServer, HttpServer, serveOperations, serveDashboard } = listeners;
     const engine = new DeliveryEngine(log, {
       maxGroupsPerChannel: config.maxGroupsPerChannel,
+      maxReadAheadBytes: config.maxReadAheadBytes,
       observer,
       onError: (err, channel, group) => logger.error({ channel, group, err }, `group ${channel}/${group}: ${(err as Error).message}`),
     });

@@ -5,6 +5,7 @@ import { ClientError } from "../src/client/index.js";
 import { createLogger } from "../src/ops/logger.js";
 import { eventually, take } from "./support/collect.js";
 import { PEER_MAX_STREAMS } from "../src/grpc/peer-server.js";
+import { scrape, sampleValue } from "./support/prometheus.js";
 import { grpcFrame, grpcRequest } from "./support/raw-http2.js";
 import { RawPeer, groupInterest, hello } from "./support/raw-peer.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
@@ -188,5 +189,40 @@ describe("maxPeers", () => {
     await eventually(() => !t.sidecar.mesh.hasLink("p1"), 10_000, "p1's first link gone");
     await peer.linkUp(hello("p1"));
     expect(t.sidecar.mesh.hasLink("p1")).toBe(true);
+  });
+});
+
+describe("maxReadAheadBytes", () => {
+  it("keeps the bytes all groups hold within the budget while groups never ack, and a group that acks still gets every event", async () => {
+    const budget = 2 * 1024 * 1024;
+    const eventBytes = 16 * 1024;
+    const count = 400; // 6.4 MiB a group: without the budget, nine groups hold ~57 MiB
+    const t = await sidecar({ maxReadAheadBytes: budget });
+    const client = t.client({ source: "//read-ahead" });
+    const data = "x".repeat(eventBytes);
+    for (let i = 0; i < count; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => client.publish({ channel: "limits.ra", id: `e${i + j}`, data })));
+    }
+
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, t.sidecar.engine.readAheadBytes)), 1);
+    cleanup.push(() => clearInterval(sampler));
+    // Eight groups whose members take every event they are given and never ack.
+    const stalled = Array.from({ length: 8 }, (_, i) => client.subscribe({ channel: "limits.ra", group: `stalled-${i}`, from: "earliest", maxInFlight: 1000 }));
+    const held: unknown[] = [];
+    for (const sub of stalled) void (async () => { for await (const d of sub) held.push(d); })();
+    await eventually(() => held.length > 0 && t.sidecar.engine.readAheadBytes >= budget / 2, 10_000, "the stalled groups holding the budget");
+
+    const acking = client.subscribe({ channel: "limits.ra", group: "acking", from: "earliest", maxInFlight: 10 });
+    const got = await take(acking, count, (d) => d.ack());
+    expect(new Set(got.map((d) => d.event.id)).size).toBe(count);
+    clearInterval(sampler);
+
+    // One event more per group at most: a group that holds nothing may always read one.
+    expect(most).toBeGreaterThan(budget / 2);
+    expect(most).toBeLessThanOrEqual(budget + 9 * (eventBytes + 200));
+    const metrics = await scrape(t.sidecar.httpAddress!);
+    expect(sampleValue(metrics, "weft_read_ahead_bytes")).toBeLessThanOrEqual(budget + 9 * (eventBytes + 200));
+    for (const sub of [...stalled, acking]) sub.close();
   });
 });

@@ -133,11 +133,13 @@ describe("SidecarMetrics", () => {
           { channel: "orders", group: "billing", ackedThrough: 3, backlog, inflight: 2, members: 1, expiredUnacked: 0 },
           { channel: "orders~billing", group: "billing", ackedThrough: 0, backlog: 1, inflight: 1, members: 1, expiredUnacked: 0 },
         ],
+        readAheadBytes: 4096,
       },
       mesh: { status: () => [{ nodeId: "b", connected: true, groups: [], inflight: 4 }, { nodeId: "c", connected: false, groups: [], inflight: 0 }] },
     });
     let f = await render(metrics);
     expect(sampleValue(f, "weft_group_backlog", { channel: "orders", group: "billing", relay: "false" })).toBe(7);
+    expect(sampleValue(f, "weft_read_ahead_bytes")).toBe(4096);
     expect(sampleValue(f, "weft_group_backlog", { channel: "orders", group: "billing", relay: "true" })).toBe(1);
     expect(sampleValue(f, "weft_group_inflight", { relay: "false" })).toBe(2);
     expect(sampleValue(f, "weft_group_members", { relay: "true" })).toBe(1);

@@ -23,6 +23,7 @@ export interface SidecarOptions {
   peerTimeout?: string;
   peerWindow?: string;
   maxPeers?: string;
+  maxReadAheadBytes?: string;
   logLevel?: string;
   logFormat?: string;
   tlsCert?: string;
@@ -66,6 +67,7 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         peerTimeout: o.peerTimeout,
         peerWindow: o.peerWindow,
         maxPeers: o.maxPeers,
+        maxReadAheadBytes: o.maxReadAheadBytes,
         logLevel: o.logLevel,
         logFormat: o.logFormat,
         tlsCert: o.tlsCert,

@@ -3,6 +3,7 @@ import type { AppendEntry, AppendResult, GroupRecord, OriginLog } from "../log/o
 import type { Origin, StoredEvent } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
 import { GroupDispatcher, type MemberCredits, type MemberState } from "./group-dispatcher.js";
+import { ReadAheadBudget } from "./read-ahead-budget.js";
 import { DEFAULTS, type JoinSettings, type Joined, type MemberSink, type Membership, type StartAt } from "./types.js";
 
 export interface DeliveryEngineOptions {
@@ -12,6 +13,12 @@ export interface DeliveryEngineOptions {
   maxPendingPerGroup?: number;
   /** Most event bytes each group reads ahead into memory. Default 64 MiB. */
   maxPendingBytesPerGroup?: number;
+  /**
+   * Most event bytes all groups together hold in memory (read ahead, waiting or in flight):
+   * a group past it reads less and waits for acks to give bytes back (see ReadAheadBudget).
+   * Default: no limit beyond each group's own.
+   */
+  maxReadAheadBytes?: number;
   /**
    * Most groups of one channel. A join or ensure that would create one more is refused with
    * TOO_MANY_GROUPS; groups already stored all load. Default: no limit.
@@ -89,12 +96,19 @@ export class DeliveryEngine {
   private readonly relayListeners = new Set<(channel: string, group: string, origin: Origin) => void>();
   private readonly createdListeners = new Set<(group: KnownGroup) => void>();
   private readonly now: () => number;
+  private readonly budget: ReadAheadBudget;
 
   constructor(
     private readonly log: OriginLog,
     private readonly options: DeliveryEngineOptions = {},
   ) {
     this.now = options.now ?? Date.now;
+    this.budget = new ReadAheadBudget(options.maxReadAheadBytes ?? Infinity);
+  }
+
+  /** Bytes of events every group holds in memory now (read ahead, waiting or in flight). */
+  get readAheadBytes(): number {
+    return this.budget.bytes;
   }
 
   /** Loads every stored group and starts watching the log. */
@@ -455,6 +469,7 @@ export class DeliveryEngine {
       observer: this.options.observer ?? NO_OBSERVER,
       maxPending: this.options.maxPendingPerGroup ?? 10_000,
       maxPendingBytes: this.options.maxPendingBytesPerGroup ?? 64 * 1024 * 1024,
+      budget: this.budget,
       now: this.now,
       onError: (e) => {
         if (this.options.onError) this.options.onError(e, record.channel, record.group);

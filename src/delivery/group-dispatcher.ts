@@ -6,6 +6,7 @@ import type { GroupBatch, GroupRecord, InflightRecord, OriginLog } from "../log/
 import type { StoredEvent } from "../log/record.js";
 import type { Observer } from "../ops/observer.js";
 import { spreadHash } from "./hash.js";
+import { ReadAheadBudget } from "./read-ahead-budget.js";
 import type { MemberSink, OutgoingDelivery } from "./types.js";
 
 type EntryState = "waiting" | "ready" | "inflight" | "delayed" | "dead";
@@ -72,6 +73,8 @@ export interface DispatcherOptions {
   maxPending: number;
   /** Most event bytes held in memory ahead of the cursor. */
   maxPendingBytes: number;
+  /** The bytes every group holds together (see ReadAheadBudget). Default: this group's own, unbounded. */
+  budget?: ReadAheadBudget | undefined;
   now: () => number;
   /** Told about storage failures that the dispatcher survives. */
   onError: (error: unknown) => void;
@@ -82,6 +85,8 @@ export interface DispatcherOptions {
 }
 
 const READ_CHUNK = 512;
+/** Most bytes one read takes from the budget (reserved while it runs). */
+const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 /** A dead letter that could not be stored (a full disk) is tried again after this, ms. */
 const DEAD_LETTER_RETRY_MS = 1000;
 
@@ -111,6 +116,9 @@ export class GroupDispatcher {
   private readonly timed = new Set<Entry>();
   private readPos: number;
   private pendingBytes = 0;
+  private readonly budget: ReadAheadBudget;
+  /** Waiting for the budget to give bytes back (see ReadAheadBudget.wait). */
+  private budgetWait = false;
   private filling = false;
   private refill = false;
   private rr = 0;
@@ -130,6 +138,7 @@ export class GroupDispatcher {
     for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
     this.inflightAtStart = [...this.restored.values()].filter((a) => a > 0).length;
     this.readPos = record.ackedThrough + 1;
+    this.budget = options.budget ?? new ReadAheadBudget(Infinity);
   }
 
   /** The group's stored record (cursor, settings, creation). */
@@ -530,6 +539,7 @@ export class GroupDispatcher {
     this.timed.delete(entry);
     if (entry.member) this.release(entry.member, entry);
     this.pendingBytes -= entry.event.bytes.length;
+    this.budget.release(entry.event.bytes.length);
     entry.state = "dead"; // ready queues skip dead entries (see nextReady)
     if (entry.key) {
       const q = this.keyQueues.get(entry.key);
@@ -596,7 +606,15 @@ export class GroupDispatcher {
           if (this.readPos > head.last) break;
           const room = this.readRoom();
           if (!room) break;
-          const events = await this.log.read(this.channel, this.readPos, Math.min(READ_CHUNK, room.events), room.bytes);
+          // Reserved while the read runs, so that groups reading at once share the budget.
+          const bytes = Math.min(room.bytes, READ_CHUNK_BYTES);
+          this.budget.take(bytes);
+          let events: StoredEvent[];
+          try {
+            events = await this.log.read(this.channel, this.readPos, Math.min(READ_CHUNK, room.events), bytes);
+          } finally {
+            this.budget.release(bytes);
+          }
           if (events.length === 0) break;
           for (const event of events) this.admit(event);
           this.readPos = events[events.length - 1]!.sequence + 1;
@@ -625,6 +643,7 @@ export class GroupDispatcher {
     const entry: Entry = { seq, key: event.key, event, attempt: 0, state: "waiting", due: 0 };
     this.entries.set(seq, entry);
     this.pendingBytes += event.bytes.length;
+    this.budget.take(event.bytes.length);
     entry.pump = this.claimed.get(seq);
     this.claimed.delete(seq);
     const restored = this.restored.get(seq);
@@ -732,12 +751,35 @@ export class GroupDispatcher {
 
   /**
    * How much more read-ahead may hold: at most maxPending sequences past the cursor (which
-   * also bounds the acks held above it) and maxPendingBytes of events; undefined when full.
+   * also bounds the acks held above it), maxPendingBytes of events, and what the shared
+   * budget has room for (only what free credits can take while it is pressed); undefined
+   * when full. Blocked by the budget, the group reads again once bytes are given back.
    */
   private readRoom(): { events: number; bytes: number } | undefined {
-    const events = this.record.ackedThrough + this.options.maxPending - this.readPos + 1;
-    const bytes = this.options.maxPendingBytes - this.pendingBytes;
-    return events >= 1 && bytes > 0 ? { events, bytes } : undefined;
+    let events = this.record.ackedThrough + this.options.maxPending - this.readPos + 1;
+    const own = this.options.maxPendingBytes - this.pendingBytes;
+    if (events < 1 || own <= 0) return undefined;
+    const bytes = Math.min(own, this.budget.room(this.pendingBytes));
+    if (bytes <= 0) return this.waitForBudget();
+    if (this.budget.pressed) {
+      // Ready entries already held count against the credits (dropped ones still queued too: fewer read).
+      let wanted = -this.unassigned.length;
+      for (const m of this.memberOrder) wanted += Math.max(0, m.credits.window - m.credits.inflight) - m.queue.length;
+      if (wanted <= 0 && this.pendingBytes > 0) return this.waitForBudget();
+      events = Math.min(events, Math.max(1, wanted));
+    }
+    return { events, bytes };
+  }
+
+  private waitForBudget(): undefined {
+    if (!this.budgetWait) {
+      this.budgetWait = true;
+      this.budget.wait(() => {
+        this.budgetWait = false;
+        this.wake();
+      });
+    }
+    return undefined;
   }
 
   /**

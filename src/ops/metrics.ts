@@ -13,7 +13,7 @@ import { ChannelPeerSeries, ChannelSeries, GroupSeries, type PeerLinkSeries, Pee
  */
 export interface MetricsSources {
   log: { channels(): string[]; head(channel: string): ChannelHead };
-  engine: { status(): Pick<GroupStatus, "channel" | "group" | "backlog" | "inflight" | "members">[] };
+  engine: { status(): Pick<GroupStatus, "channel" | "group" | "backlog" | "inflight" | "members">[]; readonly readAheadBytes: number };
   mesh: { status(): Pick<PeerStatus, "nodeId" | "connected" | "inflight">[] };
 }
 
@@ -153,6 +153,9 @@ export class SidecarMetrics implements Observer {
     });
     gauge("weft_group_members", "Members of the group behind this sidecar: Subscribe streams, and one per peer link with members.", group, (g) => {
       for (const s of this.sources!.engine.status()) g.inc(this.groupLabels(s.channel, s.group), s.members);
+    });
+    gauge("weft_read_ahead_bytes", "Bytes of events all groups hold in memory together (read ahead of their cursors, waiting or in flight); maxReadAheadBytes bounds it.", [], (g) => {
+      g.set(this.sources!.engine.readAheadBytes);
     });
     gauge("weft_peer_up", "1 while the link with the peer is up, 0 while it is down (the peer is known, dialed or waiting out its timeout).", ["peer"], (g) => {
       for (const p of this.sources!.mesh.status()) g.set({ peer: p.nodeId }, p.connected ? 1 : 0);

@@ -129,6 +129,7 @@ interface Flat {
   maxSubscriptions: number;
   maxMessageBytes: number;
   maxStreamsPerConnection: number;
+  maxPartialMessageBytes: number;
   dedupWindow: number;
   "retention.maxAge": number;
   "retention.maxBytes": number;
@@ -186,6 +187,7 @@ const SETTINGS: { [K in FlatKey]: Setting<Flat[K]> } = {
   maxSubscriptions: { env: "WEFT_MAX_SUBSCRIPTIONS", read: integer(1, 1_000_000) },
   maxMessageBytes: { env: "WEFT_MAX_MESSAGE_BYTES", read: size(4 * KiB, GiB) },
   maxStreamsPerConnection: { env: "WEFT_MAX_STREAMS_PER_CONNECTION", read: integer(1, 100_000) },
+  maxPartialMessageBytes: { env: "WEFT_MAX_PARTIAL_MESSAGE_BYTES", read: size(64 * KiB, 64 * GiB) },
   dedupWindow: { env: "WEFT_DEDUP_WINDOW", read: duration(SECOND, 30 * DAY) },
   "retention.maxAge": { env: "WEFT_RETENTION_MAX_AGE", read: RETENTION_AGE },
   "retention.maxBytes": { env: "WEFT_RETENTION_MAX_BYTES", read: RETENTION_BYTES },
@@ -476,6 +478,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
     maxSubscriptions: pick("maxSubscriptions", d.maxSubscriptions),
     maxMessageBytes: pick("maxMessageBytes", d.maxMessageBytes),
     maxStreamsPerConnection: pick("maxStreamsPerConnection", d.maxStreamsPerConnection),
+    maxPartialMessageBytes: pick("maxPartialMessageBytes", d.maxPartialMessageBytes),
     dedupWindowMs: pick("dedupWindow", d.dedupWindowMs),
     retention,
     channels,
@@ -522,6 +525,25 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
       message.source,
       "maxMessageBytes",
       `${formatSize(config.maxMessageBytes)} is smaller than maxEventBytes (${formatSize(config.maxEventBytes)}, from the default); ${fix}`,
+    );
+  }
+  if (config.maxPartialMessageBytes < config.maxMessageBytes) {
+    // Blame the setting that was set; when both were, the budget.
+    const budget = found.maxPartialMessageBytes;
+    const message = found.maxMessageBytes;
+    const fix = "one message of the largest size must fit in the budget: raise maxPartialMessageBytes or lower maxMessageBytes";
+    if (budget || !message) {
+      const from = message ? describeSource(message.source, "maxMessageBytes") : "the default";
+      throw new ConfigError(
+        budget?.source ?? { kind: "default" },
+        "maxPartialMessageBytes",
+        `${formatSize(config.maxPartialMessageBytes)} is smaller than maxMessageBytes (${formatSize(config.maxMessageBytes)}, from ${from}); ${fix}`,
+      );
+    }
+    throw new ConfigError(
+      message.source,
+      "maxMessageBytes",
+      `${formatSize(config.maxMessageBytes)} is larger than maxPartialMessageBytes (${formatSize(config.maxPartialMessageBytes)}, from the default); ${fix}`,
     );
   }
   if (config.peerTimeoutMs >= config.dedupWindowMs) {

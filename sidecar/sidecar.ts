@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import { DEFAULT_LIMITS, isNodeId } from "../src/contract/validate.js";
 import { EventCounters, SidecarAdmin } from "../src/admin/index.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
+import { ReceiveBudget } from "../src/grpc/receive-budget.js";
 import type { PeerServer } from "../src/grpc/peer-server.js";
 import type { ServiceServer } from "../src/grpc/server.js";
 import { Dialer } from "../src/mesh/dialer.js";
@@ -38,6 +39,12 @@ export interface SidecarConfig {
   maxMessageBytes: number;
   /** Most streams (calls) one connection to the service API may have open at once. */
   maxStreamsPerConnection: number;
+  /**
+   * Most bytes of request messages received in part, over every stream of a listener (the
+   * service API and the peer API each); past it the stream whose message started longest
+   * ago is ended (RECEIVE_BUDGET).
+   */
+  maxPartialMessageBytes: number;
   /** Re-publishing (source, id) within this window is a duplicate, ms. */
   dedupWindowMs: number;
   /** Default retention of every channel. */
@@ -120,6 +127,7 @@ export function defaultConfig(): SidecarConfig {
     maxSubscriptions: DEFAULT_LIMITS.maxSubscriptions,
     maxMessageBytes: 16 * 1024 * 1024,
     maxStreamsPerConnection: 1000,
+    maxPartialMessageBytes: 64 * 1024 * 1024,
     dedupWindowMs: 10 * 60_000,
     retention: { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 },
     channels: {},
@@ -282,13 +290,20 @@ export class Sidecar {
       tracing,
     });
     const admin = new SidecarAdmin({ nodeId: config.nodeId, log, engine, mesh, counters });
+    const receiveBudget = (listener: string): ReceiveBudget =>
+      new ReceiveBudget({
+        limit: config.maxPartialMessageBytes,
+        listener,
+        cut: (message, held) => logger.warn({ listener, reason: "RECEIVE_BUDGET", held }, message),
+      });
+    const receiving = { service: receiveBudget("the service API"), peer: receiveBudget("the peer API") };
     let server: ServiceServer | undefined;
     let peerServer: PeerServer | undefined;
     let http: HttpServer | undefined;
     try {
       await engine.start();
       mesh.start();
-      peerServer = await PeerServer.start(mesh, { address: config.peerListen, maxMessageBytes: config.maxMessageBytes, tls }).catch((e: unknown) => {
+      peerServer = await PeerServer.start(mesh, { address: config.peerListen, maxMessageBytes: config.maxMessageBytes, receiveBudget: receiving.peer, tls }).catch((e: unknown) => {
         // Tells the operator which of the two listeners failed.
         throw Object.assign(e as Error, { listener: "peer" });
       });
@@ -296,12 +311,13 @@ export class Sidecar {
         address: config.listen,
         maxMessageBytes: config.maxMessageBytes,
         maxStreamsPerConnection: config.maxStreamsPerConnection,
+        receiveBudget: receiving.service,
         admin,
         tls,
         access,
         socketMode: config.socketMode,
       });
-      metrics.watch({ log, engine, mesh });
+      metrics.watch({ log, engine, mesh, receiving: () => [{ listener: "service", bytes: receiving.service.bytes }, { listener: "peer", bytes: receiving.peer.bytes }] });
       if (config.http !== "off") {
         http = await HttpServer.start(config.http, tls).catch((e: unknown) => {
           throw Object.assign(e as Error, { listener: "http" });

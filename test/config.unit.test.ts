@@ -109,6 +109,8 @@ maxEventBytes: 2MiB
 maxBatchEvents: 200
 maxSubscriptions: 500
 maxMessageBytes: 32MiB
+maxStreamsPerConnection: 50
+maxPartialMessageBytes: 128MiB
 dedupWindow: 5m
 retention:
   maxAge: 3d
@@ -118,6 +120,8 @@ channels:
   audit.log:
     maxBytes: 100GiB
 maxStoredBytes: 500GiB
+maxChannels: 200
+maxGroupsPerChannel: 20
 sweepInterval: 30s
 shutdownGrace: 2s
 nodeId: weft-a.eu-1
@@ -128,6 +132,8 @@ peersDns: weft-peers.mesh.svc:7421
 peersDnsInterval: 1m
 peerTimeout: 10s
 peerWindow: 500
+maxPeers: 30
+maxReadAheadBytes: 1GiB
 logLevel: debug
 logFormat: pretty
 insecure: true
@@ -142,6 +148,8 @@ httpHosts: [weft-a.example]
       maxBatchEvents: 200,
       maxSubscriptions: 500,
       maxMessageBytes: 32 * 1024 ** 2,
+      maxStreamsPerConnection: 50,
+      maxPartialMessageBytes: 128 * 1024 ** 2,
       dedupWindowMs: 300_000,
       retention: { maxAgeMs: 3 * 86_400_000, maxBytes: 10 * 1024 ** 3 },
       // A channel's own retention fills in from the default retention.
@@ -150,6 +158,8 @@ httpHosts: [weft-a.example]
         "audit.log": { maxAgeMs: 3 * 86_400_000, maxBytes: 100 * 1024 ** 3 },
       },
       maxStoredBytes: 500 * 1024 ** 3,
+      maxChannels: 200,
+      maxGroupsPerChannel: 20,
       sweepIntervalMs: 30_000,
       shutdownGraceMs: 2000,
       nodeId: "weft-a.eu-1",
@@ -160,8 +170,11 @@ httpHosts: [weft-a.example]
       peersDnsIntervalMs: 60_000,
       peerTimeoutMs: 10_000,
       peerWindow: 500,
+      maxPeers: 30,
+      maxReadAheadBytes: 1024 ** 3,
       logLevel: "debug",
       logFormat: "pretty",
+      tls: undefined,
       insecure: true,
       socketMode: 0o660,
       httpHosts: ["weft-a.example"],
@@ -266,10 +279,14 @@ httpHosts: [weft-a.example]
       "WEFT_MAX_BATCH_EVENTS",
       "WEFT_MAX_SUBSCRIPTIONS",
       "WEFT_MAX_MESSAGE_BYTES",
+      "WEFT_MAX_STREAMS_PER_CONNECTION",
+      "WEFT_MAX_PARTIAL_MESSAGE_BYTES",
       "WEFT_DEDUP_WINDOW",
       "WEFT_RETENTION_MAX_AGE",
       "WEFT_RETENTION_MAX_BYTES",
       "WEFT_MAX_STORED_BYTES",
+      "WEFT_MAX_CHANNELS",
+      "WEFT_MAX_GROUPS_PER_CHANNEL",
       "WEFT_SWEEP_INTERVAL",
       "WEFT_SHUTDOWN_GRACE",
       "WEFT_NODE_ID",
@@ -280,6 +297,8 @@ httpHosts: [weft-a.example]
       "WEFT_PEERS_DNS_INTERVAL",
       "WEFT_PEER_TIMEOUT",
       "WEFT_PEER_WINDOW",
+      "WEFT_MAX_PEERS",
+      "WEFT_MAX_READ_AHEAD_BYTES",
       "WEFT_LOG_LEVEL",
       "WEFT_LOG_FORMAT",
       "WEFT_TLS_CERT",
@@ -516,6 +535,8 @@ describe("refusals name the source, the key and what is allowed", () => {
     expect(e.key).toBe("maxEventBytes");
     expect(e.problem).toMatch(/^8MiB is larger than maxMessageBytes \(4MiB, from config file .*, key "maxMessageBytes"\); an event must fit in one gRPC message/);
 
+    const budget = await refusal({ env: { WEFT_MAX_PARTIAL_MESSAGE_BYTES: "8MiB" } });
+    expect(budget.message).toMatch(/^environment variable WEFT_MAX_PARTIAL_MESSAGE_BYTES: 8MiB is smaller than maxMessageBytes \(16MiB, from the default\); one message of the largest size must fit/);
     const small = await refusal({ env: { WEFT_MAX_MESSAGE_BYTES: "512KiB" } });
     expect(small.message).toMatch(/^environment variable WEFT_MAX_MESSAGE_BYTES: 512KiB is smaller than maxEventBytes \(1MiB, from the default\)/);
   });

@@ -226,3 +226,45 @@ describe("maxReadAheadBytes", () => {
     for (const sub of [...stalled, acking]) sub.close();
   });
 });
+
+describe("maxPartialMessageBytes", () => {
+  it("ends the stream whose message started longest ago once messages received in part pass the budget", async () => {
+    const { records, logger } = capture();
+    const budget = 8 * 1024 * 1024;
+    const t = await sidecar({ maxMessageBytes: 4 * 1024 * 1024, maxPartialMessageBytes: budget }, { logger });
+    const session = http2Connect(`http://${t.address}`);
+    session.on("error", () => {});
+    cleanup.push(() => void session.destroy());
+    // Three publish streams each start a 4 MiB message and send 3 MiB of it: 9 MiB held.
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(4 * 1024 * 1024 - 100, 1);
+    const streams = [0, 1, 2].map(() => {
+      const s = grpcRequest(session, "/weft.v1.Mesh/Publish");
+      const seen: { status?: string; reason?: string; reset?: number } = {};
+      s.on("response", (h) => Object.assign(seen, { status: h["grpc-status"], reason: h["weft-reason"] }));
+      s.on("close", () => (seen.reset = s.rstCode));
+      return { s, seen };
+    });
+    for (const { s } of streams) s.write(prefix);
+    for (const { s } of streams) s.write(Buffer.alloc(3 * 1024 * 1024));
+
+    // Refused: RESOURCE_EXHAUSTED / RECEIVE_BUDGET, or (when the reset overtakes the status)
+    // ENHANCE_YOUR_CALM, which gRPC clients report as RESOURCE_EXHAUSTED.
+    const refused = ({ seen }: (typeof streams)[number]): boolean => seen.status === String(status.RESOURCE_EXHAUSTED) || seen.reset === h2.NGHTTP2_ENHANCE_YOUR_CALM;
+    await eventually(() => streams.some(refused), 20_000, "a stream refused");
+    // One of the three goes; the other two stay open, and what is held fits.
+    expect(streams.filter(refused)).toHaveLength(1);
+    expect(streams.filter(({ seen }) => seen.reason !== undefined).every(({ seen }) => seen.reason === "RECEIVE_BUDGET")).toBe(true);
+    const cut = records.find((r) => r.reason === "RECEIVE_BUDGET" && r.level === "warn");
+    expect(String(cut?.msg)).toContain("its limit (maxPartialMessageBytes) is 8388608");
+    const metrics = await scrape(t.sidecar.httpAddress!);
+    const held = sampleValue(metrics, "weft_partial_message_bytes", { listener: "service" });
+    expect(held).toBeGreaterThan(4 * 1024 * 1024);
+    expect(held).toBeLessThanOrEqual(budget);
+    expect(streams.filter((x) => !refused(x)).every(({ s }) => !s.closed)).toBe(true);
+
+    // A stream that finishes its message is served as ever: the publish is stored.
+    await t.client().publish({ channel: "limits.after", data: "ok" });
+    expect(t.sidecar.log.head("limits.after").last).toBe(1);
+  });
+});

@@ -5,6 +5,7 @@ import { PeerLink, serverTransport } from "../mesh/peer-link.js";
 import { rawServiceDefinition } from "./definitions.js";
 import { nodeOfCertificate, peerServerCredentials } from "../security/credentials.js";
 import type { TlsFiles } from "../security/tls-files.js";
+import type { ReceiveBudget } from "./receive-budget.js";
 import { widenReceiveWindow } from "./receive-window.js";
 import { bind, newServer } from "./server.js";
 
@@ -19,6 +20,8 @@ export interface PeerServerOptions {
   address: string;
   /** Largest frame accepted from a peer, bytes. */
   maxMessageBytes: number;
+  /** Bounds the bytes of frames received in part on this listener, when given. */
+  receiveBudget?: ReceiveBudget | undefined;
   /** Mutual TLS with these files: a peer is the node its certificate names. Plaintext without. */
   tls?: TlsFiles | undefined;
 }
@@ -46,7 +49,9 @@ export class PeerServer {
         new PeerLink(serverTransport(call, node.nodeId, certified), "acceptor", node, node.heartbeatMs);
       },
     });
-    return new PeerServer(server, await bind(server, options.address, peerServerCredentials(options.tls)));
+    const address = await bind(server, options.address, peerServerCredentials(options.tls));
+    options.receiveBudget?.watch(server);
+    return new PeerServer(server, address);
   }
 
   /** Stops accepting links; links still open after `graceMs` are cut. */

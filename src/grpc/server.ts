@@ -6,6 +6,7 @@ import { AdminService } from "./admin-service.js";
 import { rawServiceDefinition } from "./definitions.js";
 import { HealthService } from "./health-service.js";
 import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
+import type { ReceiveBudget } from "./receive-budget.js";
 import { ReflectionService } from "./reflection-service.js";
 import { chmod } from "node:fs/promises";
 import { OPEN_ACCESS, type AccessControl } from "../security/access.js";
@@ -22,6 +23,8 @@ export interface ServiceServerOptions {
   maxMessageBytes: number;
   /** Most streams (calls) open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). Default 1000. */
   maxStreamsPerConnection?: number;
+  /** Bounds the bytes of messages received in part on this listener, when given. */
+  receiveBudget?: ReceiveBudget | undefined;
   /** Serves weft.v1.Admin on the same listener when given. */
   admin?: SidecarAdmin | undefined;
   /** TLS with these files (a client certificate is asked for, not required); plaintext without. */
@@ -64,6 +67,7 @@ export class ServiceServer {
     const files = options.admin ? [file_weft_v1_mesh, file_weft_v1_admin] : [file_weft_v1_mesh];
     new ReflectionService(files).addToServer(server);
     const address = await bindSocket(server, target, serviceServerCredentials(options.tls), options.socketMode ?? DEFAULT_SOCKET_MODE);
+    options.receiveBudget?.watch(server);
     return new ServiceServer(server, mesh, health, address);
   }
 

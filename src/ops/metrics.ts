@@ -15,6 +15,8 @@ export interface MetricsSources {
   log: { channels(): string[]; head(channel: string): ChannelHead };
   engine: { status(): Pick<GroupStatus, "channel" | "group" | "backlog" | "inflight" | "members">[]; readonly readAheadBytes: number };
   mesh: { status(): Pick<PeerStatus, "nodeId" | "connected" | "inflight">[] };
+  /** Bytes of request messages each listener has received in part. */
+  receiving?: () => { listener: string; bytes: number }[];
 }
 
 /** Seconds, from 1 ms to 30 min: a live event takes milliseconds, a backlog drained late takes minutes. */
@@ -156,6 +158,9 @@ export class SidecarMetrics implements Observer {
     });
     gauge("weft_read_ahead_bytes", "Bytes of events all groups hold in memory together (read ahead of their cursors, waiting or in flight); maxReadAheadBytes bounds it.", [], (g) => {
       g.set(this.sources!.engine.readAheadBytes);
+    });
+    gauge("weft_partial_message_bytes", "Bytes of request messages a listener (service or peer) has received in part; maxPartialMessageBytes bounds each.", ["listener"], (g) => {
+      for (const r of this.sources!.receiving?.() ?? []) g.set({ listener: r.listener }, r.bytes);
     });
     gauge("weft_peer_up", "1 while the link with the peer is up, 0 while it is down (the peer is known, dialed or waiting out its timeout).", ["peer"], (g) => {
       for (const p of this.sources!.mesh.status()) g.set({ peer: p.nodeId }, p.connected ? 1 : 0);

@@ -28,9 +28,9 @@ interface StreamState {
 /**
  * The bytes of request messages a listener has received in part: grpc-js reads every byte
  * of a stream as it comes, and keeps a message's bytes until its last one has come (up to
- * `grpc.max_receive_message_length`), whatever the HTTP/2 windows, so a client that starts
- * many large messages and never finishes them made the sidecar hold all of them (40 such
- * messages of 16 MiB took its RSS from 72 to 682 MiB).
+ * `grpc.max_receive_message_length`), whatever the HTTP/2 windows, so without a bound a
+ * client that starts many large messages and never finishes them has the sidecar hold
+ * every one of them.
  *
  * Every stream of the listener is watched below grpc-js; when the bytes held in incomplete
  * messages pass the limit, the stream whose incomplete message is the oldest is cut (the

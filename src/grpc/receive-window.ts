@@ -13,8 +13,9 @@ import type { Http2Session } from "node:http2";
  * 5–9k with this.
  *
  * Both windows matter: a wider stream window alone still waits on the connection's 64 KiB.
- * Memory stays bounded: grpc-js stops reading a stream whose messages are not consumed, so
- * a connection has at most this much unread.
+ * The windows do not bound memory: grpc-js reads a stream's bytes as they come, and keeps
+ * a message's bytes until it is whole. Whole messages not consumed stop grpc-js reading the
+ * stream; messages received in part are bounded by ReceiveBudget.
  */
 export const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
 

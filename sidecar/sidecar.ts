@@ -294,7 +294,10 @@ export class Sidecar {
       new ReceiveBudget({
         limit: config.maxPartialMessageBytes,
         listener,
-        cut: (message, held) => logger.warn({ listener, reason: "RECEIVE_BUDGET", held }, message),
+        cut: (message, held) => {
+          observer.refused("RECEIVE_BUDGET");
+          logger.warn({ listener, reason: "RECEIVE_BUDGET", held }, message);
+        },
       });
     const receiving = { service: receiveBudget("the service API"), peer: receiveBudget("the peer API") };
     let server: ServiceServer | undefined;

@@ -65,6 +65,8 @@ describe("maxChannels", () => {
     expect(await refusal(other.subscribed())).toMatchObject({ code: "RESOURCE_EXHAUSTED", reason: "TOO_MANY_CHANNELS" });
     expect(t.sidecar.engine.status().filter((g) => g.channel.startsWith("limits.e"))).toEqual([]);
     expect(t.sidecar.log.channelCount).toBe(4);
+    // Operators see the refusals: one publish, one Subscribe.
+    expect(sampleValue(await scrape(t.sidecar.httpAddress!), "weft_limit_refusals_total", { reason: "TOO_MANY_CHANNELS" })).toBe(2);
 
     // The channels held go on: a new event of one is stored and delivered.
     await client.publish({ channel: "limits.a", id: "second", data: "y" });
@@ -98,6 +100,7 @@ describe("maxGroupsPerChannel", () => {
     expect(refused).toMatchObject({ code: "RESOURCE_EXHAUSTED", reason: "TOO_MANY_GROUPS" });
     expect(refused.message).toContain("its limit (maxGroupsPerChannel) is 2");
     expect(t.sidecar.engine.status().map((g) => g.group).filter((g) => g === "three")).toEqual([]);
+    expect(sampleValue(await scrape(t.sidecar.httpAddress!), "weft_limit_refusals_total", { reason: "TOO_MANY_GROUPS" })).toBe(1);
     // Neither its group nor its relay channel was made.
     expect(t.sidecar.log.channelCount).toBe(3); // limits.g, limits.g~one, limits.g~two
 
@@ -182,6 +185,7 @@ describe("maxPeers", () => {
     expect(st.details).toContain("its limit (maxPeers) is 2");
     expect(third.received).toEqual([]);
     expect(t.sidecar.mesh.status().map((p) => p.nodeId).sort()).toEqual(["p1", "p2"]);
+    expect(sampleValue(await scrape(t.sidecar.httpAddress!), "weft_limit_refusals_total", { reason: "TOO_MANY_PEERS" })).toBe(1);
     await eventually(() => records.some((r) => r.level === "warn" && r.reason === "TOO_MANY_PEERS" && String(r.msg).includes("p3")), 10_000, "the refusal logged");
 
     // A known peer linking again (a restart: another instance) is not a new one.
@@ -259,6 +263,7 @@ describe("maxPartialMessageBytes", () => {
     expect(String(cut?.msg)).toContain("its limit (maxPartialMessageBytes) is 8388608");
     const metrics = await scrape(t.sidecar.httpAddress!);
     const held = sampleValue(metrics, "weft_partial_message_bytes", { listener: "service" });
+    expect(sampleValue(metrics, "weft_limit_refusals_total", { reason: "RECEIVE_BUDGET" })).toBe(1);
     expect(held).toBeGreaterThan(4 * 1024 * 1024);
     expect(held).toBeLessThanOrEqual(budget);
     expect(streams.filter((x) => !refused(x)).every(({ s }) => !s.closed)).toBe(true);

@@ -51,4 +51,5 @@ export class EventCounters implements Observer {
   peerLink(): void {}
   peerGone(): void {}
   diskFull(): void {}
+  refused(): void {}
 }

@@ -248,6 +248,7 @@ export class DeliveryEngine {
     for (const w of fresh) {
       const count = this.groupsOf.get(w.channel) ?? 0;
       if (count >= max) {
+        this.options.observer?.refused(Reason.TOO_MANY_GROUPS);
         throw exhausted(
           Reason.TOO_MANY_GROUPS,
           "open.group",

@@ -653,6 +653,7 @@ export class OriginLog {
     let count = this.held.size;
     for (const c of this.preparing) if (!this.held.has(c)) count++;
     if (count + fresh <= max) return undefined;
+    this.observer.refused(Reason.TOO_MANY_CHANNELS);
     return new WeftError(
       status.RESOURCE_EXHAUSTED,
       Reason.TOO_MANY_CHANNELS,

@@ -332,6 +332,7 @@ export class MeshNode implements LinkHost {
     }
     const maxPeers = this.options.maxPeers ?? Infinity;
     if (!peer && this.peers.size >= maxPeers) {
+      this.options.observer?.refused(Reason.TOO_MANY_PEERS);
       return this.refuse(
         link,
         exhausted(

@@ -49,6 +49,8 @@ export class SidecarMetrics implements Observer {
   private readonly now: () => number;
   /** Drops a peer's series from every counter labelled by peer (the gauges are read afresh at each scrape). */
   private readonly removePeerSeries: (p: PeerSeries) => void;
+  /** Requests refused for a limit, by reason (see refused). */
+  private readonly refusals = new Map<string, number>();
   /** Whether the log's disk is full now (see diskFull). */
   private diskIsFull = false;
 
@@ -102,6 +104,18 @@ export class SidecarMetrics implements Observer {
     new Gauge({ name: "weft_info", help: "Always 1; the labels say which sidecar and software this is.", labelNames: ["node_id", "version"], registers }).set(
       { node_id: options.nodeId, version: options.version },
       1,
+    );
+
+    counter(
+      "weft_limit_refusals_total",
+      "Requests refused for a limit of this sidecar, by reason: TOO_MANY_CHANNELS, TOO_MANY_GROUPS, TOO_MANY_PEERS, RECEIVE_BUDGET.",
+      ["reason"],
+      () => [...this.refusals].map(([reason]) => ({ labels: { reason } })),
+      (s) => {
+        const n = this.refusals.get(s.labels.reason) ?? 0;
+        this.refusals.set(s.labels.reason, 0);
+        return n;
+      },
     );
 
     // The four rates.
@@ -256,6 +270,10 @@ export class SidecarMetrics implements Observer {
 
   diskFull(_dir: string, full: boolean): void {
     this.diskIsFull = full;
+  }
+
+  refused(reason: string): void {
+    this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
   }
 
   /** A peer the mesh forgot leaves /metrics: peer ids a client invents cannot grow it without bound. */

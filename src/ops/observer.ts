@@ -38,6 +38,11 @@ export interface Observer {
    * `detail` is the failed write's error, or how long it lasted.
    */
   diskFull(dir: string, full: boolean, detail: string): void;
+  /**
+   * A request was refused for one of the sidecar's limits (`reason`: TOO_MANY_CHANNELS,
+   * TOO_MANY_GROUPS, TOO_MANY_PEERS, RECEIVE_BUDGET). Told once per refusal.
+   */
+  refused(reason: string): void;
 }
 
 /** Observes nothing. */
@@ -53,6 +58,7 @@ export const NO_OBSERVER: Observer = {
   peerLink() {},
   peerGone() {},
   diskFull() {},
+  refused() {},
 };
 
 /**
@@ -96,6 +102,9 @@ export function composeObservers(...observers: (Observer | undefined)[]): Observ
     },
     diskFull(dir, full, detail) {
       for (const o of all) o.diskFull(dir, full, detail);
+    },
+    refused(reason) {
+      for (const o of all) o.refused(reason);
     },
   };
 }

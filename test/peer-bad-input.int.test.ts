@@ -605,3 +605,24 @@ describe("relay copies and the dedup window", () => {
     expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(3);
   });
 });
+
+describe("a peer timeout shorter than the proof of a new link", () => {
+  let s: TestSidecar;
+  afterAll(async () => {
+    await s?.dispose();
+  });
+
+  it("keeps a peer whose link came back at once: the new link stops the clock before the timeout", async () => {
+    s = await startSidecar({ nodeId: "short-timeout", peerTimeoutMs: 1000 });
+    const peer = rawPeer(s);
+    const h = hello(freshNode());
+    const first = await peer.linkUp(h);
+    first.link.cancel();
+    await expectDisconnected(s, h.nodeId);
+    // Back at once, as the same process: the link that two sidecars keep when both dialed.
+    const second = await peer.linkUp(h);
+    await settle(1600);
+    expect(second.link.closed).toBe(false);
+    expect(s.sidecar.mesh.status().find((p) => p.nodeId === h.nodeId)?.connected).toBe(true);
+  });
+});

@@ -120,7 +120,7 @@ const MIN_PEER_MESSAGE_BYTES = 4096;
 /** Room for the frame's own tags and lengths, and per event for its names, numbers and tags. */
 const FRAME_OVERHEAD = 64;
 const EVENT_OVERHEAD = 48;
-/** How long a new link must stay up before a peer waiting out its timeout counts as back. */
+/** How long a new link must stay up before a peer waiting out its timeout counts as back (at most half the peer timeout). */
 const PROOF_MS = 2000;
 /** Most sequences in one outcomes frame. */
 const MAX_OUTCOMES = 10_000;
@@ -363,7 +363,8 @@ export class MeshNode implements LinkHost {
   }
 
   up(link: PeerLink): void {
-    setTimeout(() => this.prove(link), PROOF_MS).unref();
+    // Within the peer timeout: a link that stays up must stop the clock before it runs out.
+    setTimeout(() => this.prove(link), Math.min(PROOF_MS, Math.floor(this.options.peerTimeoutMs / 2))).unref();
     const linked = this.peers.get(link.nodeId);
     if (linked?.link === link) linked.since = Date.now();
     this.options.observer?.peerLink(link.nodeId, true);

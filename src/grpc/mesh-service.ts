@@ -105,17 +105,8 @@ export class MeshService {
       failStream(call, e);
     };
     this.publishing.set(call, { settled: () => chain, fail });
-    if (this.stopping) {
-      fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
-      return;
-    }
-    let caller: Caller;
-    try {
-      caller = callerOf(call, this.callers);
-    } catch (e) {
-      fail(e);
-      return;
-    }
+    const caller = this.admit(call, fail);
+    if (!caller) return;
     const access = this.callers.access;
     call.on("data", (bytes: Buffer) => {
       if (failed || this.stopping) return;
@@ -229,6 +220,23 @@ export class MeshService {
     return { settings: kept, configure };
   }
 
+  /**
+   * The caller of a new stream, or undefined after ending it with `fail`: the sidecar is
+   * stopping, or the call shows no identity it takes (UNAUTHENTICATED, with a policy).
+   */
+  private admit(call: Call, fail: (e: unknown) => void): Caller | undefined {
+    if (this.stopping) {
+      fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
+      return undefined;
+    }
+    try {
+      return callerOf(call, this.callers);
+    } catch (e) {
+      fail(e);
+      return undefined;
+    }
+  }
+
   private observePublished(entries: AppendEntry[]): void {
     const observer = this.deps.observer;
     if (!observer) return;
@@ -260,17 +268,8 @@ export class MeshService {
       leave();
       failStream(call, e);
     };
-    if (this.stopping) {
-      fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
-      return;
-    }
-    let caller: Caller;
-    try {
-      caller = callerOf(call, this.callers);
-    } catch (e) {
-      fail(e);
-      return;
-    }
+    const caller = this.admit(call, fail);
+    if (!caller) return;
     const max = this.deps.limits.maxSubscriptions;
     if (this.subscribing.size >= max) {
       fail(exhausted(Reason.TOO_MANY_SUBSCRIPTIONS, "", `this sidecar already serves ${max} Subscribe streams, its limit; close some or raise maxSubscriptions`));

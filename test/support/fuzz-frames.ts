@@ -68,7 +68,7 @@ export class Rng {
 
   /** An int64 that is often one of the edge values (negatives included). */
   i64(): bigint {
-    return this.chance(0.5) ? this.pick(EDGE_I64) : BigInt(Date.now() + this.int(-100_000, 100_000));
+    return this.chance(0.3) ? this.pick(EDGE_I64) : BigInt(Date.now() + this.int(-100_000, 100_000));
   }
 }
 
@@ -297,6 +297,10 @@ function event(r: Rng): Event {
 }
 
 function start(r: Rng): StartPosition {
+  if (r.chance(0.7)) {
+    const kind = r.int(1, 4);
+    return create(StartPositionSchema, { kind, sequence: kind === 3 ? BigInt(r.int(1, 100)) : 0n, time: kind === 4 ? timestamp(r) : undefined });
+  }
   return create(StartPositionSchema, {
     kind: r.chance(0.85) ? r.int(0, 4) : r.pick([5, -1, 2 ** 31 - 1]),
     sequence: r.u64(),
@@ -337,7 +341,7 @@ function groupInterest(r: Rng): GroupInterest {
   return create(GroupInterestSchema, {
     channel: channel(r),
     group: group(r),
-    start: r.chance(0.8) ? start(r) : undefined,
+    start: r.chance(0.95) ? start(r) : undefined,
     maxAttempts: r.chance(0.5) ? 0 : r.u32Edge(),
     deadLetterChannel: r.chance(0.7) ? "" : channel(r),
     members: r.chance(0.6),
@@ -527,13 +531,19 @@ export function planStream(target: FuzzTarget, seed: number, index: number): Str
     frames.push(...target.prologue(r, nodeId));
     if (r.chance(0.7)) awaitAfter = frames.length;
   }
-  for (let n = r.int(1, 8); n > 0; n--) frames.push(frame(r, target, nodeId));
+  // Valid requests only (their order is the test), mostly valid, or mostly broken: a stream
+  // ends at its first bad frame, so only the first two reach the states after a few requests.
+  const mix = r.pick([MIXES.valid, MIXES.mostlyValid, MIXES.broken]);
+  for (let n = r.int(1, 12); n > 0; n--) frames.push(frame(r, target, nodeId, mix));
   return { target, nodeId, frames, awaitAfter, paced: r.chance(0.5), ending: r.chance(0.75) ? "half-close" : "cancel" };
 }
 
-function frame(r: Rng, target: FuzzTarget, nodeId: string): Uint8Array {
+/** Percent of valid and of mutated frames (the rest are random bytes). */
+const MIXES = { valid: [100, 0], mostlyValid: [75, 20], broken: [20, 55] } as const;
+
+function frame(r: Rng, target: FuzzTarget, nodeId: string, [valid, mutated]: readonly [number, number] = MIXES.broken): Uint8Array {
   const roll = r.u32() % 100;
-  if (roll < 35) return target.valid(r, nodeId);
-  if (roll < 80) return mutate(r, target.valid(r, nodeId));
+  if (roll < valid) return target.valid(r, nodeId);
+  if (roll < valid + mutated) return mutate(r, target.valid(r, nodeId));
   return randomBytes(r);
 }

@@ -42,7 +42,7 @@ export interface FuzzReport {
   streams: number;
   /** Frames written, by RPC. */
   frames: Record<string, number>;
-  /** How streams ended, by RPC: status name (or "cancelled by the fuzzer") to count. */
+  /** How streams ended, by RPC: "CODE/weft-reason" (or "cancelled by the fuzzer") to count. */
   endings: Record<string, Record<string, number>>;
   findings: Finding[];
   /** Seconds spent sending frames (not the setup or the check). */
@@ -148,7 +148,7 @@ async function keepEvents(address: string): Promise<Map<string, string>> {
 }
 
 /** One stream's end, as the fuzzer saw it. */
-type Ending = { by: "sidecar"; code: status; details: string } | { by: "fuzzer" } | { by: "hang"; after: string };
+type Ending = { by: "sidecar"; code: status; details: string; reason?: string } | { by: "fuzzer" } | { by: "hang"; after: string };
 
 /** Sends the planned streams, `concurrency` at a time, and records how each ended. */
 class Fuzzer {
@@ -203,7 +203,7 @@ class Fuzzer {
 
   private record(plan: StreamPlan, index: number, ending: Ending): void {
     const rpc = plan.target.name;
-    const label = ending.by === "sidecar" ? status[ending.code]! : ending.by === "fuzzer" ? "cancelled by the fuzzer" : "HANG";
+    const label = ending.by === "sidecar" ? status[ending.code]! + (ending.reason ? `/${ending.reason}` : "") : ending.by === "fuzzer" ? "cancelled by the fuzzer" : "HANG";
     const counts = (this.endings[rpc] ??= {});
     counts[label] = (counts[label] ?? 0) + 1;
     if (ending.by === "hang") this.findings.push({ rpc, stream: index, what: `no status ${ending.after} within ${HANG_MS} ms` });
@@ -227,7 +227,7 @@ class Fuzzer {
         this.count(plan);
         client.makeUnaryRequest(path, asBuffer, raw, asBuffer(plan.frames[0]!), { deadline: Date.now() + HANG_MS }, (e: ServiceError | null) => {
           if (e?.code === status.DEADLINE_EXCEEDED) resolve({ by: "hang", after: "for a unary call" });
-          else resolve({ by: "sidecar", code: e ? e.code : status.OK, details: e?.details ?? "" });
+          else resolve({ by: "sidecar", code: e ? e.code : status.OK, details: e?.details ?? "", reason: String(e?.metadata?.get("weft-reason")[0] ?? "") });
         });
       });
     }
@@ -258,7 +258,7 @@ class Fuzzer {
       if (plan.paced) await new Promise((r) => setImmediate(r));
     }
     const s = ended as StatusObject | undefined;
-    if (s) return { by: "sidecar", code: s.code, details: s.details };
+    if (s) return { by: "sidecar", code: s.code, details: s.details, reason: String(s.metadata?.get("weft-reason")[0] ?? "") };
     if (plan.ending === "cancel") return this.finish(call, () => call.cancel(), "now", "after a cancel");
     call.end();
     return this.finish(call, () => call.cancel(), "wait", "after the half-close");
@@ -279,7 +279,7 @@ class Fuzzer {
       call.on("error", () => {});
       call.on("status", (s: StatusObject) => {
         clearTimeout(timer);
-        resolve(cancelled ? { by: "fuzzer" } : { by: "sidecar", code: s.code, details: s.details });
+        resolve(cancelled ? { by: "fuzzer" } : { by: "sidecar", code: s.code, details: s.details, reason: String(s.metadata?.get("weft-reason")[0] ?? "") });
       });
       const cancelNow = (): void => {
         if (cancelled) return;

@@ -3,7 +3,8 @@
  * then the check that it still serves and still delivers every event acked before. The CI
  * test (test/fuzz.e2e.test.ts) runs the same campaign with a small budget.
  *
- *   npm run fuzz [-- --frames N] [-- --seed S] [-- --concurrency C]
+ *   npm run fuzz [-- --frames N] [-- --seed S] [-- --concurrency C] [-- --only Publish,Admin/]
+ *                [-- --sidecar-log FILE]
  *
  * Exits 1 on any finding or failed check, printing the seed that reproduces the run.
  */
@@ -15,6 +16,8 @@ const { values } = parseArgs({
     frames: { type: "string", default: "100000" },
     seed: { type: "string" },
     concurrency: { type: "string", default: "4" },
+    "sidecar-log": { type: "string" },
+    only: { type: "string" },
   },
 });
 
@@ -32,6 +35,8 @@ const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : n
 const concurrency = number("concurrency", values.concurrency, 1, 256);
 
 console.log(`weft fuzz: seed ${seed}, ${frames} frames, ${concurrency} streams at once`);
-const report = await runFuzz({ seed, frames, concurrency, progress: (line) => console.log(line) });
+const sidecarLog = values["sidecar-log"];
+const report = await runFuzz({ seed, frames, concurrency, progress: (line) => console.log(line), ...(sidecarLog ? { sidecarLog } : {}), ...(values.only ? { only: values.only.split(",") } : {}) });
+if (sidecarLog) console.log(`the sidecar's stderr is in ${sidecarLog}`);
 console.log(formatReport(report));
 process.exit(report.ok ? 0 : 1);

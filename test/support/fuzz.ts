@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Client, type ClientDuplexStream, type ServiceError, type StatusObject, credentials, status } from "@grpc/grpc-js";
 import { type Delivery, type WeftClient, connect } from "../../src/client/index.js";
 import { collect, within } from "./collect.js";
-import { type StreamPlan, TARGETS, planStream, streamSeed } from "./fuzz-frames.js";
+import { type FuzzTarget, type StreamPlan, TARGETS, planStream, streamSeed } from "./fuzz-frames.js";
 import { type SidecarProcess, freePorts, spawnSidecar } from "./process.js";
 import { tempDir } from "./sidecar.js";
 import { wireFields } from "./wire-fields.js";
@@ -25,6 +25,10 @@ export interface FuzzOptions {
   concurrency?: number;
   /** Prints progress lines (the CLI); silent without. */
   progress?: (line: string) => void;
+  /** Only the RPCs whose name contains one of these ("Publish", "weft.v1.Admin/"); all without. */
+  only?: string[];
+  /** Writes the sidecar's stderr to this file at the end of the run. */
+  sidecarLog?: string;
 }
 
 /** Something the fuzzer saw that the sidecar must never do. */
@@ -97,6 +101,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     return report;
   } finally {
     await sidecar.terminate().catch(() => {});
+    if (options.sidecarLog) await writeFile(options.sidecarLog, sidecar.stderr());
     await rm(dataDir, { recursive: true, force: true });
   }
 }
@@ -158,6 +163,7 @@ class Fuzzer {
   streams = 0;
   private planned = 0;
   private readonly clients: Record<"service" | "peer", Client>;
+  private readonly targets: readonly FuzzTarget[];
 
   constructor(
     private readonly options: FuzzOptions,
@@ -165,6 +171,9 @@ class Fuzzer {
     private readonly peerAddress: string,
   ) {
     this.clients = { service: this.newClient("service"), peer: this.newClient("peer") };
+    const only = options.only;
+    this.targets = only ? TARGETS.filter((t) => only.some((o) => t.name.includes(o))) : TARGETS;
+    if (this.targets.length === 0) throw new Error(`no RPC matches ${only?.join(", ")}`);
   }
 
   async run(): Promise<void> {
@@ -178,7 +187,7 @@ class Fuzzer {
     while (this.planned < this.options.frames && this.alive()) {
       const index = this.streams++;
       // Every RPC in turn, so that a small budget still reaches all of them.
-      const target = TARGETS[index % TARGETS.length]!;
+      const target = this.targets[index % this.targets.length]!;
       const plan = planStream(target, streamSeed(this.options.seed, index), index);
       this.planned += plan.frames.length;
       const ending = await this.send(plan);

@@ -18,7 +18,7 @@ import { type GroupInterest, GroupInterestSchema, PeerFrameSchema } from "../../
  * the sidecar a generator of valid requests (built with the generated schemas where there
  * are some) and of the valid frames that bring a stream to its working state. A stream's
  * frames depend on its seed only, never on what the sidecar answered, so a seed names the
- * same bytes on every run.
+ * same frames on every run (timestamps near "now" aside).
  */
 
 /** A small, fast, seeded PRNG (mulberry32): the same seed gives the same numbers. */

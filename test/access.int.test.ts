@@ -34,6 +34,18 @@ let billingTls: ConnectOptions["tls"];
 const clients: { close(): void }[] = [];
 const subscriptions: Subscription[] = [];
 
+
+const scratches: string[] = [];
+/** A temp dir removed after the file's tests. */
+async function scratch(): Promise<string> {
+  const dir = await tempDir();
+  scratches.push(dir);
+  return dir;
+}
+afterAll(async () => {
+  for (const d of scratches.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
 beforeAll(async () => {
   ca = await testCa();
   billingTls = ca.client(await ca.service("billing"));
@@ -318,7 +330,7 @@ describe("without a policy (the loopback default)", () => {
 
 describe("the unix socket", () => {
   it("is made 0600 and its callers are the identity local", async () => {
-    const dir = await tempDir();
+    const dir = await scratch();
     const socket = join(dir, "weft.sock");
     const s = await startSidecar({ listen: socket, http: "off", policy: { local: { publish: ["local.>"] } } });
     try {
@@ -332,7 +344,7 @@ describe("the unix socket", () => {
   });
 
   it("takes the configured socketMode", async () => {
-    const dir = await tempDir();
+    const dir = await scratch();
     const socket = join(dir, "weft.sock");
     const s = await startSidecar({ listen: socket, http: "off", socketMode: 0o660 });
     try {

@@ -35,6 +35,18 @@ let b: TestSidecar;
 const peers: RawPeer[] = [];
 const subscriptions: Subscription[] = [];
 
+
+const scratches: string[] = [];
+/** A temp dir removed after the file's tests. */
+async function scratch(): Promise<string> {
+  const dir = await tempDir();
+  scratches.push(dir);
+  return dir;
+}
+afterAll(async () => {
+  for (const d of scratches.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
 beforeAll(async () => {
   ca = await testCa();
   otherCa = await testCa("weft.test");
@@ -294,7 +306,7 @@ describe("rotation", () => {
 describe("listeners beyond loopback", () => {
   for (const setting of ["listen", "peerListen", "http"] as const) {
     it(`refuse to start with ${setting} on 0.0.0.0 without TLS, saying why, and change nothing`, async () => {
-      const dataDir = `${await tempDir()}/data`;
+      const dataDir = `${await scratch()}/data`;
       const config = { ...defaultConfig(), dataDir, listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "127.0.0.1:0", [setting]: "0.0.0.0:0" };
       await expect(Sidecar.start(config, { logger })).rejects.toThrow(new RegExp(`^${setting} 0\\.0\\.0\\.0:0 is beyond loopback without TLS.*--insecure`));
       await expect(stat(dataDir)).rejects.toMatchObject({ code: "ENOENT" });
@@ -302,7 +314,7 @@ describe("listeners beyond loopback", () => {
   }
 
   it("refuse to dial peers beyond loopback without TLS, and a host that only looks like loopback", async () => {
-    const config = { ...defaultConfig(), dataDir: `${await tempDir()}/data`, listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "off", peers: ["127.0.0.1:7421", "10.77.0.5:7421"] };
+    const config = { ...defaultConfig(), dataDir: `${await scratch()}/data`, listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "off", peers: ["127.0.0.1:7421", "10.77.0.5:7421"] };
     await expect(Sidecar.start(config, { logger })).rejects.toThrow(/^peers beyond loopback \(10\.77\.0\.5:7421\) would be dialed without TLS.*--insecure/);
     const dotted = { ...config, peers: [], listen: "localhost.:0" };
     await expect(Sidecar.start(dotted, { logger })).rejects.toThrow(/^listen localhost\.:0 is beyond loopback without TLS/);
@@ -332,7 +344,7 @@ describe("listeners beyond loopback", () => {
   });
 
   it("refuse a service API beyond loopback without a policy, even with TLS, saying why", async () => {
-    const config = { ...defaultConfig(), dataDir: `${await tempDir()}/data`, nodeId: "nopolicy", tls: await ca.node("nopolicy"), listen: "0.0.0.0:0", peerListen: "127.0.0.1:0", http: "off" };
+    const config = { ...defaultConfig(), dataDir: `${await scratch()}/data`, nodeId: "nopolicy", tls: await ca.node("nopolicy"), listen: "0.0.0.0:0", peerListen: "127.0.0.1:0", http: "off" };
     await expect(Sidecar.start(config, { logger })).rejects.toThrow(/^listen 0\.0\.0\.0:0 is beyond loopback without a policy: .*give a policy in the config file/);
     // The peer API alone beyond loopback needs TLS, not a policy: it serves sidecars, known by certificate.
     const peersOnly = await startSidecar({ nodeId: "peers-only", tls: await ca.node("peers-only"), peerListen: "0.0.0.0:0" }, { logger });
@@ -340,7 +352,7 @@ describe("listeners beyond loopback", () => {
   });
 
   it("refuse TLS files whose certificate names another node than the configured node id", async () => {
-    const config = { ...defaultConfig(), dataDir: `${await tempDir()}/data`, nodeId: "someone-else", tls: await ca.node("x"), listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "off" };
+    const config = { ...defaultConfig(), dataDir: `${await scratch()}/data`, nodeId: "someone-else", tls: await ca.node("x"), listen: "127.0.0.1:0", peerListen: "127.0.0.1:0", http: "off" };
     await expect(Sidecar.start(config, { logger })).rejects.toThrow(/tls\.cert names spiffe:\/\/weft\.test\/weft\/node\/x/);
   });
 });

@@ -527,7 +527,8 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
       `${formatSize(config.maxMessageBytes)} is smaller than maxEventBytes (${formatSize(config.maxEventBytes)}, from the default); ${fix}`,
     );
   }
-  if (config.maxPartialMessageBytes < config.maxMessageBytes) {
+  // The budget counts each message's 5-byte gRPC prefix too.
+  if (config.maxPartialMessageBytes < config.maxMessageBytes + 5) {
     // Blame the setting that was set; when both were, the budget.
     const budget = found.maxPartialMessageBytes;
     const message = found.maxMessageBytes;
@@ -537,7 +538,7 @@ function build(found: Found, fileChannels: Record<string, Partial<Retention>>): 
       throw new ConfigError(
         budget?.source ?? { kind: "default" },
         "maxPartialMessageBytes",
-        `${formatSize(config.maxPartialMessageBytes)} is smaller than maxMessageBytes (${formatSize(config.maxMessageBytes)}, from ${from}); ${fix}`,
+        `${formatSize(config.maxPartialMessageBytes)} is smaller than maxMessageBytes (${formatSize(config.maxMessageBytes)}, from ${from}) plus a message's 5-byte prefix; ${fix}`,
       );
     }
     throw new ConfigError(

@@ -536,7 +536,10 @@ describe("refusals name the source, the key and what is allowed", () => {
     expect(e.problem).toMatch(/^8MiB is larger than maxMessageBytes \(4MiB, from config file .*, key "maxMessageBytes"\); an event must fit in one gRPC message/);
 
     const budget = await refusal({ env: { WEFT_MAX_PARTIAL_MESSAGE_BYTES: "8MiB" } });
-    expect(budget.message).toMatch(/^environment variable WEFT_MAX_PARTIAL_MESSAGE_BYTES: 8MiB is smaller than maxMessageBytes \(16MiB, from the default\); one message of the largest size must fit/);
+    expect(budget.message).toMatch(/^environment variable WEFT_MAX_PARTIAL_MESSAGE_BYTES: 8MiB is smaller than maxMessageBytes \(16MiB, from the default\) plus a message's 5-byte prefix; one message of the largest size must fit/);
+    // Exactly maxMessageBytes cannot hold one message of that size with its prefix.
+    const exact = await refusal({ env: { WEFT_MAX_PARTIAL_MESSAGE_BYTES: String(16 * 1024 * 1024) } });
+    expect(exact.key).toBe("maxPartialMessageBytes");
     const small = await refusal({ env: { WEFT_MAX_MESSAGE_BYTES: "512KiB" } });
     expect(small.message).toMatch(/^environment variable WEFT_MAX_MESSAGE_BYTES: 512KiB is smaller than maxEventBytes \(1MiB, from the default\)/);
   });

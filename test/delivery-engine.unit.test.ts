@@ -205,6 +205,32 @@ describe("DeliveryEngine", () => {
     });
   });
 
+  it("runs a delivery's deadline from when it leaves: an attempt still being stored never expires unsent", async () => {
+    let now = 1_000_000;
+    const { log, engine } = await setup(() => now);
+    const got: OutgoingDelivery[] = [];
+    await engine.join({ ...settings("slow", "g"), ackDeadlineMs: 1000, maxAttempts: 3 }, { send: (ds) => got.push(...ds) });
+    await log.append([event("slow", "1")]);
+    await eventually(() => got.length === 1);
+    // From here the log's group-state writes wait (a full disk holds them so).
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const writeState = log.writeState.bind(log);
+    log.writeState = (ops) => gate.then(() => writeState(ops));
+    now += 2000; // attempt 1 passes its deadline: attempt 2 is made, its write waits
+    await eventually(() => engine.status()[0]?.inflight === 1 && got.length === 1);
+    await new Promise((r) => setTimeout(r, 200)); // the engine ticks meanwhile (every 50 ms)
+    now += 10_000; // long past attempt 2's deadline had it started before it left
+    await new Promise((r) => setTimeout(r, 300));
+    release();
+    await eventually(() => got.length >= 2);
+    await new Promise((r) => setTimeout(r, 300));
+    // Attempt 2 left once, with a deadline from then; nothing expired unsent or was dead-lettered.
+    expect(got.map((d) => d.attempt)).toEqual([1, 2]);
+    expect(got[1]!.deadline).toBe(now + 1000);
+    expect(log.head("slow.dlq.g").last).toBe(0);
+  });
+
   it("counts events that retention removed before a group finished them, and moves its cursor", async () => {
     let now = 1_000_000;
     const { log, engine } = await setup(() => now);

@@ -7,6 +7,7 @@ import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { type AppendEntry, EVENTS_DIR, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
 import { CLOSED_KEY, EVENTS_SPLIT_KEY, eventKey, prefixEnd } from "../src/log/keys.js";
 import { encodeRecord } from "../src/log/record.js";
+import { eventually, within } from "./support/collect.js";
 import { tempDir } from "./support/sidecar.js";
 
 /**
@@ -257,5 +258,41 @@ describe("OriginLog after a crash between its two writes", () => {
     );
     const reopened = await openLog(dir);
     expect((await reopened.read("c", 1, 10)).map((e) => dataOf(e.bytes))).toEqual(["a0", "b1"]);
+  });
+
+  it("writes the group state made while the probe repairs, and never leaves it waiting once writable", async () => {
+    const dir = await newDir();
+    const log = await openLog(dir);
+    await log.append([entry("c", "a0")]);
+    // The next main-database write fails as LevelDB fails on a full disk.
+    const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void> } } }).db;
+    const batch = db.batch.bind(db);
+    let failNext = true;
+    db.batch = () => {
+      const b = batch();
+      const write = b.write.bind(b);
+      b.write = (...a: unknown[]) => {
+        if (!failNext) return write(...a);
+        failNext = false;
+        return (b as unknown as { close(): Promise<void> }).close().then(() => Promise.reject(new Error("IO error: /weft/000007.log: No space left on device")));
+      };
+      return b;
+    };
+    await expect(log.append([entry("c", "a1")])).rejects.toMatchObject({ reason: "DISK_FULL" });
+    expect(log.diskFull).toBeDefined();
+    // While the probe sets the failed group right, a member acks: its write must not be left behind.
+    const events = (log as unknown as { events: { clear(...a: unknown[]): Promise<void> } }).events;
+    const clear = events.clear.bind(events);
+    let during: Promise<void> | undefined;
+    events.clear = (...a: unknown[]) => {
+      during ??= log.groupBatch().putAcked("c", "g", 1).write();
+      return clear(...a);
+    };
+    await eventually(() => log.diskFull === undefined, 20_000, "the log writable again");
+    expect(during).toBeDefined();
+    await within(during!, 10_000, "the ack written during the repair");
+    await within(log.groupBatch().putAcked("c", "g", 2).write(), 10_000, "an ack written after");
+    const [r] = await log.append([entry("c", "b1")]);
+    expect(r!.sequence).toBe(2);
   });
 });

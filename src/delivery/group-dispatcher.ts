@@ -695,10 +695,11 @@ export class GroupDispatcher {
         entry.state = "inflight";
         entry.member = member;
         entry.deliveryId = ++member.credits.lastDeliveryId;
-        entry.due = now + member.ackDeadlineMs;
+        // The deadline runs from when the delivery leaves (send, below), not from here: an
+        // attempt still being stored (a full disk holds it) must not expire unsent.
+        entry.due = Infinity;
         member.deliveries.set(entry.deliveryId, entry);
         member.credits.inflight++;
-        if (Number.isFinite(entry.due)) this.timed.add(entry);
         if (entry.attempt > 1 || entry.perEvent) {
           batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
           entry.recorded = true;
@@ -719,10 +720,22 @@ export class GroupDispatcher {
       batch.putPump(this.channel, this.group, firsts.map((e) => e.seq));
     }
     const send = (): void => {
+      const at = this.options.now();
       for (const [member, deliveries] of out) {
         if (member.gone) continue;
-        this.options.observer.delivered(this.channel, this.group, deliveries);
-        member.sink.send(deliveries);
+        // Only deliveries still in flight to this member leave: one given back or handed on
+        // while its attempt was being stored is no longer this delivery.
+        const leaving = deliveries.filter((d) => {
+          const entry = member.deliveries.get(d.deliveryId);
+          if (!entry || entry.state !== "inflight") return false;
+          entry.due = at + member.ackDeadlineMs;
+          if (Number.isFinite(entry.due)) this.timed.add(entry);
+          d.deadline = entry.due;
+          return true;
+        });
+        if (leaving.length === 0) continue;
+        this.options.observer.delivered(this.channel, this.group, leaving);
+        member.sink.send(leaving);
       }
     };
     // The attempt is stored before the event leaves, so a crash never loses count of it.

@@ -53,11 +53,14 @@ export class ReceiveBudget {
 
   /**
    * Watches every stream of a bound grpc-js server. grpc-js has no option for it, so this
-   * reaches its HTTP/2 servers through its internals, and does nothing when they are not there.
+   * reaches its HTTP/2 servers through its internals.
+   * @throws Error when they are not there (another grpc-js): the limit must not silently go.
    */
   watch(server: Server): void {
     const servers = (server as unknown as { http2Servers?: Map<Http2Server, unknown> }).http2Servers;
-    if (!(servers instanceof Map)) return;
+    if (!(servers instanceof Map) || servers.size === 0) {
+      throw new Error("cannot watch the listener's HTTP/2 sessions (grpc-js's internal http2Servers is not there): maxPartialMessageBytes cannot be enforced with this grpc-js");
+    }
     for (const http2 of servers.keys()) {
       // Before grpc-js's own listener: each chunk is counted before grpc-js keeps it.
       http2.prependListener("stream", (stream: ServerHttp2Stream) => this.track(stream));
@@ -112,16 +115,10 @@ export class ReceiveBudget {
     this.options.cut?.(message, state.held);
     this.forget(stream);
     try {
-      if (!stream.headersSent) {
-        stream.respond(
-          { ":status": 200, "content-type": "application/grpc", "grpc-status": "8", "grpc-message": encodeURIComponent(message), "weft-reason": Reason.RECEIVE_BUDGET },
-          { endStream: true },
-        );
-        // Reset once the status has left: a reset queued with it would drop it.
-        setImmediate(() => stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM));
-      } else {
-        stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
-      }
+      // A reset, never a status: grpc-js does not know of this answer, and its own later
+      // response on the stream would then throw (ERR_HTTP2_HEADERS_SENT) where nothing
+      // catches it. gRPC clients report the reset as RESOURCE_EXHAUSTED; the reason is logged.
+      stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
     } catch {
       stream.destroy();
     }

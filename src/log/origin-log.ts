@@ -1238,13 +1238,11 @@ export class OriginLog {
         await db.open();
         await db.put(PROBE_KEY, PROBE_VALUE, { sync: this.fsync });
       }
-      while (this.stalled.length > 0) {
-        const write = this.stalled[0]!;
-        await this.writeOps(write.ops);
-        this.stalled.shift();
-        write.resolve();
-      }
+      await this.writeStalled();
       await this.repair();
+      // Group state written while the repair ran waited too: the full state ends only once
+      // none waits, with no await between that check and the end (else it would wait forever).
+      await this.writeStalled();
     } catch (e) {
       if (this.full) this.full.message = (e as Error).message;
       return;
@@ -1256,6 +1254,16 @@ export class OriginLog {
     this.observer.diskFull(this.dir, false, `writable again after ${this.now() - since} ms`);
     // A reader that failed while a database was opened again goes on.
     for (const [channel, head] of this.heads) for (const l of this.listeners) l(channel, head.last);
+  }
+
+  /** Writes the group state that waited for room, in the order it was made. */
+  private async writeStalled(): Promise<void> {
+    while (this.stalled.length > 0) {
+      const write = this.stalled[0]!;
+      await this.writeOps(write.ops);
+      this.stalled.shift();
+      write.resolve();
+    }
   }
 
   /**

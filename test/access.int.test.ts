@@ -11,7 +11,7 @@ import { tokenHash } from "../src/security/access.js";
 import type { SidecarConfig } from "../sidecar/sidecar.js";
 import { type TestCa, testCa } from "./support/certs.js";
 import { take } from "./support/collect.js";
-import { type TestSidecar, startSidecar, tempDir } from "./support/sidecar.js";
+import { type TestSidecar, scratchDirs, startSidecar } from "./support/sidecar.js";
 
 /**
  * Who may call (docs/security.md): with a policy, every call of weft.v1.Mesh and
@@ -35,16 +35,9 @@ const clients: { close(): void }[] = [];
 const subscriptions: Subscription[] = [];
 
 
-const scratches: string[] = [];
-/** A temp dir removed after the file's tests. */
-async function scratch(): Promise<string> {
-  const dir = await tempDir();
-  scratches.push(dir);
-  return dir;
-}
-afterAll(async () => {
-  for (const d of scratches.splice(0)) await rm(d, { recursive: true, force: true });
-});
+const dirs = scratchDirs();
+const scratch = (): Promise<string> => dirs.make();
+afterAll(() => dirs.removeAll());
 
 beforeAll(async () => {
   ca = await testCa();

@@ -16,6 +16,24 @@ import { tempDir } from "./support/sidecar.js";
  * closed log's databases as that crash would have left them.
  */
 
+
+/** Makes the log's next main-database batch write fail with `message` (its events' write succeeds). */
+function failNextMainWrite(log: OriginLog, message: string): void {
+  const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void> } } }).db;
+  const batch = db.batch.bind(db);
+  let failNext = true;
+  db.batch = () => {
+    const b = batch();
+    const write = b.write.bind(b);
+    b.write = (...a: unknown[]) => {
+      if (!failNext) return write(...a);
+      failNext = false;
+      return (b as unknown as { close(): Promise<void> }).close().then(() => Promise.reject(new Error(message)));
+    };
+    return b;
+  };
+}
+
 function entry(channel: string, id: string, data = id): AppendEntry {
   const bytes = toBinary(EventSchema, create(EventSchema, { channel, id, source: "//crash", type: "t", data: Buffer.from(data) }));
   return { channel, source: "//crash", id, key: "", bytes };
@@ -228,19 +246,7 @@ describe("OriginLog after a crash between its two writes", () => {
     const log = await openLog(dir);
     await log.append([entry("c", "a0")]);
     // The next main-database write fails (its events' write succeeds), as a write error would.
-    const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void> } } }).db;
-    const batch = db.batch.bind(db);
-    let failNext = true;
-    db.batch = () => {
-      const b = batch();
-      const write = b.write.bind(b);
-      b.write = (...a: unknown[]) => {
-        if (!failNext) return write(...a);
-        failNext = false;
-        return (b as unknown as { close(): Promise<void> }).close().then(() => Promise.reject(new Error("IO error: simulated")));
-      };
-      return b;
-    };
+    failNextMainWrite(log, "IO error: simulated");
     await expect(log.append([entry("c", "a1"), entry("c", "a2"), entry("c", "a3")])).rejects.toThrow("simulated");
     expect(log.head("c").last).toBe(1);
     const [r] = await log.append([entry("c", "b1")]);
@@ -265,19 +271,7 @@ describe("OriginLog after a crash between its two writes", () => {
     const log = await openLog(dir);
     await log.append([entry("c", "a0")]);
     // The next main-database write fails as LevelDB fails on a full disk.
-    const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void> } } }).db;
-    const batch = db.batch.bind(db);
-    let failNext = true;
-    db.batch = () => {
-      const b = batch();
-      const write = b.write.bind(b);
-      b.write = (...a: unknown[]) => {
-        if (!failNext) return write(...a);
-        failNext = false;
-        return (b as unknown as { close(): Promise<void> }).close().then(() => Promise.reject(new Error("IO error: /weft/000007.log: No space left on device")));
-      };
-      return b;
-    };
+    failNextMainWrite(log, "IO error: /weft/000007.log: No space left on device");
     await expect(log.append([entry("c", "a1")])).rejects.toMatchObject({ reason: "DISK_FULL" });
     expect(log.diskFull).toBeDefined();
     // While the probe sets the failed group right, a member acks: its write must not be left behind.

@@ -15,7 +15,7 @@ import { eventually, take } from "./support/collect.js";
 import { linked } from "./support/mesh.js";
 import { freePort } from "./support/process.js";
 import { RawPeer, hello } from "./support/raw-peer.js";
-import { type TestSidecar, startSidecar, tempDir } from "./support/sidecar.js";
+import { type TestSidecar, scratchDirs, startSidecar } from "./support/sidecar.js";
 
 /**
  * TLS on every listener (docs/security.md): the service API, the peer API (mutual TLS, a
@@ -36,16 +36,9 @@ const peers: RawPeer[] = [];
 const subscriptions: Subscription[] = [];
 
 
-const scratches: string[] = [];
-/** A temp dir removed after the file's tests. */
-async function scratch(): Promise<string> {
-  const dir = await tempDir();
-  scratches.push(dir);
-  return dir;
-}
-afterAll(async () => {
-  for (const d of scratches.splice(0)) await rm(d, { recursive: true, force: true });
-});
+const dirs = scratchDirs();
+const scratch = (): Promise<string> => dirs.make();
+afterAll(() => dirs.removeAll());
 
 beforeAll(async () => {
   ca = await testCa();

@@ -9,6 +9,24 @@ export async function tempDir(prefix = "weft-test-"): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
 
+/**
+ * Temp dirs for one test file: `make()` gives a fresh one, `removeAll()` (in afterAll)
+ * removes every one made.
+ */
+export function scratchDirs(): { make(): Promise<string>; removeAll(): Promise<void> } {
+  const dirs: string[] = [];
+  return {
+    async make() {
+      const dir = await tempDir();
+      dirs.push(dir);
+      return dir;
+    },
+    async removeAll() {
+      for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+    },
+  };
+}
+
 /** A real sidecar on a free loopback port, and clients connected to it over a real socket. */
 export interface TestSidecar {
   sidecar: Sidecar;

@@ -34,6 +34,8 @@ const MAX_OUTSTANDING_BATCHES = 32;
  * the sidecar's RSS up to ~40 MiB lower (bench/README.md).
  */
 const MAX_OUTSTANDING_EVENTS = 4000;
+/** Channels whose publish permission one stream remembers before it starts again. */
+const MAX_DECIDED_CHANNELS = 1024;
 /** Most ids in one ack, nack or extend. */
 const MAX_IDS = 10_000;
 const MAX_DELAY_MS = 3_600_000;
@@ -108,6 +110,25 @@ export class MeshService {
     const caller = this.admit(call, fail);
     if (!caller) return;
     const access = this.callers.access;
+    // A stream's caller and the policy are fixed: each channel is checked once per stream,
+    // not once per event (a batch is mostly one channel).
+    const decided = new Map<string, WeftError | undefined>();
+    const mayPublish = (channel: string): void => {
+      if (!access.enforced) return;
+      if (!decided.has(channel)) {
+        let refusal: WeftError | undefined;
+        try {
+          access.check(caller, "publish", channel);
+        } catch (e) {
+          if (!(e instanceof WeftError)) throw e;
+          refusal = e;
+        }
+        if (decided.size >= MAX_DECIDED_CHANNELS) decided.clear();
+        decided.set(channel, refusal);
+      }
+      const refusal = decided.get(channel);
+      if (refusal) throw refusal;
+    };
     call.on("data", (bytes: Buffer) => {
       if (failed || this.stopping) return;
       let batchId: bigint;
@@ -137,7 +158,7 @@ export class MeshService {
           }
           try {
             checkEvent(event, raw.length, limits);
-            access.check(caller, "publish", event.channel);
+            mayPublish(event.channel);
           } catch (e) {
             if (!(e instanceof WeftError)) throw e;
             results[i] = { error: { code: e.code, reason: e.reason, field: e.field, message: e.message } };

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// `npm run build`, also run by `npm ci` (prepare): compiles src/ and sidecar/ into dist/
-// with tsc (tsconfig.build.json), copies the files the code reads beside itself (the
-// dashboard's page, package.json), and writes dist/BUILT last. sidecar/bin/weft.js runs
-// dist/ only while BUILT is newer than every source file, so a failed or half-done build is
-// never run. Without typescript (`npm ci --omit=dev`) it builds nothing: weft runs the
-// TypeScript through tsx.
+// `npm run build`, also run by `npm ci` and `npm pack` (prepare): compiles src/ and sidecar/
+// into dist/ with tsc (tsconfig.build.json: JavaScript and .d.ts), copies the files the code
+// reads beside itself (the dashboard's page, package.json), and writes dist/BUILT last.
+// sidecar/bin/weft.js runs dist/ only when BUILT exists (and, in a checkout, is newer than
+// every source file), so a failed or half-done build is never run. Without typescript
+// (`npm ci --omit=dev` in a checkout) it builds nothing.
 import { spawnSync } from "node:child_process";
 import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -18,7 +18,7 @@ let tsc;
 try {
   tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
 } catch {
-  console.error("build: typescript is not installed (dev dependencies omitted); weft will run its TypeScript through tsx");
+  console.error("build: typescript is not installed (dev dependencies omitted); nothing built");
   process.exit(0);
 }
 
@@ -26,7 +26,7 @@ rmSync(dist, { recursive: true, force: true });
 const run = spawnSync(process.execPath, [tsc, "-p", join(root, "tsconfig.build.json")], { stdio: "inherit" });
 if (run.status !== 0) {
   rmSync(dist, { recursive: true, force: true });
-  console.error("build: tsc failed; dist/ removed, weft will run its TypeScript through tsx");
+  console.error("build: tsc failed; dist/ removed");
   process.exit(run.status ?? 1);
 }
 for (const dir of ["src", "sidecar"]) {

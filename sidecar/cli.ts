@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { logVerbosity, setLogVerbosity } from "@grpc/grpc-js";
 import { Command, CommanderError, Option } from "commander";
 import {
@@ -15,6 +14,7 @@ import {
 import { addAdminCommands } from "./commands/admin-commands.js";
 import { clientTlsOptions } from "./commands/client-tls.js";
 import { note } from "./commands/output.js";
+import { SOFTWARE_VERSION } from "./version.js";
 import type { CertsOptions } from "./commands/certs.js";
 import type { PublishOptions } from "./commands/publish.js";
 import type { SidecarOptions } from "./commands/run-sidecar.js";
@@ -31,10 +31,9 @@ const MAX_IN_FLIGHT = 10_000;
  * and `publish` does not load LevelDB.
  */
 export function buildProgram(exit: { code: number }): Command {
-  const version = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
   const program = new Command("weft")
     .description("Weft: a gRPC streaming event mesh. A sidecar next to every service, a LevelDB log, nothing lost.")
-    .version(version)
+    .version(SOFTWARE_VERSION)
     .exitOverride()
     .showHelpAfterError("(add --help for usage)")
     .configureHelp({ showGlobalOptions: false });

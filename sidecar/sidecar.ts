@@ -20,6 +20,7 @@ import { OriginLog, type Retention } from "../src/log/origin-log.js";
 import { type ReloadResult, TlsFiles, type TlsPaths } from "../src/security/tls-files.js";
 import { type PolicyConfig, type TokensConfig, accessControl } from "./access-config.js";
 import { exposureProblem, insecureListeners } from "./exposure.js";
+import { SOFTWARE_VERSION } from "./version.js";
 
 /** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
 export interface SidecarConfig {
@@ -432,6 +433,3 @@ export function defaultNodeId(): string {
   const id = hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64);
   return isNodeId(id) ? id : "weft";
 }
-
-/** This sidecar's software version, sent to peers in hello. */
-export const SOFTWARE_VERSION = "0.1.0";

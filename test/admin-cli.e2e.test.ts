@@ -6,6 +6,7 @@ import { type Delivery, type Subscription, type WeftClient, connect } from "../s
 import { collect, eventually } from "./support/collect.js";
 import { type SidecarProcess, WEFT_BIN, freePort, spawnSidecar } from "./support/process.js";
 import { tempDir } from "./support/sidecar.js";
+import { SOFTWARE_VERSION } from "../sidecar/version.js";
 
 // The operator commands as a user runs them: `weft channels|groups|peers|dlq|stats`
 // through sidecar/bin/weft.js, against real `weft sidecar` processes in a mesh of two.
@@ -183,7 +184,7 @@ describe("weft channels, groups, peers, dlq and stats against running sidecars",
     }, 20_000, "A linked with B");
     const peers = await weftJson<{ node: string; peers: Record<string, unknown>[] }>(["peers", "--to", a.address]);
     expect(peers.node).toBe("cli-a");
-    expect(peers.peers[0]).toMatchObject({ node: "cli-b", connected: true, softwareVersion: "0.1.0", inFlight: 0 });
+    expect(peers.peers[0]).toMatchObject({ node: "cli-b", connected: true, softwareVersion: SOFTWARE_VERSION, inFlight: 0 });
     expect(lines((await weft(["peers", "--to", b.address])).stdout)[1]).toMatch(/^cli-a\s+connected\s+\S+Z\s+/);
 
     const stats = await weftJson<{ node: string; intervalMs: number; perSecond: Record<string, number>; totals: Record<string, number> }>(["stats", "--to", a.address, "--interval", "200ms"]);

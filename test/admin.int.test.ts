@@ -5,6 +5,7 @@ import { collect, eventually, settle, take } from "./support/collect.js";
 import { settled, startMesh } from "./support/mesh.js";
 import { FILE_CONTAINING_SYMBOL, LIST_SERVICES, ReflectionStream, request } from "./support/reflection-client.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
+import { SOFTWARE_VERSION } from "../sidecar/version.js";
 
 // weft.v1.Admin over gRPC against real sidecars on loopback: what it shows after known
 // traffic, dead letters listed, redriven to their group only, purged; bad input refused.
@@ -281,7 +282,7 @@ describe("weft.v1.Admin in a mesh", () => {
         ["c", true],
       ]);
       const toB = peersA.peers[0]!;
-      expect(toB.softwareVersion).toBe("0.1.0");
+      expect(toB.softwareVersion).toBe(SOFTWARE_VERSION);
       expect(toB.since).toBeDefined();
       expect(toB.inFlight).toBe(0n);
       expect(toB.groups.map((g) => [g.channel, g.group, g.inFlight])).toEqual([[channel, "ship", 0]]);

@@ -32,7 +32,7 @@ const fresh = (name: string): string => `conf.${name}.c${++channelCounter}.p${pr
 const ids = (ds: Delivery[]): string[] => ds.map((d) => d.event.id);
 
 /**
- * The delivery contract of DESIGN.md, points 1, 2, 4, 5, 6, 8 and 9, as scenarios over real
+ * The delivery contract (docs/delivery-contract.md), points 1, 2, 4, 5, 6, 8 and 9, as scenarios over real
  * gRPC streams.
  */
 export function describeDeliveryContract(name: string, makeTopology: () => Promise<Topology>): void {

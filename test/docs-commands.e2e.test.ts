@@ -56,6 +56,12 @@ const DEFAULT_TIMEOUT_S = 60;
 /** Sessions at once. Each starts sidecars and Node processes; the machine has two cores. */
 const PARALLEL = 2;
 const DEFAULT_PORTS = [7420, 7421, 7422];
+/**
+ * A user namespace (unprivileged), a network namespace (its own loopback) and a PID
+ * namespace: when the session's shell, its PID 1, exits, the kernel kills whatever a block
+ * left running, so nothing outlives its session.
+ */
+const ISOLATE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork"];
 
 type Marker = { kind: "runnable"; options: Map<string, string> } | { kind: "not-runnable"; reason: string } | { kind: "none" };
 
@@ -69,7 +75,7 @@ interface ShellBlock {
 }
 
 /** Every shell block of a markdown file, with the marker on the line before it. */
-export function shellBlocks(file: string, markdown: string): ShellBlock[] {
+function shellBlocks(file: string, markdown: string): ShellBlock[] {
   const lines = markdown.split("\n");
   const blocks: ShellBlock[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -93,6 +99,19 @@ export function shellBlocks(file: string, markdown: string): ShellBlock[] {
     i = j;
   }
   return blocks;
+}
+
+/** Lines (1-based) of markers that no shell block follows: a marker on a ```ts block runs nothing. */
+function strayMarkers(markdown: string): number[] {
+  const lines = markdown.split("\n");
+  const stray: number[] = [];
+  lines.forEach((line, i) => {
+    if (parseMarker(line.trim()).kind === "none") return;
+    let k = i + 1;
+    while (k < lines.length && lines[k]!.trim() === "") k++;
+    if (!shellBlocks("", lines.slice(k).join("\n")).some((b) => b.line === 1)) stray.push(i + 1);
+  });
+  return stray;
 }
 
 function parseMarker(line: string): Marker {
@@ -147,7 +166,7 @@ async function markdownFiles(): Promise<string[]> {
 
 /** Whether this machine lets an unprivileged process have its own network namespace. */
 function canIsolate(): boolean {
-  const r = spawnSync("unshare", ["--user", "--map-root-user", "--net", "sh", "-c", "ip link set lo up"], { stdio: "ignore", timeout: 10_000 });
+  const r = spawnSync(ISOLATE[0]!, [...ISOLATE.slice(1), "sh", "-c", "ip link set lo up"], { stdio: "ignore", timeout: 10_000 });
   return r.status === 0;
 }
 
@@ -220,7 +239,7 @@ async function runSession(blocks: ShellBlock[], isolated: boolean): Promise<Bloc
     await Promise.all(blocks.map((b, n) => writeFile(join(harness, `${n}.sh`), b.text)));
     await writeFile(join(harness, "session.sh"), script.join("\n") + "\n");
 
-    const command = isolated ? ["unshare", "--user", "--map-root-user", "--net", "bash", join(harness, "session.sh")] : ["bash", join(harness, "session.sh")];
+    const command = [...(isolated ? ISOLATE : []), "bash", join(harness, "session.sh")];
     // A block inherits no WEFT_ setting (an address, a config file) that would point its
     // commands elsewhere than the docs say.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("WEFT_")));
@@ -277,7 +296,12 @@ function failure(r: BlockResult): string | undefined {
 
 const files = await markdownFiles();
 const blocksByFile = new Map<string, ShellBlock[]>();
-for (const file of files) blocksByFile.set(file, shellBlocks(file, await readFile(join(ROOT, file), "utf8")));
+const strayByFile = new Map<string, number[]>();
+for (const file of files) {
+  const markdown = await readFile(join(ROOT, file), "utf8");
+  blocksByFile.set(file, shellBlocks(file, markdown));
+  strayByFile.set(file, strayMarkers(markdown));
+}
 const isolated = canIsolate();
 
 /** At most PARALLEL sessions at once; one at a time when they share the host's ports. */
@@ -307,6 +331,7 @@ describe("the docs' shell blocks", () => {
         if (b.marker.kind === "none") problems.push(`${b.file}:${b.line}: a shell block without <!-- runnable --> or <!-- not-runnable: REASON --> before it`);
         if (b.marker.kind === "runnable") for (const p of optionProblems(b.marker.options)) problems.push(`${b.file}:${b.line}: ${p}`);
       }
+      for (const line of strayByFile.get(file) ?? []) problems.push(`${file}:${line}: a marker with no shell block right after it`);
     }
     console.log(`Shell blocks in the docs (${isolated ? "each session in its own network namespace" : "no user namespaces here: sessions one at a time on the host's loopback"}):\n  ${summary.join("\n  ")}`);
     expect(problems).toEqual([]);
@@ -323,6 +348,8 @@ describe("the docs' shell blocks", () => {
       [12, "not-runnable", "kubectl apply -k .\n"],
     ]);
     expect((blocks[0]!.marker as { options: Map<string, string> }).options.get("ready")).toBe("7420");
+    expect(strayMarkers(md)).toEqual([]);
+    expect(strayMarkers("<!-- runnable -->\n```ts\nconnect();\n```\n")).toEqual([1]);
     const [e] = expectations("npx weft publish a.b --data x   # → a.b 1 … done");
     expect(e!.pattern.test("a.b 1 and done")).toBe(true);
     expect(e!.pattern.test("a.b 10")).toBe(false);

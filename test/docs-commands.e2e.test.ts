@@ -19,6 +19,8 @@
  *     needs=sidecar    the harness starts `weft sidecar` with its defaults before the session
  *     cwd=repo         runs in the repository checkout (development commands) instead
  *     timeout=SECONDS  the block's limit (default 60)
+ *     file=NAME        on a block in any language (```js, ```yaml): not run, but written to
+ *                      NAME in the session's directory for its later blocks to use
  *   <!-- not-runnable: REASON -->       never run; the reason is shown in the test's list
  *
  * A shell block with neither marker fails the test: nothing drops out silently. In a
@@ -91,10 +93,11 @@ function shellBlocks(file: string, markdown: string): ShellBlock[] {
     }
     const first = body.find((l) => l.trim() !== "")?.trim() ?? "";
     const isShell = SHELL_LANGS.has(lang) || (lang === "" && COMMAND_START.test(first));
-    if (isShell) {
-      let k = i - 1;
-      while (k >= 0 && lines[k]!.trim() === "") k--;
-      blocks.push({ file, line: i + 1, text: body.join("\n") + "\n", marker: parseMarker(k >= 0 ? lines[k]!.trim() : "") });
+    let k = i - 1;
+    while (k >= 0 && lines[k]!.trim() === "") k--;
+    const marker = parseMarker(k >= 0 ? lines[k]!.trim() : "");
+    if (isShell || (marker.kind === "runnable" && marker.options.has("file"))) {
+      blocks.push({ file, line: i + 1, text: body.join("\n") + "\n", marker });
     }
     i = j;
   }
@@ -109,7 +112,7 @@ function strayMarkers(markdown: string): number[] {
     if (parseMarker(line.trim()).kind === "none") return;
     let k = i + 1;
     while (k < lines.length && lines[k]!.trim() === "") k++;
-    if (!shellBlocks("", lines.slice(k).join("\n")).some((b) => b.line === 1)) stray.push(i + 1);
+    if (!shellBlocks("", lines.slice(i).join("\n")).some((b) => b.line === k - i + 1)) stray.push(i + 1);
   });
   return stray;
 }
@@ -127,7 +130,7 @@ function parseMarker(line: string): Marker {
   return { kind: "runnable", options };
 }
 
-const KNOWN_OPTIONS = new Set(["session", "background", "ready", "needs", "cwd", "timeout"]);
+const KNOWN_OPTIONS = new Set(["session", "background", "ready", "needs", "cwd", "timeout", "file"]);
 
 /** What a marker's options must satisfy; an empty list means the block can run. */
 function optionProblems(options: Map<string, string>): string[] {
@@ -137,6 +140,8 @@ function optionProblems(options: Map<string, string>): string[] {
   if (options.has("needs") && options.get("needs") !== "sidecar") problems.push(`needs=${options.get("needs")}: only needs=sidecar exists`);
   if (options.has("cwd") && options.get("cwd") !== "repo") problems.push(`cwd=${options.get("cwd")}: only cwd=repo exists`);
   if (options.has("timeout") && !/^\d+$/.test(options.get("timeout")!)) problems.push("timeout= takes whole seconds");
+  if (options.has("file") && !/^[\w.-]+$/.test(options.get("file")!)) problems.push("file= takes a file name, no directories");
+  if (options.has("file") && options.has("background")) problems.push("a file= block is written, not run: it cannot be background");
   return problems;
 }
 
@@ -228,7 +233,9 @@ async function runSession(blocks: ShellBlock[], isolated: boolean): Promise<Bloc
       const cwd = options.get("cwd") === "repo" ? ROOT : work;
       const timeout = Number(options.get("timeout") ?? DEFAULT_TIMEOUT_S);
       const run = `bash -c 'cd "$1" && exec bash -euo pipefail "$2"' block ${q(cwd)} "$H/${n}.sh" > "$H/${n}.out" 2> "$H/${n}.err" < /dev/null`;
-      if (options.has("background")) {
+      if (options.has("file")) {
+        script.push(`cp "$H/${n}.sh" ${q(join(work, options.get("file")!))}; echo $? > "$H/${n}.rc"`);
+      } else if (options.has("background")) {
         script.push(`${run} &`, `bg+=($!); bgn+=(${n})`, `ready ${n} $! ${options.get("ready")!.split(",").join(" ")} || { finish; exit 0; }`);
       } else {
         // timeout signals the block's whole process group: 124 when it ran out of time.
@@ -350,6 +357,9 @@ describe("the docs' shell blocks", () => {
     expect((blocks[0]!.marker as { options: Map<string, string> }).options.get("ready")).toBe("7420");
     expect(strayMarkers(md)).toEqual([]);
     expect(strayMarkers("<!-- runnable -->\n```ts\nconnect();\n```\n")).toEqual([1]);
+    const file = "<!-- runnable: session=a file=app.mjs -->\n```js\nconnect();\n```\n";
+    expect(strayMarkers(file)).toEqual([]);
+    expect(shellBlocks("x.md", file).map((b) => b.text)).toEqual(["connect();\n"]);
     const [e] = expectations("npx weft publish a.b --data x   # → a.b 1 … done");
     expect(e!.pattern.test("a.b 1 and done")).toBe(true);
     expect(e!.pattern.test("a.b 10")).toBe(false);

@@ -205,6 +205,14 @@ export function expandArg(arg: string, env: Record<string, string>, problems: st
   });
 }
 
+/** A Kubernetes quantity of bytes ("10Gi", "500M", "1024"), or undefined for one this test does not read. */
+function quantityBytes(q: unknown): number | undefined {
+  const m = typeof q === "string" ? /^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(q) : undefined;
+  if (!m) return typeof q === "number" ? q : undefined;
+  const unit = { Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4, k: 1e3, M: 1e6, G: 1e9, T: 1e12 }[m[2] ?? ""] ?? 1;
+  return Number(m[1]) * unit;
+}
+
 function portOf(address: string): number {
   return Number(address.slice(address.lastIndexOf(":") + 1));
 }
@@ -343,6 +351,12 @@ export async function manifestProblems(objects: K8sObject[], facts: WeftFacts): 
   const claims = list(at(workload(objects), "spec", "volumeClaimTemplates")).map((c) => at(c, "metadata", "name"));
   if (!dataMount) problems.push(`no volume is mounted at the data directory ${config.dataDir}: the log would be on the container's (read-only) filesystem`);
   else if (!claims.includes(dataMount.name)) problems.push(`the data directory's volume ${String(dataMount.name)} is not one of the volumeClaimTemplates: it would not survive the pod`);
+  // A quota below the volume's size: publishes are refused (STORAGE_QUOTA) before the disk fills.
+  const claim = list(at(workload(objects), "spec", "volumeClaimTemplates")).find((c) => at(c, "metadata", "name") === dataMount?.name);
+  const volumeBytes = quantityBytes(at(claim, "spec", "resources", "requests", "storage"));
+  if (config.maxStoredBytes === 0 || volumeBytes === undefined || config.maxStoredBytes >= volumeBytes) {
+    problems.push(`maxStoredBytes (${config.maxStoredBytes}) is not set below the data volume's size (${String(at(claim, "spec", "resources", "requests", "storage"))})`);
+  }
 
   // TLS: files from a Secret, mounted read-only.
   if (!tlsPaths) problems.push("the sidecar has no TLS: its peer listener is beyond loopback");

@@ -54,6 +54,7 @@ describe("deploy/k8s", () => {
       dataDir: "/var/lib/weft",
       peersDns: ["weft-peers:7421"],
       fsync: true,
+      maxStoredBytes: 8 * 1024 ** 3,
       shutdownGraceMs: 10_000,
     });
     expect(setup!.tls).toEqual({
@@ -144,6 +145,11 @@ describe("deploy/k8s", () => {
     it("a data directory that is not the persistent volume", async () => {
       const objects = mutated((_pod, o) => replaceArg(o, "--data-dir=/var/lib/weft", "--data-dir=/var/lib/weft-data"));
       expect(await problemsOf(objects)).toContain("no volume is mounted at the data directory /var/lib/weft-data");
+    });
+
+    it("a storage quota as large as the volume", async () => {
+      const objects = mutated((_pod, o) => replaceArg(o, "--max-stored-bytes=8GiB", "--max-stored-bytes=10GiB"));
+      expect(await problemsOf(objects)).toContain("maxStoredBytes (10737418240) is not set below the data volume's size (10Gi)");
     });
 
     it("a Service that is not headless, or on another port", async () => {

@@ -1,12 +1,13 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:https";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
 import { connect } from "../../src/client/index.js";
 import { WEFT_BIN, freePorts } from "../support/process.js";
 import {
@@ -24,7 +25,7 @@ import {
 
 // The pod of deploy/k8s, run as processes on this machine: the weft sidecar with exactly the
 // arguments and environment of its container (the downward API giving the first pod's name,
-// each volume a temp dir, the TLS Secret made with `weft certs` as docs/deploy.md says), its
+// each volume a temp dir, the TLS Secret made by docs/deploy.md's own commands), its
 // probes asked as the kubelet asks them, and the example service container's command run
 // against it. That the flags exist is the unit test's; this one shows they work together.
 //
@@ -76,6 +77,41 @@ function probe(port: number, path: string): Promise<{ status: number; body: stri
   });
 }
 
+/**
+ * Runs the shell block of docs/deploy.md marked "test: k8s-certs" in a temp dir, with `weft`
+ * this checkout's CLI and `kubectl` the real one told `--dry-run=client -o yaml` (no cluster
+ * is reached), and returns the Secret it makes: file name -> contents. Without kubectl here,
+ * the Secret is read from kubectl's arguments (--from-file=PATH gives the key basename(PATH)).
+ */
+async function secretFromDocs(): Promise<Record<string, Buffer>> {
+  const doc = await readFile(new URL("../../docs/deploy.md", import.meta.url), "utf8");
+  const block = /<!-- test: k8s-certs\b[^>]*-->\s*```sh\n([\s\S]*?)```/.exec(doc)?.[1];
+  if (!block) throw new Error("docs/deploy.md has no shell block marked <!-- test: k8s-certs -->");
+  const work = await tempDir("docs-certs");
+  const bin = join(work, ".bin");
+  const realKubectl = await run("sh", ["-c", "command -v kubectl"]).then((r) => r.stdout.trim(), () => "");
+  await run("mkdir", [bin]);
+  const shims = {
+    weft: `#!/bin/sh\nexec "${process.execPath}" "${WEFT_BIN}" "$@"\n`,
+    kubectl: `#!/bin/sh\nprintf '%s\\n' "$@" > "${work}/.kubectl-args"\n${realKubectl ? `exec "${realKubectl}" "$@" --dry-run=client -o yaml > "${work}/.secret.yaml"` : "exit 0"}\n`,
+  };
+  for (const [name, text] of Object.entries(shims)) {
+    await writeFile(join(bin, name), text);
+    await chmod(join(bin, name), 0o755);
+  }
+  await run("bash", ["-euo", "pipefail", "-c", block], { cwd: work, env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ""}` } });
+  const args = (await readFile(join(work, ".kubectl-args"), "utf8")).split("\n").filter(Boolean);
+  expect(args.slice(0, 4)).toEqual(["create", "secret", "generic", "weft-tls"]);
+  if (realKubectl) {
+    const made = parseYaml(await readFile(join(work, ".secret.yaml"), "utf8")) as { kind: string; metadata: { name: string }; data: Record<string, string> };
+    expect(made).toMatchObject({ kind: "Secret", metadata: { name: "weft-tls" } });
+    return Object.fromEntries(Object.entries(made.data).map(([k, v]) => [k, Buffer.from(v, "base64")]));
+  }
+  console.log("kubectl is not installed: the Secret is read from its arguments, which kubectl itself did not check");
+  const files = args.filter((a) => a.startsWith("--from-file=")).map((a) => a.slice("--from-file=".length));
+  return Object.fromEntries(await Promise.all(files.map(async (f) => [basename(f), await readFile(join(work, f))] as const)));
+}
+
 const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe("the pod of deploy/k8s, run here", () => {
@@ -114,27 +150,26 @@ describe("the pod of deploy/k8s, run here", () => {
     const free = await freePorts(declared.length);
     declared.forEach((p, i) => ports.set(p, free[i]!));
 
-    // The certificates as docs/deploy.md makes them: a CA, and one node certificate per pod
-    // name; the Secret holds everything but the CA's key.
-    const work = await tempDir("certs");
+    // The TLS Secret, made by docs/deploy.md's own commands.
     const podName = firstPodName(objects);
-    await run(process.execPath, [WEFT_BIN, "certs", "ca", "--dir", work, "--trust-domain", "weft.example"]);
-    await run(process.execPath, [WEFT_BIN, "certs", "node", podName, "--dir", work]);
-    const secret = await tempDir("secret-weft-tls");
-    for (const f of await readdir(work)) if (f !== "ca.key") await copyFile(join(work, f), join(secret, f));
+    const secret = await secretFromDocs();
+    expect(Object.keys(secret).sort()).toEqual(expect.arrayContaining(["ca.crt", `node-${podName}.crt`, `node-${podName}.key`]));
+    expect(Object.keys(secret)).not.toContain("ca.key");
+    const secretDir = await tempDir("secret-weft-tls");
+    for (const [key, value] of Object.entries(secret)) await writeFile(join(secretDir, key), value, { mode: 0o440 });
 
     // Each of the sidecar's volumes: the TLS Secret, or an empty directory (the data volume, /tmp).
     const volumes = pod.volumes as { name: string; secret?: { secretName: string; items?: { key: string; path: string }[] } }[];
     for (const m of container.volumeMounts as { name: string; mountPath: string }[]) {
       const volume = volumes.find((v) => v.name === m.name);
-      sidecarMounts.set(m.mountPath, volume?.secret?.secretName === "weft-tls" && !volume.secret.items ? secret : await tempDir(m.name));
+      sidecarMounts.set(m.mountPath, volume?.secret?.secretName === "weft-tls" && !volume.secret.items ? secretDir : await tempDir(m.name));
     }
     // The service's CA volume: the Secret's ca.crt only, as its items say.
     for (const c of serviceContainers(objects)) {
       for (const m of (c.volumeMounts ?? []) as { name: string; mountPath: string }[]) {
         const volume = volumes.find((v) => v.name === m.name);
         const dir = await tempDir(m.name);
-        for (const item of volume?.secret?.items ?? []) await copyFile(join(secret, item.key), join(dir, item.path));
+        for (const item of volume?.secret?.items ?? []) await writeFile(join(dir, item.path), secret[item.key]!);
         serviceMounts.set(m.mountPath, dir);
       }
     }

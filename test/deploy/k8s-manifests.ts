@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
+import ts from "typescript";
 import { vi } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { serveOperations } from "../../src/ops/http-server.js";
@@ -35,7 +36,7 @@ export interface Rendered {
  * `resources` list, without kustomize's transformers (images, labels).
  */
 export function renderKustomization(dir = K8S_DIR): Rendered {
-  const notSchema = "schema validation against the Kubernetes API (no cluster and no API server here)";
+  const notSchema = "the API server's own validation (allowed values, required fields, cross-field rules): no cluster here; field names and types are checked against kubernetes-types";
   let yaml: string | undefined;
   try {
     yaml = execFileSync("kubectl", ["kustomize", dir], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -58,6 +59,66 @@ function parseObjects(text: string, where: string): K8sObject[] {
     const value: unknown = doc.toJS();
     return value === null ? [] : [value as K8sObject];
   });
+}
+
+// ---- the Kubernetes API's types ----
+
+/** The kubernetes-types module and type of each apiVersion/kind the manifests use. */
+const API_TYPES: Record<string, [module: string, type: string]> = {
+  "apps/v1 StatefulSet": ["kubernetes-types/apps/v1", "StatefulSet"],
+  "v1 Service": ["kubernetes-types/core/v1", "Service"],
+  "policy/v1 PodDisruptionBudget": ["kubernetes-types/policy/v1", "PodDisruptionBudget"],
+};
+
+/**
+ * Type-checks each object against the Kubernetes API's own types (kubernetes-types, made
+ * from the API's OpenAPI schema, 1.30): a field the API does not have (TypeScript's
+ * excess-property check on object literals) or a value of the wrong type is a problem, with
+ * the line it is on. Not checked this way: enums, formats and cross-field rules (those are
+ * the API server's), and required fields the types mark optional.
+ */
+export function apiTypeProblems(objects: K8sObject[]): string[] {
+  const problems: string[] = [];
+  const root = fileURLToPath(new URL("../../", import.meta.url));
+  const file = join(root, "test/deploy/k8s-api-types.check.ts");
+  let source = "";
+  objects.forEach((o, i) => {
+    const key = `${String(o.apiVersion)} ${String(o.kind)}`;
+    const type = API_TYPES[key];
+    if (!type) {
+      problems.push(`${key}: this test knows no type for it`);
+      return;
+    }
+    source += `import type { ${type[1]} as T${i} } from "${type[0]}";\nexport const object${i}: T${i} = ${JSON.stringify(o, null, 2)};\n`;
+  });
+  const options: ts.CompilerOptions = {
+    strict: true,
+    noEmit: true,
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.ESNext,
+    moduleResolution: ts.ModuleResolutionKind.Bundler,
+    types: [],
+    skipLibCheck: true,
+  };
+  const host = ts.createCompilerHost(options);
+  const read = host.readFile.bind(host);
+  const exists = host.fileExists.bind(host);
+  const getSource = host.getSourceFile.bind(host);
+  host.readFile = (f) => (f === file ? source : read(f));
+  host.fileExists = (f) => f === file || exists(f);
+  host.getSourceFile = (f, language, ...rest) => (f === file ? ts.createSourceFile(f, source, language) : getSource(f, language, ...rest));
+  const program = ts.createProgram([file], options, host);
+  const lines = source.split("\n");
+  for (const d of ts.getPreEmitDiagnostics(program)) {
+    const message = ts.flattenDiagnosticMessageText(d.messageText, " ");
+    if (d.file?.fileName !== file || d.start === undefined) {
+      problems.push(message);
+      continue;
+    }
+    const { line } = d.file.getLineAndCharacterOfPosition(d.start);
+    problems.push(`${message} (at ${lines[line]!.trim()})`);
+  }
+  return problems;
 }
 
 // ---- what the sidecar really has ----

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { type K8sObject, type Rendered, type WeftFacts, manifestProblems, podSpec, renderKustomization, sidecarContainer, weftFacts } from "./k8s-manifests.js";
+import { type K8sObject, type Rendered, type WeftFacts, apiTypeProblems, manifestProblems, podSpec, renderKustomization, sidecarContainer, weftFacts } from "./k8s-manifests.js";
 
 // deploy/k8s against the sidecar it deploys: every flag, setting, port, route and mount in
 // the manifests is checked against the CLI's and the sidecar's own definitions, so that a
@@ -62,6 +62,10 @@ describe("deploy/k8s", () => {
       key: "/etc/weft/tls/node-weft-example-0.key",
       ca: "/etc/weft/tls/ca.crt",
     });
+  });
+
+  it("has only fields the Kubernetes API has, with values of their types", () => {
+    expect(apiTypeProblems(rendered.objects)).toEqual([]);
   });
 
   it("runs the sidecar as a native sidecar and pins the image the docs name", () => {
@@ -175,6 +179,18 @@ describe("deploy/k8s", () => {
       expect(problems).toContain("container example: readOnlyRootFilesystem is not true");
       expect(problems).toContain("container example: capabilities do not drop ALL");
       expect(problems).toContain("container weft: runAsUser is not a numeric non-root user");
+    });
+
+    it("a field the Kubernetes API does not have, or a value of another type", () => {
+      const objects = mutated((pod, o) => {
+        sidecarContainer(o).restartPolice = "Always";
+        (pod.securityContext as Record<string, unknown>).runAsUser = "10001";
+        delete (o.find((x) => x.kind === "Service")!.spec as { ports: { port?: number }[] }).ports[0]!.port;
+      });
+      const problems = apiTypeProblems(objects).join("\n");
+      expect(problems).toContain("'\"restartPolice\"' does not exist in type 'Container'");
+      expect(problems).toContain("Type 'string' is not assignable to type 'number'");
+      expect(problems).toContain("Property 'port' is missing");
     });
 
     it("a grace period shorter than the sidecar's graceful stop", async () => {

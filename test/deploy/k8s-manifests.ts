@@ -11,10 +11,11 @@ import { CONFIG_ENV_VARS, ConfigError, type ConfigFlags, resolveConfig } from ".
 import { exposureProblem } from "../../sidecar/exposure.js";
 import type { SidecarConfig } from "../../sidecar/sidecar.js";
 
-// The Kubernetes manifests of deploy/k8s, read as Kubernetes would read them, and checked
-// against what the sidecar really has: its flags (commander), its settings and their
-// environment variables (config.ts), its HTTP routes (serveOperations). Shared by the unit
-// test (static checks) and the e2e test (the manifest's command line, really run).
+// The Kubernetes manifests of deploy/k8s, rendered as kustomize renders them, and checked
+// against the Kubernetes API's types and against what the sidecar really has: its flags
+// (commander), its settings and their environment variables (config.ts), its HTTP routes
+// (serveOperations). Shared by the unit test (static checks) and the e2e test (the
+// manifest's command line, really run).
 
 export const K8S_DIR = fileURLToPath(new URL("../../deploy/k8s", import.meta.url));
 

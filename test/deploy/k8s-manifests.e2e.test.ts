@@ -14,6 +14,7 @@ import {
   type SidecarSetup,
   containerEnv,
   expandArg,
+  imageEnv,
   manifestProblems,
   podSpec,
   renderKustomization,
@@ -185,6 +186,8 @@ async function startPod(d: Deployment, index: number, where: { podIp?: string; p
   const name = `${String((workload(d.objects).metadata as { name: string }).name)}-${index}`;
   const pod = podSpec(d.objects);
   const container = sidecarContainer(d.objects);
+  // The image's environment, under each container's own, as the kubelet makes it.
+  const image = imageEnv() ?? {};
   const volumes = pod.volumes as { name: string; secret?: { secretName: string; items?: { key: string; path: string }[] } }[];
 
   // A volume's contents: a Secret's keys (or the items it selects), or nothing.
@@ -218,7 +221,7 @@ async function startPod(d: Deployment, index: number, where: { podIp?: string; p
   };
 
   const mounts = await mountsOf(container);
-  const env = containerEnv(container, name);
+  const env = { ...image, ...containerEnv(container, name) };
   const problems: string[] = [];
   let args = (container.args as string[]).map((a) => local(expandArg(a, env, problems), mounts));
   expect(problems).toEqual([]);
@@ -239,7 +242,7 @@ async function startPod(d: Deployment, index: number, where: { podIp?: string; p
 
   const example = serviceContainers(d.objects)[0]!;
   const serviceMounts = await mountsOf(example);
-  const serviceEnv = Object.fromEntries(Object.entries(containerEnv(example, name)).map(([k, v]) => [k, local(v, serviceMounts)]));
+  const serviceEnv = Object.fromEntries(Object.entries({ ...image, ...containerEnv(example, name) }).map(([k, v]) => [k, local(v, serviceMounts)]));
   return {
     name,
     sidecar,

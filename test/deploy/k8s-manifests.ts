@@ -234,6 +234,30 @@ export function firstPodName(objects: K8sObject[]): string {
   return `${text(at(workload(objects), "metadata", "name"))}-0`;
 }
 
+export const CONTAINERFILE = fileURLToPath(new URL("../../deploy/container/Containerfile", import.meta.url));
+
+/**
+ * The WEFT_ variables the image sets (`ENV KEY=VALUE` in deploy/container/Containerfile),
+ * which a container's environment starts from; undefined when that file is not in the tree.
+ */
+export function imageEnv(file = CONTAINERFILE): Record<string, string> | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+  const env: Record<string, string> = {};
+  for (const line of text.replace(/\\\n/g, " ").split("\n")) {
+    const instruction = /^\s*ENV\s+(.*)$/i.exec(line);
+    if (!instruction) continue;
+    for (const [, key, value] of instruction[1]!.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S*)/g)) {
+      if (key!.startsWith("WEFT_")) env[key!] = value!.replace(/^"(.*)"$/, "$1");
+    }
+  }
+  return env;
+}
+
 /**
  * A container's environment as the kubelet gives it to the pod `podName`: plain values, and
  * metadata.name / metadata.namespace from the downward API. Other sources are reported.
@@ -311,7 +335,7 @@ export interface SidecarSetup {
  * ports, probes, the Service, the volume, TLS, the security context, resources, shutdown.
  * Empty when the manifests agree with the sidecar `facts` describe.
  */
-export async function manifestProblems(objects: K8sObject[], facts: WeftFacts): Promise<{ problems: string[]; setup?: SidecarSetup }> {
+export async function manifestProblems(objects: K8sObject[], facts: WeftFacts, image: Record<string, string> = imageEnv() ?? {}): Promise<{ problems: string[]; setup?: SidecarSetup }> {
   const problems: string[] = [];
   const pod = podSpec(objects);
   const sidecar = sidecarContainer(objects);
@@ -320,7 +344,9 @@ export async function manifestProblems(objects: K8sObject[], facts: WeftFacts): 
   if (sidecar.restartPolicy !== "Always") problems.push("the weft init container is not a native sidecar: restartPolicy must be Always");
 
   // The flags, one by one, against the CLI's own option list.
-  const env = containerEnv(sidecar, podName, problems);
+  const own = containerEnv(sidecar, podName, problems);
+  // The image's environment, and the container's over it.
+  const env = { ...image, ...own };
   const rawArgs = list(sidecar.args).map(String);
   const args = rawArgs.map((a) => expandArg(a, env, problems));
   if (args[0] !== "sidecar") problems.push(`the sidecar's first argument is ${JSON.stringify(args[0])}, not the sidecar command`);
@@ -331,7 +357,7 @@ export async function manifestProblems(objects: K8sObject[], facts: WeftFacts): 
     else if (option.takesValue && value === undefined) problems.push(`${flag} takes a value: write it as ${flag}=VALUE`);
     else if (!option.takesValue && value !== undefined) problems.push(`${flag} takes no value, but is given ${JSON.stringify(value)}`);
   }
-  for (const name of Object.keys(env)) {
+  for (const name of Object.keys(own)) {
     if (name.startsWith("WEFT_") && !facts.configEnv.has(name)) problems.push(`env ${name} of the sidecar is not a setting the sidecar reads`);
   }
   const nodeIdFrom = list(sidecar.env).find((e) => e.name === "WEFT_NODE_ID");
@@ -459,14 +485,14 @@ export async function manifestProblems(objects: K8sObject[], facts: WeftFacts): 
 
   // The service containers: real weft commands, reaching the sidecar where it listens.
   for (const container of serviceContainers(objects)) {
-    const serviceEnv = containerEnv(container, podName, problems);
+    const serviceEnv = { ...image, ...containerEnv(container, podName, problems) };
     const command = String(list(container.args)[0] ?? "");
     const known = facts.commandEnv(command);
     if (!known) {
       problems.push(`container ${String(container.name)} runs weft ${command}, which is not a weft command`);
       continue;
     }
-    for (const name of Object.keys(serviceEnv)) {
+    for (const name of Object.keys(containerEnv(container, podName))) {
       if (name.startsWith("WEFT_") && !known.has(name)) problems.push(`env ${name} of container ${String(container.name)} is read by no option of weft ${command}`);
     }
     if (serviceEnv.WEFT_ADDRESS !== config.listen) problems.push(`container ${String(container.name)} calls ${serviceEnv.WEFT_ADDRESS}, but the sidecar listens on ${config.listen}`);

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { type K8sObject, type Rendered, type WeftFacts, apiTypeProblems, manifestProblems, podSpec, renderKustomization, sidecarContainer, weftFacts } from "./k8s-manifests.js";
+import { type K8sObject, type Rendered, type WeftFacts, apiTypeProblems, imageEnv, manifestProblems, podSpec, renderKustomization, sidecarContainer, weftFacts } from "./k8s-manifests.js";
 
 // deploy/k8s against the sidecar it deploys: every flag, setting, port, route and mount in
 // the manifests is checked against the CLI's and the sidecar's own definitions, so that a
@@ -13,6 +13,12 @@ beforeAll(async () => {
   rendered = renderKustomization();
   facts = await weftFacts();
   console.log(`deploy/k8s rendered with ${rendered.renderer}; not checked here: ${rendered.unchecked.join("; ")}`);
+  const image = imageEnv();
+  console.log(
+    image
+      ? `the image's environment (deploy/container/Containerfile) is applied under each container's: ${Object.keys(image).join(", ")}`
+      : "deploy/container/Containerfile is not in this tree: the image's own environment is not applied",
+  );
 });
 
 /** A copy of the rendered objects, changed by `mutate` (given the copy's pod spec). */
@@ -191,6 +197,19 @@ describe("deploy/k8s", () => {
       expect(problems).toContain("'\"restartPolice\"' does not exist in type 'Container'");
       expect(problems).toContain("Type 'string' is not assignable to type 'number'");
       expect(problems).toContain("Property 'port' is missing");
+    });
+
+    it("an image that listens everywhere, and a manifest that does not say otherwise", async () => {
+      // As deploy/container's image does: every listener on 0.0.0.0 unless told otherwise.
+      const image = { WEFT_LISTEN: "0.0.0.0:7420", WEFT_PEER_LISTEN: "0.0.0.0:7421", WEFT_HTTP: "0.0.0.0:7422", WEFT_DATA_DIR: "/var/lib/weft" };
+      expect((await manifestProblems(rendered.objects, facts, image)).problems).toEqual([]);
+      const objects = mutated((_pod, o) => {
+        const args = sidecarArgs(o);
+        args.splice(args.findIndex((a) => a.startsWith("--listen=")), 1);
+      });
+      const problems = (await manifestProblems(objects, facts, image)).problems.join("\n");
+      expect(problems).toContain("the sidecar would refuse to start: listen 0.0.0.0:7420 is beyond loopback without a policy");
+      expect(problems).toContain("the service API listens on 0.0.0.0:7420");
     });
 
     it("a grace period shorter than the sidecar's graceful stop", async () => {

@@ -5,7 +5,8 @@ export default defineConfig({
     include: ["test/**/*.test.ts"],
     // Clients in other languages need their toolchains: `npm run test:e2e` runs those.
     // Hosts in network namespaces need root: `npm run test:netns` runs those.
-    exclude: [...configDefaults.exclude, "test/e2e-lang/**", "test/netns/**"],
+    // The container image and the systemd unit need root and their tools: `npm run test:deploy`.
+    exclude: [...configDefaults.exclude, "test/e2e-lang/**", "test/netns/**", "test/deploy/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",

@@ -21,7 +21,6 @@ set -euo pipefail
 
 image="${1:?usage: node-base-standin.sh IMAGE-NAME NPM-CACHE-PATH}"
 npm_cache="${2:?usage: node-base-standin.sh IMAGE-NAME NPM-CACHE-PATH}"
-export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
 
 fail() { echo "node-base-standin: $*" >&2; exit 1; }
 

@@ -6,7 +6,7 @@ export default defineConfig({
     // Clients in other languages need their toolchains: `npm run test:e2e` runs those.
     // Hosts in network namespaces need root: `npm run test:netns` runs those.
     // The container image and the systemd unit need root and their tools: `npm run test:deploy`.
-    exclude: [...configDefaults.exclude, "test/e2e-lang/**", "test/netns/**", "test/deploy/**"],
+    exclude: [...configDefaults.exclude, "test/e2e-lang/**", "test/netns/**", "test/deploy/container/**", "test/deploy/systemd/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",

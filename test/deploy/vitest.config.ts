@@ -10,7 +10,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   root: fileURLToPath(new URL("../..", import.meta.url)),
   test: {
-    include: ["test/deploy/**/*.test.ts"],
+    include: ["test/deploy/container/**/*.test.ts", "test/deploy/systemd/**/*.test.ts"],
     testTimeout: 120_000,
     hookTimeout: 600_000,
     pool: "forks",

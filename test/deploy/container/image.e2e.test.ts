@@ -163,6 +163,9 @@ describe.runIf(missing.length === 0)("container image from deploy/container/Cont
     expect(version.stdout.trim()).toBe(pkg.version);
     // LevelDB's native addon for this libc (glibc), which node-gyp-build picks at run time.
     expect(existsSync(join(modules, "classic-level/prebuilds/linux-x64/classic-level.node"))).toBe(true);
+    // koffi's prebuilt binary loads glibc there: without it the sidecar silently does without malloc_trim.
+    const ffi = inContainer(["node", "-e", `require(${JSON.stringify(`${prefix}/lib/node_modules/${pkg.name}/node_modules/koffi`)}).load("libc.so.6").func("int malloc_trim(size_t pad)")`]);
+    expect(ffi.status, ffi.stderr).toBe(0);
     expect(readFileSync(join(mountpoint, prefix!, "healthcheck.mjs"))).toEqual(readFileSync(join(root, "deploy/container/healthcheck.mjs")));
     expect(readdirSync(join(mountpoint, "tmp")).filter((f) => f.endsWith(".tgz"))).toEqual([]);
 

@@ -1,6 +1,7 @@
 /**
  * Every command the docs show runs as written: this test extracts the shell blocks of
- * README.md, CONTRIBUTING.md and docs/**.md and runs those marked runnable against real
+ * README.md, CONTRIBUTING.md, docs/**.md, bench/README.md and the READMEs under deploy/ and
+ * examples/ and runs those marked runnable against real
  * sidecars. A documented command that breaks (a renamed flag, a changed output, a port
  * that moved) fails it.
  *
@@ -162,8 +163,12 @@ function expectations(text: string): { text: string; pattern: RegExp }[] {
 }
 
 async function markdownFiles(): Promise<string[]> {
-  const files = ["README.md", "CONTRIBUTING.md"];
+  const files = ["README.md", "CONTRIBUTING.md", "bench/README.md"];
   for (const entry of await readdir(join(ROOT, "docs"), { recursive: true })) if (entry.endsWith(".md")) files.push(join("docs", entry));
+  // The READMEs beside deployment files and examples are where a person looks for how to use them.
+  for (const dir of ["deploy", "examples"]) {
+    for (const entry of await readdir(join(ROOT, dir), { recursive: true })) if (entry.endsWith("README.md")) files.push(join(dir, entry));
+  }
   const present: string[] = [];
   for (const f of files) if (await readFile(join(ROOT, f)).then(() => true, () => false)) present.push(f);
   return present.sort();

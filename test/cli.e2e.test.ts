@@ -2,6 +2,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { X509Certificate, createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { once } from "node:events";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -258,15 +260,36 @@ describe("failures", () => {
     expect(r.stdout).toContain("Usage: weft publish [options] <channel>");
   });
 
-  it("exits 1, without hanging, when no sidecar answers", async () => {
+  it("exits 1 at once when the connection is refused, however long --timeout is", async () => {
+    // A 10-minute timeout: waiting for it would fail this test by the test's own timeout.
     const address = `127.0.0.1:${await freePort()}`;
-    const [publish, subscribe] = await Promise.all([
-      weft(["publish", "orders.created", "--to", address, "--data", "x", "--timeout", "1s"]),
-      weft(["subscribe", "orders.created", "--group", "g", "--to", address, "--timeout", "1s"]),
+    const socket = join(await tempDir(), "nobody.sock");
+    const [publish, subscribe, channels, overUnix] = await Promise.all([
+      weft(["publish", "orders.created", "--to", address, "--data", "x", "--timeout", "10m"]),
+      weft(["subscribe", "orders.created", "--group", "g", "--to", address, "--timeout", "10m"]),
+      weft(["channels", "--to", address, "--timeout", "10m"]),
+      weft(["publish", "orders.created", "--to", socket, "--data", "x", "--timeout", "10m"]),
     ]);
-    for (const r of [publish, subscribe]) {
+    for (const r of [publish, subscribe, channels]) {
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`error: cannot reach a sidecar at ${address}: the connection was refused (nothing listens there); is \`weft sidecar\` running there?`);
+      expect(r.stdout).toBe("");
+    }
+    expect(overUnix.code).toBe(1);
+    expect(overUnix.stderr).toContain(`error: cannot reach a sidecar at ${socket}: no such socket`);
+  });
+
+  it("exits 1 after --timeout when something accepts the connection but never answers", async () => {
+    const silent = createServer(() => {});
+    silent.listen(0, "127.0.0.1");
+    await once(silent, "listening");
+    try {
+      const address = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      const r = await weft(["publish", "orders.created", "--to", address, "--data", "x", "--timeout", "1s"]);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(`error: cannot reach a sidecar at ${address} within 1s`);
+    } finally {
+      silent.close();
     }
   });
 

@@ -115,8 +115,8 @@ Stops gracefully on SIGINT or SIGTERM (a second one exits at once).`,
       "after",
       `
 Without --data or --data-file, each non-empty line of stdin is one event.
-Prints one line per stored event, in order: "CHANNEL SEQUENCE", plus " duplicate" for a
-re-publish. At the first event the sidecar rejects, prints its reason, stops reading input,
+Prints one line per stored event, in order, as soon as it is acked (from a pipe too, while
+input is still coming): "CHANNEL SEQUENCE", plus " duplicate" for a re-publish. At the first event the sidecar rejects, prints its reason, stops reading input,
 reports the events already sent, and exits 1.`,
     )
     .action(async (channel: string, o: PublishOptions) => {

@@ -88,6 +88,18 @@ async function waitForStderr(run: Running, pattern: RegExp): Promise<RegExpMatch
   }
 }
 
+/** Waits until the process's stdout matches `pattern` (or the process exits, which fails). */
+async function waitForStdout(run: Running, pattern: RegExp): Promise<RegExpMatchArray> {
+  for (;;) {
+    const match = run.stdout().match(pattern);
+    if (match) return match;
+    const exited = await Promise.race([run.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 50))]);
+    if (exited !== undefined && !run.stdout().match(pattern)) {
+      throw new Error(`weft exited (${exited}) before printing ${pattern} on stdout; stderr:\n${run.stderr()}`);
+    }
+  }
+}
+
 interface Sidecar extends Running {
   address: string;
   /** The HTTP address (host:port) the start line names. */
@@ -193,6 +205,17 @@ describe("publish and subscribe against a running sidecar", () => {
     expect(sub.code).toBe(0);
     const [d] = deliveries(sub.stdout);
     expect(d).toEqual({ id: "blob-1", sequence: 2, attempt: 1, channel: "blobs", key: "", type: "weft.event", source: "//test", dataBase64: bytes.toString("base64") });
+  });
+
+  it("prints each ack from a pipe as it comes, while stdin is still open", async () => {
+    const run = start(["publish", "piped.events", "--to", sidecar.address]);
+    run.child.stdin!.write("first\n");
+    await waitForStdout(run, /^piped\.events 1\n$/);
+    run.child.stdin!.write("second\nthird\n");
+    await waitForStdout(run, /^piped\.events 1\npiped\.events 2\npiped\.events 3\n$/);
+    run.child.stdin!.end("fourth");
+    expect(await run.exited).toBe(0);
+    expect(lines(run.stdout())).toEqual(["piped.events 1", "piped.events 2", "piped.events 3", "piped.events 4"]);
   });
 
   it("reports a re-published id as a duplicate with the original sequence", async () => {

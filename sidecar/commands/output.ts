@@ -4,8 +4,13 @@
  * (a closed pipe), so a caller never acts on a line nobody received.
  */
 export function writeLine(line: string): Promise<void> {
+  return writeText(`${line}\n`);
+}
+
+/** Writes text (whole lines) to stdout, resolving and rejecting as `writeLine` does. */
+export function writeText(text: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    process.stdout.write(`${line}\n`, (error) => (error ? reject(error) : resolve()));
+    process.stdout.write(text, (error) => (error ? reject(error) : resolve()));
   });
 }
 

@@ -3,7 +3,7 @@ import { hostname } from "node:os";
 import { createInterface } from "node:readline";
 import { ClientError, type EventInput, type Published, connect } from "../../src/client/index.js";
 import { CommandError, EXIT_FAILURE, usage } from "./arguments.js";
-import { note, writeLine } from "./output.js";
+import { note, writeText } from "./output.js";
 import { type ClientTlsOptions, readClientTls } from "./client-tls.js";
 import { reachSidecar } from "./reach-sidecar.js";
 
@@ -29,6 +29,13 @@ interface Input {
 
 type Outcome = { published: Published } | { error: unknown };
 
+/** An event sent: its outcome once the sidecar answered, and a promise of that moment. */
+interface Sent {
+  label: string;
+  outcome: Outcome | undefined;
+  settled: Promise<void>;
+}
+
 /** Events sent but not yet reported; reading input waits beyond it, so memory stays bounded. */
 const WINDOW = 1000;
 /** --data-file is read whole; nothing bigger could be one event anyway. */
@@ -52,7 +59,7 @@ export async function publishCommand(channel: string, o: PublishOptions): Promis
   if (fromStdin && process.stdin.isTTY) note("weft publish: reading events from stdin, one per line (end with Ctrl-D)");
 
   const client = connect(o.to, { source: `//weft-cli/${hostname()}`, ...(tls ? { tls } : {}), ...(o.token ? { token: o.token } : {}) });
-  const pending: { label: string; outcome: Promise<Outcome> }[] = [];
+  const pending: Sent[] = [];
   let failed = false;
   // A broken stream fails every event in flight with one error: say it once, then count.
   let lastError: unknown;
@@ -61,48 +68,75 @@ export async function publishCommand(channel: string, o: PublishOptions): Promis
     if (repeats > 0) note(`error: ${repeats} more event${repeats === 1 ? " was" : "s were"} not published for the same reason`);
     repeats = 0;
   };
-
-  const report = async (): Promise<void> => {
-    const { label, outcome } = pending.shift()!;
-    const result = await outcome;
-    if ("error" in result) {
+  /** The line of an acked event, or undefined after a rejection (said on stderr). */
+  const lineOf = (label: string, outcome: Outcome): string | undefined => {
+    if ("error" in outcome) {
       failed = true;
-      if (result.error === lastError) {
+      if (outcome.error === lastError) {
         repeats++;
-        return;
+        return undefined;
       }
       sayRepeats();
-      lastError = result.error;
-      note(`error: ${label} was not published: ${describeError(result.error)}`);
-      return;
+      lastError = outcome.error;
+      note(`error: ${label} was not published: ${describeError(outcome.error)}`);
+      return undefined;
     }
     sayRepeats();
-    const { sequence, id, duplicate } = result.published;
-    const line = o.json
-      ? JSON.stringify({ channel, sequence: Number(sequence), id, duplicate })
-      : `${channel} ${sequence}${duplicate ? " duplicate" : ""}`;
-    try {
-      await writeLine(line);
-    } catch {
-      failed = true; // stdout is gone: stop sending what nobody would hear about
-    }
+    const { sequence, id, duplicate } = outcome.published;
+    return o.json ? JSON.stringify({ channel, sequence: Number(sequence), id, duplicate }) : `${channel} ${sequence}${duplicate ? " duplicate" : ""}`;
   };
+
+  // Acks are printed while input is still being read, in input order, each as soon as it
+  // and those before it are in. What is acked by the time stdout takes the next write goes
+  // out in that one write: a fast pipe gets few large writes, a trickle of lines each ack
+  // at once. (The client batches what is published in one tick: all the lines of one read.)
+  let reading = true;
+  let wakeReporter: (() => void) | undefined;
+  let wakeReader: (() => void) | undefined;
+  const reporter = (async () => {
+    for (;;) {
+      const head = pending[0];
+      if (!head) {
+        if (!reading) break;
+        await new Promise<void>((r) => (wakeReporter = r));
+        continue;
+      }
+      await head.settled;
+      let text = "";
+      for (let next = pending[0]; next?.outcome; next = pending[0]) {
+        pending.shift();
+        const line = lineOf(next.label, next.outcome);
+        if (line !== undefined) text += `${line}\n`;
+      }
+      wakeReader?.();
+      if (text === "") continue;
+      try {
+        await writeText(text);
+      } catch {
+        failed = true; // stdout is gone: stop sending what nobody would hear about
+      }
+    }
+    sayRepeats();
+  })();
 
   try {
     const inputs = data === undefined ? stdinLines() : copies(data, o.count ?? 1);
     for await (const input of inputs) {
       if (failed) break;
       const event: EventInput = { channel, data: input.data, key: o.key, type: o.type, source: o.source, id: o.id };
-      const outcome = client.publish(event).then(
-        (published): Outcome => ({ published }),
-        (error: unknown): Outcome => ({ error }),
+      const sent: Sent = { label: input.label, outcome: undefined, settled: Promise.resolve() };
+      sent.settled = client.publish(event).then(
+        (published) => void (sent.outcome = { published }),
+        (error: unknown) => void (sent.outcome = { error }),
       );
-      pending.push({ label: input.label, outcome });
-      while (pending.length >= WINDOW) await report();
+      pending.push(sent);
+      wakeReporter?.();
+      while (pending.length >= WINDOW && !failed) await new Promise<void>((r) => (wakeReader = r));
     }
-    while (pending.length > 0) await report();
-    sayRepeats();
   } finally {
+    reading = false;
+    wakeReporter?.();
+    await reporter;
     client.close();
     if (fromStdin) process.stdin.destroy();
   }

@@ -140,7 +140,9 @@ reports the events already sent, and exits 1.`,
       `
 Prints one JSON line per event: {"id","sequence","attempt","channel","key","type","source","data"},
 with "dataBase64" instead of "data" when the data is not UTF-8. Each event is acked once its
-line is written. Runs until SIGINT or SIGTERM, or until --count events.`,
+line is written. Runs until SIGINT or SIGTERM, or until --count events. When the sidecar
+goes away it says so on stderr, reconnects until the sidecar is back, and says so again;
+the group resumes where it left off (unacked events come again).`,
     )
     .action(async (channel: string, o: SubscribeOptions) => {
       const { subscribeCommand } = await import("./commands/subscribe.js");

@@ -345,6 +345,22 @@ describe("the sidecar process", () => {
     expect(await second.exited).toBe(0);
   });
 
+  it("lets a subscriber say on stderr when it loses its sidecar and when it is back, and resume", async () => {
+    const first = await startSidecar();
+    const sub = start(["subscribe", "outage.events", "--group", "g", "--to", first.address, "--count", "1"]);
+    await waitForStderr(sub, /subscribed to outage\.events as group g/);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    await waitForStderr(sub, new RegExp(`weft subscribe: lost the sidecar at ${first.address} \\(.+\\); reconnecting until it is back`));
+
+    const second = await startSidecar(["--listen", first.address], { dataDir: first.dataDir });
+    await waitForStderr(sub, new RegExp(`weft subscribe: the sidecar at ${first.address} is back: subscribed again to outage\\.events as group g, resuming after sequence 0`));
+    expect(sub.stderr().match(/lost the sidecar/g)).toHaveLength(1);
+    await weft(["publish", "outage.events", "--to", second.address, "--data", "after"]);
+    expect(await sub.exited).toBe(0);
+    expect(deliveries(sub.stdout()).map((d) => [d.sequence, d.data])).toEqual([[1, "after"]]);
+  });
+
   it("refuses a data directory another sidecar holds, and an address in use", async () => {
     const first = await startSidecar();
     const locked = await weft(["sidecar", "--listen", `127.0.0.1:${await freePort()}`, "--peer-listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", first.dataDir]);

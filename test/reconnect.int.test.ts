@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { Delivery } from "../src/client/index.js";
-import { collect } from "./support/collect.js";
+import type { Delivery, SubscriptionStatus } from "../src/client/index.js";
+import { collect, eventually } from "./support/collect.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
 describe("client reconnect", () => {
@@ -52,5 +52,26 @@ describe("client reconnect", () => {
     expect(redelivered.every((d) => d.attempt >= 2)).toBe(true);
     // Nothing was stored twice although the client re-sent what it was unsure of.
     expect(t.sidecar.log.head(channel).last).toBe(50);
+  });
+
+  it("tells onStatus once when the sidecar goes away and once when the subscription is back", async () => {
+    t = await startSidecar();
+    const channel = "reconnect.status";
+    const statuses: SubscriptionStatus[] = [];
+    const sub = t.client().subscribe({ channel, group: "g", from: "earliest", onStatus: (s) => statuses.push(s) });
+    await sub.subscribed();
+    expect(statuses).toEqual([]);
+    await t.stop();
+    await eventually(() => statuses.length === 1, 20_000, "the disconnected status");
+    expect(statuses[0]).toMatchObject({ type: "disconnected" });
+    await t.start();
+    await eventually(() => statuses.length === 2, 20_000, "the reconnected status");
+    expect(statuses[1]).toMatchObject({ type: "reconnected", subscribed: { created: false } });
+    await t.client().publish({ channel, data: "after" });
+    const [d] = await collect(sub, (seen) => seen.length === 1);
+    expect(d!.text()).toBe("after");
+    sub.close();
+    await sub.closed;
+    expect(statuses).toHaveLength(2);
   });
 });

@@ -1,4 +1,4 @@
-import { ClientError, type Delivery, type From, connect } from "../../src/client/index.js";
+import { ClientError, type Delivery, type From, type SubscriptionStatus, connect } from "../../src/client/index.js";
 import { EXIT_FAILURE } from "./arguments.js";
 import { note, writeLine } from "./output.js";
 import { type ClientTlsOptions, readClientTls } from "./client-tls.js";
@@ -51,7 +51,16 @@ export async function subscribeCommand(channel: string, o: SubscribeOptions): Pr
   const onSignal = (): void => stop.abort();
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
-  const subscription = client.subscribe({ channel, group: o.group, from: o.from, maxInFlight, signal: stop.signal });
+  // Said on stderr, so that someone watching knows why nothing comes, and when it can again.
+  const onStatus = (s: SubscriptionStatus): void => {
+    if (s.type === "disconnected") {
+      const why = s.error ? ` (${s.error.message.startsWith(s.error.reason) ? s.error.message : `${s.error.reason}: ${s.error.message}`})` : "";
+      note(`weft subscribe: lost the sidecar at ${o.to}${why}; reconnecting until it is back`);
+    } else {
+      note(`weft subscribe: the sidecar at ${o.to} is back: subscribed again to ${channel} as group ${o.group}, resuming after sequence ${s.subscribed.ackedThrough}`);
+    }
+  };
+  const subscription = client.subscribe({ channel, group: o.group, from: o.from, maxInFlight, signal: stop.signal, onStatus });
   void subscription.subscribed().then((s) => {
     const at = s.created
       ? `a new group, starting ${describeFrom(o.from)}`

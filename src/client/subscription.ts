@@ -36,7 +36,24 @@ export interface SubscribeOptions {
   signal?: AbortSignal;
   /** Reconnect and resume when the sidecar goes away. Default true. */
   reconnect?: boolean;
+  /**
+   * Told when the subscription loses its sidecar and when it is subscribed again, once per
+   * outage however many reconnects fail in between (see SubscriptionStatus). Called outside
+   * the stream's handlers, so it cannot disturb the subscription; what it throws is thrown
+   * like any event handler's. Not called for the first subscribe, nor at the end (see `closed`).
+   */
+  onStatus?: (status: SubscriptionStatus) => void;
 }
+
+/** A change in a subscription's connection to its sidecar, for `SubscribeOptions.onStatus`. */
+export type SubscriptionStatus =
+  /**
+   * The stream to the sidecar broke (the sidecar stopped, restarted or cannot be reached);
+   * the subscription reconnects with backoff. `error` says why, when the stream said.
+   */
+  | { type: "disconnected"; error: ClientError | undefined }
+  /** The sidecar confirmed the subscription again after a disconnection; the group resumes. */
+  | { type: "reconnected"; subscribed: Subscribed };
 
 /** One delivery of one event. Ack it when handled; nack it to have it redelivered. */
 export interface Delivery {
@@ -94,6 +111,8 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
   private timer: NodeJS.Timeout | undefined;
   private confirmations: { resolve: (s: Subscribed) => void; reject: (e: ClientError) => void }[] = [];
   private lastSubscribed: Subscribed | undefined;
+  /** Lost the sidecar and not subscribed again yet (onStatus was told "disconnected"). */
+  private disconnected = false;
 
   constructor(
     private readonly openStream: OpenStream,
@@ -165,6 +184,10 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
         this.backoff.reset();
         this.lastSubscribed = r.value;
         for (const c of this.confirmations.splice(0)) c.resolve(r.value);
+        if (this.disconnected) {
+          this.disconnected = false;
+          this.report({ type: "reconnected", subscribed: r.value });
+        }
       } else if (r.case === "deliveries") {
         for (const d of r.value.deliveries) this.buffer.push(this.delivery(d, generation));
         this.notify();
@@ -244,10 +267,20 @@ export class Subscription implements AsyncIterable<Delivery>, AsyncDisposable {
       this.finish(error ?? new ClientError(status.UNAVAILABLE, "STREAM_ENDED", "the sidecar ended the subscription"));
       return;
     }
+    if (!this.disconnected) {
+      this.disconnected = true;
+      this.report({ type: "disconnected", error });
+    }
     this.timer = setTimeout(() => {
       this.timer = undefined;
       if (!this.ended) this.connect();
     }, this.backoff.next());
+  }
+
+  /** Tells onStatus, after the current handler: its code never runs inside the stream's. */
+  private report(status: SubscriptionStatus): void {
+    const listener = this.options.onStatus;
+    if (listener) queueMicrotask(() => listener(status));
   }
 
   private finish(error: ClientError | undefined): void {

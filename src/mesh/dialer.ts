@@ -169,7 +169,9 @@ class DialTarget {
       if (wasUp) {
         delay = 100;
         failures = 0;
-      } else if (why.reason !== Reason.LINK_EXISTS) {
+      } else if (why.reason === Reason.LINK_EXISTS) {
+        this.options.logger.debug({ address: this.address, peer: this.nodeId }, `${this.address} is ${this.nodeId || "a peer"}, linked already: dialed again once that link is gone`);
+      } else {
         // Said once per kind of failure, and only when it persists: peers starting together
         // refuse each other for a moment.
         failures = why.reason === lastReason ? failures + 1 : 1;

@@ -122,6 +122,8 @@ const FRAME_OVERHEAD = 64;
 const EVENT_OVERHEAD = 48;
 /** How long a new link must stay up before a peer waiting out its timeout counts as back (at most half the peer timeout). */
 const PROOF_MS = 2000;
+/** How long a link replaced by one the peer dialed may wait for the peer to end it, ms. */
+const SUPERSEDED_MS = 5000;
 /** Most sequences in one outcomes frame. */
 const MAX_OUTCOMES = 10_000;
 
@@ -320,7 +322,8 @@ export class MeshNode implements LinkHost {
           ),
         );
       }
-      // Two links between the same two sidecars (both dialed): keep the one the lower node id dialed.
+      // Two links between the same two sidecars (both dialed, or one dialed twice at two
+      // addresses): the one the lower node id dialed is kept, and both sides decide alike.
       const dialedBy = (l: PeerLink): string => (l.role === "dialer" ? this.options.nodeId : hello.nodeId);
       const preferred = this.options.nodeId < hello.nodeId ? this.options.nodeId : hello.nodeId;
       if (dialedBy(link) !== preferred) {
@@ -328,7 +331,18 @@ export class MeshNode implements LinkHost {
       }
       const old = peer.link;
       peer.link = undefined;
-      old.fail(new WeftError(status.ALREADY_EXISTS, Reason.LINK_EXISTS, `replaced by the link ${preferred} dialed`));
+      const replaced = new WeftError(status.ALREADY_EXISTS, Reason.LINK_EXISTS, `replaced by the link ${preferred} dialed`);
+      if (link.role === "dialer") {
+        // The peer already took this link (it sent its hello): the old one can end.
+        old.fail(replaced);
+      } else {
+        // The peer dialed this link and ends the old one itself once our hello reaches it.
+        // Ended here first, the old link's end could reach the peer before that hello, and
+        // the peer would take its healthy link for lost. Until then the old link is only
+        // detached: frames still arriving on it are handled and answered as the peer's, and
+        // nothing else goes on it. It is ended here if the peer has not within SUPERSEDED_MS.
+        setTimeout(() => old.fail(replaced), SUPERSEDED_MS).unref();
+      }
     }
     const maxPeers = this.options.maxPeers ?? Infinity;
     if (!peer && this.peers.size >= maxPeers) {

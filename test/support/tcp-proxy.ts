@@ -3,7 +3,8 @@ import { type Server, type Socket, connect, createServer } from "node:net";
 
 /**
  * A TCP proxy on loopback in front of `target`, for link faults: `cut()` drops every open
- * connection (new ones are accepted), `pause()` refuses new connections until `resume()`.
+ * connection (new ones are accepted), `pause()` refuses new connections until `resume()`,
+ * `hold()` keeps what the target sends from the clients until `release()`.
  */
 export class TcpProxy {
   /** Connections accepted and connected through, ever. */
@@ -13,6 +14,8 @@ export class TcpProxy {
   /** Connections dropped by `cut()`. */
   dropped = 0;
   private paused = false;
+  /** While set, what the target sends waits here, per connection, in order. */
+  private held: Map<Socket, Buffer[]> | undefined;
   private readonly open = new Set<{ client: Socket; upstream: Socket }>();
 
   private constructor(
@@ -59,6 +62,21 @@ export class TcpProxy {
     this.paused = false;
   }
 
+  /**
+   * Holds what the target sends on every connection, open or new, until `release()`; but a
+   * new connection's first chunk passes (an HTTP/2 server's preface, before any call).
+   */
+  hold(): void {
+    this.held ??= new Map();
+  }
+
+  /** Sends what was held, in order, and passes everything through again. */
+  release(): void {
+    const held = this.held;
+    this.held = undefined;
+    for (const [client, chunks] of held ?? []) for (const chunk of chunks) if (!client.destroyed) client.write(chunk);
+  }
+
   /** Stops listening and drops every connection. Idempotent. */
   async close(): Promise<void> {
     this.cut();
@@ -81,7 +99,13 @@ export class TcpProxy {
     const pair = { client, upstream };
     this.open.add(pair);
     client.pipe(upstream);
-    upstream.pipe(client);
+    let first = true;
+    upstream.on("data", (chunk: Buffer) => {
+      // The first chunk is an HTTP/2 server's preface: without it the client sends nothing.
+      if (this.held && !first) this.held.set(client, [...(this.held.get(client) ?? []), chunk]);
+      else if (!client.destroyed) client.write(chunk);
+      first = false;
+    });
     const end = (): void => this.drop(pair);
     client.on("error", end).on("close", end);
     upstream.on("error", end).on("close", end);

@@ -7,6 +7,7 @@ import {
   EXIT_USAGE,
   addressArgument,
   durationArgument,
+  usage,
   fromArgument,
   integerArgument,
   nameArgument,
@@ -48,53 +49,56 @@ export function buildProgram(exit: { code: number }): Command {
       .default(5000, "5s")
       .argParser(durationArgument(100, 600_000));
 
-  program
-    .command("sidecar")
-    .description("Run a sidecar: the service API (gRPC) over a LevelDB log.")
-    .option("--config <file>", "a YAML or JSON config file (env: WEFT_CONFIG)")
-    .option("--data-dir <dir>", "the LevelDB data directory (default: ./weft-data)")
-    .option("--listen <address>", "the service API address: host:port, /path.sock or unix:/path (default: 127.0.0.1:7420)")
-    .option("--fsync", "sync each append batch to disk before acking it")
-    .option("--no-fsync", "do not sync before acking (the default)")
-    .option("--max-event-bytes <size>", "the largest event, bytes or e.g. 512KiB (default: 1MiB)")
-    .option("--max-stored-bytes <size>", "refuse publishes (STORAGE_QUOTA) while the log's events take this much, bytes or e.g. 50GiB; 0 for no quota (default: 0)")
-    .option("--max-channels <n>", "the most channels this sidecar holds (events or groups; dead-letter and relay channels count), 1 to 10000000 (default: 10000)")
-    .option("--max-groups-per-channel <n>", "the most groups of one channel, 1 to 1000000 (default: 1000)")
-    .option("--node-id <id>", "this sidecar's name in the mesh, unique among its peers: letters, digits, '.', '_', '-' (default: the host name)")
-    .option("--peer-listen <host:port>", "the peer API address, TCP only; not the --listen address (default: 127.0.0.1:7421)")
-    .option("--http <host:port>", 'the HTTP address for /metrics, /healthz and /readyz, TCP only, or "off" (default: 127.0.0.1:7422)')
-    .option("--peers <host:port,...>", "peer addresses, comma-separated; may include this sidecar's own; repeatable (default: none)", joinList)
-    .option("--peers-dns <name:port,...>", "DNS names whose every address is a peer, comma-separated; repeatable (default: none)", joinList)
-    .option("--peers-dns-interval <duration>", "how often --peers-dns names are resolved again, 1s to 1h (default: 30s)")
-    .option("--peer-timeout <duration>", "how long a peer may be unreachable before others take its share, 100ms to 1h (default: 30s)")
-    .option("--peer-window <n>", "the most events forwarded to a peer per group and not yet handled, 1 to 10000 (default: 5000)")
-    .option("--max-read-ahead-bytes <size>", "the most bytes of events all groups hold in memory together, e.g. 512MiB; a group past it waits for acks (default: 256MiB)")
-    .option("--max-peers <n>", "the most peers known at once (linked, or waiting out the peer timeout), 1 to 100000 (default: 1000)")
-    .option("--log-level <level>", "the least severe log records written: trace, debug, info, warn, error, fatal or silent (default: info)")
-    .option("--log-format <format>", "log records on stderr as json lines, or pretty for people (default: json)")
-    .option("--tls-cert <file>", "TLS on every listener: this sidecar's certificate (PEM), naming spiffe://TRUST-DOMAIN/weft/node/NODE-ID")
-    .option("--tls-key <file>", "TLS: the certificate's private key (PEM)")
-    .option("--tls-ca <file>", "TLS: the CA certificates that sign the mesh's peers and services (PEM); peers use mutual TLS")
-    .option("--insecure", "let listeners beyond loopback run without TLS, or the service API without a policy (warned at every start)")
-    .option("--socket-mode <mode>", "the unix socket's file mode when --listen is a socket, octal (default: 0600)")
-    .option("--http-hosts <name,...>", "host names the dashboard answers under, besides localhost and the listener's; repeatable", joinList)
+  addSidecarOptions(
+    program.command("sidecar").description("Run a sidecar: the service API (gRPC) over a LevelDB log."),
+  )
     .addHelpText(
       "after",
       `
-Settings come from, lowest precedence first: defaults, the config file, environment
-variables, flags. Each setting of the config file has an environment variable: WEFT_ and
-its name in upper snake case (WEFT_DATA_DIR, WEFT_LISTEN, WEFT_FSYNC, WEFT_MAX_EVENT_BYTES,
-WEFT_DEDUP_WINDOW, WEFT_RETENTION_MAX_AGE, WEFT_NODE_ID, WEFT_PEERS, WEFT_LOG_LEVEL, ...).
-WEFT_CONFIG names a config file.
-Durations are ms or e.g. "500ms", "30s", "10m", "7d"; sizes are bytes or e.g. "512KiB", "1MiB".
-The same --peers list on every sidecar, each one's own address included, forms one mesh.
-A listener beyond loopback needs TLS (--tls-cert, --tls-key, --tls-ca; \`weft certs\` makes a
-development CA), or --insecure. TLS files are read again when they change, or on SIGHUP.
+${SIDECAR_SETTINGS}
 Stops gracefully on SIGINT or SIGTERM (a second one exits at once).`,
     )
     .action(async (o: SidecarOptions) => {
       const { sidecarCommand } = await import("./commands/run-sidecar.js");
       exit.code = await sidecarCommand(o);
+    });
+
+  addSidecarOptions(
+    program
+      .command("run")
+      .usage("[sidecar options] -- <command> [args...]")
+      .description("Run a command (a service) with a sidecar beside it for its lifetime; the command finds it in WEFT_ADDRESS.")
+      .argument("[command...]", "the command and its arguments, after --"),
+  )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  weft run --data-dir ./orders-data -- node orders-service.js
+  weft run --listen /run/weft/orders.sock --http off -- python3 service.py --port 8080
+
+The sidecar starts first, with the flags of \`weft sidecar\` (and its config file and
+environment variables), and the command only once the sidecar listens; it gets the address
+in WEFT_ADDRESS ("host:port" or "unix:/path", which grpc clients in any language take).
+SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are passed on to the command,
+which runs in its own session so that each reaches it once. When the command exits, the
+sidecar stops gracefully and weft run exits with the command's status (128 + the signal's
+number if a signal ended it).
+Exit status: the command's; 1 if the sidecar cannot start (the command is not started) or
+dies while the command runs (the command then gets SIGTERM); 2 for a usage error; 126 if
+the command cannot be run; 127 if it is not found.
+
+${SIDECAR_SETTINGS}`,
+    )
+    .action(async (argv: string[], o: SidecarOptions, command: Command) => {
+      // Everything after "--" is the command's; nothing of it before.
+      const raw = (command.parent as Command & { rawArgs: string[] }).rawArgs;
+      if (argv.length === 0) throw usage("weft run needs a command after --: weft run [sidecar options] -- <command> [args...]");
+      if (raw[raw.length - argv.length - 1] !== "--") {
+        throw usage(`put the command after --, so that its own flags are not taken for weft's: weft run [sidecar options] -- ${argv.join(" ")}`);
+      }
+      const { runCommand } = await import("./commands/run.js");
+      exit.code = await runCommand(argv, o);
     });
 
   program
@@ -116,8 +120,9 @@ Stops gracefully on SIGINT or SIGTERM (a second one exits at once).`,
       `
 Without --data or --data-file, each non-empty line of stdin is one event.
 Prints one line per stored event, in order, as soon as it is acked (from a pipe too, while
-input is still coming): "CHANNEL SEQUENCE", plus " duplicate" for a re-publish. At the first event the sidecar rejects, prints its reason, stops reading input,
-reports the events already sent, and exits 1.`,
+input is still coming): "CHANNEL SEQUENCE", plus " duplicate" for a re-publish. At the
+first event the sidecar rejects, prints its reason, stops reading input, reports the
+events already sent, and exits 1.`,
     )
     .action(async (channel: string, o: PublishOptions) => {
       const { publishCommand } = await import("./commands/publish.js");
@@ -193,6 +198,49 @@ For development and tests: in production, certificates come from your own CA (ce
   addClientTls(program);
 
   return program;
+}
+
+/** Settings of a sidecar, for the help of the commands that start one. */
+const SIDECAR_SETTINGS = `Settings come from, lowest precedence first: defaults, the config file, environment
+variables, flags. Each setting of the config file has an environment variable: WEFT_ and
+its name in upper snake case (WEFT_DATA_DIR, WEFT_LISTEN, WEFT_FSYNC, WEFT_MAX_EVENT_BYTES,
+WEFT_DEDUP_WINDOW, WEFT_RETENTION_MAX_AGE, WEFT_NODE_ID, WEFT_PEERS, WEFT_LOG_LEVEL, ...).
+WEFT_CONFIG names a config file.
+Durations are ms or e.g. "500ms", "30s", "10m", "7d"; sizes are bytes or e.g. "512KiB", "1MiB".
+The same --peers list on every sidecar, each one's own address included, forms one mesh.
+A listener beyond loopback needs TLS (--tls-cert, --tls-key, --tls-ca; \`weft certs\` makes a
+development CA), or --insecure. TLS files are read again when they change, or on SIGHUP.`;
+
+/** Adds the options of a sidecar (`weft sidecar`, `weft run`) to `command`. */
+function addSidecarOptions(command: Command): Command {
+  return command
+    .option("--config <file>", "a YAML or JSON config file (env: WEFT_CONFIG)")
+    .option("--data-dir <dir>", "the LevelDB data directory (default: ./weft-data)")
+    .option("--listen <address>", "the service API address: host:port, /path.sock or unix:/path (default: 127.0.0.1:7420)")
+    .option("--fsync", "sync each append batch to disk before acking it")
+    .option("--no-fsync", "do not sync before acking (the default)")
+    .option("--max-event-bytes <size>", "the largest event, bytes or e.g. 512KiB (default: 1MiB)")
+    .option("--max-stored-bytes <size>", "refuse publishes (STORAGE_QUOTA) while the log's events take this much, bytes or e.g. 50GiB; 0 for no quota (default: 0)")
+    .option("--max-channels <n>", "the most channels this sidecar holds (events or groups; dead-letter and relay channels count), 1 to 10000000 (default: 10000)")
+    .option("--max-groups-per-channel <n>", "the most groups of one channel, 1 to 1000000 (default: 1000)")
+    .option("--node-id <id>", "this sidecar's name in the mesh, unique among its peers: letters, digits, '.', '_', '-' (default: the host name)")
+    .option("--peer-listen <host:port>", "the peer API address, TCP only; not the --listen address (default: 127.0.0.1:7421)")
+    .option("--http <host:port>", 'the HTTP address for /metrics, /healthz and /readyz, TCP only, or "off" (default: 127.0.0.1:7422)')
+    .option("--peers <host:port,...>", "peer addresses, comma-separated; may include this sidecar's own; repeatable (default: none)", joinList)
+    .option("--peers-dns <name:port,...>", "DNS names whose every address is a peer, comma-separated; repeatable (default: none)", joinList)
+    .option("--peers-dns-interval <duration>", "how often --peers-dns names are resolved again, 1s to 1h (default: 30s)")
+    .option("--peer-timeout <duration>", "how long a peer may be unreachable before others take its share, 100ms to 1h (default: 30s)")
+    .option("--peer-window <n>", "the most events forwarded to a peer per group and not yet handled, 1 to 10000 (default: 5000)")
+    .option("--max-read-ahead-bytes <size>", "the most bytes of events all groups hold in memory together, e.g. 512MiB; a group past it waits for acks (default: 256MiB)")
+    .option("--max-peers <n>", "the most peers known at once (linked, or waiting out the peer timeout), 1 to 100000 (default: 1000)")
+    .option("--log-level <level>", "the least severe log records written: trace, debug, info, warn, error, fatal or silent (default: info)")
+    .option("--log-format <format>", "log records on stderr as json lines, or pretty for people (default: json)")
+    .option("--tls-cert <file>", "TLS on every listener: this sidecar's certificate (PEM), naming spiffe://TRUST-DOMAIN/weft/node/NODE-ID")
+    .option("--tls-key <file>", "TLS: the certificate's private key (PEM)")
+    .option("--tls-ca <file>", "TLS: the CA certificates that sign the mesh's peers and services (PEM); peers use mutual TLS")
+    .option("--insecure", "let listeners beyond loopback run without TLS, or the service API without a policy (warned at every start)")
+    .option("--socket-mode <mode>", "the unix socket's file mode when --listen is a socket, octal (default: 0600)")
+    .option("--http-hosts <name,...>", "host names the dashboard answers under, besides localhost and the listener's; repeatable", joinList);
 }
 
 /** Gives every command that calls a sidecar (it has --to) the client TLS options. */

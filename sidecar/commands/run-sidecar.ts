@@ -1,4 +1,4 @@
-import { createLogger } from "../../src/ops/logger.js";
+import { type Logger, createLogger } from "../../src/ops/logger.js";
 import { ConfigError, resolveConfig } from "../config.js";
 import { Sidecar, type SidecarConfig } from "../sidecar.js";
 import { CommandError, EXIT_FAILURE, EXIT_USAGE } from "./arguments.js";
@@ -34,15 +34,22 @@ export interface SidecarOptions {
   httpHosts?: string;
 }
 
+/** A sidecar started from command line options, with the logger it logs to. */
+export interface StartedSidecar {
+  sidecar: Sidecar;
+  config: SidecarConfig;
+  /** The sidecar's logger, with its node id. */
+  logger: Logger;
+}
+
 /**
- * `weft sidecar`: resolves the configuration, starts the sidecar, logs one record with the
- * bound address, and runs until SIGINT or SIGTERM, then stops gracefully. A second signal
- * exits at once. From the start on, what it says goes to the log (docs/observability.md);
- * a configuration it cannot use or a start that fails is a plain `error:` line.
- * @returns the exit status: 0 after a graceful stop.
- * @throws CommandError when the configuration is unusable or the sidecar cannot start.
+ * Resolves the configuration from the options (with the config file and the environment),
+ * and starts a sidecar. Resolves once it is ready: the log is open and every listener is
+ * bound. `command` names the command in messages ("weft sidecar", "weft run").
+ * @throws CommandError when the configuration is unusable (exit 2 for a bad flag, 1
+ *   otherwise) or the sidecar cannot start (exit 1).
  */
-export async function sidecarCommand(o: SidecarOptions): Promise<number> {
+export async function startFromOptions(o: SidecarOptions, command: string): Promise<StartedSidecar> {
   let config: SidecarConfig;
   // Told once the log's level and format are known.
   const warnings: string[] = [];
@@ -77,7 +84,7 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
         socketMode: o.socketMode,
         httpHosts: o.httpHosts,
       },
-      warn: (message) => warnings.push(`weft sidecar: warning: ${message}`),
+      warn: (message) => warnings.push(`${command}: warning: ${message}`),
     });
   } catch (e) {
     for (const w of warnings) note(w);
@@ -90,12 +97,23 @@ export async function sidecarCommand(o: SidecarOptions): Promise<number> {
   const logger = base.child({ node: config.nodeId });
   for (const w of warnings) logger.warn({}, w);
 
-  let sidecar: Sidecar;
   try {
-    sidecar = await Sidecar.start(config, { logger: base });
+    return { sidecar: await Sidecar.start(config, { logger: base }), config, logger };
   } catch (e) {
     throw new CommandError(`cannot start the sidecar: ${startProblem(e, config)}`);
   }
+}
+
+/**
+ * `weft sidecar`: resolves the configuration, starts the sidecar, logs one record with the
+ * bound address, and runs until SIGINT or SIGTERM, then stops gracefully. A second signal
+ * exits at once. From the start on, what it says goes to the log (docs/observability.md);
+ * a configuration it cannot use or a start that fails is a plain `error:` line.
+ * @returns the exit status: 0 after a graceful stop.
+ * @throws CommandError when the configuration is unusable or the sidecar cannot start.
+ */
+export async function sidecarCommand(o: SidecarOptions): Promise<number> {
+  const { sidecar, config, logger } = await startFromOptions(o, "weft sidecar");
   // Listening for signals before saying so: whoever waits for the line may signal at once.
   const signalled = new Promise<NodeJS.Signals>((resolve) => {
     const once = (s: NodeJS.Signals): void => {

@@ -12,6 +12,7 @@ import { WEFT_BIN } from "./support/process.js";
 
 const CRASH_WHEN = fileURLToPath(new URL("./support/crash-when.mjs", import.meta.url));
 const NODE = process.execPath;
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 const children = new Set<ChildProcess>();
 const dirs: string[] = [];
@@ -108,6 +109,20 @@ describe("weft run", () => {
     const script = `echo "address=$WEFT_ADDRESS"; "${NODE}" "${WEFT_BIN}" publish over.socket --data x`;
     const r = await weft(["run", ...sidecarFlags(join(dir, "data"), socket), "--", "sh", "-c", script]);
     expect(r).toMatchObject({ code: 0, stdout: `address=unix:${socket}\nover.socket 1\n` });
+  });
+
+  it("lets a TypeScript service find its sidecar with connect() and no address", async () => {
+    const dataDir = join(await tempDir(), "data");
+    const service = `
+      import { connect } from ${JSON.stringify(join(ROOT, "src/client/index.ts"))};
+      const client = connect();
+      const stored = await client.publish({ channel: "ts.service", data: "x" });
+      console.log(client.address + " " + stored.sequence);
+      client.close();`;
+    const r = await weft(["run", ...sidecarFlags(dataDir), "--", NODE, "--import", "tsx", "--input-type=module", "-e", service], { cwd: ROOT });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^127\.0\.0\.1:\d+ 1\n$/);
+    expect(r.stdout).not.toContain(":7420 ");
   });
 
   it("passes signals on to the command, once each, and stops the sidecar after it exits", async () => {

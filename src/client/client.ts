@@ -94,7 +94,11 @@ export class WeftClient {
   }
 }
 
-/** Connects to the sidecar at `address` (default 127.0.0.1:7420). */
-export function connect(address = "127.0.0.1:7420", options: ConnectOptions = {}): WeftClient {
+/**
+ * Connects to the sidecar at `address`: "host:port", "unix:/path" or an absolute socket
+ * path. Default: the environment variable WEFT_ADDRESS (which `weft run` sets for the
+ * service it runs), else 127.0.0.1:7420.
+ */
+export function connect(address = process.env.WEFT_ADDRESS || "127.0.0.1:7420", options: ConnectOptions = {}): WeftClient {
   return new WeftClient(address, options);
 }

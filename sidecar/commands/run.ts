@@ -4,7 +4,7 @@ import { constants } from "node:os";
 import { delimiter, join } from "node:path";
 import { CommandError, EXIT_FAILURE } from "./arguments.js";
 import { note } from "./output.js";
-import { type SidecarOptions, startFromOptions } from "./run-sidecar.js";
+import { type SidecarOptions, type StartedSidecar, startFromOptions } from "./run-sidecar.js";
 
 /** Exit status when the command cannot be found (as shells say it). */
 export const EXIT_NOT_FOUND = 127;
@@ -56,7 +56,7 @@ export async function runCommand(argv: string[], o: SidecarOptions): Promise<num
   const early = (s: NodeJS.Signals): void => void (stopBefore ??= s);
   process.on("SIGINT", early);
   process.on("SIGTERM", early);
-  let started;
+  let started: StartedSidecar;
   try {
     started = await startFromOptions(o, "weft run");
   } finally {

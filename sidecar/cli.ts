@@ -278,8 +278,3 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT_FAILURE;
   }
 }
-
-const code = await main(process.argv);
-process.exitCode = code;
-// Exit once the event loop drains (flushing stdout and the last acks); never linger on a handle.
-setTimeout(() => process.exit(code), 3000).unref();

@@ -9,7 +9,7 @@ const root = new URL("../../", import.meta.url);
 const built = builtAt();
 
 if (built !== undefined && (!isCheckout() || isCurrent(built))) {
-  await import("../../dist/sidecar/cli.js");
+  await import("../../dist/sidecar/main.js");
 } else if (isCheckout()) {
   let register;
   try {
@@ -19,7 +19,7 @@ if (built !== undefined && (!isCheckout() || isCurrent(built))) {
     process.exit(1);
   }
   register();
-  await import("../cli.ts");
+  await import("../main.ts");
 } else {
   console.error("weft: this package has no dist/ (an incomplete install?): reinstall weft-mesh");
   process.exit(1);

@@ -4,11 +4,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import ts from "typescript";
-import { vi } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { serveOperations } from "../../src/ops/http-server.js";
 import { CONFIG_ENV_VARS, ConfigError, type ConfigFlags, resolveConfig } from "../../sidecar/config.js";
 import { exposureProblem } from "../../sidecar/exposure.js";
+import { buildProgram } from "../../sidecar/cli.js";
 import type { SidecarConfig } from "../../sidecar/sidecar.js";
 
 // The Kubernetes manifests of deploy/k8s, rendered as kustomize renders them, and checked
@@ -138,31 +138,7 @@ export interface WeftFacts {
   parseSidecarArgs(args: string[]): Promise<Record<string, unknown>>;
 }
 
-/**
- * Loads sidecar/cli.ts. The module runs `main(process.argv)` when imported (it is the bin's
- * entry) and schedules a `process.exit` 3 s later: it is imported here with the arguments of
- * `weft --version`, its output swallowed and that timer faked away, so that nothing of the
- * test process changes.
- */
-async function loadBuildProgram(): Promise<(exit: { code: number }) => Command> {
-  const argv = process.argv;
-  const exitCode = process.exitCode;
-  process.argv = [argv[0]!, "weft", "--version"];
-  const write = vi.spyOn(process.stdout, "write").mockImplementation(() => true);
-  vi.useFakeTimers({ toFake: ["setTimeout"] });
-  try {
-    const cli = await import("../../sidecar/cli.js");
-    return cli.buildProgram;
-  } finally {
-    vi.useRealTimers();
-    write.mockRestore();
-    process.argv = argv;
-    process.exitCode = exitCode;
-  }
-}
-
 export async function weftFacts(): Promise<WeftFacts> {
-  const buildProgram = await loadBuildProgram();
   const commandOf = (program: Command, name: string): Command | undefined => program.commands.find((c) => c.name() === name);
   const sidecar = commandOf(buildProgram({ code: 0 }), "sidecar");
   if (!sidecar) throw new Error("the weft CLI has no sidecar command");

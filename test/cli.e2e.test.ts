@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { X509Certificate, createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -8,10 +8,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./support/process.js";
+import { type WeftRun, startWeft, waitForOutput } from "./support/weft-command.js";
 
 // Real processes: `weft` as a user runs it, through sidecar/bin/weft.js.
 
-const WEFT = fileURLToPath(new URL("../sidecar/bin/weft.js", import.meta.url));
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** Children started by the current test, killed after it; and those shared by a describe block. */
@@ -36,30 +36,11 @@ async function tempDir(): Promise<string> {
   return dir;
 }
 
-/** The environment of a child: ours without WEFT_ settings, plus `extra`. */
-function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("WEFT_") && k !== "GRPC_VERBOSITY") env[k] = v;
-  return { ...env, ...extra };
-}
-
-interface Running {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  /** Resolves with the exit code (or the signal's name) once the process has exited. */
-  exited: Promise<number | string>;
-}
-
-function start(args: string[], options: { env?: Record<string, string>; shared?: boolean } = {}): Running {
-  const child = spawn(process.execPath, [WEFT, ...args], { cwd: ROOT, env: childEnv(options.env), stdio: ["pipe", "pipe", "pipe"] });
-  (options.shared ? sharedChildren : testChildren).add(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-  child.stderr!.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  const exited = new Promise<number | string>((resolve) => child.on("close", (code, signal) => resolve(code ?? signal ?? "unknown")));
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+/** Starts `weft ARGS` in the checkout, killed after the test (or, `shared`, after the file). */
+function start(args: string[], options: { env?: Record<string, string>; shared?: boolean } = {}): WeftRun {
+  const run = startWeft(args, { env: options.env, cwd: ROOT });
+  (options.shared ? sharedChildren : testChildren).add(run.child);
+  return run;
 }
 
 interface Result {
@@ -77,30 +58,11 @@ async function weft(args: string[], options: { stdin?: string; env?: Record<stri
 }
 
 /** Waits until the process's stderr matches `pattern` (or the process exits, which fails). */
-async function waitForStderr(run: Running, pattern: RegExp): Promise<RegExpMatchArray> {
-  for (;;) {
-    const match = run.stderr().match(pattern);
-    if (match) return match;
-    const exited = await Promise.race([run.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 50))]);
-    if (exited !== undefined && !run.stderr().match(pattern)) {
-      throw new Error(`weft exited (${exited}) before printing ${pattern}; stderr:\n${run.stderr()}`);
-    }
-  }
-}
-
+const waitForStderr = (run: WeftRun, pattern: RegExp): Promise<RegExpMatchArray> => waitForOutput(run, run.stderr, pattern);
 /** Waits until the process's stdout matches `pattern` (or the process exits, which fails). */
-async function waitForStdout(run: Running, pattern: RegExp): Promise<RegExpMatchArray> {
-  for (;;) {
-    const match = run.stdout().match(pattern);
-    if (match) return match;
-    const exited = await Promise.race([run.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 50))]);
-    if (exited !== undefined && !run.stdout().match(pattern)) {
-      throw new Error(`weft exited (${exited}) before printing ${pattern} on stdout; stderr:\n${run.stderr()}`);
-    }
-  }
-}
+const waitForStdout = (run: WeftRun, pattern: RegExp): Promise<RegExpMatchArray> => waitForOutput(run, run.stdout, pattern);
 
-interface Sidecar extends Running {
+interface Sidecar extends WeftRun {
   address: string;
   /** The HTTP address (host:port) the start line names. */
   http: string;

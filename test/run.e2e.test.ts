@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { chmod, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { WEFT_BIN } from "./support/process.js";
+import { type WeftRun, type WeftRunOptions, startWeft, waitForOutput } from "./support/weft-command.js";
 
 // `weft run` as a user runs it: real processes, a real sidecar, real commands.
 
@@ -30,36 +31,11 @@ async function tempDir(): Promise<string> {
   return dir;
 }
 
-interface Running {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  /** The exit code, or the signal's name. */
-  exited: Promise<number | string>;
-}
-
-/** The environment of a child: ours without WEFT_ settings, plus `extra`. */
-function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("WEFT_") && k !== "GRPC_VERBOSITY") env[k] = v;
-  return { ...env, ...extra };
-}
-
-/** Starts `weft ARGS`; with `group`, as the leader of its own process group (as a shell's job is). */
-function start(args: string[], options: { env?: Record<string, string>; node?: string[]; cwd?: string; group?: boolean } = {}): Running {
-  const child = spawn(NODE, [...(options.node ?? []), WEFT_BIN, ...args], {
-    env: childEnv(options.env),
-    stdio: ["pipe", "pipe", "pipe"],
-    cwd: options.cwd,
-    detached: options.group ?? false,
-  });
-  children.add(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-  child.stderr!.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  const exited = new Promise<number | string>((resolve) => child.on("close", (code, signal) => resolve(code ?? signal ?? "unknown")));
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+/** Starts `weft ARGS`, killed after the test. */
+function start(args: string[], options: WeftRunOptions = {}): WeftRun {
+  const run = startWeft(args, options);
+  children.add(run.child);
+  return run;
 }
 
 async function weft(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<{ code: number | string; stdout: string; stderr: string }> {
@@ -69,15 +45,7 @@ async function weft(args: string[], options: { env?: Record<string, string>; cwd
   return { code, stdout: run.stdout(), stderr: run.stderr() };
 }
 
-/** Waits until `text()` matches `pattern`; fails if the process exits first. */
-async function waitFor(run: Running, text: () => string, pattern: RegExp): Promise<RegExpMatchArray> {
-  for (;;) {
-    const match = text().match(pattern);
-    if (match) return match;
-    const exited = await Promise.race([run.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 50))]);
-    if (exited !== undefined && !text().match(pattern)) throw new Error(`weft exited (${exited}) before printing ${pattern}; stderr:\n${run.stderr()}`);
-  }
-}
+const waitFor = waitForOutput;
 
 /** Sidecar flags for a test: free ports, no HTTP, its own data directory. */
 function sidecarFlags(dataDir: string, listen = "127.0.0.1:0"): string[] {

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { eventually } from "./support/collect.js";
 import { WEFT_BIN } from "./support/process.js";
 import { type WeftRun, type WeftRunOptions, startWeft, waitForOutput } from "./support/weft-command.js";
 
@@ -113,6 +114,28 @@ describe("weft run", () => {
     expect(await run.exited).toBe(3);
     expect(run.stdout().split("\n").filter((l) => l.startsWith("got "))).toEqual(["got SIGHUP", "got SIGUSR2", "got SIGINT", "got SIGTERM"]);
     expect(run.stderr()).toContain("weft run: sidecar stopped");
+  });
+
+  it("signals the command's whole process group, so what the command started stops too", async () => {
+    const run = start(["run", ...sidecarFlags(join(await tempDir(), "data")), "--", "sh", "-c", "sleep 300 & echo $!; wait"]);
+    const pid = Number((await waitFor(run, run.stdout, /^(\d+)\n/))[1]);
+    const alive = (): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    try {
+      expect(alive()).toBe(true);
+      run.child.kill("SIGTERM");
+      expect(await run.exited).toBe(143);
+      // The shell's background sleep got SIGTERM from weft run too; orphaned, it would live on.
+      await eventually(() => !alive(), 30_000, "the command's background process ended");
+    } finally {
+      if (alive()) process.kill(pid, "SIGKILL");
+    }
   });
 
   it("exits with 128 + the signal's number when a signal ends the command", async () => {

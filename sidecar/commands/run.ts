@@ -30,8 +30,10 @@ const SIDECAR_DEATH_GRACE_MS = 10_000;
  * - The command gets the sidecar's service address in WEFT_ADDRESS ("host:port", or
  *   "unix:/path" for a socket; a wildcard listen address becomes loopback), and this
  *   process's stdin, stdout and stderr.
- * - It runs in its own session, so each signal reaches it once: the ones in FORWARDED are
- *   passed on by this process (SIGHUP also reloads the sidecar's TLS files).
+ * - It runs in its own session and process group, so each signal reaches it once: the ones
+ *   in FORWARDED are passed on by this process to the whole group, so that what the command
+ *   started hears them too (SIGHUP also reloads the sidecar's TLS files). Those signals never
+ *   end this process by their default action, before or after the command runs either.
  * - When it exits, the sidecar stops gracefully, and the exit status is the command's
  *   (128 + the signal's number when a signal ended it).
  * - If the sidecar dies (this process hits an error it cannot handle) while the command
@@ -44,6 +46,20 @@ const SIDECAR_DEATH_GRACE_MS = 10_000;
  *   cannot be found (127) or run (126).
  */
 export async function runCommand(argv: string[], o: SidecarOptions): Promise<number> {
+  // Outside the command's run, the forwarded signals other than SIGINT and SIGTERM (which
+  // stop) are ignored rather than left to their defaults, which end this process (SIGHUP)
+  // or open an inspector (SIGUSR1).
+  const ignore = (): void => {};
+  const quiet = FORWARDED.filter((s) => s !== "SIGINT" && s !== "SIGTERM");
+  for (const s of quiet) process.on(s, ignore);
+  try {
+    return await runWithSidecar(argv, o);
+  } finally {
+    for (const s of quiet) process.off(s, ignore);
+  }
+}
+
+async function runWithSidecar(argv: string[], o: SidecarOptions): Promise<number> {
   const [file, ...args] = argv;
   if (file === undefined) throw new Error("runCommand needs a command"); // the caller checks
 
@@ -85,9 +101,18 @@ export async function runCommand(argv: string[], o: SidecarOptions): Promise<num
   }
 
   const child = spawn(file, args, { stdio: "inherit", env: { ...process.env, WEFT_ADDRESS: address }, detached: true });
+  /** Sends `s` to the command's process group while the command runs. */
+  const signal = (s: NodeJS.Signals): void => {
+    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    try {
+      process.kill(-child.pid, s);
+    } catch {
+      // The group is gone: the command exited and its exit is on its way.
+    }
+  };
   const forward = (s: NodeJS.Signals): void => {
     if (s === "SIGHUP") void sidecar.reloadTls("SIGHUP");
-    if (child.exitCode === null && child.signalCode === null) child.kill(s);
+    signal(s);
   };
   for (const s of FORWARDED) process.on(s, forward);
 
@@ -99,10 +124,8 @@ export async function runCommand(argv: string[], o: SidecarOptions): Promise<num
     sidecarDied = true;
     note(`weft run: error: the sidecar died while ${file} was running: ${(err as Error)?.stack ?? String(err)}`);
     note(`weft run: stopping ${file} (SIGTERM): it cannot publish or receive without its sidecar`);
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-    setTimeout(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    }, SIDECAR_DEATH_GRACE_MS).unref();
+    signal("SIGTERM");
+    setTimeout(() => signal("SIGKILL"), SIDECAR_DEATH_GRACE_MS).unref();
   };
   process.on("uncaughtException", died);
   process.on("unhandledRejection", died);
@@ -111,7 +134,7 @@ export async function runCommand(argv: string[], o: SidecarOptions): Promise<num
   try {
     outcome = await new Promise((resolve) => {
       // After a spawn that worked, an error is about a signal that could not be sent.
-      child.once("error", (error: NodeJS.ErrnoException) => child.pid === undefined && resolve({ error }));
+      child.on("error", (error: NodeJS.ErrnoException) => child.pid === undefined && resolve({ error }));
       child.once("exit", (code, signal) => resolve({ code, signal }));
     });
   } finally {
@@ -174,8 +197,9 @@ export function commandProblem(file: string): CommandError | undefined {
     if (found === "no") return notStarted(file, Object.assign(new Error("not runnable"), { code: "EACCES" }));
     return undefined;
   }
-  // An empty PATH entry is the working directory, as in a shell.
-  const results = (process.env.PATH ?? "").split(delimiter).map((dir) => runnable(join(dir || ".", file)));
+  // An empty PATH entry is the working directory, as in a shell; without PATH, spawn
+  // searches the C library's default path, and so does this.
+  const results = (process.env.PATH ?? "/usr/bin:/bin").split(delimiter).map((dir) => runnable(join(dir || ".", file)));
   if (results.includes("yes")) return undefined;
   if (results.includes("no")) return notStarted(file, Object.assign(new Error("not runnable"), { code: "EACCES" }));
   return notStarted(file, Object.assign(new Error("missing"), { code: "ENOENT" }));

@@ -143,6 +143,8 @@ export class MeshNode implements LinkHost {
   /** The groups this sidecar advertises with members (members here, or lingering). */
   private readonly advertised = new Map<string, JoinSettings>();
   private readonly lingering = new Map<string, NodeJS.Timeout>();
+  /** Links replaced by one the peer dialed, detached and waiting for the peer to end them, with the timer that ends them otherwise. */
+  private readonly superseded = new Map<PeerLink, NodeJS.Timeout>();
   private readonly outcomes = new Map<string, Map<string, { channel: string; group: string; done: number[]; returned: number[] }>>();
   private outcomesScheduled = false;
   private nextForwardId = 1;
@@ -204,6 +206,14 @@ export class MeshNode implements LinkHost {
       if (peer.lost) clearTimeout(peer.lost);
       peer.link?.fail(new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
     }
+    for (const link of [...this.superseded.keys()]) this.endSuperseded(link, new WeftError(status.UNAVAILABLE, Reason.SHUTTING_DOWN, "the sidecar is shutting down"));
+  }
+
+  /** Ends a link detached by a replacement before its timer does. */
+  private endSuperseded(link: PeerLink, why: WeftError): void {
+    clearTimeout(this.superseded.get(link));
+    this.superseded.delete(link);
+    link.fail(why);
   }
 
   /** True while a link with `nodeId` is up. */
@@ -341,7 +351,12 @@ export class MeshNode implements LinkHost {
         // the peer would take its healthy link for lost. Until then the old link is only
         // detached: frames still arriving on it are handled and answered as the peer's, and
         // nothing else goes on it. It is ended here if the peer has not within SUPERSEDED_MS.
-        setTimeout(() => old.fail(replaced), SUPERSEDED_MS).unref();
+        const timer = setTimeout(() => {
+          this.superseded.delete(old);
+          old.fail(replaced);
+        }, SUPERSEDED_MS);
+        timer.unref();
+        this.superseded.set(old, timer);
       }
     }
     const maxPeers = this.options.maxPeers ?? Infinity;
@@ -391,6 +406,8 @@ export class MeshNode implements LinkHost {
   }
 
   closed(link: PeerLink, why: LinkClosed): void {
+    clearTimeout(this.superseded.get(link));
+    this.superseded.delete(link);
     const peer = this.peers.get(link.nodeId);
     if (!peer || peer.link !== link) return; // refused or replaced
     peer.link = undefined;
@@ -564,7 +581,9 @@ export class MeshNode implements LinkHost {
       rg.inflight.clear();
       rg.membership?.leave(false);
     }
-    peer.link?.fail(new WeftError(status.UNAVAILABLE, Reason.PEER_SILENT, `no link with ${peer.nodeId} stayed up for the peer timeout; its share went to others`));
+    const silent = new WeftError(status.UNAVAILABLE, Reason.PEER_SILENT, `no link with ${peer.nodeId} stayed up for the peer timeout; its share went to others`);
+    peer.link?.fail(silent);
+    for (const link of [...this.superseded.keys()]) if (link.nodeId === peer.nodeId) this.endSuperseded(link, silent);
     this.options.observer?.peerGone(peer.nodeId);
   }
 

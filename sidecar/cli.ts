@@ -45,7 +45,7 @@ export function buildProgram(exit: { code: number }): Command {
       .default(DEFAULT_ADDRESS)
       .argParser(addressArgument);
   const timeout = (): Option =>
-    new Option("--timeout <duration>", "how long to wait for the sidecar to answer, e.g. 5s")
+    new Option("--timeout <duration>", "how long to wait for a sidecar that accepts the connection to answer, e.g. 5s (a refused connection fails at once)")
       .default(5000, "5s")
       .argParser(durationArgument(100, 600_000));
 

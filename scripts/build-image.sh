@@ -59,10 +59,15 @@ name="$(basename "${packed[0]}")"
 case "$name" in weft-*.tgz) ;; *) echo "build-image: $name is not a packed weft package (weft-*.tgz)" >&2; exit 1 ;; esac
 cp "$root/deploy/container/healthcheck.mjs" "$context/"
 
-# weft-mesh-0.2.0.tgz -> weft-mesh:0.2.0
+# weft-mesh-0.2.0.tgz -> weft-mesh:0.2.0, weft-mesh-0.3.0-rc.1.tgz -> weft-mesh:0.3.0-rc.1
 if [ -z "$tag" ]; then
   base="${name%.tgz}"
-  tag="${base%-*}:${base##*-}"
+  if [[ "$base" =~ ^(.+)-([0-9]+\.[0-9]+\.[0-9]+.*)$ ]]; then
+    tag="${BASH_REMATCH[1]}:${BASH_REMATCH[2]}"
+  else
+    echo "build-image: cannot read a version from $name; give --tag" >&2
+    exit 1
+  fi
 fi
 
 args=(-f "$containerfile" -t "$tag")

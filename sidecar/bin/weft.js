@@ -15,7 +15,7 @@ if (built !== undefined && (!isCheckout() || isCurrent(built))) {
   try {
     ({ register } = await import("tsx/esm/api"));
   } catch {
-    console.error("weft: dist/ is missing or older than the sources, and tsx (a dev dependency) is not installed: run `npm run build`");
+    console.error("weft: dist/ is missing or older than the sources, and tsx (a dev dependency) is not installed: run `npm ci` (with dev dependencies), which builds dist/");
     process.exit(1);
   }
   register();

@@ -355,7 +355,7 @@ async function readConfigFile(path: string): Promise<unknown> {
   } catch {
     return fail("is not UTF-8 text; a config file is YAML or JSON");
   }
-  // Loaded only here: the yaml package is ~50 ms of a sidecar's start, and most start without a file.
+  // Loaded only here: the yaml package is slow to load, and most sidecars start without a file.
   const { parseDocument } = await import("yaml");
   const doc = parseDocument(text, { schema: "core", uniqueKeys: true, prettyErrors: true, strict: true });
   const error = doc.errors[0] ?? doc.warnings[0];

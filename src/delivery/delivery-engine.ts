@@ -38,7 +38,7 @@ export interface KnownGroup {
   start: StartAt;
   maxAttempts: number;
   deadLetterChannel: string;
-  /** Unix ms; 0 when unknown (a group stored before this was recorded). */
+  /** Unix ms; 0 when unknown (a group stored without it). */
   createdAt: number;
 }
 

@@ -668,7 +668,7 @@ export class GroupDispatcher {
   private pump(): void {
     if (this.members.size === 0 || this.closed) return;
     // Most calls (a credit freed, an ack, a fill that found nothing) have nothing to send:
-    // they allocate nothing either (at 1k events/s they were a fifth of the sidecar's Maps).
+    // they allocate nothing either.
     if (!this.sendable()) {
       this.readMore();
       return;
@@ -678,7 +678,7 @@ export class GroupDispatcher {
     const batch = this.log.groupBatch();
     const order = this.memberOrder;
     // First attempts are stored in one pump record, not one in-flight record each (which
-    // each ack then deleted): two of the five writes an event cost.
+    // each ack would then delete): that would be two more writes per event.
     const firsts: Entry[] = [];
     let progress = true;
     while (progress) {

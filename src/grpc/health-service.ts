@@ -28,8 +28,8 @@ type WatchCall = ServerWritableStream<Buffer, Uint8Array>;
 
 /**
  * grpc.health.v1.Health over raw bytes, its three small messages written and read here: the
- * grpc-health-check package's definition parsed health.proto with @grpc/proto-loader on
- * import, 41-47 ms of every start (bench/README.md, W7).
+ * grpc-health-check package's definition parses health.proto with @grpc/proto-loader on
+ * import, which every start would pay for.
  */
 const healthDefinition: ServiceDefinition = {
   Check: rawMethod("/grpc.health.v1.Health/Check", { requestStream: false, responseStream: false }),

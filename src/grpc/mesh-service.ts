@@ -28,10 +28,8 @@ const MAX_OUTSTANDING_BATCHES = 32;
 /**
  * Events a stream may have waiting for the log before it stops reading, whichever of the two
  * limits comes first: ~5 append groups of 256 B events, enough to keep the log busy. A batch
- * read sooner only waits in memory, and reading it (parsing, checking every event) took this
- * loop from the deliveries and forwards that are also its work. With only the 32 batches
- * (of 1000 events), W3 read 13.57k events/s and W1 26.5k; with this, 14.31k and 27.7k, and
- * the sidecar's RSS up to ~40 MiB lower (bench/README.md).
+ * read sooner only waits in memory, and reading it (parsing, checking every event) takes this
+ * loop from the deliveries and forwards that are also its work.
  */
 const MAX_OUTSTANDING_EVENTS = 4000;
 /** Channels whose publish permission one stream remembers before it starts again. */

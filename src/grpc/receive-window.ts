@@ -8,9 +8,8 @@ import type { Http2Session } from "node:http2";
  * With Node's default of 64 KiB, a message of 500 events (~180 KB) crosses in 64 KiB steps,
  * each waiting for the receiver's event loop to send a WINDOW_UPDATE and the sender's to act
  * on it: the stream then runs at the pace of the two loops' latency, not their CPU. On a
- * peer link that pace is the origin's, whose loop is busiest when its publishers are: under
- * W3's publishing, forwards of 500 events went out at 2–5k events/s with 64 KiB and
- * 5–9k with this.
+ * peer link that pace is the origin's, whose loop is busiest when its publishers are: the
+ * forwards would slow down just when there is most to forward.
  *
  * Both windows matter: a wider stream window alone still waits on the connection's 64 KiB.
  * The windows do not bound memory: grpc-js reads a stream's bytes as they come, and keeps

@@ -9,8 +9,8 @@ import { failStream, quoted, writeSafe } from "./status.js";
 /**
  * gRPC server reflection, `grpc.reflection.v1` and `v1alpha` (the same messages under two
  * names), over raw bytes: its messages are written and read here. The @grpc/reflection
- * package parsed reflection.proto with @grpc/proto-loader and protobufjs, and decoded every
- * file descriptor again with protobufjs: 80-100 ms of every start (bench/README.md, W7).
+ * package parses reflection.proto with @grpc/proto-loader and protobufjs, and decodes every
+ * file descriptor again with protobufjs, which every start would pay for.
  *
  * It answers for the files it is given and every file they import: list_services (the
  * services of the given files), file_by_filename, file_containing_symbol (a message, enum,

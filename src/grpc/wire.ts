@@ -16,7 +16,7 @@ import { putInt64, putVarint, putVarint64, varint64Size, varintSize } from "./va
 
 /**
  * Decodes an encoded weft.v1.Event for validation, in one pass, without the reflection of
- * `fromBinary` (which cost more than storing the event). It agrees with `fromBinary` on the
+ * `fromBinary` (which costs more than storing the event). It agrees with `fromBinary` on the
  * result: the last value of a repeated scalar wins, repeated `time` fields merge, a repeated
  * attribute name keeps its last value, unknown fields of the event and its time are skipped
  * (newer publishers).
@@ -234,8 +234,8 @@ export function readPublishRequest(bytes: Uint8Array, maxEvents: number): { batc
  * `maxBytes` (a single larger delivery still goes, alone).
  *
  * Written by hand into one buffer per message, sized up front: BinaryWriter's fork and join
- * copied every event's bytes twice more, ~3 us per delivery on the loop that delivers.
- * Every field is written, zero or not (as the writer did); `fromBinary` reads the same.
+ * would copy every event's bytes twice more, on the loop that delivers.
+ * Every field is written, zero or not; `fromBinary` reads the same.
  */
 export function writeDeliveries(deliveries: readonly OutgoingDelivery[], maxBytes: number): Uint8Array[] {
   const out: Uint8Array[] = [];
@@ -296,10 +296,10 @@ function deliverySize(d: OutgoingDelivery): number {
 /**
  * Decodes a weft.v1.SubscribeResponse for the client, to the same message `fromBinary`
  * gives. Deliveries are read by hand and their events with `readEvent`: through
- * `fromBinary` the reflection cost ~10 us per delivery, most of a subscriber's CPU. Anything
- * but a plain batch of deliveries (the `subscribed` confirmation, unknown or repeated fields)
- * goes to `fromBinary`, and so does an event `readEvent` refuses (it is stricter), so the
- * client accepts exactly what it accepted before.
+ * `fromBinary` the reflection would be most of a subscriber's CPU. Anything but a plain
+ * batch of deliveries (the `subscribed` confirmation, unknown or repeated fields) goes to
+ * `fromBinary`, and so does an event `readEvent` refuses (it is stricter), so the client
+ * accepts exactly what `fromBinary` accepts.
  * @throws Error when the bytes are not a SubscribeResponse.
  */
 export function readSubscribeResponse(bytes: Uint8Array): SubscribeResponse {
@@ -409,8 +409,8 @@ export type RawPublishResult =
 
 /**
  * Encodes a weft.v1.PublishResponse. One where every event was stored (the usual answer, one
- * per publish at a low rate) is sized up front and written into one buffer; BinaryWriter
- * allocated ~1.6 KB for it (its chunks and forks), a tenth of what an event then cost.
+ * per publish at a low rate) is sized up front and written into one buffer, without the
+ * chunks and forks BinaryWriter would allocate for it.
  */
 export function writePublishResponse(batchId: bigint, results: readonly RawPublishResult[]): Uint8Array {
   let size = batchId === 0n ? 0 : 1 + varint64Size(batchId);

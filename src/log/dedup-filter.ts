@@ -4,9 +4,8 @@ import { BloomFilter } from "./bloom-filter.js";
 const MIN_KEYS = 100_000;
 /**
  * A new filter is sized for this many times the keys stored: each load reads every stored
- * key (1M keys: ~2 s and ~2.8 s of CPU, most of it LevelDB's), so while keys pile up (a
- * burst, a dedup window filling) the loads read about a third of what is added, not as
- * much again (with twice).
+ * key, so while keys pile up (a burst, a dedup window filling) the loads read about a third
+ * of what is added, not as much again (with twice).
  */
 const GROWTH = 4;
 
@@ -14,7 +13,7 @@ const GROWTH = 4;
  * The dedup identities the log may hold entries for (their dedupKey; an entry in either dedup
  * table counts as its identity), in memory, so that an append looks up in LevelDB only the ids
  * it may have seen: most published ids are new, and looking up an absent key costs
- * LevelDB ~14 µs of a core (under bench W1, a third of a core on a 2-core machine).
+ * LevelDB's CPU to find nothing.
  *
  * It says "not stored" only once loaded. The first question starts `load`, which must add
  * every key stored at one point in time to the filter it is given, while `add` is called
@@ -24,7 +23,7 @@ const GROWTH = 4;
  * Keys deleted from the log stay in the filter (a "maybe" more). Once more keys were added
  * than the filter was sized for, a new one is loaded the same way, sized for GROWTH times the
  * keys stored, and the old one answers until it is ready. A load that fails leaves the filter as
- * it was: without one, every key is looked up, as before.
+ * it is: without a loaded filter, every key is looked up.
  */
 export class DedupFilter {
   private current: BloomFilter | undefined;

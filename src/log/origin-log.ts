@@ -244,9 +244,8 @@ interface SweepPlan {
  * ago, each of its entries is past the window, and the sweep clears it with one range delete
  * on LevelDB's thread and makes it the active one. An entry lasts one to two windows.
  *
- * Before, the sweep decoded every event past the window and deleted its entry in a batch
- * from the loop; at 1k events/s that was ~10 000 entries every 10 s, and it added 2-5 ms to
- * the p99 of two hops (bench/README.md, W6-1k-2hop-aged).
+ * No entry is deleted one by one: that would mean decoding every event past the window and
+ * writing the deletes from the loop, which delays the deliveries the same loop makes.
  */
 interface DedupTables {
   /** The table written, 0 or 1. */
@@ -265,8 +264,7 @@ const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 10
 /**
  * An append group (one LevelDB write) ends at this many events or bytes of events. Larger
  * writes save little more, and every other write (a delivery's attempt, an ack) waits
- * behind the one in progress: at 10 000 events of 256 B a group took ~100 ms, and
- * deliveries waited for it.
+ * behind the one in progress: a larger group makes deliveries wait longer.
  */
 export const MAX_APPEND_GROUP = 10_000;
 export const MAX_APPEND_GROUP_BYTES = 256 * 1024;
@@ -276,26 +274,22 @@ const READ_STEP = 32;
 const MAX_READ_BYTES = 4 * 1024 * 1024;
 /**
  * Events one sweep pass removes. A pass decodes them on the loop, and its apply looks the
- * dedup entry of each relay copy up (getSync, 10-20 µs from a table file) in the write loop.
- * When the sweep also forgot dedup entries event by event, passes of 5000 held each
- * sidecar's loop ~80 ms every 10 s at 1k/s (two-hop p99 30-80 ms); a pass of 64 holds it
- * about a millisecond.
+ * dedup entry of each relay copy up (getSync, from a table file) in the write loop. The loop
+ * delivers nothing while a pass runs, so passes are small and deliveries go between them.
  */
 const SWEEP_PASS_EVENTS = 64;
-/** Passes of one channel in one sweep: ~500k events, as many as the 100 passes of 5000 before. */
+/** Passes of one channel in one sweep: ~500k events (8000 × SWEEP_PASS_EVENTS). */
 const MAX_SWEEP_PASSES = 8000;
 /**
  * After each pass a sweep pauses for this many times the pass's own duration, so a sweep with
- * much to do takes a third of the loop at most; at 1k/s, 10 s of dedup entries (~160 passes
- * of 2-3 ms) take about a second.
+ * much to do takes a third of the loop at most.
  */
 const SWEEP_PAUSE_FACTOR = 2;
 /**
  * The newest events kept in memory for readers that keep up (see TailCache), up to 2048 a
  * channel, of its last 100 ms: a dispatcher that keeps up reads an event within milliseconds
- * of its append, and an event held for seconds is promoted and dies in the old generation
- * (at 1k events/s, 2048 events held, ~2 s, cost a full collection every ~3 s and doubled the
- * latency's p999; bench/README.md, W6). At full load 2048 events are ~50 ms.
+ * of its append, and an event held for seconds is promoted and dies in the old generation,
+ * which costs full collections. At a low rate the age bound holds, at full load the count.
  */
 const TAIL_CACHE_BYTES = 8 * 1024 * 1024;
 const TAIL_CACHE_EVENTS_PER_CHANNEL = 2048;
@@ -303,9 +297,8 @@ const TAIL_CACHE_MAX_AGE_MS = 100;
 /**
  * How the log's LevelDB is sized. The memtable (two while one is flushed) and the block cache
  * are native memory, and the write-ahead log a restart replays is as large as a memtable:
- * LevelDB's own 4 MiB and 8 MiB append 1-3M events at the rate 32 MiB each did, leave ~50 MiB
- * less resident after the burst, and open 1M stored events ~0.4 s sooner (bench W1, W7).
- * Larger files mean fewer of them to open and compact.
+ * LevelDB's own 4 MiB and 8 MiB keep the resident memory and a restart's replay small, and
+ * larger ones do not append faster. Larger files mean fewer of them to open and compact.
  */
 export const LEVELDB_OPTIONS = {
   writeBufferSize: 4 * 1024 * 1024,
@@ -314,11 +307,10 @@ export const LEVELDB_OPTIONS = {
 } as const;
 /**
  * The events are a LevelDB of their own, in this subdirectory of the log's. With the dedup
- * entries, heads and group state in the same tables, every table LevelDB flushed spanned
- * the stored events' key range, and each compaction rewrote the events already compacted;
- * alone, a flushed table of new events overlaps nothing and moves down without a rewrite.
- * Under W1 that halved the compaction thread's CPU (8-10 to ~4 µs an event) and took ~13%
- * of the sidecar's (bench/README.md, W1).
+ * entries, heads and group state in the same tables, every table LevelDB flushes would span
+ * the stored events' key range, and each compaction would rewrite the events already
+ * compacted; alone, a flushed table of new events overlaps nothing and moves down without a
+ * rewrite.
  */
 export const EVENTS_DIR = "events";
 /**
@@ -414,8 +406,8 @@ export class OriginLog {
   /**
    * Whether each dedup table may hold an entry: a lookup skips one that holds none (a new
    * log's second table, or one just cleared). Until the dedup filter has loaded, every id
-   * is looked up, and asking an empty table too had doubled that: ~35 MiB more RSS after a
-   * burst of 20 000 publishes into a new log (bench W7 --quick).
+   * is looked up, and asking an empty table too would double those lookups and the memory
+   * they take.
    */
   private readonly tableMayHold = [true, true];
   /**
@@ -514,7 +506,7 @@ export class OriginLog {
 
   /**
    * A log written before EVENTS_DIR kept its events in the main database. They stay there
-   * (moving them took ~9 s per million events, at every upgrade's first start), and reads,
+   * (moving them would make an upgrade's first start rewrite every event), and reads,
    * dedup checks and retention find each channel's events up to its last one at the upgrade
    * there, and the later ones in the events' database; retention removes the old ones in time.
    * Which is which is written once, on the first open after the upgrade, before any event
@@ -565,9 +557,9 @@ export class OriginLog {
    *
    * Only the last group written (or retention's last pass) can be half written, and each
    * half holds a channel's sequences from its head on: one read on this loop tells whether
-   * a channel is whole (~3 µs; the range reads and deletes it replaced took ~0.3 ms a
-   * channel, 2.9 s to open 10 000 channels). Finding the channels with events and no head
-   * still takes a read per channel. A log closed cleanly (CLOSED_KEY) skips all of it.
+   * a channel is whole, so a whole channel costs no range read or delete, and an open of many
+   * channels stays short. Finding the channels with events and no head still takes a read
+   * per channel. A log closed cleanly (CLOSED_KEY) skips all of it.
    */
   private async reconcile(): Promise<void> {
     const repaired = this.db.batch();
@@ -695,8 +687,8 @@ export class OriginLog {
    * Runs `run` in the write loop, so heads change in one place only: at the next point
    * between two append groups, ahead of the appends queued meanwhile (a group already looked
    * up is prepared after it, against the heads it leaves). Behind every queued append, the
-   * dedup filter's snapshot had waited for all of them, and each of their ids was looked up
-   * in LevelDB meanwhile.
+   * dedup filter's snapshot would wait for all of them, and each of their ids would be looked
+   * up in LevelDB meanwhile.
    */
   private task(run: () => Promise<void>): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -721,8 +713,8 @@ export class OriginLog {
   /**
    * The only writer of heads: append groups (group-committed) and tasks, one at a time.
    *
-   * While a group is written, the next group's dedup entries are already looked up (the
-   * lookup of ~700 keys takes as long as the write): that lookup cannot see what the group
+   * While a group is written, the next group's dedup entries are already looked up (a
+   * group's lookup takes about as long as its write): that lookup cannot see what the group
    * being written adds, so the next group also checks that group's entries in memory.
    */
   private async writeLoop(): Promise<void> {
@@ -816,8 +808,8 @@ export class OriginLog {
 
   /**
    * Starts looking up the dedup entries of a group's events that the dedup filter may hold
-   * (most ids are new, and it knows): in one getMany on LevelDB's threads (one getSync per
-   * event cost ~5 us of this loop's time, which is also the loop that delivers), or with
+   * (most ids are new, and it knows): in one getMany on LevelDB's threads (a getSync per
+   * event would take this loop's time, and this loop also delivers), or with
    * getSync for a few. `pending` is what the group written meanwhile adds.
    */
   private lookUp(group: PendingAppend[], pending: Map<string, AppendResult> | undefined): Lookup {
@@ -973,7 +965,7 @@ export class OriginLog {
     const [seq, at] = Buffer.from(value).toString("utf8").split(":").map(Number);
     // A relay copy's entry lasts as long as the copy: retention removes both together. A
     // publish's entry stays in its table after retention removed the event: re-publishing it
-    // then stores it again, as before the tables.
+    // then stores it again.
     if (seq === undefined || at === undefined || seq < first || (!relay && now - at >= this.dedupWindowMs)) return undefined;
     const event = this.eventDb(channel, seq).getSync(eventKey(channel, seq));
     if (event === undefined || recordTime(event) !== at) return undefined;
@@ -1007,8 +999,9 @@ export class OriginLog {
     // waits for; under a publish load the loop is busy and a trip costs milliseconds. So the
     // first step takes what the byte budget holds of events of the channel's average size,
     // and the native side may return that many bytes at once (its default stops at 16 KiB,
-    // ~50 events of 256 B: a 512-event read took a dozen trips). Later steps double, so a
-    // budget reached early reads little past it. (`for await` would cost a trip per entry.)
+    // ~50 events of 256 B: a read of hundreds would take ten trips or more). Later steps
+    // double, so a budget reached early reads little past it. (`for await` would cost a trip
+    // per entry.)
     const average = Math.max(1, head.bytes / Math.max(1, head.last - head.first + 1));
     const fits = Number.isFinite(maxBytes) ? Math.floor(maxBytes / average) : limit;
     const firstStep = Math.max(READ_STEP, Math.min(limit, fits));
@@ -1078,7 +1071,7 @@ export class OriginLog {
       this.held.add(record.channel);
       // From the cursor on: below it everything is done, and the entries of a backlog just
       // drained are a million deletes that LevelDB has not compacted away yet, which an
-      // iterator from the prefix would step over one by one (~0.4 s for 1M).
+      // iterator from the prefix would step over one by one.
       const above = record.ackedThrough + 1;
       const acked: number[] = [];
       for await (const key of this.db.keys({
@@ -1222,11 +1215,11 @@ export class OriginLog {
    *
    * Why open them again: a write that failed for a full disk may have left part of itself at
    * the end of the database's write-ahead log, and LevelDB writes on past it as if it were
-   * whole; the records written after it were unreadable when the log was replayed after a
-   * crash (acked events were lost: test/disk-full.e2e.test.ts). Opened again, a database
-   * replays its log into a table and starts a new one. It also clears LevelDB's refusal of
-   * every write after a failed compaction. Reads fail while a database is closed; readers
-   * are woken once the log is writable again.
+   * whole; the records written after it cannot be read when the log is replayed after a
+   * crash, and acked events would be lost (test/disk-full.e2e.test.ts). Opened again, a
+   * database replays its log into a table and starts a new one. It also clears LevelDB's
+   * refusal of every write after a failed compaction. Reads fail while a database is closed;
+   * readers are woken once the log is writable again.
    */
   private async probe(): Promise<void> {
     if (!this.full || this.closed) return;
@@ -1394,7 +1387,7 @@ export class OriginLog {
       }
     };
     for (const e of plan.expire) {
-      // A log's events from before its upgrade go with the head, as they always did.
+      // Events in the main database (see loadLegacy) are removed in the head's own write.
       (this.eventDb(channel, e.sequence) === this.db ? batch : removed).del(eventKey(channel, e.sequence));
       forget(e.dedupKey, e.sequence);
       next.bytes -= e.size;
@@ -1424,9 +1417,8 @@ export class OriginLog {
    * delete on LevelDB's thread: nothing per entry on this loop) and makes it the one written.
    * A crash before the switch is written clears it again on the next sweep.
    *
-   * One call: 600 000 entries (10 minutes at 1k events/s) take ~1 s and ~1.4 s of CPU. In
-   * steps of 16 384 with pauses it took 8 s and 4.5 s of CPU, as each step's iterator walks
-   * the deletions of the steps before it.
+   * One call, not steps: each step's iterator would walk the deletions of the steps before
+   * it, so clearing in steps costs several times the time and CPU of one call.
    */
   private async rotateDedupTables(): Promise<void> {
     if (this.closed || this.now() - this.tables.since < this.dedupWindowMs) return;

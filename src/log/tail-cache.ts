@@ -20,9 +20,8 @@ interface Tail {
  * written longest ago lose theirs first. A channel written to keeps only events appended
  * within `maxAgeMs` of its newest: a reader that keeps up takes an event within
  * milliseconds, and an event held for a second or more outlives young-generation
- * collections and dies in the old generation, which costs full collections (at 1k events/s,
- * 2048 events held a channel meant one every ~3 s). A read it cannot serve whole is left to
- * LevelDB.
+ * collections and dies in the old generation, which costs full collections. A read it
+ * cannot serve whole is left to LevelDB.
  */
 export class TailCache {
   private readonly tails = new Map<string, Tail>();

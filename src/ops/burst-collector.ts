@@ -29,8 +29,7 @@ export interface BurstCollectorOptions {
 /**
  * Collects the V8 heap once a burst of appends is over, then trims malloc, so that a sidecar
  * gives back what the burst left behind instead of holding it: an idle V8 may not collect
- * for minutes, and glibc keeps most of what was freed. After 1M events of 256 B, ~300 MiB
- * RSS became ~185 with the collection and ~100 with the trim (docs/operations.md, Memory).
+ * for minutes, and glibc keeps most of what was freed (docs/operations.md, Memory).
  *
  * Its observer counts the bytes stored; `check()`, four times per `quietMs` once started,
  * collects when nothing was stored for `quietMs` after a burst: at least `burstBytes` stored
@@ -38,8 +37,8 @@ export interface BurstCollectorOptions {
  * since then. It trims `trimDelayMs` after. The growth matters when a burst pauses for
  * `quietMs` (LevelDB stalling writes while it compacts): the collection in the pause starts
  * the count again, and the rest of the burst may store less than `burstBytes` while the
- * memory grows as much again. The collection takes ~10-30 ms of the loop and the trim up to
- * ~50 ms (~100 MiB to give back), once a burst.
+ * memory grows as much again. The collection and the trim each hold the loop, so they run
+ * once a burst.
  */
 export class BurstCollector {
   private stored = 0;

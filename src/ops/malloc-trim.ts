@@ -5,10 +5,9 @@ import { createRequire } from "node:module";
  * where it cannot be had: no glibc (musl, macOS), or no koffi binary for the platform.
  *
  * After a burst, most of what glibc's malloc keeps is free but lies below memory still in
- * use, and free() returns only the top of the heap: after 1M events of 256 B, ~70 MiB of
- * ~115 MiB anonymous memory (bench W7). malloc_trim hands those free pages back to the
- * system; it takes up to ~50 ms (~100 MiB scattered), so it runs once a burst (see
- * BurstCollector), not per free.
+ * use, and free() returns only the top of the heap. malloc_trim hands those free pages back
+ * to the system; it holds the loop longer the more there is to give back, so it runs once a
+ * burst (see BurstCollector), not per free.
  */
 export function loadMallocTrim(): (() => void) | undefined {
   if (process.platform !== "linux") return undefined;

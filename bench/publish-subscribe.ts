@@ -1,8 +1,8 @@
 /**
  * Throughput of one sidecar: a publisher and a subscriber over real loopback gRPC, in one
  * process with the sidecar (run `npm run bench`). Prints events/s for publish (acked =
- * stored) and for end-to-end delivery (delivered and acked), and their ratio to the
- * one-gRPC-message-per-event ceiling measured on this kind of machine (~42k/s).
+ * stored) and for end-to-end delivery (delivered and acked), and their ratio to
+ * PER_MESSAGE_CEILING, a one-gRPC-message-per-event ceiling for this kind of machine.
  *
  *   npx tsx bench/publish-subscribe.ts [events=200000] [payloadBytes=256] [--fsync] [--to HOST:PORT]
  *     [--subscribe-to HOST:PORT] [--publish-only]

@@ -132,7 +132,7 @@ for (const cells of table.slice(1)) console.log(line(cells));
 console.log();
 for (const r of rows) console.log(`${r.id}: ${r.title}${r.extra ? `  ${JSON.stringify(r.extra)}` : ""}`);
 
-// The issue 6 targets, met or not, from this run's rows (printed, never a pass/fail).
+// The targets, met or not, from this run's rows (printed, never a pass/fail).
 const row = (id: string): BenchRow | undefined => rows.find((r) => r.id === id && !r.skipped);
 const targets: { target: string; measured: string; met: boolean | undefined }[] = [];
 const check = (target: string, value: number | undefined, unit: string, met: (v: number) => boolean, note = ""): void => {

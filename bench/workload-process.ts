@@ -1,8 +1,7 @@
 /**
  * Runs one workload of bench/run.ts in a process of its own and writes its rows (or its
- * error) as JSON to OUT. Each workload starts from a fresh heap: after W2 the bench process
- * ran a full collection every ~4 s (3-14 ms pauses), which added ~1.5 ms to W6's one-hop
- * p99 in a full run against W6 run alone.
+ * error) as JSON to OUT. Each workload starts from a fresh heap: a heap an earlier workload
+ * left large runs full collections, whose pauses would show in a later workload's latency.
  *
  *   node --import tsx bench/workload-process.ts FILE SCRATCH OUT [--quick]
  */

@@ -7,7 +7,7 @@ import { RawPeer, groupInterest, hello } from "./support/raw-peer.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
 /**
- * Edges of the mesh found in review, each once a way to lose or stall events: a wiped
+ * Edges of the mesh where events could be lost or stalled: a wiped
  * origin, groups learnt late, frame and event size limits that differ between sidecars,
  * stale relay copies after a restart, and forwards given back.
  */

@@ -466,8 +466,8 @@ describe("Peer.Link refuses bad input", () => {
       expect(link.closed).toBe(false);
     });
 
-    // Proto3 skips unknown fields: a forward next to one is still a forward (it was once
-    // handed to fromBinary and then ignored, so the origin resent it forever).
+    // Proto3 skips unknown fields: a forward next to one is still a forward (a receiver that
+    // ignored it would have the origin resend it forever).
     it("stores a forward frame that also carries an unknown field (a newer peer)", async () => {
       const { channel, group, link } = await advertisedLink(t);
       const unknown = Buffer.from([0x98, 0x06, 0x01]); // field 99, varint 1

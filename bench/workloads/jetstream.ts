@@ -1,5 +1,5 @@
 /**
- * Row J: NATS JetStream on loopback, the alternative a user would pick (issue 6).
+ * Row J: NATS JetStream on loopback, the alternative a user would pick.
  *
  * Starts Debian's `nats-server -js` as a child process (free loopback port, store dir in
  * options.scratch, file storage), then with the nats.js client (`nats` 2.x, two connections:

@@ -46,7 +46,7 @@ export interface Measured {
 
 /**
  * Each process (sidecar or raw server) first handles a run of half the events, not measured
- * (its events/s is kept as `coldRuns`): a fresh process's first ~2 s at full load are V8
+ * (its events/s is kept as `coldRuns`): a fresh process's first seconds at full load are V8
  * compiling its hot path, and a sidecar runs for days (W6 warms up for the same reason).
  * Alike on both sides of a ratio. None in `--quick`.
  */
@@ -57,8 +57,8 @@ async function warmThenMeasure(address: string, shape: StreamShape, groups = 1, 
 
 /**
  * Measures `shape` through a fresh sidecar and through the raw grpc-js server `rounds` times,
- * alternating (Weft, raw, Weft, raw, ...), and reports each side's median run: on the 2-core
- * machine one pair's ratio moved by ±15% from run to run, with whatever else the machine did.
+ * alternating (Weft, raw, Weft, raw, ...), and reports each side's median run: one pair's
+ * ratio moves from run to run with whatever else the machine does.
  */
 export async function measureWithCeiling(scratch: string, name: string, shape: StreamShape, rounds: number): Promise<{ weft: MedianRun; raw: MedianRun }> {
   const weft: Measured[] = [];

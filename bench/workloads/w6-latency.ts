@@ -21,8 +21,8 @@
  * 1k runs twice, before the sidecars and after them, and the lower p99 is the ceiling
  * (`extra.rawP99RunsMs` has both).
  *
- * The 1k rows are measured after 10 s at the rate: a fresh sidecar's first ~8 s at 1k/s have
- * a p99 three to four times its later one (V8 still compiling and sizing its heap), and a
+ * The 1k rows are measured after 10 s at the rate: a fresh sidecar's first seconds at 1k/s
+ * have a p99 several times its later one (V8 still compiling and sizing its heap), and a
  * sidecar runs for days. What that start costs is not hidden: `extra.warmupP99Ms` is the p99
  * of the warm-up's events. The 10k rows run on the same processes after the 1k rows.
  */
@@ -251,8 +251,8 @@ export const workload: Workload = async (options) => {
   const rss = { one: 0, a: 0, b: 0 };
 
   // The 1k ceiling is measured before the sidecars and again after them, and the run with
-  // the lower p99 is the ceiling: a stall of the machine during one ceiling run (a 21 ms one
-  // made raw's p99 5.8 ms and every added p99 negative) cannot make a hop look free.
+  // the lower p99 is the ceiling: a stall of the machine during one ceiling run (which can
+  // make every added p99 negative) cannot make a hop look free.
   const rawP99s = new Map<number, number[]>();
   const rawRuns = async (which: Plan[]): Promise<void> => {
     const echo = await startRawServer();
@@ -305,7 +305,7 @@ export const workload: Workload = async (options) => {
     await Promise.all([old.a.terminate(), old.b.terminate()]);
   }
   // Raw two hops (1k only): the sink, then the relay that writes to it. Last but for the
-  // second raw run, so the Weft rows run in this process as they did before it existed.
+  // second raw run, so that the Weft rows run in this process before any of its work.
   let rawTwo: RunResult | undefined;
   const sink = await startRawServer(HOP_SERVER);
   try {

@@ -56,8 +56,7 @@ export const workload: Workload = async (options) => {
     pub.close();
     // RSS while the backlog is stored: sampled every 0.5 s from 2 s to 10 s after the burst,
     // the median reported. A compaction still under way maps LevelDB's tables and shows as
-    // file-backed RSS for a while (seen from +47 to +120 MiB at 2 s): the max and the first
-    // sample say how much.
+    // file-backed RSS for a while: the max and the first sample say how much.
     await sleep(2000);
     const samples: Awaited<ReturnType<typeof procMemory>>[] = [];
     for (let i = 0; i < 17; i++) {

@@ -89,7 +89,7 @@ function probe(host: string, port: number, path: string): Promise<{ status: numb
 
 /**
  * A bound on making the certificates and starting pods, not a figure anything is measured
- * against: ~5 s on an idle machine, ten times that on two cores busy with other test files.
+ * against: wide enough for a small machine busy with other test files.
  */
 const STARTING = 180_000;
 

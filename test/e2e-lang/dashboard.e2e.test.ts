@@ -9,7 +9,7 @@ import type { TestSidecar } from "../support/sidecar.js";
 import { REPO } from "./support/python.js";
 
 /**
- * The dashboard in a real browser (issue 5): Debian's chromium driven by playwright-core
+ * The dashboard in a real browser: Debian's chromium driven by playwright-core
  * opens the page a real sidecar serves, under load, sees the four rates move and a backlog
  * appear, and redrives a dead letter with a click. Saves test-results/dashboard.png (a CI
  * artifact). Without chromium the suite is skipped with a reason; in CI (CI set) it fails.

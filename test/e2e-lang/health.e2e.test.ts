@@ -5,7 +5,7 @@ import { within } from "../support/collect.js";
 import { type TestSidecar, startSidecar } from "../support/sidecar.js";
 
 /**
- * The standard gRPC health check from Python (issue 4): health_check.py compiles
+ * The standard gRPC health check from Python: health_check.py compiles
  * grpc.health.v1 at run time and needs no Weft code. SERVING while the sidecar runs,
  * NOT_SERVING as soon as it stops, then the watch is ended with UNAVAILABLE.
  */

@@ -6,7 +6,7 @@ import { take } from "../support/collect.js";
 import { type TestSidecar, startSidecar } from "../support/sidecar.js";
 
 /**
- * Server reflection from a client with no generated Weft code (issue 4): reflection_client.py
+ * Server reflection from a client with no generated Weft code: reflection_client.py
  * learns weft.v1.Mesh from the sidecar, then publishes, subscribes, receives and acks.
  */
 

@@ -221,6 +221,16 @@ const FLAT_KEYS = Object.keys(SETTINGS) as FlatKey[];
 export const CONFIG_ENV = "WEFT_CONFIG";
 /** Every environment variable {@link resolveConfig} reads. */
 export const CONFIG_ENV_VARS: readonly string[] = [CONFIG_ENV, ...FLAT_KEYS.map((k) => SETTINGS[k].env)];
+/**
+ * Each setting's config-file key ("retention.maxAge" for a key in a section), environment
+ * variable and `weft sidecar` flag as a ConfigFlags key: what the CLI's options and
+ * docs/configuration.md must agree with (test/settings-names.unit.test.ts).
+ */
+export const SETTING_NAMES: readonly { key: string; env: string; flag: keyof ConfigFlags | undefined }[] = FLAT_KEYS.map((k) => ({
+  key: k,
+  env: SETTINGS[k].env,
+  flag: SETTINGS[k].flag,
+}));
 /** WEFT_ variables that are not sidecar settings but are not misspellings either. */
 const OTHER_ENV_VARS = ["WEFT_ADDRESS", "WEFT_CLIENT_TLS_CA", "WEFT_CLIENT_TLS_CERT", "WEFT_CLIENT_TLS_KEY", "WEFT_TOKEN"];
 

@@ -406,7 +406,7 @@ describe("bad input on the service API", () => {
 
     // protobuf-es decodes a string field sent with wire type VARINT without complaint, but
     // Go, C++ and Python parsers refuse such bytes; the log keeps bytes as received, so the
-    // sidecar checks wire types (readEvent in src/grpc/wire.ts) before storing.
+    // sidecar checks wire types (readEvent in src/wire/messages.ts) before storing.
     it("an event with a field sent in the wrong wire type is refused, not stored", async () => {
       const channel = fresh("wiretype");
       const valid = toBinary(EventSchema, event("", { channel: "" }));

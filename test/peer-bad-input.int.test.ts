@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Subscription } from "../src/client/index.js";
 import { Reason } from "../src/contract/errors.js";
 import { createLogger } from "../src/ops/logger.js";
-import { type ForwardedEvent, writeForward } from "../src/mesh/frames.js";
+import { type ForwardedEvent, writeForward } from "../src/wire/peer-frames.js";
 import { eventually, settle, take } from "./support/collect.js";
 import { type LinkStatus, type RawLink, RawPeer, eventBytes, forwarded, groupInterest, hello } from "./support/raw-peer.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";

@@ -1,7 +1,7 @@
 import { type ClientHttp2Session, type Http2Session, type ServerHttp2Session, connect as http2Connect, createServer } from "node:http2";
 import { afterEach, describe, expect, it } from "vitest";
 import { connect } from "../src/client/index.js";
-import { RECEIVE_WINDOW_BYTES } from "../src/grpc/receive-window.js";
+import { RECEIVE_WINDOW_BYTES } from "../src/wire/receive-window.js";
 import { eventually } from "./support/collect.js";
 import { grpcRequest } from "./support/raw-http2.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";

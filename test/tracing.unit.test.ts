@@ -1,6 +1,6 @@
 import { TraceFlags } from "@opentelemetry/api";
 import { describe, expect, it } from "vitest";
-import { writeEvent } from "../src/grpc/wire.js";
+import { writeEvent } from "../src/wire/messages.js";
 import { spanContextOf, traceContextOf } from "../src/ops/tracing.js";
 
 const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { ClassicLevel } from "classic-level";
-import { writeEvent } from "../../src/grpc/wire.js";
+import { writeEvent } from "../../src/wire/messages.js";
 import { dedupKey, eventKey, headKey } from "../../src/log/keys.js";
 import { LEVELDB_OPTIONS, MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "../../src/log/origin-log.js";
 import { encodeRecord } from "../../src/log/record.js";

@@ -1,6 +1,6 @@
 /**
  * The ceiling of W1 and W2: a grpc-js server that speaks weft.v1.Mesh's Publish and Subscribe
- * with the same messages and codecs as the sidecar (src/grpc/wire.ts), but keeps no log:
+ * with the same messages and codecs as the sidecar (src/wire/messages.ts), but keeps no log:
  * a publish batch is acked at once and its events go straight to every subscriber as
  * deliveries, within each subscriber's max_in_flight credits. The Weft client runs against
  * it unchanged, so the client's work is the same on both sides of the ratio.
@@ -12,7 +12,7 @@ import { type ServerDuplexStream, ServerCredentials, type ServiceDefinition, typ
 import type { OutgoingDelivery } from "../../src/delivery/types.js";
 import { SubscribeRequestSchema, SubscribeResponseSchema } from "../../src/gen/weft/v1/mesh_pb.js";
 import { newServer } from "../../src/grpc/server.js";
-import { type RawPublishResult, readPublishRequest, writeDeliveries, writePublishResponse } from "../../src/grpc/wire.js";
+import { type RawPublishResult, readPublishRequest, writeDeliveries, writePublishResponse } from "../../src/wire/messages.js";
 
 /** The sidecar's largest deliveries message (src/grpc/mesh-service.ts). */
 const MAX_DELIVERY_MESSAGE_BYTES = 3 * 1024 * 1024;

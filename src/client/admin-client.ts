@@ -17,7 +17,7 @@ import {
   StatsRequestSchema,
   type StatsResponse,
 } from "../gen/weft/v1/admin_pb.js";
-import { typedServiceDefinition } from "../grpc/definitions.js";
+import { typedServiceDefinition } from "../wire/service-definitions.js";
 import { type ClientTls, clientCredentials } from "./credentials.js";
 import { toClientError } from "./errors.js";
 

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { type ClientDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
 import type { PublishResponse } from "../gen/weft/v1/mesh_pb.js";
-import { type EventFields, writeEvent, writePublishRequest } from "../grpc/wire.js";
+import { type EventFields, writeEvent, writePublishRequest } from "../wire/messages.js";
 import { Backoff, ClientError, isRetryable, toClientError } from "./errors.js";
 
 /** An event to publish. Only `channel` is required; the rest have defaults. */

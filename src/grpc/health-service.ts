@@ -9,7 +9,7 @@ import {
 } from "@grpc/grpc-js";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Reason, invalid } from "../contract/errors.js";
-import { rawMethod } from "./definitions.js";
+import { rawMethod } from "../wire/service-definitions.js";
 import { failStream, quoted, serviceError } from "./status.js";
 
 /** What the sidecar reports: it serves, or it does not (starting, or stopping). */

@@ -17,9 +17,9 @@ import type { Observer } from "../ops/observer.js";
 import type { EventTracing, PublishedEvent } from "../ops/tracing.js";
 import { OPEN_ACCESS, type Caller } from "../security/access.js";
 import { type CallerCheck, callerOf } from "./caller.js";
-import { widenReceiveWindow } from "./receive-window.js";
+import { widenReceiveWindow } from "../wire/receive-window.js";
 import { failStream, writeSafe } from "./status.js";
-import { type RawPublishResult, readAckRequest, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "./wire.js";
+import { type RawPublishResult, readAckRequest, readEvent, readPublishRequest, writeDeliveries, writePublishResponse } from "../wire/messages.js";
 
 type Call = ServerDuplexStream<Buffer, Uint8Array>;
 

@@ -2,11 +2,11 @@ import type { Server, ServerDuplexStream } from "@grpc/grpc-js";
 import { Peer as PeerDesc } from "../gen/weft/v1/peer_pb.js";
 import type { MeshNode } from "../mesh/mesh-node.js";
 import { PeerLink, serverTransport } from "../mesh/peer-link.js";
-import { rawServiceDefinition } from "./definitions.js";
+import { rawServiceDefinition } from "../wire/service-definitions.js";
 import { nodeOfCertificate, peerServerCredentials } from "../security/credentials.js";
 import type { TlsFiles } from "../security/tls-files.js";
 import type { ReceiveBudget } from "./receive-budget.js";
-import { widenReceiveWindow } from "./receive-window.js";
+import { widenReceiveWindow } from "../wire/receive-window.js";
 import { bind, newServer } from "./server.js";
 
 /**

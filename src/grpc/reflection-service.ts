@@ -3,7 +3,7 @@ import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { type Server, type ServerDuplexStream, type ServiceDefinition, status } from "@grpc/grpc-js";
 import { Reason, invalid } from "../contract/errors.js";
-import { rawMethod } from "./definitions.js";
+import { rawMethod } from "../wire/service-definitions.js";
 import { failStream, quoted, writeSafe } from "./status.js";
 
 /**

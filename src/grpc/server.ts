@@ -3,7 +3,7 @@ import type { SidecarAdmin } from "../admin/sidecar-admin.js";
 import { Admin as AdminDesc, file_weft_v1_admin } from "../gen/weft/v1/admin_pb.js";
 import { file_weft_v1_mesh, Mesh as MeshDesc } from "../gen/weft/v1/mesh_pb.js";
 import { AdminService } from "./admin-service.js";
-import { rawServiceDefinition } from "./definitions.js";
+import { rawServiceDefinition } from "../wire/service-definitions.js";
 import { HealthService } from "./health-service.js";
 import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
 import type { ReceiveBudget } from "./receive-budget.js";

@@ -10,7 +10,7 @@ import type { JoinSettings, Membership, OutgoingDelivery, StartAt } from "../del
 import { StartPosition_Kind, StartPositionSchema, SubscribeOpenSchema, type StartPosition } from "../gen/weft/v1/mesh_pb.js";
 import type { GroupInterest, Hello, Interest, Outcomes } from "../gen/weft/v1/peer_pb.js";
 import { joinSettings } from "../grpc/mesh-service.js";
-import { readEvent } from "../grpc/wire.js";
+import { readEvent } from "../wire/messages.js";
 import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import { relayIdentity } from "../log/record.js";
 import { type Logger, createLogger } from "../ops/logger.js";
@@ -28,7 +28,7 @@ import {
   writeFrame,
   writeOutcomes,
   writeStored,
-} from "./frames.js";
+} from "../wire/peer-frames.js";
 import type { LinkClosed, LinkHost, PeerLink } from "./peer-link.js";
 
 export interface MeshNodeOptions {

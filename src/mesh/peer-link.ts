@@ -4,7 +4,7 @@ import type { Hello } from "../gen/weft/v1/peer_pb.js";
 import { failStream, writeSafe } from "../grpc/status.js";
 import { nodeOfCertificate } from "../security/credentials.js";
 import type { WeftIdentity } from "../security/spiffe.js";
-import { type IncomingFrame, TooManyEvents, readFrame, writeFrame } from "./frames.js";
+import { type IncomingFrame, TooManyEvents, readFrame, writeFrame } from "../wire/peer-frames.js";
 
 /** The shortest silence that ends a link, ms. */
 const SILENCE_FLOOR_MS = 2000;

@@ -13,7 +13,7 @@ import {
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { OutgoingDelivery } from "../delivery/types.js";
 import type { AppendResult } from "../log/origin-log.js";
-import type { ForwardedEvent } from "../mesh/frames.js";
+import type { ForwardedEvent } from "../wire/peer-frames.js";
 
 /** The event attribute holding the W3C trace context (https://www.w3.org/TR/trace-context/). */
 export const TRACEPARENT = "traceparent";

@@ -19,7 +19,7 @@ import {
   type SubscribeResponse,
   SubscribeResponseSchema,
 } from "../../src/gen/weft/v1/mesh_pb.js";
-import { rawServiceDefinition } from "../../src/grpc/definitions.js";
+import { rawServiceDefinition } from "../../src/wire/service-definitions.js";
 import { within } from "./collect.js";
 
 /**

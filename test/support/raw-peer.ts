@@ -20,9 +20,9 @@ import {
   type PeerFrame,
   PeerFrameSchema,
 } from "../../src/gen/weft/v1/peer_pb.js";
-import { rawServiceDefinition } from "../../src/grpc/definitions.js";
-import { type EventFields, writeEvent } from "../../src/grpc/wire.js";
-import { type ForwardedEvent, writeForward, writeFrame } from "../../src/mesh/frames.js";
+import { rawServiceDefinition } from "../../src/wire/service-definitions.js";
+import { type EventFields, writeEvent } from "../../src/wire/messages.js";
+import { type ForwardedEvent, writeForward, writeFrame } from "../../src/wire/peer-frames.js";
 import { within } from "./collect.js";
 
 /**

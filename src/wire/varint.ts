@@ -1,5 +1,5 @@
 /**
- * Protobuf varints for the hand-written codecs (wire.ts). Numbers here go beyond 32 bits
+ * Protobuf varints for the hand-written codecs (messages.ts, peer-frames.ts). Numbers here go beyond 32 bits
  * (sequences, deadlines), so no bitwise operators on them.
  */
 

@@ -2,7 +2,6 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { type Timestamp, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Reason, invalid } from "../contract/errors.js";
-import type { OutgoingDelivery } from "../delivery/types.js";
 import { type Event, EventSchema } from "../gen/weft/v1/event_pb.js";
 import { type Delivery, type SubscribeResponse, SubscribeResponseSchema } from "../gen/weft/v1/mesh_pb.js";
 import { putInt64, putVarint, putVarint64, varint64Size, varintSize } from "./varint.js";
@@ -229,6 +228,21 @@ export function readPublishRequest(bytes: Uint8Array, maxEvents: number): { batc
   return { batchId, events, tooMany: count > maxEvents };
 }
 
+/** What a Delivery message is written from: one delivery of an event as stored. */
+export interface DeliveryFields {
+  readonly deliveryId: number;
+  readonly attempt: number;
+  /** Unix ms after which the delivery is redelivered unless acked or extended. */
+  readonly deadline: number;
+  readonly event: {
+    /** The encoded weft.v1.Event, as stored. */
+    readonly bytes: Uint8Array;
+    readonly sequence: number;
+    /** For a relay copy: its sequence at the origin, which the subscriber is told. */
+    readonly origin?: { readonly sequence: number } | undefined;
+  };
+}
+
 /**
  * Encodes SubscribeResponse messages carrying `deliveries`, each message at most about
  * `maxBytes` (a single larger delivery still goes, alone).
@@ -237,7 +251,7 @@ export function readPublishRequest(bytes: Uint8Array, maxEvents: number): { batc
  * would copy every event's bytes twice more, on the loop that delivers.
  * Every field is written, zero or not; `fromBinary` reads the same.
  */
-export function writeDeliveries(deliveries: readonly OutgoingDelivery[], maxBytes: number): Uint8Array[] {
+export function writeDeliveries(deliveries: readonly DeliveryFields[], maxBytes: number): Uint8Array[] {
   const out: Uint8Array[] = [];
   const sizes = deliveries.map(deliverySize);
   let from = 0;
@@ -277,10 +291,10 @@ export function writeDeliveries(deliveries: readonly OutgoingDelivery[], maxByte
 }
 
 /** Delivery.sequence: the sequence at the event's origin, for a relay copy too. */
-const originSequence = (d: OutgoingDelivery): number => d.event.origin?.sequence ?? d.event.sequence;
+const originSequence = (d: DeliveryFields): number => d.event.origin?.sequence ?? d.event.sequence;
 
 /** Encoded size of a Delivery message (without its own tag and length). */
-function deliverySize(d: OutgoingDelivery): number {
+function deliverySize(d: DeliveryFields): number {
   const deadline = Math.round(d.deadline);
   return (
     5 + // the five tags

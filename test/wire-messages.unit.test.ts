@@ -13,7 +13,7 @@ import {
   writeEvent,
   writePublishRequest,
   writePublishResponse,
-} from "../src/grpc/wire.js";
+} from "../src/wire/messages.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 const event = (i: number) => create(EventSchema, { channel: "a.b", id: `id-${i}`, source: "//s", type: "t", data: Buffer.alloc(i * 10, i) });
@@ -184,7 +184,7 @@ describe("wire codecs agree with the generated ones", () => {
       SubscribeResponseSchema,
       create(SubscribeResponseSchema, { response: { case: "subscribed", value: { channel: "a.b", group: "g", maxInFlight: 5 } } }),
     );
-    const [one] = writeDeliveries([{ deliveryId: 1, attempt: 1, deadline: 5, event: { channel: "a.b", sequence: 1, appendedAt: 0, key: "", bytes: toBinary(EventSchema, event(1)) } }], 1 << 20);
+    const [one] = writeDeliveries([{ deliveryId: 1, attempt: 1, deadline: 5, event: { sequence: 1, bytes: toBinary(EventSchema, event(1)) } }], 1 << 20);
     const twice = Buffer.concat([one!, one!]); // the deliveries field repeated: fromBinary merges
     // Fields out of order, and an event whose id has the wrong wire type (readEvent refuses;
     // fromBinary reads the varint 0 as the length of an empty string).

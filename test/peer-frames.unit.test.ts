@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { StartPosition_Kind } from "../src/gen/weft/v1/mesh_pb.js";
 import { GroupOutcomeSchema, HeartbeatSchema, PeerFrameSchema } from "../src/gen/weft/v1/peer_pb.js";
-import { writeEvent } from "../src/grpc/wire.js";
+import { writeEvent } from "../src/wire/messages.js";
 import {
   type ForwardedEvent,
   type GroupOutcomes,
@@ -15,7 +15,7 @@ import {
   writeFrame,
   writeOutcomes,
   writeStored,
-} from "../src/mesh/frames.js";
+} from "../src/wire/peer-frames.js";
 
 /**
  * The hand-written forward codec agrees with protobuf-es on proto/weft/v1/peer.proto, and

@@ -1,8 +1,8 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { type GroupOutcome, type PeerFrame, PeerFrameSchema } from "../gen/weft/v1/peer_pb.js";
-import { putVarint, putVarint64, varint64Size, varintSize } from "../grpc/varint.js";
-import { readUint64s } from "../grpc/wire.js";
+import { putVarint, putVarint64, varint64Size, varintSize } from "./varint.js";
+import { readUint64s } from "./messages.js";
 
 /**
  * The frames of weft.v1.Peer.Link. Forwards carry event bytes and are written and read by

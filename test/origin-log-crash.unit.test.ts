@@ -5,7 +5,7 @@ import { ClassicLevel } from "classic-level";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { type AppendEntry, EVENTS_DIR, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
-import { CLOSED_KEY, EVENTS_SPLIT_KEY, eventKey, prefixEnd } from "../src/log/keys.js";
+import { CLOSED_KEY, eventKey, prefixEnd } from "../src/log/keys.js";
 import { encodeRecord } from "../src/log/record.js";
 import { eventually, within } from "./support/collect.js";
 import { tempDir } from "./support/sidecar.js";
@@ -169,52 +169,6 @@ describe("OriginLog after a crash between its two writes", () => {
     await closeLast();
     await editDatabases(dir, async (_main, events) => {
       expect(await keysOf(events, "e!")).toEqual([eventKey("c", 3)]);
-    });
-  });
-
-  it("reads the events a log kept beside the rest before its upgrade, and takes new ones into their own database", async () => {
-    const dir = await newDir();
-    let now = 1_000_000;
-    const options = { now: () => now, retention: { maxAgeMs: 10_000, maxBytes: 1e12 } };
-    const log = await openLog(dir, options);
-    await log.append(Array.from({ length: 300 }, (_, i) => entry("c", String(i + 1))));
-    await log.append([entry("d", "1")]);
-    await closeLast();
-    // As such a log was: every event in the main database, and no word of a split.
-    await editDatabases(dir, async (main, events) => {
-      await main.del(EVENTS_SPLIT_KEY);
-      for (const [key, value] of await events.iterator({ gte: "e!", lt: prefixEnd("e!") }).all()) {
-        await main.put(key, value);
-        await events.del(key);
-      }
-    });
-
-    const again = await openLog(dir, options);
-    expect(again.head("c")).toMatchObject({ first: 1, last: 300 });
-    expect(await ids(again, "d")).toEqual([[1, "1"]]);
-    expect(await again.append([entry("c", "17"), entry("c", "new")])).toEqual([
-      { sequence: 17, duplicate: true },
-      { sequence: 301, duplicate: false },
-    ]);
-    const across = async (l: OriginLog): Promise<[number, string][]> => (await l.read("c", 299, 10)).map((e) => [e.sequence, dataOf(e.bytes)]);
-    expect(await across(again)).toEqual([[299, "299"], [300, "300"], [301, "new"]]);
-    expect((await again.get("c", [301, 1, 300])).map((e) => e && dataOf(e.bytes))).toEqual(["new", "1", "300"]);
-    await closeLast();
-    await editDatabases(dir, async (main, events) => {
-      expect((await keysOf(main, "e!")).length).toBe(301);
-      expect(await keysOf(events, "e!")).toEqual([eventKey("c", 301)]);
-    });
-
-    // Which events are where is kept; retention removes them from both.
-    const third = await openLog(dir, options);
-    expect(await across(third)).toEqual([[299, "299"], [300, "300"], [301, "new"]]);
-    now += 20_000;
-    await third.sweep();
-    expect(third.head("c")).toMatchObject({ first: 302, last: 301, expired: 301 });
-    await closeLast();
-    await editDatabases(dir, async (main, events) => {
-      expect(await keysOf(main, "e!")).toEqual([]);
-      expect(await keysOf(events, "e!")).toEqual([]);
     });
   });
 

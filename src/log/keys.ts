@@ -1,5 +1,5 @@
 /**
- * The LevelDB key layout of the origin log. Channel and group names cannot contain '!',
+ * The LevelDB key layout of the event log. Channel and group names cannot contain '!',
  * so '!' separates the parts; sequences are 16 hex digits so keys sort in sequence order.
  *
  *   e!CHANNEL!SEQ            a stored event (see record.ts), in the events' own LevelDB (EVENTS_DIR)
@@ -7,8 +7,7 @@
  *   d!#T!CHANNEL!LEN:SOURCEID  dedup entry of a publish (or a redrive) for (source, id),
  *                            "SEQ:APPEND_MS", in dedup table T (0 or 1; see DedupTables):
  *                            a table is cleared whole once its newest entry is past the window
- *   d!CHANNEL!LEN:SOURCEID   dedup entry of a relay copy, removed with the copy; logs written
- *                            before the tables kept publishes' entries here too
+ *   d!CHANNEL!LEN:SOURCEID   dedup entry of a relay copy, removed with the copy
  *   g!CHANNEL!GROUP          a group's cursor and settings
  *   a!CHANNEL!GROUP!SEQ      acked above the cursor (out-of-order acks)
  *   f!CHANNEL!GROUP!SEQ      a delivery in flight: its attempt (written for attempts after the
@@ -18,9 +17,8 @@
  *   m!log-id                 8 random bytes chosen when the log was created
  *   m!dedup-tables           which dedup table is written, since when (see DedupTables)
  *   m!closed                 present while the log is closed cleanly: its open skips the repair
- *                            of a crash between two writes (see OriginLog.reconcile)
- *   m!events-dir             {"legacyThrough":{CHANNEL:SEQ}}: events up to SEQ of CHANNEL are
- *                            here, not in EVENTS_DIR (a log written before it kept them here)
+ *                            of a crash between two writes (see EventStore.reconcile)
+ *   m!events-dir             written by 0.2 (always with no events here); deleted on open
  *   q!DLQ!CHANNEL!GROUP      the dead letters of GROUP in DLQ an operator handled (redriven or
  *                            purged): {"through","handled"} (see DeadLetterMarks)
  */
@@ -66,9 +64,9 @@ export const seqOfKey = (key: string): number => Number.parseInt(key.slice(key.l
 export const LOG_ID_KEY = "m!log-id";
 /** Present while the log is closed cleanly (see OriginLog.close). */
 export const CLOSED_KEY = "m!closed";
-/** Which events a log written before its events' database keeps in the main one (see OriginLog.legacy). */
+/** Written by 0.2 and deleted on open: every event is in the events' database. */
 export const EVENTS_SPLIT_KEY = "m!events-dir";
 /** Which dedup table the log writes and since when (see OriginLog, DedupTables). */
 export const DEDUP_TABLES_KEY = "m!dedup-tables";
-/** Written to each database while the disk is full, to tell when writes work again (see OriginLog.probe). */
+/** Written to each database while the disk is full, to tell when writes work again (see DiskWatch.probe). */
 export const PROBE_KEY = "m!probe";

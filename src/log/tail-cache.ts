@@ -65,7 +65,7 @@ export class TailCache {
 
   /**
    * Up to `limit` events from sequence `from` on, stopping once `maxBytes` of event bytes
-   * are taken (at least one), like OriginLog.read; undefined when `from` is not cached.
+   * are taken (at least one), like EventStore.read; undefined when `from` is not cached.
    */
   read(channel: string, from: number, limit: number, maxBytes: number): StoredEvent[] | undefined {
     const tail = this.tails.get(channel);

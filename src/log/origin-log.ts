@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { status } from "@grpc/grpc-js";
 import { Reason, WeftError } from "../contract/errors.js";
-import { NO_OBSERVER, type Observer } from "../ops/observer.js";
+import { NO_OBSERVER } from "../ops/observer.js";
 import { ChannelLimit } from "./channel-limit.js";
 import { Dedup } from "./dedup.js";
 import { DiskWatch, logClosed } from "./disk-full.js";
@@ -50,8 +50,6 @@ export interface LogEvents {
 export class OriginLog {
   /** Told of appends and trims (see LogEvents). */
   readonly emitter = new EventEmitter<LogEvents>();
-  private readonly observer: Observer;
-  private readonly now: () => number;
   private readonly channelLimit: ChannelLimit;
   private readonly loop: WriteLoop;
   private readonly dedup: Dedup;
@@ -74,8 +72,8 @@ export class OriginLog {
     readonly id: bigint,
   ) {
     this.emitter.setMaxListeners(0);
-    const now = (this.now = options.now ?? Date.now);
-    const observer = (this.observer = options.observer ?? NO_OBSERVER);
+    const now = options.now ?? Date.now;
+    const observer = options.observer ?? NO_OBSERVER;
     const fsync = options.fsync ?? false;
     const log = this;
     this.channelLimit = new ChannelLimit(options.maxChannels ?? Infinity, observer);
@@ -176,11 +174,12 @@ export class OriginLog {
     }
   }
 
-  /** For tests that reach the databases. */
-  private get db(): EventStore["main"] {
+  /** @internal For tests that reach the databases. */
+  get db(): EventStore["main"] {
     return this.store.main;
   }
-  private get events(): EventStore["events"] {
+  /** @internal For tests that reach the databases. */
+  get events(): EventStore["events"] {
     return this.store.events;
   }
 

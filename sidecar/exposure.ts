@@ -1,5 +1,27 @@
 import { isIPv4, isIPv6 } from "node:net";
-import type { SidecarConfig } from "./sidecar.js";
+import type { TlsPaths } from "../src/security/tls-files.js";
+import type { PolicyConfig } from "./access-config.js";
+
+/** The addresses a sidecar listens on, as its configuration names them ("off" for no HTTP). */
+export interface ListenerAddresses {
+  listen: string;
+  peerListen: string;
+  http: string;
+}
+
+/** What decides whether a sidecar is safe where it listens and dials (a SidecarConfig is one). */
+export interface ExposureSettings extends ListenerAddresses {
+  /** Peer addresses it dials. */
+  peers: readonly string[];
+  /** DNS names whose every address it dials. */
+  peersDns: readonly string[];
+  /** TLS on every listener and link; undefined: plaintext. */
+  tls?: TlsPaths | undefined;
+  /** Who may do what on the service API; undefined: everyone, everything. */
+  policy?: PolicyConfig | undefined;
+  /** The operator accepts listeners beyond loopback without TLS or a policy. */
+  insecure: boolean;
+}
 
 /** A listener and the address it binds. */
 export interface Listener {
@@ -13,7 +35,7 @@ export interface Listener {
  * whose host is not loopback (127.0.0.0/8, ::1, "localhost"). A wildcard ("0.0.0.0", "::")
  * and a host name are beyond loopback. A unix socket and an HTTP listener that is off are not.
  */
-export function exposedListeners(config: Pick<SidecarConfig, "listen" | "peerListen" | "http">): Listener[] {
+export function exposedListeners(config: ListenerAddresses): Listener[] {
   const all: Listener[] = [
     { setting: "listen", address: config.listen },
     { setting: "peerListen", address: config.peerListen },
@@ -22,8 +44,6 @@ export function exposedListeners(config: Pick<SidecarConfig, "listen" | "peerLis
   return all.filter((l) => l.address !== "off" && !l.address.startsWith("/") && !l.address.startsWith("unix:") && !isLoopback(hostOf(l.address)));
 }
 
-type Exposure = Pick<SidecarConfig, "listen" | "peerListen" | "http" | "tls" | "insecure" | "policy" | "peers" | "peersDns">;
-
 /**
  * What is unsafe about where the sidecar listens, one sentence each: a listener beyond
  * loopback without TLS (anyone on the network could read, ack and forge events), and a
@@ -31,7 +51,7 @@ type Exposure = Pick<SidecarConfig, "listen" | "peerListen" | "http" | "tls" | "
  * subscribe and administer). HTTP beyond loopback needs no policy: without one its
  * dashboard answers loopback clients only.
  */
-function unsafe(config: Exposure): string[] {
+function unsafe(config: ExposureSettings): string[] {
   const exposed = exposedListeners(config);
   const out: string[] = [];
   if (exposed.length > 0 && !config.tls) {
@@ -53,7 +73,7 @@ function unsafe(config: Exposure): string[] {
  * Why the sidecar must not start with this configuration, or undefined: what is unsafe
  * about where it listens, unless the operator said `insecure`.
  */
-export function exposureProblem(config: Exposure): string | undefined {
+export function exposureProblem(config: ExposureSettings): string | undefined {
   const problems = unsafe(config);
   if (problems.length === 0 || config.insecure) return undefined;
   const fixes = [
@@ -64,7 +84,7 @@ export function exposureProblem(config: Exposure): string | undefined {
 }
 
 /** What --insecure lets through, for the warning at every start. */
-export function insecureListeners(config: Exposure): string[] {
+export function insecureListeners(config: ExposureSettings): string[] {
   return config.insecure ? unsafe(config) : [];
 }
 

@@ -6,4 +6,4 @@
 export { PeerServer } from "../src/grpc/peer-server.js";
 export { ServiceServer } from "../src/grpc/server.js";
 export { HttpServer, serveOperations } from "../src/ops/http-server.js";
-export { serveDashboard } from "../src/ops/dashboard/index.js";
+export { serveDashboard } from "../src/dashboard/index.js";

@@ -9,7 +9,7 @@ import type { ServiceServer } from "../src/grpc/server.js";
 import { Dialer } from "../src/mesh/dialer.js";
 import { MeshNode } from "../src/mesh/mesh-node.js";
 import type { HttpServer } from "../src/ops/http-server.js";
-import type { Dashboard } from "../src/ops/dashboard/index.js";
+import type { Dashboard } from "../src/dashboard/index.js";
 import { SidecarMetrics } from "../src/ops/metrics.js";
 import { NO_OBSERVER, type Observer, composeObservers } from "../src/ops/observer.js";
 import { type LogFormat, type LogLevel, type Logger, createLogger } from "../src/ops/logger.js";

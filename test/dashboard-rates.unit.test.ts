@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { EventCounts } from "../src/admin/index.js";
-import { RateHistory, drainSeconds } from "../src/ops/dashboard/index.js";
+import { RateHistory, drainSeconds } from "../src/dashboard/index.js";
 
 // The dashboard's rate history and drain estimate, without sockets or timers: a fake clock
 // and counters moved by hand.

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { OutgoingDelivery } from "../src/delivery/types.js";
 import type { StoredEvent } from "../src/log/record.js";
 import { logObserver } from "../src/ops/log-observer.js";
 import { type LogLevel, createLogger } from "../src/ops/logger.js";
@@ -11,6 +12,10 @@ function capture(level: LogLevel) {
 }
 
 const event: StoredEvent = { channel: "orders", sequence: 7, appendedAt: 0, key: "", bytes: new Uint8Array() };
+const deliveries: OutgoingDelivery[] = [
+  { deliveryId: 1, attempt: 1, deadline: 0, event },
+  { deliveryId: 2, attempt: 2, deadline: 0, event },
+];
 
 /** Tells the observer one of everything. */
 function tellAll(o: ReturnType<typeof logObserver>): void {
@@ -18,7 +23,7 @@ function tellAll(o: ReturnType<typeof logObserver>): void {
   o.stored("orders", 3, 300);
   o.deduplicated("orders");
   o.forwarded("west", "orders", "billing", 2, 200);
-  o.delivered("orders", "billing", [{ deliveryId: 1, attempt: 1, deadline: 0, event }, { deliveryId: 2, attempt: 2, deadline: 0, event }]);
+  o.delivered("orders", "billing", deliveries);
   o.acked("orders", "billing", event);
   o.deadLettered("orders", "billing");
   o.expired("orders", undefined, 5);

@@ -1,4 +1,3 @@
-import type { OutgoingDelivery } from "../delivery/types.js";
 import type { Observer } from "../ops/observer.js";
 
 /** The four counters of an event system, at one moment. */
@@ -45,7 +44,7 @@ export class EventCounters implements Observer {
     this.current.acked += 1;
   }
   deduplicated(): void {}
-  delivered(_channel: string, _group: string, _deliveries: readonly OutgoingDelivery[]): void {}
+  delivered(): void {}
   deadLettered(): void {}
   expired(): void {}
   peerLink(): void {}

@@ -14,6 +14,9 @@ export const SEQUENCE_RULE = "1 to 9007199254740991 (2^53 - 1)";
 /** The most deliveries of one event a group makes before dead-lettering it. */
 export const MAX_ATTEMPTS = 1000;
 
+/** The longest ack deadline, nack delay or deadline extension, ms (one hour). */
+export const MAX_DELAY_MS = 3_600_000;
+
 /**
  * The latest time a start position (and a group's creation time) may name: 9999-12-31T23:59:59Z,
  * the end of google.protobuf.Timestamp's range, in seconds. Times before the Unix epoch are

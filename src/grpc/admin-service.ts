@@ -6,7 +6,7 @@ import { Reason, invalid } from "../contract/errors.js";
 import { MAX_TIME_MS, clamp } from "../contract/ranges.js";
 import { OPEN_ACCESS, type AccessControl, type Caller } from "../security/access.js";
 import { type CallerCheck, callerOf } from "./caller.js";
-import { serviceError } from "./status.js";
+import { serviceError } from "../wire/status.js";
 import {
   ListChannelsRequestSchema,
   ListChannelsResponseSchema,

@@ -10,7 +10,7 @@ import {
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Reason, invalid } from "../contract/errors.js";
 import { rawMethod } from "../wire/service-definitions.js";
-import { failStream, quoted, serviceError } from "./status.js";
+import { failStream, quoted, serviceError } from "../wire/status.js";
 
 /** What the sidecar reports: it serves, or it does not (starting, or stopping). */
 export type ServingStatus = "SERVING" | "NOT_SERVING";

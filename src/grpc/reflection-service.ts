@@ -4,7 +4,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { type Server, type ServerDuplexStream, type ServiceDefinition, status } from "@grpc/grpc-js";
 import { Reason, invalid } from "../contract/errors.js";
 import { rawMethod } from "../wire/service-definitions.js";
-import { failStream, quoted, writeSafe } from "./status.js";
+import { failStream, quoted, writeSafe } from "../wire/status.js";
 
 /**
  * gRPC server reflection, `grpc.reflection.v1` and `v1alpha` (the same messages under two

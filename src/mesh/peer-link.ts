@@ -1,7 +1,7 @@
 import { type ClientDuplexStream, type ServerDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
 import { Reason, WeftError } from "../contract/errors.js";
 import type { Hello } from "../gen/weft/v1/peer_pb.js";
-import { failStream, writeSafe } from "../grpc/status.js";
+import { failStream, writeSafe } from "../wire/status.js";
 import { nodeOfCertificate } from "../security/credentials.js";
 import type { WeftIdentity } from "../security/spiffe.js";
 import { type IncomingFrame, TooManyEvents, readFrame, writeFrame } from "../wire/peer-frames.js";

@@ -1,7 +1,6 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import { createServer as createSecureServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import type { TlsFiles } from "../security/tls-files.js";
 
 /** An HTTP method a route answers. HEAD is answered by the GET route, without a body. */
 export type HttpMethod = "GET" | "POST" | "PUT" | "DELETE";
@@ -12,6 +11,21 @@ export type HttpMethod = "GET" | "POST" | "PUT" | "DELETE";
  * server goes on.
  */
 export type RouteHandler = (request: IncomingMessage, response: ServerResponse, url: URL) => void | Promise<void>;
+
+/** The PEM certificate chain, private key and CA certificates an HTTPS listener serves. */
+export interface ServedKeys {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca: Buffer;
+}
+
+/** Where an HTTPS listener gets its keys, and hears of rotated ones (security's TlsFiles is one). */
+export interface KeySource {
+  /** The keys in force. */
+  readonly material: ServedKeys;
+  /** Told each time new keys are put in force. */
+  onChange(listener: (material: ServedKeys) => void): void;
+}
 
 /** Longest request target accepted; longer ones get 414 without being parsed. */
 export const MAX_URL_LENGTH = 8 * 1024;
@@ -40,7 +54,7 @@ export class HttpServer {
    * asked for), and takes new files for new connections as they are reloaded.
    * @throws the listen error (EADDRINUSE, EACCES, ...) when the address cannot be bound.
    */
-  static async start(address: string, tls?: TlsFiles): Promise<HttpServer> {
+  static async start(address: string, tls?: KeySource): Promise<HttpServer> {
     const colon = address.lastIndexOf(":");
     const host = address.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
     const port = Number(address.slice(colon + 1));

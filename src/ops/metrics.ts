@@ -1,10 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
-import type { OutgoingDelivery } from "../delivery/types.js";
-import type { GroupStatus } from "../delivery/delivery-engine.js";
-import type { ChannelHead } from "../log/origin-log.js";
-import type { StoredEvent } from "../log/record.js";
-import type { PeerStatus } from "../mesh/mesh-node.js";
-import type { Observer } from "./observer.js";
+import type { ObservedDelivery, ObservedEvent, Observer } from "./observer.js";
 import { ChannelPeerSeries, ChannelSeries, GroupSeries, type PeerLinkSeries, PeerSeries, SeriesHistogram, allGroupSeries, type ChannelLabels, type GroupLabels } from "./series.js";
 
 /**
@@ -12,9 +7,12 @@ import { ChannelPeerSeries, ChannelSeries, GroupSeries, type PeerLinkSeries, Pee
  * stand now (backlogs, in-flight deliveries, peer links, log sizes).
  */
 export interface MetricsSources {
-  log: { channels(): string[]; head(channel: string): ChannelHead };
-  engine: { status(): Pick<GroupStatus, "channel" | "group" | "backlog" | "inflight" | "members">[]; readonly readAheadBytes: number };
-  mesh: { status(): Pick<PeerStatus, "nodeId" | "connected" | "inflight">[] };
+  /** The origin log: its channels, and for each the retained range and its bytes. */
+  log: { channels(): string[]; head(channel: string): { first: number; last: number; bytes: number } };
+  /** The delivery engine: where each group stands, and the bytes read ahead of all cursors. */
+  engine: { status(): { channel: string; group: string; backlog: number; inflight: number; members: number }[]; readonly readAheadBytes: number };
+  /** The mesh: each peer, whether its link is up, and its events in flight. */
+  mesh: { status(): { nodeId: string; connected: boolean; inflight: number }[] };
   /** Bytes of request messages each listener has received in part. */
   receiving?: () => { listener: string; bytes: number }[];
 }
@@ -237,7 +235,7 @@ export class SidecarMetrics implements Observer {
     c.counts.forwarded += count;
   }
 
-  delivered(channel: string, group: string, deliveries: readonly OutgoingDelivery[]): void {
+  delivered(channel: string, group: string, deliveries: readonly ObservedDelivery[]): void {
     const s = this.group(channel, group);
     s.counts.delivered += deliveries.length;
     const now = this.now();
@@ -247,7 +245,7 @@ export class SidecarMetrics implements Observer {
     }
   }
 
-  acked(channel: string, group: string, event: StoredEvent): void {
+  acked(channel: string, group: string, event: ObservedEvent): void {
     const s = this.group(channel, group);
     s.counts.acked++;
     s.toAck.observe(seconds(this.now(), event));
@@ -326,7 +324,7 @@ export class SidecarMetrics implements Observer {
 }
 
 /** Seconds since the event was stored in this log; never negative (clocks may step back). */
-function seconds(now: number, event: StoredEvent): number {
+function seconds(now: number, event: ObservedEvent): number {
   return Math.max(0, now - event.appendedAt) / 1000;
 }
 

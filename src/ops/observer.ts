@@ -1,5 +1,23 @@
-import type { OutgoingDelivery } from "../delivery/types.js";
-import type { StoredEvent } from "../log/record.js";
+/**
+ * What observability reads of a stored event. The log's StoredEvent is one: callers pass
+ * their events as they are, and src/ops imports nothing of the parts it observes.
+ */
+export interface ObservedEvent {
+  readonly sequence: number;
+  /** When the origin stored it, Unix ms. */
+  readonly appendedAt: number;
+  /** The encoded weft.v1.Event. */
+  readonly bytes: Uint8Array;
+  /** For a relay copy: the sidecar that published it and its sequence there. */
+  readonly origin?: { readonly node: string; readonly sequence: number } | undefined;
+}
+
+/** What observability reads of one attempt to hand an event to a member (delivery's OutgoingDelivery is one). */
+export interface ObservedDelivery {
+  /** 1 for the first attempt; more for a redelivery. */
+  readonly attempt: number;
+  readonly event: ObservedEvent;
+}
 
 /**
  * What happens to events, told as it happens, for metrics, logs and traces. The log, the
@@ -18,9 +36,9 @@ export interface Observer {
   /** Events forwarded to a peer for one of its groups, in one frame. */
   forwarded(peer: string, channel: string, group: string, count: number, bytes: number): void;
   /** Deliveries handed to one member (attempt > 1 is a redelivery). */
-  delivered(channel: string, group: string, deliveries: readonly OutgoingDelivery[]): void;
+  delivered(channel: string, group: string, deliveries: readonly ObservedDelivery[]): void;
   /** An event a member acked (the handler processed it). */
-  acked(channel: string, group: string, event: StoredEvent): void;
+  acked(channel: string, group: string, event: ObservedEvent): void;
   /** An event moved to the group's dead-letter channel. */
   deadLettered(channel: string, group: string): void;
   /** Events retention removed: from a channel (group undefined), or before a group finished them. */

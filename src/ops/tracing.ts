@@ -11,9 +11,7 @@ import {
   trace,
 } from "@opentelemetry/api";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
-import type { OutgoingDelivery } from "../delivery/types.js";
-import type { AppendResult } from "../log/origin-log.js";
-import type { ForwardedEvent } from "../wire/peer-frames.js";
+import type { ObservedDelivery } from "./observer.js";
 
 /** The event attribute holding the W3C trace context (https://www.w3.org/TR/trace-context/). */
 export const TRACEPARENT = "traceparent";
@@ -25,6 +23,24 @@ export interface PublishedEvent {
   readonly channel: string;
   readonly id: string;
   readonly attributes: Readonly<Record<string, string>>;
+}
+
+/** What a publish span reads of an append's outcome for one event (the log's AppendResult is one). */
+export interface AppendOutcome {
+  readonly sequence: number;
+  /** The event was stored before: acked with its original sequence. */
+  readonly duplicate: boolean;
+}
+
+/** What a forward span reads of one event sent to a peer (a peer frame's ForwardedEvent is one). */
+export interface ForwardedCopy {
+  readonly channel: string;
+  readonly group: string;
+  /** The sequence at the origin. */
+  readonly sequence: number;
+  readonly attempt: number;
+  /** The encoded weft.v1.Event, as the origin stored it. */
+  readonly bytes: Uint8Array;
 }
 
 /**
@@ -41,11 +57,11 @@ export interface EventTracing {
    * what to call once the append is done (each event's result, in order, or the error),
    * or undefined when none of them is traced.
    */
-  publishing(events: readonly PublishedEvent[]): ((outcome: readonly AppendResult[] | Error) => void) | undefined;
+  publishing(events: readonly PublishedEvent[]): ((outcome: readonly AppendOutcome[] | Error) => void) | undefined;
   /** Events leave for a peer in one Forward frame. */
-  forwarding(peer: string, events: readonly ForwardedEvent[]): void;
+  forwarding(peer: string, events: readonly ForwardedCopy[]): void;
   /** Deliveries leave for a member on this sidecar's Subscribe stream of `channel`/`group`. */
-  delivering(channel: string, group: string, deliveries: readonly OutgoingDelivery[]): void;
+  delivering(channel: string, group: string, deliveries: readonly ObservedDelivery[]): void;
 }
 
 /** Traces nothing. */
@@ -74,7 +90,7 @@ export class OpenTelemetryTracing implements EventTracing {
     return provider.getTracer(TRACER_NAME, this.options.version);
   }
 
-  publishing(events: readonly PublishedEvent[]): ((outcome: readonly AppendResult[] | Error) => void) | undefined {
+  publishing(events: readonly PublishedEvent[]): ((outcome: readonly AppendOutcome[] | Error) => void) | undefined {
     const tracer = this.tracer();
     if (!tracer) return undefined;
     let spans: (Span | undefined)[] | undefined;
@@ -104,7 +120,7 @@ export class OpenTelemetryTracing implements EventTracing {
     };
   }
 
-  forwarding(peer: string, events: readonly ForwardedEvent[]): void {
+  forwarding(peer: string, events: readonly ForwardedCopy[]): void {
     const tracer = this.tracer();
     if (!tracer) return;
     for (const f of events) {
@@ -123,7 +139,7 @@ export class OpenTelemetryTracing implements EventTracing {
     }
   }
 
-  delivering(channel: string, group: string, deliveries: readonly OutgoingDelivery[]): void {
+  delivering(channel: string, group: string, deliveries: readonly ObservedDelivery[]): void {
     const tracer = this.tracer();
     if (!tracer) return;
     for (const d of deliveries) {

@@ -1,4 +1,4 @@
-import type { EventCounts } from "../../admin/index.js";
+import type { EventCounts } from "../admin/index.js";
 
 /** The four rates over one sampling interval, events per second. */
 export interface RateSample extends EventCounts {

@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { isIPv4, isIPv6 } from "node:net";
 import { status } from "@grpc/grpc-js";
-import { WeftError } from "../../contract/errors.js";
-import type { AccessControl, Caller } from "../../security/access.js";
+import { WeftError } from "../contract/errors.js";
+import type { AccessControl, Caller } from "../security/access.js";
 
 /** Who may use the dashboard and its API, and under which host names. */
 export interface DashboardAccess {

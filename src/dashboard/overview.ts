@@ -1,5 +1,5 @@
 import type { Registry } from "prom-client";
-import type { EventCounts, SidecarAdmin } from "../../admin/index.js";
+import type { EventCounts, SidecarAdmin } from "../admin/index.js";
 import { type GroupCounts, type RateHistory, type RateSample, drainSeconds } from "./rate-history.js";
 
 /** Dead letters shown per group on the dashboard (the oldest; the count says how many in all). */

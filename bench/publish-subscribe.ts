@@ -12,7 +12,8 @@
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Sidecar, defaultConfig } from "../sidecar/sidecar.js";
+import { defaultConfig } from "../sidecar/settings/index.js";
+import { Sidecar } from "../sidecar/sidecar.js";
 import { connect } from "../src/client/index.js";
 
 const toIndex = process.argv.indexOf("--to");

@@ -8,7 +8,8 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Sidecar, defaultConfig } from "../sidecar/sidecar.js";
+import { defaultConfig } from "../sidecar/settings/index.js";
+import { Sidecar } from "../sidecar/sidecar.js";
 import { connect } from "../src/client/index.js";
 import { freePort } from "../test/support/free-port.js";
 

@@ -15,6 +15,8 @@ import {
 import { addAdminCommands } from "./commands/admin-commands.js";
 import { clientTlsOptions } from "./commands/client-tls.js";
 import { note } from "./commands/output.js";
+import { joinList, settingOptions } from "./settings/flags.js";
+import { CONFIG_ENV } from "./settings/schema.js";
 import { SOFTWARE_VERSION } from "./version.js";
 import type { CertsOptions } from "./commands/certs.js";
 import type { PublishOptions } from "./commands/publish.js";
@@ -213,34 +215,9 @@ development CA), or --insecure. TLS files are read again when they change, or on
 
 /** Adds the options of a sidecar (`weft sidecar`, `weft run`) to `command`. */
 function addSidecarOptions(command: Command): Command {
-  return command
-    .option("--config <file>", "a YAML or JSON config file (env: WEFT_CONFIG)")
-    .option("--data-dir <dir>", "the LevelDB data directory (default: ./weft-data)")
-    .option("--listen <address>", "the service API address: host:port, /path.sock or unix:/path (default: 127.0.0.1:7420)")
-    .option("--fsync", "sync each append batch to disk before acking it")
-    .option("--no-fsync", "do not sync before acking (the default)")
-    .option("--max-event-bytes <size>", "the largest event, bytes or e.g. 512KiB (default: 1MiB)")
-    .option("--max-stored-bytes <size>", "refuse publishes (STORAGE_QUOTA) while the log's events take this much, bytes or e.g. 50GiB; 0 for no quota (default: 0)")
-    .option("--max-channels <n>", "the most channels this sidecar holds (events or groups; dead-letter and relay channels count), 1 to 10000000 (default: 10000)")
-    .option("--max-groups-per-channel <n>", "the most groups of one channel, 1 to 1000000 (default: 1000)")
-    .option("--node-id <id>", "this sidecar's name in the mesh, unique among its peers: letters, digits, '.', '_', '-' (default: the host name)")
-    .option("--peer-listen <host:port>", "the peer API address, TCP only; not the --listen address (default: 127.0.0.1:7421)")
-    .option("--http <host:port>", 'the HTTP address for /metrics, /healthz and /readyz, TCP only, or "off" (default: 127.0.0.1:7422)')
-    .option("--peers <host:port,...>", "peer addresses, comma-separated; may include this sidecar's own; repeatable (default: none)", joinList)
-    .option("--peers-dns <name:port,...>", "DNS names whose every address is a peer, comma-separated; repeatable (default: none)", joinList)
-    .option("--peers-dns-interval <duration>", "how often --peers-dns names are resolved again, 1s to 1h (default: 30s)")
-    .option("--peer-timeout <duration>", "how long a peer may be unreachable before others take its share, 100ms to 1h (default: 30s)")
-    .option("--peer-window <n>", "the most events forwarded to a peer per group and not yet handled, 1 to 10000 (default: 5000)")
-    .option("--max-read-ahead-bytes <size>", "the most bytes of events all groups hold in memory together, e.g. 512MiB; a group past it waits for acks (default: 256MiB)")
-    .option("--max-peers <n>", "the most peers known at once (linked, or waiting out the peer timeout), 1 to 100000 (default: 1000)")
-    .option("--log-level <level>", "the least severe log records written: trace, debug, info, warn, error, fatal or silent (default: info)")
-    .option("--log-format <format>", "log records on stderr as json lines, or pretty for people (default: json)")
-    .option("--tls-cert <file>", "TLS on every listener: this sidecar's certificate (PEM), naming spiffe://TRUST-DOMAIN/weft/node/NODE-ID")
-    .option("--tls-key <file>", "TLS: the certificate's private key (PEM)")
-    .option("--tls-ca <file>", "TLS: the CA certificates that sign the mesh's peers and services (PEM); peers use mutual TLS")
-    .option("--insecure", "let listeners beyond loopback run without TLS, or the service API without a policy (warned at every start)")
-    .option("--socket-mode <mode>", "the unix socket's file mode when --listen is a socket, octal (default: 0600)")
-    .option("--http-hosts <name,...>", "host names the dashboard answers under, besides localhost and the listener's; repeatable", joinList);
+  command.option("--config <file>", `a YAML or JSON config file (env: ${CONFIG_ENV})`);
+  for (const option of settingOptions()) command.addOption(option);
+  return command;
 }
 
 /** Gives every command that calls a sidecar (it has --to) the client TLS options. */
@@ -249,11 +226,6 @@ function addClientTls(command: Command): void {
     if (c.options.some((o) => o.long === "--to")) for (const o of clientTlsOptions()) c.addOption(o);
     addClientTls(c);
   }
-}
-
-/** Joins a repeated list flag (`--peers a:1 --peers b:2`) into one comma-separated value. */
-function joinList(value: string, previous: string | undefined): string {
-  return previous === undefined ? value : `${previous},${value}`;
 }
 
 /** Runs the command line and returns the exit status. */

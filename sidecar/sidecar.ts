@@ -1,6 +1,4 @@
 import { mkdir } from "node:fs/promises";
-import { hostname } from "node:os";
-import { DEFAULT_LIMITS, isNodeId } from "../src/contract/validate.js";
 import { EventCounters, SidecarAdmin } from "../src/admin/index.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import { ReceiveBudget } from "../src/grpc/receive-budget.js";
@@ -22,7 +20,10 @@ import { type PolicyConfig, type TokensConfig, accessControl } from "./access-co
 import { exposureProblem, insecureListeners } from "./exposure.js";
 import { SOFTWARE_VERSION } from "./version.js";
 
-/** Everything a sidecar needs to run. `defaultConfig()` gives the documented defaults. */
+/**
+ * Everything a sidecar needs to run. Its values are the settings of settings/schema.ts, which
+ * gives each one's default (`defaultConfig()`), plus the config file's structured sections.
+ */
 export interface SidecarConfig {
   /** The LevelDB directory. */
   dataDir: string;
@@ -116,44 +117,6 @@ export interface SidecarStartOptions {
   observer?: Observer;
   /** Where the sidecar logs. Default: stderr, at `config.logLevel` in `config.logFormat`. */
   logger?: Logger;
-}
-
-export function defaultConfig(): SidecarConfig {
-  return {
-    dataDir: "./weft-data",
-    listen: "127.0.0.1:7420",
-    fsync: false,
-    maxEventBytes: DEFAULT_LIMITS.maxEventBytes,
-    maxBatchEvents: DEFAULT_LIMITS.maxBatchEvents,
-    maxSubscriptions: DEFAULT_LIMITS.maxSubscriptions,
-    maxMessageBytes: 16 * 1024 * 1024,
-    maxStreamsPerConnection: 1000,
-    maxPartialMessageBytes: 64 * 1024 * 1024,
-    dedupWindowMs: 10 * 60_000,
-    retention: { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 1024 ** 3 },
-    channels: {},
-    maxStoredBytes: 0,
-    maxChannels: 10_000,
-    maxGroupsPerChannel: 1000,
-    sweepIntervalMs: 10_000,
-    shutdownGraceMs: 5_000,
-    nodeId: defaultNodeId(),
-    peerListen: "127.0.0.1:7421",
-    http: "127.0.0.1:7422",
-    peers: [],
-    peersDns: [],
-    peersDnsIntervalMs: 30_000,
-    peerTimeoutMs: 30_000,
-    peerWindow: 5000,
-    maxPeers: 1000,
-    maxReadAheadBytes: 256 * 1024 * 1024,
-    logLevel: "info",
-    logFormat: "json",
-    insecure: false,
-    tokens: {},
-    socketMode: 0o600,
-    httpHosts: [],
-  };
 }
 
 /**
@@ -427,9 +390,3 @@ export class Sidecar {
 
 /** A certificate this close to its end is warned about at start and at each reload, ms. */
 const EXPIRY_WARNING_MS = 7 * 24 * 3600_000;
-
-/** The host name, made a valid node id ("weft" if nothing of it is usable). */
-export function defaultNodeId(): string {
-  const id = hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64);
-  return isNodeId(id) ? id : "weft";
-}

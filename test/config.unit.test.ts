@@ -2,8 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CONFIG_ENV_VARS, ConfigError, type ConfigInput, MAX_CONFIG_FILE_BYTES, MAX_PEER_ENTRIES, resolveConfig } from "../sidecar/config.js";
-import { defaultConfig } from "../sidecar/sidecar.js";
+import { CONFIG_ENV_VARS, ConfigError, type ConfigInput, MAX_CONFIG_FILE_BYTES, MAX_PEER_ENTRIES, defaultConfig, resolveConfig } from "../sidecar/settings/index.js";
 import { formatDuration, formatSize, parseDuration, parseSize } from "../sidecar/units.js";
 import { makeCa, makeNodeCert, makeServiceCert } from "../sidecar/dev-certs.js";
 

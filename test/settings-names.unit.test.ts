@@ -1,14 +1,17 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { buildProgram } from "../sidecar/cli.js";
-import { SETTING_NAMES } from "../sidecar/config.js";
+import { SETTINGS } from "../sidecar/settings/index.js";
 
-// Each setting is named in three places beside sidecar/config.ts's table: the `weft sidecar`
-// options (sidecar/cli.ts), and the settings table of docs/configuration.md. A setting added,
-// renamed or given a flag in one of them and not the others fails here.
+// Each setting of the schema (sidecar/settings/schema.ts) is named again where users meet it:
+// the `weft sidecar` options (sidecar/cli.ts adds them from the schema, beside its own), and
+// the settings tables of docs/configuration.md (generated from the schema, but editable by
+// hand). A setting's names missing from one of them, or a name there that no setting has,
+// fails here.
 
-/** ConfigFlags key → the flag's long name: tlsCert → --tls-cert. */
-const flagName = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+/** A setting's flags as the CLI and the docs spell them: --fsync has a --no-fsync form. */
+const flagsOf = (s: (typeof SETTINGS)[number]): string[] =>
+  s.flag === undefined ? [] : s.negation !== undefined ? [s.flag, `--no-${s.flag.slice(2)}`] : [s.flag];
 /** Keys a config file has that are not settings with a variable: per-channel retention, tokens and the policy. */
 const FILE_ONLY = ["channels.NAME.maxAge", "tokens", "policy"];
 
@@ -39,18 +42,14 @@ function sidecarOptions(): string[] {
 describe("every setting's names", () => {
   it("are in docs/configuration.md's table, with the setting's variable and flag", () => {
     const documented = documentedSettings();
-    const expected = SETTING_NAMES.map((s) => ({
-      key: s.key,
-      env: s.env,
-      flags: s.flag === undefined ? [] : s.flag === "fsync" ? ["--fsync", "--no-fsync"] : [flagName(s.flag)],
-    }));
+    const expected = SETTINGS.map((s) => ({ key: s.key, env: s.env, flags: flagsOf(s) }));
     expect(documented.filter((r) => r.env !== "").sort((a, b) => a.key.localeCompare(b.key))).toEqual(expected.sort((a, b) => a.key.localeCompare(b.key)));
     // Rows without a variable are the keys only a config file has.
     expect(documented.filter((r) => r.env === "").map((r) => r.key).sort()).toEqual([...FILE_ONLY].sort());
   });
 
   it("match `weft sidecar`'s options one to one (besides --config)", () => {
-    const fromSettings = SETTING_NAMES.flatMap((s) => (s.flag === undefined ? [] : s.flag === "fsync" ? ["--fsync", "--no-fsync"] : [flagName(s.flag)]));
+    const fromSettings = SETTINGS.flatMap(flagsOf);
     expect(sidecarOptions().sort()).toEqual(["--config", ...fromSettings].sort());
   });
 });

@@ -1,38 +1,14 @@
 import { type Logger, createLogger } from "../../src/ops/logger.js";
-import { ConfigError, resolveConfig } from "../config.js";
+import { ConfigError, type ConfigFlags, resolveConfig } from "../settings/index.js";
 import { Sidecar, type SidecarConfig } from "../sidecar.js";
 import { CommandError, EXIT_FAILURE, EXIT_USAGE } from "./arguments.js";
 import { note } from "./output.js";
 
-/** The options of `weft sidecar`, as commander parses them. */
-export interface SidecarOptions {
-  config?: string;
-  dataDir?: string;
-  listen?: string;
-  fsync?: boolean;
-  maxEventBytes?: string;
-  maxStoredBytes?: string;
-  maxChannels?: string;
-  maxGroupsPerChannel?: string;
-  nodeId?: string;
-  peerListen?: string;
-  http?: string;
-  peers?: string;
-  peersDns?: string;
-  peersDnsInterval?: string;
-  peerTimeout?: string;
-  peerWindow?: string;
-  maxPeers?: string;
-  maxReadAheadBytes?: string;
-  logLevel?: string;
-  logFormat?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsCa?: string;
-  insecure?: boolean;
-  socketMode?: string;
-  httpHosts?: string;
-}
+/**
+ * The options of `weft sidecar` and `weft run`, as commander parses them: the config file,
+ * and a value for each setting's flag (settings/flags.ts).
+ */
+export type SidecarOptions = ConfigFlags & { config?: string };
 
 /** A sidecar started from command line options, with the logger it logs to. */
 export interface StartedSidecar {
@@ -51,39 +27,14 @@ export interface StartedSidecar {
  */
 export async function startFromOptions(o: SidecarOptions, command: string): Promise<StartedSidecar> {
   let config: SidecarConfig;
+  const { config: file, ...flags } = o;
   // Told once the log's level and format are known.
   const warnings: string[] = [];
   try {
     config = await resolveConfig({
-      file: o.config,
+      file,
       env: process.env,
-      flags: {
-        dataDir: o.dataDir,
-        listen: o.listen,
-        fsync: o.fsync,
-        maxEventBytes: o.maxEventBytes,
-        maxStoredBytes: o.maxStoredBytes,
-        maxChannels: o.maxChannels,
-        maxGroupsPerChannel: o.maxGroupsPerChannel,
-        nodeId: o.nodeId,
-        peerListen: o.peerListen,
-        http: o.http,
-        peers: o.peers,
-        peersDns: o.peersDns,
-        peersDnsInterval: o.peersDnsInterval,
-        peerTimeout: o.peerTimeout,
-        peerWindow: o.peerWindow,
-        maxPeers: o.maxPeers,
-        maxReadAheadBytes: o.maxReadAheadBytes,
-        logLevel: o.logLevel,
-        logFormat: o.logFormat,
-        tlsCert: o.tlsCert,
-        tlsKey: o.tlsKey,
-        tlsCa: o.tlsCa,
-        insecure: o.insecure,
-        socketMode: o.socketMode,
-        httpHosts: o.httpHosts,
-      },
+      flags,
       warn: (message) => warnings.push(`${command}: warning: ${message}`),
     });
   } catch (e) {

@@ -1,12 +1,7 @@
 import { pino } from "pino";
+import type { LogFormat, LogLevel } from "./log-levels.js";
 
-/** Log levels, most verbose first; "silent" logs nothing. */
-export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-
-/** How records are written: one JSON object per line, or one line of text for people. */
-export const LOG_FORMATS = ["json", "pretty"] as const;
-export type LogFormat = (typeof LOG_FORMATS)[number];
+export { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log-levels.js";
 
 /**
  * The fields of a record besides `time`, `level` and `msg`. The named ones mean the same in

@@ -6,14 +6,14 @@ import type { Command } from "commander";
 import ts from "typescript";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { serveOperations } from "../../src/ops/http-server.js";
-import { CONFIG_ENV_VARS, ConfigError, type ConfigFlags, resolveConfig } from "../../sidecar/config.js";
+import { CONFIG_ENV_VARS, ConfigError, type ConfigFlags, resolveConfig } from "../../sidecar/settings/index.js";
 import { exposureProblem } from "../../sidecar/exposure.js";
 import { buildProgram } from "../../sidecar/cli.js";
 import type { SidecarConfig } from "../../sidecar/sidecar.js";
 
 // The Kubernetes manifests of deploy/k8s, rendered as kustomize renders them, and checked
 // against the Kubernetes API's types and against what the sidecar really has: its flags
-// (commander), its settings and their environment variables (config.ts), its HTTP routes
+// (commander), its settings and their environment variables (sidecar/settings), its HTTP routes
 // (serveOperations). Shared by the unit test (static checks) and the e2e test (the
 // manifest's command line, really run).
 

@@ -1,7 +1,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Sidecar, type SidecarConfig, type SidecarStartOptions, defaultConfig } from "../../sidecar/sidecar.js";
+import { defaultConfig } from "../../sidecar/settings/index.js";
+import { Sidecar, type SidecarConfig, type SidecarStartOptions } from "../../sidecar/sidecar.js";
 import { type ConnectOptions, type WeftClient, connect } from "../../src/client/index.js";
 
 /** A fresh data directory under the system temp dir. */

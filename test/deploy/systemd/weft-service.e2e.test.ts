@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { defaultConfig } from "../../../sidecar/sidecar.js";
+import { defaultConfig } from "../../../sidecar/settings/index.js";
 
 const root = fileURLToPath(new URL("../../..", import.meta.url));
 const unitPath = join(root, "deploy/systemd/weft.service");

@@ -110,9 +110,9 @@ describe("service server", () => {
     t = await startSidecar();
     const client = new Client(t.address, credentials.createInsecure());
     const name = (s: string): Uint8Array => new BinaryWriter().tag(1, WireType.LengthDelimited).string(s).finish();
-    const refusal = { code: status.INVALID_ARGUMENT, details: expect.stringContaining("not a grpc.health.v1.HealthCheckRequest") };
-    // Truncated (a length past the end), and field 1 as a varint instead of a string.
-    for (const bad of [Uint8Array.of(0x0a, 0x05, 0x61), Uint8Array.of(0x08, 0x01)]) {
+    const refusal = { code: status.INVALID_ARGUMENT, details: expect.stringContaining("the request is not a grpc.health.v1.HealthCheckRequest") };
+    // Field 1 with no length, an unknown field of wire type 7 (there is none), a tag of 11 bytes.
+    for (const bad of [Uint8Array.of(0x0a), Uint8Array.of(0x3f), Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01)]) {
       const err = await unary(client, "/grpc.health.v1.Health/Check", bad).then(() => undefined, (e: ServiceError) => e);
       expect(err).toMatchObject(refusal);
       expect(err!.metadata.get("weft-reason")).toEqual(["MALFORMED_MESSAGE"]);
@@ -122,7 +122,14 @@ describe("service server", () => {
         call.on("error", resolve);
       });
       expect(watched).toMatchObject(refusal);
+      const listed = await unary(client, "/grpc.health.v1.Health/List", bad).then(() => undefined, (e: ServiceError) => e);
+      expect(listed).toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringContaining("the request is not a grpc.health.v1.HealthListRequest") });
     }
+    // grpc-health-check decodes with protobufjs, which reads a string cut short as the bytes
+    // that are there: "a" (NOT_FOUND), and "" from field 1 sent as the varint 1 (a length of
+    // one byte, and no bytes).
+    await expect(unary(client, "/grpc.health.v1.Health/Check", Uint8Array.of(0x0a, 0x05, 0x61))).rejects.toMatchObject({ code: status.NOT_FOUND, details: expect.stringContaining('"a"') });
+    expect(wireFields(await unary(client, "/grpc.health.v1.Health/Check", Uint8Array.of(0x08, 0x01)))).toEqual([[1, 1]]);
     // Unknown fields before the name are skipped: a varint, and an (empty) group.
     const withUnknown = Buffer.concat([new BinaryWriter().tag(7, WireType.Varint).int32(5).finish(), Uint8Array.of(0x43, 0x44), name("weft.v1.Mesh")]);
     expect(wireFields(await unary(client, "/grpc.health.v1.Health/Check", withUnknown))).toEqual([[1, 1]]);

@@ -1,16 +1,18 @@
 import {
   Metadata,
-  type Server,
   type ServerUnaryCall,
   type ServerWritableStream,
   type ServiceDefinition,
+  type UntypedServiceImplementation,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
   type sendUnaryData,
   status,
 } from "@grpc/grpc-js";
-import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { Reason, invalid } from "../contract/errors.js";
-import { rawMethod } from "../wire/service-definitions.js";
-import { failStream, quoted, serviceError } from "../wire/status.js";
+import type { HealthImplementation } from "grpc-health-check";
+import { Reason } from "../contract/errors.js";
+import { type LibraryMethod, type ServiceRegistry, addLibraryService, handlerOf } from "./library-service.js";
+import { quoted } from "../wire/status.js";
 
 /** What the sidecar reports: it serves, or it does not (starting, or stopping). */
 export type ServingStatus = "SERVING" | "NOT_SERVING";
@@ -21,69 +23,39 @@ export type ServingStatus = "SERVING" | "NOT_SERVING";
  */
 export const HEALTH_SERVICES: readonly string[] = ["", "weft.v1.Mesh", "weft.v1.Peer"];
 
-/** grpc.health.v1's HealthCheckResponse.ServingStatus, by number. */
-const STATUS_NUMBERS = { SERVING: 1, NOT_SERVING: 2, SERVICE_UNKNOWN: 3 } as const;
-type ReportedStatus = keyof typeof STATUS_NUMBERS;
-type WatchCall = ServerWritableStream<Buffer, Uint8Array>;
+/** grpc.health.v1 messages as grpc-health-check's definition reads and writes them. */
+interface HealthCheckRequest {
+  service: string;
+}
+type WatchCall = ServerWritableStream<HealthCheckRequest, { status: string }>;
+
+const HEALTH_METHODS: readonly LibraryMethod[] = [
+  { path: "/grpc.health.v1.Health/Check", requestStream: false, responseStream: false },
+  { path: "/grpc.health.v1.Health/Watch", requestStream: false, responseStream: true },
+  { path: "/grpc.health.v1.Health/List", requestStream: false, responseStream: false },
+];
 
 /**
- * grpc.health.v1.Health over raw bytes, its three small messages written and read here: the
- * grpc-health-check package's definition parses health.proto with @grpc/proto-loader on
- * import, which every start would pay for.
- */
-const healthDefinition: ServiceDefinition = {
-  Check: rawMethod("/grpc.health.v1.Health/Check", { requestStream: false, responseStream: false }),
-  Watch: rawMethod("/grpc.health.v1.Health/Watch", { requestStream: false, responseStream: true }),
-  List: rawMethod("/grpc.health.v1.Health/List", { requestStream: false, responseStream: false }),
-};
-
-/**
- * The `service` of a HealthCheckRequest (field 1, a string; other fields are skipped).
- * @throws WeftError INVALID_ARGUMENT (MALFORMED_MESSAGE) when the bytes are not one.
- */
-function readServiceName(bytes: Uint8Array): string {
-  let service = "";
-  try {
-    const reader = new BinaryReader(bytes);
-    while (reader.pos < reader.len) {
-      const [field, wireType] = reader.tag();
-      if (field === 1 && wireType !== WireType.LengthDelimited) throw new Error("field 1 (service) is not a string");
-      if (field === 1) service = reader.string();
-      else reader.skip(wireType, field);
-    }
-  } catch (e) {
-    throw invalid(Reason.MALFORMED_MESSAGE, "", `the request is not a grpc.health.v1.HealthCheckRequest: ${(e as Error).message}`);
-  }
-  return service;
-}
-
-/** HealthCheckResponse{status}. */
-function checkResponse(reported: ReportedStatus): Uint8Array {
-  return new BinaryWriter().tag(1, WireType.Varint).int32(STATUS_NUMBERS[reported]).finish();
-}
-
-/** HealthListResponse{statuses}: a map of name to HealthCheckResponse. */
-function listResponse(statuses: [string, ReportedStatus][]): Uint8Array {
-  const writer = new BinaryWriter();
-  for (const [name, reported] of statuses) {
-    writer.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(name).tag(2, WireType.LengthDelimited).bytes(checkResponse(reported)).join();
-  }
-  return writer.finish();
-}
-
-/**
- * grpc.health.v1.Health (Check, Watch, List) for one sidecar.
+ * grpc.health.v1.Health (Check, Watch, List) for one sidecar, served by grpc-health-check,
+ * which is loaded on the first call (addLibraryService).
  *
  * Starts NOT_SERVING; the sidecar sets SERVING once its log is open and both listeners are
  * bound, and NOT_SERVING again first thing when it stops. Check of an unknown name is
  * NOT_FOUND; Watch of one sends SERVICE_UNKNOWN and stays open, as the protocol says.
  * Watch streams get the current status at once and every change after it; `close()` ends
  * them with UNAVAILABLE, so that a watcher does not hold a stopping server open.
+ *
+ * The library answers for the names it was given. Other names are answered here: its
+ * NOT_FOUND carries the whole name in the status (a name of 100 000 characters leaves the
+ * call, and every later call on its connection, without an answer), and it keeps every name
+ * ever watched for the life of the process.
  */
 export class HealthService {
   private current: ServingStatus = "NOT_SERVING";
-  /** Open Watch calls, each with the name it watches. */
-  private readonly watching = new Map<WatchCall, string>();
+  /** Made on the first call, with the status of that moment. */
+  private library: HealthImplementation | undefined;
+  /** Open Watch calls, of any name. */
+  private readonly watching = new Set<WatchCall>();
   private closed = false;
 
   /** The status every name in HEALTH_SERVICES reports now. */
@@ -91,63 +63,63 @@ export class HealthService {
     return this.current;
   }
 
-  /** Sets the status of every name and tells the watchers of a known name. Idempotent. */
+  /** Sets the status of every name and tells their watchers. Idempotent; ignored after `close()`. */
   set(serving: ServingStatus): void {
-    if (serving === this.current) return;
+    if (serving === this.current || this.closed) return;
     this.current = serving;
-    for (const [call, name] of this.watching) {
-      if (HEALTH_SERVICES.includes(name)) call.write(checkResponse(serving));
-    }
+    for (const name of HEALTH_SERVICES) this.library?.setStatus(name, serving);
   }
 
   /**
-   * Reports NOT_SERVING and ends every Watch with UNAVAILABLE (reason SHUTTING_DOWN); later
-   * Watch calls are refused the same way. Check and List keep answering while the server
-   * still takes calls. Idempotent.
+   * Reports NOT_SERVING for good and ends every Watch with UNAVAILABLE (reason SHUTTING_DOWN);
+   * later Watch calls are refused the same way. Check and List keep answering while the
+   * server still takes calls. Idempotent.
    */
   close(): void {
     this.set("NOT_SERVING");
     this.closed = true;
-    for (const call of [...this.watching.keys()]) endWatch(call);
+    for (const call of [...this.watching]) endWatch(call);
     this.watching.clear();
   }
 
-  addToServer(server: Server): void {
-    server.addService(healthDefinition, {
-      Check: (call: ServerUnaryCall<Buffer, Uint8Array>, callback: sendUnaryData<Uint8Array>) => {
-        let name: string;
-        try {
-          name = readServiceName(call.request);
-        } catch (e) {
-          callback(serviceError(e));
-          return;
-        }
-        if (HEALTH_SERVICES.includes(name)) callback(null, checkResponse(this.current));
+  addToServer(server: ServiceRegistry): void {
+    addLibraryService(server, HEALTH_METHODS, async () => {
+      const { HealthImplementation } = await import("grpc-health-check");
+      const library = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((name) => [name, this.current])));
+      this.library = library;
+      return (registry) =>
+        library.addToServer({
+          addService: (service, implementation) => registry.addService(service as ServiceDefinition, this.around(service as ServiceDefinition, implementation as UntypedServiceImplementation)),
+        });
+    });
+  }
+
+  /** The library's handlers, with unknown names, shutdown and open watches handled here. */
+  private around(service: ServiceDefinition, library: UntypedServiceImplementation): UntypedServiceImplementation {
+    const check = handlerOf(service, library, "Check") as handleUnaryCall<HealthCheckRequest, unknown> | undefined;
+    const watch = handlerOf(service, library, "Watch") as handleServerStreamingCall<HealthCheckRequest, unknown> | undefined;
+    const list = handlerOf(service, library, "List");
+    if (!check || !watch || !list) throw new Error("grpc-health-check has no handler for Check, Watch or List");
+    return {
+      Check: (call: ServerUnaryCall<HealthCheckRequest, unknown>, callback: sendUnaryData<unknown>) => {
+        const name = call.request.service;
+        if (HEALTH_SERVICES.includes(name)) check(call, callback);
         else callback({ code: status.NOT_FOUND, details: `no health status for ${quoted(name)}; this sidecar reports ${HEALTH_SERVICES.map((s) => `"${s}"`).join(", ")}` });
       },
       Watch: (call: WatchCall) => {
-        let name: string;
-        try {
-          name = readServiceName(call.request);
-        } catch (e) {
-          failStream(call, e);
-          return;
-        }
         if (this.closed) {
           endWatch(call);
           return;
         }
-        this.watching.set(call, name);
+        this.watching.add(call);
         const forget = (): void => void this.watching.delete(call);
         call.on("cancelled", forget);
         call.on("error", forget);
-        call.write(checkResponse(HEALTH_SERVICES.includes(name) ? this.current : "SERVICE_UNKNOWN"));
+        if (HEALTH_SERVICES.includes(call.request.service)) watch(call);
+        else call.write({ status: "SERVICE_UNKNOWN" });
       },
-      // HealthListRequest has no fields: whatever it holds is ignored.
-      List: (_call: ServerUnaryCall<Buffer, Uint8Array>, callback: sendUnaryData<Uint8Array>) => {
-        callback(null, listResponse(HEALTH_SERVICES.map((s) => [s, this.current])));
-      },
-    });
+      List: list,
+    };
   }
 }
 

@@ -7,7 +7,7 @@ import { rawServiceDefinition } from "../wire/service-definitions.js";
 import { HealthService } from "./health-service.js";
 import { MeshService, type MeshServiceDeps } from "./mesh-service.js";
 import type { ReceiveBudget } from "./receive-budget.js";
-import { ReflectionService } from "./reflection-service.js";
+import { addReflection } from "./reflection-service.js";
 import { chmod } from "node:fs/promises";
 import { OPEN_ACCESS, type AccessControl } from "../security/access.js";
 import { serviceServerCredentials } from "../security/credentials.js";
@@ -65,7 +65,7 @@ export class ServiceServer {
     const health = new HealthService();
     health.addToServer(server);
     const files = options.admin ? [file_weft_v1_mesh, file_weft_v1_admin] : [file_weft_v1_mesh];
-    new ReflectionService(files).addToServer(server);
+    addReflection(server, files);
     const address = await bindSocket(server, target, serviceServerCredentials(options.tls), options.socketMode ?? DEFAULT_SOCKET_MODE);
     options.receiveBudget?.watch(server);
     return new ServiceServer(server, mesh, health, address);

@@ -17,7 +17,7 @@ const streaming = (method: DescMethod): { requestStream: boolean; responseStream
 });
 
 /** A method whose handler receives request bytes and writes response bytes. */
-export function rawMethod(path: string, kind: { requestStream: boolean; responseStream: boolean }): MethodDefinition<Buffer, Uint8Array> {
+function rawMethod(path: string, kind: { requestStream: boolean; responseStream: boolean }): MethodDefinition<Buffer, Uint8Array> {
   return {
     path,
     ...kind,

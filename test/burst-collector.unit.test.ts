@@ -20,7 +20,7 @@ describe("BurstCollector", () => {
     collector.stop(); // checked by hand below
     return {
       collector,
-      store: (bytes: number) => collector.observer.stored("c", 1, bytes),
+      store: (bytes: number) => collector.observer.stored("c", 1, bytes, { count: 0, bytes: 0 }),
       advance: (ms: number) => (now += ms),
       grow: (bytes: number) => (rss += bytes),
       collections: () => collections,
@@ -88,7 +88,7 @@ describe("BurstCollector", () => {
     let done: () => void = () => {};
     let trims = 0;
     const collector = new BurstCollector({ gc: (d) => (done = d), trim: () => trims++, trimDelayMs: 0, burstBytes: 1, quietMs: 0, now: () => 0 });
-    collector.observer.stored("c", 1, 10);
+    collector.observer.stored("c", 1, 10, { count: 0, bytes: 0 });
     expect(collector.check()).toBe(true);
     await new Promise((r) => setTimeout(r, 20));
     expect(trims).toBe(0); // the collection has not finished

@@ -7,7 +7,7 @@ import { eventually, take } from "./support/collect.js";
 import { PEER_MAX_STREAMS } from "../src/grpc/peer-server.js";
 import { scrape, sampleValue } from "./support/prometheus.js";
 import { grpcFrame, grpcRequest } from "./support/raw-http2.js";
-import { RawPeer, groupInterest, hello } from "./support/raw-peer.js";
+import { RawPeer, forwarded, groupInterest, hello } from "./support/raw-peer.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 
 /**
@@ -46,17 +46,17 @@ function capture(): { records: Record<string, unknown>[]; logger: ReturnType<typ
 
 describe("maxChannels", () => {
   it("refuses a publish or a Subscribe that would make a channel past the limit, and stores nothing of it", async () => {
-    // a, b and c have events; a group with members here holds its relay channel (a~audit).
-    const t = await sidecar({ maxChannels: 4 });
+    // a, b and c have events; a group of a takes no channel of its own.
+    const t = await sidecar({ maxChannels: 3 });
     const client = t.client({ source: "//limits" });
     for (const channel of ["limits.a", "limits.b", "limits.c"]) await client.publish({ channel, data: "x" });
     const sub = client.subscribe({ channel: "limits.a", group: "audit", from: "earliest" });
     await sub.subscribed();
-    expect(t.sidecar.log.channelCount).toBe(4);
+    expect(t.sidecar.log.channelCount).toBe(3);
 
     const published = await refusal(client.publish({ channel: "limits.d", data: "x" }));
     expect(published).toMatchObject({ code: "RESOURCE_EXHAUSTED", reason: "TOO_MANY_CHANNELS" });
-    expect(published.message).toContain("its limit (maxChannels) is 4");
+    expect(published.message).toContain("its limit (maxChannels) is 3");
     expect(published.message).toContain("raise maxChannels");
     expect(t.sidecar.log.head("limits.d").last).toBe(0);
     expect(t.sidecar.log.channels()).not.toContain("limits.d");
@@ -64,7 +64,7 @@ describe("maxChannels", () => {
     const other = client.subscribe({ channel: "limits.e", group: "audit", reconnect: false });
     expect(await refusal(other.subscribed())).toMatchObject({ code: "RESOURCE_EXHAUSTED", reason: "TOO_MANY_CHANNELS" });
     expect(t.sidecar.engine.status().filter((g) => g.channel.startsWith("limits.e"))).toEqual([]);
-    expect(t.sidecar.log.channelCount).toBe(4);
+    expect(t.sidecar.log.channelCount).toBe(3);
     // Operators see the refusals: one publish, one Subscribe.
     expect(sampleValue(await scrape(t.sidecar.httpAddress!), "weft_limit_refusals_total", { reason: "TOO_MANY_CHANNELS" })).toBe(2);
 
@@ -72,6 +72,28 @@ describe("maxChannels", () => {
     await client.publish({ channel: "limits.a", id: "second", data: "y" });
     const got = await take(sub, 2, (d) => d.ack());
     expect(got.map((d) => d.event.id).at(-1)).toBe("second");
+    sub.close();
+  });
+
+  it("stores a peer's forward for a group here past the limit: the group holds its channel, copies take no other", async () => {
+    const t = await sidecar({ nodeId: "held", maxChannels: 2 });
+    const client = t.client({ source: "//limits" });
+    // The group holds limits.held before it has any event; limits.other makes two channels.
+    const sub = client.subscribe({ channel: "limits.held", group: "g", from: "earliest" });
+    await sub.subscribed();
+    await client.publish({ channel: "limits.other", data: "x" });
+    expect(t.sidecar.log.channelCount).toBe(2);
+    expect(await refusal(client.publish({ channel: "limits.third", data: "x" }))).toMatchObject({ reason: "TOO_MANY_CHANNELS" });
+
+    const peer = new RawPeer(t.peerAddress);
+    cleanup.push(() => peer.close());
+    const { link } = await peer.linkUp(hello("far"));
+    link.forward(1, [forwarded("limits.held", "g", 7)]);
+    expect((await link.until("stored")).forwardId).toBe(1n);
+    const [got] = await take(sub, 1);
+    expect(got!.sequence).toBe(7n);
+    expect(t.sidecar.log.channelCount).toBe(2);
+    expect(link.closed).toBe(false);
     sub.close();
   });
 
@@ -101,8 +123,8 @@ describe("maxGroupsPerChannel", () => {
     expect(refused.message).toContain("its limit (maxGroupsPerChannel) is 2");
     expect(t.sidecar.engine.status().map((g) => g.group).filter((g) => g === "three")).toEqual([]);
     expect(sampleValue(await scrape(t.sidecar.httpAddress!), "weft_limit_refusals_total", { reason: "TOO_MANY_GROUPS" })).toBe(1);
-    // Neither its group nor its relay channel was made.
-    expect(t.sidecar.log.channelCount).toBe(3); // limits.g, limits.g~one, limits.g~two
+    // Its group was not made; the groups made hold one channel.
+    expect(t.sidecar.log.channelCount).toBe(1);
 
     // Another member of an existing group joins as before.
     const more = client.subscribe({ channel: "limits.g", group: "one" });

@@ -20,12 +20,12 @@ const deliveries: OutgoingDelivery[] = [
 /** Tells the observer one of everything. */
 function tellAll(o: ReturnType<typeof logObserver>): void {
   o.published("orders", 3);
-  o.stored("orders", 3, 300);
-  o.deduplicated("orders");
+  o.stored("orders", 3, 300, { count: 0, bytes: 0 });
+  o.deduplicated("orders", false);
   o.forwarded("west", "orders", "billing", 2, 200);
   o.delivered("orders", "billing", deliveries);
   o.acked("orders", "billing", event);
-  o.deadLettered("orders", "billing");
+  o.deadLettered("orders", "billing", event);
   o.expired("orders", undefined, 5);
   o.expired("orders", "billing", 2);
   o.peerLink("west", true);

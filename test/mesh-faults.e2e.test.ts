@@ -182,7 +182,7 @@ describe(ROUNDS > 1 ? `mesh faults (real processes), round ${round} of ${ROUNDS}
     const phase2 = feed.publish(pub, 1000, { batch: 100, pauseMs: 10 });
 
     // What B held at the kill: relay copies stored and not done for the group.
-    const pending = unfinished(await readLog(dirB), `${channel}~g`, "g").map((r) => r.id);
+    const pending = unfinished(await readLog(dirB), channel, "g").map((r) => r.id);
     const handledAtKill = consumer.handled.size;
     const beforeRestart = consumer.received.length;
     b = await start(dirB, portB, flagsB);
@@ -251,7 +251,7 @@ describe(ROUNDS > 1 ? `mesh faults (real processes), round ${round} of ${ROUNDS}
     clientB.close();
     const phase2 = feed.publish(pub, 500, { batch: 100, pauseMs: 10 });
 
-    const pending = unfinished(await readLog(dirB), `${channel}~g`, "g").map((r) => r.id);
+    const pending = unfinished(await readLog(dirB), channel, "g").map((r) => r.id);
     const held = onB.held.map((d) => d.event.id);
     console.log(`B gone: B handled ${onB.handled.size}, held ${held.length} unacked, had ${pending.length} relay copies not done`);
 
@@ -317,13 +317,13 @@ describe(ROUNDS > 1 ? `mesh faults (real processes), round ${round} of ${ROUNDS}
     pub.close();
     await Promise.all([a.terminate(), b.terminate()]);
     const duplicates = await auditLogs({ A: dirA, B: dirB });
-    // Where the lost events went: A's cursor says done, B's relay cursor passed them.
+    // Where the lost events went: A's cursor says done, B's cursor passed them.
     const [logA, logB] = await Promise.all([readLog(dirA), readLog(dirB)]);
     const cursor = (log: LogContents, ch: string): number | undefined =>
       log.groups.find((g) => g.record.channel === ch && g.record.group === "g")?.record.ackedThrough;
     console.log(
       `member away: A's cursor of ${channel}/g at ${cursor(logA, channel)} of ${logA.channels.get(channel)?.length ?? 0}; ` +
-        `B's cursor of ${channel}~g at ${cursor(logB, `${channel}~g`)} of ${logB.channels.get(`${channel}~g`)?.length ?? 0} relay copies; ` +
+        `B's cursor of ${channel}/g at ${cursor(logB, channel)} of ${logB.channels.get(channel)?.length ?? 0} relay copies; ` +
         `channels at A: ${[...logA.channels.keys()].join(", ")}`,
     );
     assertNoLoss(result);

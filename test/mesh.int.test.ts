@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Delivery, Subscription } from "../src/client/index.js";
 import { collect, eventually, settle, take } from "./support/collect.js";
-import { linked, settled, startMesh } from "./support/mesh.js";
+import { copiesHeld, linked, settled, startMesh } from "./support/mesh.js";
 import { Dialer } from "../src/mesh/dialer.js";
 import { SILENT_LOGGER } from "../src/ops/logger.js";
 import { freePort } from "./support/process.js";
@@ -60,9 +60,11 @@ describe("mesh", () => {
     await eventually(() => group(a!, channel, "billing")?.backlog === 0, 20_000, "A's backlog drained");
     expect(group(a!, channel, "billing")!.ackedThrough).toBe(2000);
     expect(a!.sidecar.mesh.status().find((p) => p.nodeId === "b")!.inflight).toBe(0);
-    // B kept one relay copy of each, and finished them all.
-    expect(b!.sidecar.log.head(`${channel}~billing`).last).toBe(2000);
-    expect(group(b!, `${channel}~billing`, "billing")!.backlog).toBe(0);
+    // B kept one relay copy of each, in the channel's own log, and finished them all.
+    const copies = await copiesHeld(b!, channel, "billing");
+    expect(copies.map((e) => e.origin!.sequence)).toEqual(published.map((p) => Number(p.sequence)));
+    expect(b!.sidecar.log.channels()).toEqual([channel]);
+    expect(group(b!, channel, "billing")!.backlog).toBe(0);
   });
 
   it("gives two groups on two sidecars everything, and shares one group across B and C in per-key order", async () => {
@@ -110,14 +112,13 @@ describe("mesh", () => {
       expect(order).toEqual([...order].sort((x, y) => x - y));
     }
     await eventually(() => ["billing", "audit", "shipping"].every((g) => group(a!, channel, g)?.backlog === 0), 20_000, "A drained");
-    // One hop: B and C hold relay copies from A only; neither forwarded what it received.
+    // One hop: B and C hold relay copies from A only, each for the group it was forwarded
+    // for; neither forwarded what it received, so A holds no copies.
     for (const s of [b!, c!]) {
-      for (const relay of s.sidecar.log.channels().filter((ch) => ch.startsWith(`${channel}~`))) {
-        const copies = await s.sidecar.log.read(relay, 1, 10_000);
-        expect(copies.every((e) => e.origin?.node === "a")).toBe(true);
-      }
+      const held = await s.sidecar.log.read(channel, 1, 10_000);
+      expect(held.every((e) => e.origin?.node === "a" && ["billing", "audit", "shipping"].includes(e.onlyGroup!))).toBe(true);
     }
-    expect(a!.sidecar.log.channels().filter((ch) => ch.includes("~"))).toEqual([]);
+    expect((await a!.sidecar.log.read(channel, 1, 10_000)).filter((e) => e.origin)).toEqual([]);
   });
 
   it("forwards at most the peer window per group to a peer whose members do not keep up", async () => {
@@ -128,10 +129,10 @@ describe("mesh", () => {
     await sub.subscribed();
     await settled(a!, [b!], channel, "g");
     await a!.client().publishMany(Array.from({ length: 1000 }, (_, i) => ({ channel, data: { i } })));
-    await eventually(() => b!.sidecar.log.head(`${channel}~g`).last === 50, 20_000, "B stored a window");
+    await eventually(() => b!.sidecar.log.head(channel).last === 50, 20_000, "B stored a window");
     await settle(300);
     // The rest waits in A's log, not in A's memory nor on the link.
-    expect(b!.sidecar.log.head(`${channel}~g`).last).toBe(50);
+    expect(b!.sidecar.log.head(channel).last).toBe(50);
     expect(a!.sidecar.mesh.status().find((p) => p.nodeId === "b")!.inflight).toBe(50);
     const all = await take(sub, 1000);
     sub.close();
@@ -176,7 +177,7 @@ describe("mesh", () => {
     await settled(a!, [b!], channel, "senders");
     const published = await a!.client().publishMany(Array.from({ length: 100 }, (_, i) => ({ channel, data: { i } })));
     // B holds all 100 as relay copies; its member handles 5 and leaves cleanly.
-    await eventually(() => b!.sidecar.log.head(`${channel}~senders`).last === 100, 20_000, "B stored the relay copies");
+    await eventually(async () => (await copiesHeld(b!, channel, "senders")).length === 100, 20_000, "B stored the relay copies");
     const handled = await take(onB, 5);
     onB.close();
     await onB.closed;
@@ -223,7 +224,7 @@ describe("mesh", () => {
     await settled(b!, [a!], channel, "g");
     await a!.client().publishMany(Array.from({ length: 5 }, (_, i) => ({ channel, data: `a${i}` })));
     await b!.client().publishMany(Array.from({ length: 5 }, (_, i) => ({ channel, data: `b${i}` })));
-    await eventually(() => a!.sidecar.log.head(`${channel}~g`).last === 5, 20_000, "B's events stored at A");
+    await eventually(async () => (await copiesHeld(a!, channel, "g")).length === 5, 20_000, "B's events stored at A");
     const it = sub[Symbol.asyncIterator]();
     const held: Delivery[] = [];
     for (let i = 0; i < 3; i++) held.push((await it.next()).value as Delivery);

@@ -127,11 +127,16 @@ describe("/metrics after known traffic", () => {
     expect(sampleValue(mb, "weft_events_stored_total", { channel, relay: "false" })).toBe(0);
     expect(sampleValue(mb, "weft_events_stored_total", { channel, relay: "true" })).toBe(N);
     expect(sampleValue(mb, "weft_events_acked_total", { channel, group: "billing", relay: "true" })).toBe(N);
+    expect(sampleValue(mb, "weft_events_acked_total", { channel, group: "billing", relay: "false" })).toBe(0);
+    expect(sampleValue(mb, "weft_deliveries_total", { channel, group: "billing", relay: "true" })).toBe(N);
     expect(sampleValue(mb, "weft_events_forwarded_total")).toBe(0);
-    expect(sampleValue(mb, "weft_log_events", { channel, relay: "true" })).toBe(N);
+    // The copies are events of the channel's own log: its size counts them.
+    expect(sampleValue(mb, "weft_log_events", { channel, relay: "false" })).toBe(N);
+    expect(sampleValue(mb, "weft_log_bytes", { channel, relay: "false" })).toBe(sampleValue(mb, "weft_events_stored_bytes_total", { channel }));
+    expect(sampleValue(mb, "weft_group_backlog", { channel, group: "billing" })).toBe(0);
     expect(sampleValue(mb, "weft_peer_up", { peer: "a" })).toBe(1);
-    // The relay log channel's name ("CHANNEL~GROUP") is never a label value.
-    for (const family of mb.values()) for (const s of family.samples) expect(s.labels.channel ?? "").not.toContain("~");
+    // Every series of a channel is labelled by the event channel.
+    for (const family of mb.values()) for (const s of family.samples) expect(["", channel]).toContain(s.labels.channel ?? "");
     sub.close();
   });
 

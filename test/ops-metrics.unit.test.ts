@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { OutgoingDelivery } from "../src/delivery/types.js";
-import type { StoredEvent } from "../src/log/record.js";
+import { type StoredEvent, recordSize } from "../src/log/record.js";
 import { SidecarMetrics } from "../src/ops/metrics.js";
 import { NO_OBSERVER, type Observer, composeObservers } from "../src/ops/observer.js";
 import { parseExposition, sampleValue } from "./support/prometheus.js";
@@ -9,6 +9,11 @@ const NOW = 1_700_000_000_000;
 
 function event(channel: string, sequence: number, appendedAt: number): StoredEvent {
   return { channel, sequence, appendedAt, key: "", bytes: new Uint8Array(10) };
+}
+
+/** A relay copy held for `group`: an event of `channel` that another sidecar published. */
+function copy(channel: string, sequence: number, appendedAt: number, group: string): StoredEvent {
+  return { ...event(channel, sequence, appendedAt), origin: { node: "far", log: "00ff", sequence: sequence + 100 }, onlyGroup: group, copyEpoch: 0 };
 }
 
 function delivery(channel: string, sequence: number, attempt: number, appendedAt: number): OutgoingDelivery {
@@ -70,19 +75,24 @@ describe("the exposition parser of the tests", () => {
 });
 
 describe("SidecarMetrics", () => {
-  it("counts what the observer is told, labelling relay copies by their event channel", async () => {
+  it("counts what the observer is told, labelling relay copies relay=\"true\" by the events' origin", async () => {
     const metrics = new SidecarMetrics({ nodeId: "n1", version: "0.1.0", now: () => NOW });
     metrics.published("orders", 3);
-    metrics.stored("orders", 3, 300);
-    metrics.stored("orders~billing", 2, 200); // relay copies of orders, for billing
-    metrics.stored("orders~shipping", 1, 100);
-    metrics.deduplicated("orders");
+    // One append of two of this sidecar's own events and three relay copies (for two groups).
+    const mixed = [event("orders", 4, NOW), copy("orders", 5, NOW, "billing"), copy("orders", 6, NOW, "billing"), event("orders", 7, NOW), copy("orders", 8, NOW, "shipping")];
+    const copyBytes = mixed.filter((e) => e.origin).reduce((n, e) => n + recordSize(e), 0);
+    metrics.stored("orders", 3, 300, { count: 0, bytes: 0 });
+    metrics.stored("orders", 5, 200 + copyBytes, { count: mixed.filter((e) => e.origin).length, bytes: copyBytes });
+    metrics.deduplicated("orders", false);
+    metrics.deduplicated("orders", true);
     metrics.forwarded("b", "orders", "billing", 2, 50);
     metrics.forwarded("c", "orders", "billing", 1, 25);
     metrics.delivered("orders", "billing", [delivery("orders", 1, 1, NOW - 20), delivery("orders", 2, 2, NOW - 5_000)]);
+    metrics.delivered("orders", "billing", [{ attempt: 1, event: copy("orders", 5, NOW - 3, "billing") }]);
     metrics.acked("orders", "billing", event("orders", 1, NOW - 40));
-    metrics.acked("orders~billing", "billing", event("orders~billing", 1, NOW - 2));
-    metrics.deadLettered("orders", "billing");
+    metrics.acked("orders", "billing", copy("orders", 5, NOW - 2, "billing"));
+    metrics.deadLettered("orders", "billing", event("orders", 2, NOW));
+    metrics.deadLettered("orders", "billing", copy("orders", 6, NOW, "billing"));
     metrics.expired("orders", undefined, 4);
     metrics.expired("orders", "billing", 1);
     metrics.peerLink("b", true);
@@ -91,29 +101,34 @@ describe("SidecarMetrics", () => {
     const f = await render(metrics);
     expect(sampleValue(f, "weft_info", { node_id: "n1", version: "0.1.0" })).toBe(1);
     expect(sampleValue(f, "weft_events_published_total", { channel: "orders" })).toBe(3);
-    expect(sampleValue(f, "weft_events_stored_total", { channel: "orders", relay: "false" })).toBe(3);
+    expect(sampleValue(f, "weft_events_stored_total", { channel: "orders", relay: "false" })).toBe(5);
     expect(sampleValue(f, "weft_events_stored_total", { channel: "orders", relay: "true" })).toBe(3);
-    expect(sampleValue(f, "weft_events_stored_bytes_total", { channel: "orders" })).toBe(600);
-    expect(sampleValue(f, "weft_dedup_hits_total", { channel: "orders" })).toBe(1);
+    expect(sampleValue(f, "weft_events_stored_bytes_total", { channel: "orders", relay: "false" })).toBe(500);
+    expect(sampleValue(f, "weft_events_stored_bytes_total", { channel: "orders", relay: "true" })).toBe(copyBytes);
+    expect(sampleValue(f, "weft_dedup_hits_total", { channel: "orders", relay: "false" })).toBe(1);
+    expect(sampleValue(f, "weft_dedup_hits_total", { channel: "orders", relay: "true" })).toBe(1);
     expect(sampleValue(f, "weft_events_forwarded_total", { channel: "orders", peer: "b" })).toBe(2);
     expect(sampleValue(f, "weft_events_forwarded_total", { channel: "orders" })).toBe(3);
     expect(sampleValue(f, "weft_peer_forwarded_bytes_total", { peer: "c" })).toBe(25);
-    expect(sampleValue(f, "weft_deliveries_total", { channel: "orders", group: "billing" })).toBe(2);
+    expect(sampleValue(f, "weft_deliveries_total", { channel: "orders", group: "billing", relay: "false" })).toBe(2);
+    expect(sampleValue(f, "weft_deliveries_total", { channel: "orders", group: "billing", relay: "true" })).toBe(1);
     expect(sampleValue(f, "weft_redeliveries_total", { channel: "orders", group: "billing" })).toBe(1);
     expect(sampleValue(f, "weft_events_acked_total", { channel: "orders", group: "billing", relay: "false" })).toBe(1);
     expect(sampleValue(f, "weft_events_acked_total", { channel: "orders", group: "billing", relay: "true" })).toBe(1);
-    expect(sampleValue(f, "weft_dead_letters_total", { group: "billing" })).toBe(1);
+    expect(sampleValue(f, "weft_dead_letters_total", { group: "billing", relay: "false" })).toBe(1);
+    expect(sampleValue(f, "weft_dead_letters_total", { group: "billing", relay: "true" })).toBe(1);
     expect(sampleValue(f, "weft_events_expired_total", { channel: "orders" })).toBe(4);
     expect(sampleValue(f, "weft_group_events_expired_total", { group: "billing" })).toBe(1);
     expect(sampleValue(f, "weft_peer_link_changes_total", { peer: "b", state: "down" })).toBe(1);
     // Latency: only first deliveries, from the append time, in seconds.
-    expect(sampleValue(f, "weft_publish_to_delivery_seconds_count", { group: "billing" })).toBe(1);
-    expect(sampleValue(f, "weft_publish_to_delivery_seconds_sum", { group: "billing" })).toBeCloseTo(0.02);
-    expect(sampleValue(f, "weft_publish_to_delivery_seconds_bucket", { group: "billing", le: "0.025" })).toBe(1);
+    expect(sampleValue(f, "weft_publish_to_delivery_seconds_count", { group: "billing", relay: "false" })).toBe(1);
+    expect(sampleValue(f, "weft_publish_to_delivery_seconds_sum", { group: "billing", relay: "false" })).toBeCloseTo(0.02);
+    expect(sampleValue(f, "weft_publish_to_delivery_seconds_bucket", { group: "billing", relay: "false", le: "0.025" })).toBe(1);
+    expect(sampleValue(f, "weft_publish_to_delivery_seconds_sum", { group: "billing", relay: "true" })).toBeCloseTo(0.003);
     expect(sampleValue(f, "weft_publish_to_ack_seconds_sum", { relay: "false" })).toBeCloseTo(0.04);
     expect(sampleValue(f, "weft_publish_to_ack_seconds_count", { relay: "true" })).toBe(1);
-    // No series is labelled by the relay log channel's name.
-    for (const family of f.values()) for (const s of family.samples) expect(s.labels.channel ?? "").not.toContain("~");
+    // Every series is labelled by an event channel.
+    for (const family of f.values()) for (const s of family.samples) expect(["", "orders"]).toContain(s.labels.channel ?? "");
   });
 
   it("reads backlog, in-flight, members, peer links and log sizes from the sidecar at scrape time", async () => {
@@ -121,36 +136,32 @@ describe("SidecarMetrics", () => {
     let backlog = 7;
     const heads: Record<string, { first: number; last: number; bytes: number; expired: number }> = {
       orders: { first: 3, last: 10, bytes: 800, expired: 2 },
-      "orders~billing": { first: 1, last: 2, bytes: 20, expired: 0 },
-      "orders~shipping": { first: 1, last: 3, bytes: 30, expired: 0 },
     };
     // Before watch: the gauges have no series.
     expect(sampleValue(await render(metrics), "weft_group_backlog")).toBe(0);
     metrics.watch({
       log: { channels: () => Object.keys(heads), head: (c) => heads[c]! },
       engine: {
-        status: () => [
-          { channel: "orders", group: "billing", ackedThrough: 3, backlog, inflight: 2, members: 1, expiredUnacked: 0 },
-          { channel: "orders~billing", group: "billing", ackedThrough: 0, backlog: 1, inflight: 1, members: 1, expiredUnacked: 0 },
-        ],
+        status: () => [{ channel: "orders", group: "billing", backlog, inflight: 3, inflightCopies: 1, members: 2 }],
         readAheadBytes: 4096,
       },
       mesh: { status: () => [{ nodeId: "b", connected: true, groups: [], inflight: 4 }, { nodeId: "c", connected: false, groups: [], inflight: 0 }] },
     });
     let f = await render(metrics);
+    // The backlog and members of the whole group (relay copies held for it included).
     expect(sampleValue(f, "weft_group_backlog", { channel: "orders", group: "billing", relay: "false" })).toBe(7);
     expect(sampleValue(f, "weft_read_ahead_bytes")).toBe(4096);
-    expect(sampleValue(f, "weft_group_backlog", { channel: "orders", group: "billing", relay: "true" })).toBe(1);
+    expect(sampleValue(f, "weft_group_backlog", { channel: "orders", group: "billing", relay: "true" })).toBe(0);
     expect(sampleValue(f, "weft_group_inflight", { relay: "false" })).toBe(2);
-    expect(sampleValue(f, "weft_group_members", { relay: "true" })).toBe(1);
+    expect(sampleValue(f, "weft_group_inflight", { relay: "true" })).toBe(1);
+    expect(sampleValue(f, "weft_group_members", { relay: "false" })).toBe(2);
+    expect(sampleValue(f, "weft_group_members", { relay: "true" })).toBe(0);
     expect(sampleValue(f, "weft_peer_up", { peer: "b" })).toBe(1);
     expect(f.get("weft_peer_up")!.samples.find((s) => s.labels.peer === "c")!.value).toBe(0);
     expect(sampleValue(f, "weft_peer_inflight", { peer: "b" })).toBe(4);
+    // The whole channel's log (relay copies included).
     expect(sampleValue(f, "weft_log_bytes", { channel: "orders", relay: "false" })).toBe(800);
-    // Two relay log channels of one event channel add up into one series.
-    expect(sampleValue(f, "weft_log_bytes", { channel: "orders", relay: "true" })).toBe(50);
     expect(sampleValue(f, "weft_log_events", { channel: "orders", relay: "false" })).toBe(8);
-    expect(sampleValue(f, "weft_log_events", { channel: "orders", relay: "true" })).toBe(5);
 
     backlog = 0;
     f = await render(metrics);

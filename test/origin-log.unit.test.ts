@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { type AppendEntry, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
 import { DEDUP_TABLES_KEY, prefixEnd } from "../src/log/keys.js";
-import { relayIdentity } from "../src/log/record.js";
+import { recordSize, relayIdentity } from "../src/log/record.js";
 import { tempDir } from "./support/sidecar.js";
 
 function entry(channel: string, id: string, data = "x", key = ""): AppendEntry {
@@ -213,17 +213,25 @@ describe("OriginLog", () => {
     const e = entry("a", "1", "payload", "k1");
     await log.append([
       e,
+      // As releases that kept relay copies in their own log channel wrote them (version 2).
       { ...entry("a", "2", "relayed"), origin: { node: "n2", log: "00ff", sequence: 41 } },
       { ...entry("a", "3", "redriven", "k3"), onlyGroup: "g1" },
+      // A relay copy held for one group (version 4): its origin, its group and its copy epoch.
+      { ...entry("a", "4", "held", "k4"), origin: { node: "n3", log: "0a0b", sequence: 9 }, onlyGroup: "g2", copyEpoch: 3 },
     ]);
     const fromMemory = await log.read("a", 1, 10);
     await log.close();
     const { log: again } = await openLog({}, dir);
     const fromDisk = await again.read("a", 1, 10);
-    expect(fromDisk).toHaveLength(3);
+    expect(fromDisk).toHaveLength(4);
     expect(fromMemory.map((x) => ({ ...x, bytes: Buffer.from(x.bytes) }))).toEqual(fromDisk.map((x) => ({ ...x, bytes: Buffer.from(x.bytes) })));
     expect(fromDisk[1]!.origin).toEqual({ node: "n2", log: "00ff", sequence: 41 });
+    expect(fromDisk[1]!.onlyGroup).toBeUndefined();
     expect(fromDisk[2]!.onlyGroup).toBe("g1");
+    expect(fromDisk[3]).toMatchObject({ key: "k4", origin: { node: "n3", log: "0a0b", sequence: 9 }, onlyGroup: "g2", copyEpoch: 3 });
+    expect(Buffer.from(fromDisk[3]!.bytes)).toEqual(Buffer.from(entry("a", "4", "held", "k4").bytes));
+    // Retention counts each record's stored size: the head's bytes are their sum.
+    expect(again.head("a").bytes).toBe(fromDisk.reduce((n, x) => n + recordSize(x), 0));
   });
 
   it("survives reopening: heads, events and dedup entries are durable", async () => {
@@ -330,19 +338,27 @@ describe("OriginLog", () => {
   it("keeps a relay copy's dedup entry past the window, as long as the copy, and removes it with the copy", async () => {
     let now = 1_000_000;
     const { log } = await openLog({ now: () => now, retention: { maxAgeMs: 100_000, maxBytes: 1e12 }, dedupWindowMs: 10_000 });
-    // As the mesh appends a relay copy: under the copy's own identity.
+    // As the delivery engine appends a relay copy held for a group: under the copy's own
+    // identity (origin, group, copy epoch). And one written as older releases did (no group).
     const origin = { node: "n2", log: "00ff", sequence: 7 };
-    const relayed = { ...entry("c", "r"), ...relayIdentity(origin), origin };
-    await log.append([relayed]);
+    const held = { ...entry("c", "r"), ...relayIdentity(origin, "g", 2), origin, onlyGroup: "g", copyEpoch: 2 };
+    const old = { ...entry("c", "o"), ...relayIdentity({ ...origin, sequence: 8 }), origin: { ...origin, sequence: 8 } };
+    await log.append([held, old]);
     for (let i = 0; i < 3; i++) {
       now += 10_000;
       await log.sweep();
     }
-    expect(await log.append([relayed])).toEqual([{ sequence: 1, duplicate: true }]);
-    expect(await keysUnder(log, "d!")).toBe(1);
-    now += 100_000;
+    expect(await log.append([held, old])).toEqual([
+      { sequence: 1, duplicate: true },
+      { sequence: 2, duplicate: true },
+    ]);
+    // The same event held for another group, or in another copy epoch, is another copy.
+    expect(await log.append([{ ...held, ...relayIdentity(origin, "h", 2), onlyGroup: "h" }])).toEqual([{ sequence: 3, duplicate: false }]);
+    expect(await log.append([{ ...held, ...relayIdentity(origin, "g", 3), copyEpoch: 3 }])).toEqual([{ sequence: 4, duplicate: false }]);
+    expect(await keysUnder(log, "d!")).toBe(4);
+    now += 200_000;
     await log.sweep();
-    expect(log.head("c")).toMatchObject({ first: 2, expired: 1 });
+    expect(log.head("c")).toMatchObject({ first: 5, expired: 4 });
     expect(await keysUnder(log, "d!")).toBe(0);
   });
 

@@ -20,7 +20,6 @@ let counter = 0;
 const fresh = (what: string): string => `peer.${what}.n${++counter}`;
 /** A node id no other test uses. */
 const freshNode = (): string => `raw-${++counter}`;
-const relayOf = (channel: string, group: string): string => `${channel}~${group}`;
 
 const peers: RawPeer[] = [];
 /** A raw peer of `s`, closed after the test. */
@@ -61,11 +60,10 @@ function expectUnknown(s: TestSidecar, nodeId: string): void {
   expect(s.sidecar.mesh.status().map((p) => p.nodeId)).not.toContain(nodeId);
 }
 
-/** Nothing was ever stored for the relay copies of (channel, group). */
-function expectNothingStored(s: TestSidecar, channel: string, group: string): void {
-  const relay = relayOf(channel, group);
-  expect(s.sidecar.log.head(relay).last).toBe(0);
-  expect(s.sidecar.log.channels()).not.toContain(relay);
+/** Nothing was ever stored in `channel` (the tests' channels get relay copies only). */
+function expectNothingStored(s: TestSidecar, channel: string): void {
+  expect(s.sidecar.log.head(channel).last).toBe(0);
+  expect(s.sidecar.log.channels()).not.toContain(channel);
 }
 
 /**
@@ -380,7 +378,7 @@ describe("Peer.Link refuses bad input", () => {
       link.forward(1, [forwarded(channel, group, 1), forwarded(channel, group, 2)]);
       await expectEnded(link, t, status.FAILED_PRECONDITION, Reason.NOT_ADVERTISED);
       expect(link.received.map((f) => f.case)).not.toContain("stored");
-      expectNothingStored(t, channel, group);
+      expectNothingStored(t, channel);
       expect(t.sidecar.log.channels()).not.toContain(channel);
       await expectDisconnected(t, nodeId);
     });
@@ -390,8 +388,7 @@ describe("Peer.Link refuses bad input", () => {
       const other = fresh("g");
       link.forward(1, [forwarded(channel, group, 1), forwarded(channel, other, 1)]);
       await expectEnded(link, t, status.FAILED_PRECONDITION, Reason.NOT_ADVERTISED);
-      expectNothingStored(t, channel, group);
-      expectNothingStored(t, channel, other);
+      expectNothingStored(t, channel);
       await expectDisconnected(t, nodeId);
     });
 
@@ -409,7 +406,7 @@ describe("Peer.Link refuses bad input", () => {
       link.forward(1, [forwarded(channel, group, 1), bad(channel, group)]);
       await expectEnded(link, t, code, reason);
       expect(link.received.map((f) => f.case)).not.toContain("stored");
-      expectNothingStored(t, channel, group);
+      expectNothingStored(t, channel);
       await expectDisconnected(t, nodeId);
     });
 
@@ -417,7 +414,7 @@ describe("Peer.Link refuses bad input", () => {
       const { channel, group, link, nodeId } = await advertisedLink(t);
       link.forward(1, Array.from({ length: 1001 }, (_, i) => forwarded(channel, group, i + 1)));
       await expectEnded(link, t, status.RESOURCE_EXHAUSTED, Reason.BATCH_TOO_LARGE);
-      expectNothingStored(t, channel, group);
+      expectNothingStored(t, channel);
       await expectDisconnected(t, nodeId);
     });
 
@@ -425,23 +422,25 @@ describe("Peer.Link refuses bad input", () => {
       const { channel, group, link } = await advertisedLink(t);
       link.forward(9, Array.from({ length: 1000 }, (_, i) => forwarded(channel, group, i + 1)));
       expect((await link.until("stored")).forwardId).toBe(9n);
-      expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(1000);
+      expect(t.sidecar.log.head(channel).last).toBe(1000);
       expect(link.closed).toBe(false);
     });
 
     it("stores a valid forward once, delivers it, and reports the outcomes (again on a retry)", async () => {
-      const { channel, group, link, sub } = await advertisedLink(t);
+      const { channel, group, link, sub, nodeId } = await advertisedLink(t);
       const events = [1, 2, 3].map((sequence) => forwarded(channel, group, sequence));
       const forwardId = 2 ** 40 + 7;
       link.forward(forwardId, events);
       expect((await link.until("stored")).forwardId).toBe(BigInt(forwardId));
-      expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(3);
+      expect(t.sidecar.log.head(channel).last).toBe(3);
 
       // The subscriber gets each event byte for byte, under its origin sequence, and acks it.
       const got = await take(sub, 3);
       expect(got.map((d) => d.sequence)).toEqual([1n, 2n, 3n]);
-      const stored = await t.sidecar.log.read(relayOf(channel, group), 1, 10);
+      const stored = await t.sidecar.log.read(channel, 1, 10);
       expect(stored.map((e) => Buffer.from(e.bytes).toString("hex"))).toEqual(events.map((e) => Buffer.from(e.bytes).toString("hex")));
+      // Each a relay copy held for the group, naming its origin and its sequence there.
+      expect(stored.map((e) => [e.onlyGroup, e.origin?.node, e.origin?.sequence])).toEqual([1, 2, 3].map((seq) => [group, nodeId, seq]));
 
       const key = `${channel}/${group}`;
       const enough = (seen: Map<string, { done: bigint[] }>): boolean => (seen.get(key)?.done.length ?? 0) >= 3;
@@ -452,10 +451,10 @@ describe("Peer.Link refuses bad input", () => {
       // The origin never heard (say): the same forward again is stored once, and reported done again.
       link.forward(forwardId + 1, events);
       expect((await link.until("stored")).forwardId).toBe(BigInt(forwardId + 1));
-      expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(3);
+      expect(t.sidecar.log.head(channel).last).toBe(3);
       const again = await link.outcomes(enough);
       expect({ done: [...again.get(key)!.done].sort(), returned: again.get(key)!.returned }).toEqual({ done: [1n, 2n, 3n], returned: [] });
-      expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(3);
+      expect(t.sidecar.log.head(channel).last).toBe(3);
       expect(link.closed).toBe(false);
     });
 
@@ -476,7 +475,7 @@ describe("Peer.Link refuses bad input", () => {
       // Frames are handled in order: the first answer is for forward 3.
       expect((await link.until("stored")).forwardId).toBe(3n);
       expect((await link.until("stored")).forwardId).toBe(4n);
-      expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(2);
+      expect(t.sidecar.log.head(channel).last).toBe(2);
     });
   });
 });
@@ -502,7 +501,7 @@ describe("Peer.Link limits", () => {
     expect(big.length).toBeGreaterThan(1024);
     link.forward(1, [forwarded(channel, group, 1), forwarded(channel, group, 2, { bytes: big })]);
     expect((await link.until("stored")).forwardId).toBe(1n);
-    expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(2);
+    expect(t.sidecar.log.head(channel).last).toBe(2);
   });
 
   it("stores a forwarded event of exactly maxEventBytes", async () => {
@@ -512,7 +511,7 @@ describe("Peer.Link limits", () => {
     expect(exact.length).toBe(1024);
     link.forward(1, [forwarded(channel, group, 1, { bytes: exact })]);
     expect((await link.until("stored")).forwardId).toBe(1n);
-    expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(1);
+    expect(t.sidecar.log.head(channel).last).toBe(1);
   });
 
   it("ends a link whose frame is over maxMessageBytes with RESOURCE_EXHAUSTED, storing nothing", async () => {
@@ -523,7 +522,7 @@ describe("Peer.Link limits", () => {
     link.forward(1, events);
     const st = await link.finished();
     expect({ code: status[st.code], reason: st.reason }).toEqual({ code: "RESOURCE_EXHAUSTED", reason: "" });
-    expectNothingStored(t, channel, group);
+    expectNothingStored(t, channel);
     await expectDisconnected(t, nodeId);
     // The peer's state was cleaned up: it can link again (a restart: another instance).
     const { hello: theirs } = await rawPeer(t).linkUp(hello(nodeId));
@@ -602,7 +601,7 @@ describe("relay copies and the dedup window", () => {
     const again = (await rawPeer(t).linkUp(h)).link;
     again.forward(2, events);
     expect((await again.until("stored")).forwardId).toBe(2n);
-    expect(t.sidecar.log.head(relayOf(channel, group)).last).toBe(3);
+    expect(t.sidecar.log.head(channel).last).toBe(3);
   });
 });
 

@@ -49,7 +49,7 @@ async function opened(sub: RawSubscribe): Promise<string> {
   }
 }
 
-/** Every (channel, group) the sidecar has, relay groups included. */
+/** Every (channel, group) the sidecar has. */
 const groupsOf = (s: TestSidecar): string[] => s.sidecar.engine.status().map((g) => `${g.channel}/${g.group}`);
 
 describe("a start position out of range", () => {

@@ -207,7 +207,7 @@ export class DeadLetters {
   deadLetterChannel(channel: string, group: string): string {
     checkChannel(channel, "channel");
     checkGroup(group, "group");
-    const found = this.engine.describeGroups().find((g) => g.relayOf === undefined && g.channel === channel && g.group === group);
+    const found = this.engine.describeGroups().find((g) => g.channel === channel && g.group === group);
     if (!found) {
       throw notFound(Reason.GROUP_NOT_FOUND, "group", `this sidecar has no group ${JSON.stringify(group)} of channel ${JSON.stringify(channel)}; list the channel's groups with ListGroups (weft groups CHANNEL)`);
     }

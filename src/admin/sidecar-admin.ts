@@ -27,12 +27,10 @@ export interface LogRange {
 /** One channel at this sidecar. */
 export interface ChannelView {
   channel: string;
-  /** The channel's own events here (published to this sidecar). */
+  /** The channel's events here: published to this sidecar, and relay copies peers forwarded here. */
   log: LogRange;
   /** Its groups, by name, and how far behind each is on `log`. */
   groups: { group: string; backlog: number; inflight: number; members: number }[];
-  /** Relay copies forwarded here by peers, per group (log channel "CHANNEL~GROUP"). */
-  relays: { group: string; log: LogRange; backlog: number; inflight: number }[];
   /** The groups whose dead-letter channel this is. */
   deadLettersOf: { channel: string; group: string }[];
 }
@@ -51,9 +49,12 @@ export interface GroupView {
   expired: number;
   /** Unix ms; undefined when unknown. */
   createdAt: number | undefined;
-  /** Relay copies for the group not yet done here. */
-  relayBacklog: number;
-  /** Relay copies delivered to members here and not yet acked. */
+  /**
+   * Of `backlog`, the relay copies held for the group (events other sidecars published,
+   * forwarded for the group's members here); undefined when not counted (see groups()).
+   */
+  relayBacklog: number | undefined;
+  /** Of `inflight`, deliveries of relay copies to members here. */
   relayInflight: number;
   /** Pending dead letters here (counted among at most 10 000 dead-letter channel events). */
   deadLetters: number;
@@ -115,42 +116,23 @@ export class SidecarAdmin {
     return this.deps.nodeId;
   }
 
-  /**
-   * Every channel with events, relay copies or groups here, sorted by name. Relay log
-   * channels ("CHANNEL~GROUP") appear as `relays` of CHANNEL, never as channels.
-   */
+  /** Every channel with events (its own, or relay copies) or groups here, sorted by name. */
   async channels(): Promise<ChannelView[]> {
     const { log, engine } = this.deps;
     const details = engine.describeGroups();
-    const names = new Set<string>();
-    for (const c of log.channels()) names.add(relayParts(c)?.channel ?? c);
-    for (const d of details) names.add(d.relayOf ?? d.channel);
-    const own = new Set(log.channels().filter((c) => relayParts(c) === undefined));
-    const relayLogs = new Map<string, string[]>();
-    for (const c of log.channels()) {
-      const parts = relayParts(c);
-      if (parts) relayLogs.set(parts.channel, [...(relayLogs.get(parts.channel) ?? []), parts.group]);
-    }
+    const names = new Set(log.channels());
+    for (const d of details) names.add(d.channel);
     const out: ChannelView[] = [];
     for (const channel of [...names].sort()) {
-      const groups = details
-        .filter((d) => d.relayOf === undefined && d.channel === channel)
-        .sort(byGroup)
-        .map((d) => ({ group: d.group, backlog: d.backlog, inflight: d.inflight, members: d.localMembers + d.remoteMembers }));
-      // Every local member has a relay group; only those with copies stored are shown.
-      const relayGroups = new Set(relayLogs.get(channel) ?? []);
-      const relays = [];
-      for (const group of [...relayGroups].sort()) {
-        const d = details.find((x) => x.relayOf === channel && x.group === group);
-        relays.push({ group, log: await this.range(`${channel}~${group}`), backlog: d?.backlog ?? 0, inflight: d?.inflight ?? 0 });
-      }
       out.push({
         channel,
-        log: own.has(channel) ? await this.range(channel) : emptyRange(),
-        groups,
-        relays,
+        log: await this.range(channel),
+        groups: details
+          .filter((d) => d.channel === channel)
+          .sort(byGroup)
+          .map((d) => ({ group: d.group, backlog: d.backlog, inflight: d.inflight, members: d.localMembers + d.remoteMembers })),
         deadLettersOf: details
-          .filter((d) => d.relayOf === undefined && d.deadLetterChannel === channel)
+          .filter((d) => d.deadLetterChannel === channel)
           .sort((a, b) => a.channel.localeCompare(b.channel) || a.group.localeCompare(b.group))
           .map((d) => ({ channel: d.channel, group: d.group })),
       });
@@ -159,24 +141,27 @@ export class SidecarAdmin {
   }
 
   /**
-   * The groups of `channel` here, sorted by name.
+   * The groups of `channel` here, sorted by name. With `countCopies` (the default), each
+   * group's relay copies not yet done are counted, reading the part of the log the group
+   * has not read yet: the cost grows with an idle group's backlog.
    * @throws WeftError INVALID_ARGUMENT (INVALID_CHANNEL), NOT_FOUND (CHANNEL_NOT_FOUND) for a
-   *   channel with no events, relay copies or groups here.
+   *   channel with no events or groups here.
    */
-  async groups(channel: string): Promise<GroupView[]> {
+  async groups(channel: string, options: { countCopies?: boolean } = {}): Promise<GroupView[]> {
     checkChannel(channel, "channel");
-    const details = this.deps.engine.describeGroups();
-    const own = details.filter((d) => d.relayOf === undefined && d.channel === channel).sort(byGroup);
-    const relays = details.filter((d) => d.relayOf === channel);
-    const known = own.length > 0 || relays.length > 0 || this.deps.log.channels().some((c) => c === channel || relayParts(c)?.channel === channel);
-    if (!known) {
+    const { engine, log } = this.deps;
+    const own = engine
+      .describeGroups()
+      .filter((d) => d.channel === channel)
+      .sort(byGroup);
+    if (own.length === 0 && !log.channels().includes(channel)) {
       throw notFound(Reason.CHANNEL_NOT_FOUND, "channel", `this sidecar has no events, relay copies or groups of channel ${JSON.stringify(channel)}; list its channels with ListChannels (weft channels)`);
     }
     const out: GroupView[] = [];
     for (const d of own) {
-      const relay = relays.find((r) => r.group === d.group);
       const dead = await this.deadLetters.count(channel, d.group);
-      out.push(groupView(d, relay, dead));
+      const copies = (options.countCopies ?? true) ? await engine.copiesPending(channel, d.group) : undefined;
+      out.push(groupView(d, copies, dead));
     }
     return out;
   }
@@ -234,7 +219,7 @@ export class SidecarAdmin {
   }
 }
 
-function groupView(d: GroupDetail, relay: GroupDetail | undefined, dead: { count: number; more: boolean }): GroupView {
+function groupView(d: GroupDetail, copies: number | undefined, dead: { count: number; more: boolean }): GroupView {
   return {
     group: d.group,
     ackedThrough: d.ackedThrough,
@@ -246,8 +231,8 @@ function groupView(d: GroupDetail, relay: GroupDetail | undefined, dead: { count
     deadLetterChannel: d.deadLetterChannel,
     expired: d.expiredUnacked,
     createdAt: d.createdAt || undefined,
-    relayBacklog: relay?.backlog ?? 0,
-    relayInflight: relay?.inflight ?? 0,
+    relayBacklog: copies,
+    relayInflight: d.inflightCopies,
     deadLetters: dead.count,
     deadLettersMore: dead.more,
   };
@@ -257,10 +242,4 @@ const byGroup = (a: { group: string }, b: { group: string }): number => a.group.
 
 function emptyRange(): LogRange {
   return { events: 0, bytes: 0, oldestSequence: 0, newestSequence: 0, oldestTime: undefined, newestTime: undefined, expired: 0 };
-}
-
-/** The event channel and group of a relay log channel ("CHANNEL~GROUP"); undefined for another channel. */
-function relayParts(logChannel: string): { channel: string; group: string } | undefined {
-  const i = logChannel.indexOf("~");
-  return i < 0 ? undefined : { channel: logChannel.slice(0, i), group: logChannel.slice(i + 1) };
 }

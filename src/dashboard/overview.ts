@@ -27,14 +27,12 @@ export interface Overview {
 
 export interface ChannelRow {
   channel: string;
-  /** Events of the channel retained here, and their bytes. */
+  /** Events of the channel retained here (relay copies included), and their bytes. */
   events: number;
   bytes: number;
   /** Published per second on this sidecar (over the drain window). */
   publishedPerSecond: number;
   groups: GroupRow[];
-  /** Relay copies peers forwarded here, per group: not yet done here, and out to members. */
-  relays: { group: string; backlog: number; inflight: number }[];
   /** The groups this is the dead-letter channel of, as "CHANNEL/GROUP". */
   deadLettersOf: string[];
 }
@@ -80,7 +78,7 @@ export async function buildOverview({ admin, history, version, notReady }: Overv
   for (const c of await admin.channels()) {
     // Group details (with dead-letter counts) only where there are groups; a channel can go
     // away between the two reads (retention), and is then left out.
-    const groups = c.groups.length === 0 ? [] : await admin.groups(c.channel).catch(() => undefined);
+    const groups = c.groups.length === 0 ? [] : await admin.groups(c.channel, { countCopies: false }).catch(() => undefined);
     if (!groups) continue;
     const published = rates.published(c.channel);
     const rows = groups.map((g): GroupRow => {
@@ -102,7 +100,6 @@ export async function buildOverview({ admin, history, version, notReady }: Overv
       bytes: c.log.bytes,
       publishedPerSecond: published,
       groups: rows,
-      relays: c.relays.map((r) => ({ group: r.group, backlog: r.backlog, inflight: r.inflight })),
       deadLettersOf: c.deadLettersOf.map((d) => `${d.channel}/${d.group}`),
     });
     for (const g of groups) {
@@ -142,8 +139,9 @@ export async function buildOverview({ admin, history, version, notReady }: Overv
 
 /**
  * Per-channel published and per-group processed counters, read from the sidecar's
- * Prometheus registry (weft_events_published_total and weft_events_acked_total with
- * relay="false"): the same counts /metrics serves, not a second count.
+ * Prometheus registry (weft_events_published_total, and weft_events_acked_total of the
+ * group's own events and of the relay copies held for it, as its backlog counts both): the
+ * same counts /metrics serves, not a second count.
  */
 export async function groupCountsFromMetrics(registry: Registry): Promise<GroupCounts> {
   const published = new Map<string, number>();
@@ -152,7 +150,6 @@ export async function groupCountsFromMetrics(registry: Registry): Promise<GroupC
   for (const v of p?.values ?? []) published.set(String(v.labels.channel), v.value);
   const a = await registry.getSingleMetric("weft_events_acked_total")?.get();
   for (const v of a?.values ?? []) {
-    if (v.labels.relay !== "false") continue;
     const key = `${v.labels.channel} ${v.labels.group}`;
     acked.set(key, (acked.get(key) ?? 0) + v.value);
   }

@@ -13,7 +13,7 @@ export interface RateSample extends EventCounts {
 export interface GroupCounts {
   /** Events published per channel (generated). */
   published: Map<string, number>;
-  /** Events finished per (channel, group) on this sidecar's log, relay copies excluded (processed). */
+  /** Events finished per (channel, group) on this sidecar's log, relay copies included (processed). */
   acked: Map<string, number>;
 }
 

@@ -1,10 +1,10 @@
 import { Reason, exhausted } from "../contract/errors.js";
 import type { AppendEntry, AppendResult, GroupRecord, OriginLog } from "../log/origin-log.js";
-import type { Origin, StoredEvent } from "../log/record.js";
+import { type Origin, relayIdentity } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
-import { GroupDispatcher, type MemberCredits, type MemberState } from "./group-dispatcher.js";
+import { GroupDispatcher, type MemberState } from "./group-dispatcher.js";
 import { ReadAheadBudget } from "./read-ahead-budget.js";
-import { DEFAULTS, type JoinSettings, type Joined, type MemberSink, type Membership, type StartAt } from "./types.js";
+import { DEFAULTS, type JoinSettings, type Joined, type MemberKind, type MemberSink, type Membership, type OriginRoute, type StartAt } from "./types.js";
 
 export interface DeliveryEngineOptions {
   /** How often deadlines and delayed retries are checked, in ms. Default 50. */
@@ -50,6 +50,8 @@ export interface GroupStatus {
   backlog: number;
   /** Deliveries handed to members (or forwarded to peers) and not yet finished. */
   inflight: number;
+  /** Of `inflight`, deliveries of relay copies (events other sidecars published) to members here. */
+  inflightCopies: number;
   members: number;
   /** Events retention removed before the group finished them. */
   expiredUnacked: number;
@@ -57,15 +59,15 @@ export interface GroupStatus {
 
 /** A group in detail, for operators. */
 export interface GroupDetail {
-  /** The log channel: the event channel, or "CHANNEL~GROUP" for a relay group. */
   channel: string;
   group: string;
-  /** For a relay group (copies peers forwarded here): the event channel; undefined otherwise. */
-  relayOf: string | undefined;
   ackedThrough: number;
+  /** Events of the channel the group has not finished here: its own, and relay copies held for it. */
   backlog: number;
   /** Deliveries out now: to members here, or forwarded to peers. */
   inflight: number;
+  /** Of `inflight`, deliveries of relay copies (events other sidecars published) to members here. */
+  inflightCopies: number;
   /** Subscribe streams on this sidecar. */
   localMembers: number;
   /** Peers with members the group forwards to. */
@@ -77,10 +79,30 @@ export interface GroupDetail {
   createdAt: number;
 }
 
+/** A copy of an event another sidecar published, to be held here for one group of its channel. */
+export interface HeldCopy {
+  channel: string;
+  group: string;
+  origin: Origin;
+  key: string;
+  /** The event's bytes, as its origin stored them. */
+  bytes: Uint8Array;
+}
+
+/** What became of a copy given to appendCopies. */
+export interface HeldCopyResult {
+  sequence: number;
+  /** It was held here already (a forward sent again). */
+  duplicate: boolean;
+  /** It is done for its group here already: its origin must hear so again. */
+  done: boolean;
+}
+
 /**
- * Routes the events of the origin log to groups. One GroupDispatcher per (channel, group);
- * groups are durable: once created they receive every later event of their channel, with or
- * without members, until retention removes it.
+ * Routes the events of the log to groups. One GroupDispatcher per (channel, group), for the
+ * channel's events whatever their origin: this sidecar's own, and the relay copies held here
+ * for the group (appendCopies). Groups are durable: once created they receive every later
+ * event of their channel, with or without members, until retention removes it.
  */
 export class DeliveryEngine {
   private readonly groups = new Map<string, GroupDispatcher>();
@@ -93,7 +115,7 @@ export class DeliveryEngine {
   /** Groups with members on this sidecar: how many, and the latest settings. */
   private readonly local = new Map<string, { count: number; settings: JoinSettings }>();
   private readonly interestListeners = new Set<(settings: JoinSettings, present: boolean) => void>();
-  private readonly relayListeners = new Set<(channel: string, group: string, origin: Origin) => void>();
+  private route: OriginRoute | undefined;
   private readonly createdListeners = new Set<(group: KnownGroup) => void>();
   private readonly now: () => number;
   private readonly budget: ReadAheadBudget;
@@ -118,7 +140,14 @@ export class DeliveryEngine {
       this.groups.set(id(loaded.record.channel, loaded.record.group), d);
       this.countGroup(loaded.record.channel, 1);
       // Retention may have moved past the cursor while the group was not listening.
-      d.trimmed(this.log.head(d.channel).first);
+      const first = this.log.head(d.channel).first;
+      d.trimmed(first);
+      // Which of the deliveries in flight at the stop were of relay copies (see interrupted).
+      const sent = loaded.inflight.filter((f) => f.attempt > 0 && f.sequence >= first && !d.isDone(f.sequence)).map((f) => f.sequence);
+      if (sent.length > 0) {
+        const events = await this.log.get(d.channel, sent);
+        d.copiesInFlightAtStart = events.filter((e) => e?.origin && e.onlyGroup === d.group).length;
+      }
     }
     this.unsubscribe.push(
       this.log.onAppend((channel) => {
@@ -146,83 +175,66 @@ export class DeliveryEngine {
 
   /**
    * Joins a member to a group, creating the group at its start position if it is new.
-   * The member receives deliveries through `sink` until it calls `leave()`.
+   * The member receives deliveries through `sink` until it calls `leave()`, within its own
+   * credits (`settings.maxInFlight`, raised by `credit`).
    *
-   * A local member (a Subscribe stream) receives the group's events from this sidecar's
-   * log and the relay copies peers forwarded to this sidecar for the group, within one
-   * window of credits. A remote member (`remote`: a peer link standing for the group's
-   * members behind that peer) receives only this sidecar's own events, never relay copies
-   * (forwarded events are not forwarded again), and its deliveries have no deadline: they
-   * end when the peer reports them handled or gives them back.
+   * A local member (a Subscribe stream) receives the group's events: this sidecar's own and
+   * the relay copies held here for the group. A peer member (`peer`: the link to the peer
+   * sidecar of that node id, standing for the group's members behind it) receives this
+   * sidecar's own events only, never relay copies (forwarded events are not forwarded
+   * again), and its deliveries have no deadline: they end when the peer reports them
+   * handled or gives them back.
    *
    * The member's max attempts and dead-letter channel become the group's (the latest join
    * wins), unless `configure` is false and the group existed before this join.
    */
-  async join(settings: JoinSettings, sink: MemberSink, options: { remote?: boolean; configure?: boolean } = {}): Promise<Membership> {
-    const remote = options.remote ?? false;
-    const relay = remote ? undefined : { ...settings, channel: relayChannel(settings.channel, settings.group), start: { kind: "earliest" } as const };
-    // Both groups fit, or neither is created.
-    this.makeRoom(relay ? [settings, relay] : [settings]);
+  async join(settings: JoinSettings, sink: MemberSink, options: { peer?: string; configure?: boolean } = {}): Promise<Membership> {
+    this.makeRoom([settings]);
     const own = await this.groupFor(settings);
-    const dispatchers = [own.group];
-    if (relay) dispatchers.push((await this.groupFor(relay)).group);
+    const d = own.group;
     // A member that may not change the group's settings keeps those of a group it did not create.
-    const configure = own.created || (options.configure ?? true);
-    if (configure) for (const d of dispatchers) await d.configure(settings.maxAttempts, settings.deadLetterChannel);
-    const credits: MemberCredits = { window: settings.maxInFlight, inflight: 0, lastDeliveryId: 0, released: () => {} };
-    const id = this.nextMemberId++;
-    const members = dispatchers.map((d): [GroupDispatcher, MemberState] => [
-      d,
-      { id, sink, credits, ackDeadlineMs: remote ? Infinity : settings.ackDeadlineMs, deliveries: new Map(), queue: [], gone: false },
-    ]);
-    if (members.length > 1) {
-      // A credit freed in one dispatcher may be used by the others.
-      let scheduled = false;
-      credits.released = () => {
-        if (scheduled) return;
-        scheduled = true;
-        queueMicrotask(() => {
-          scheduled = false;
-          for (const [d, m] of members) if (!m.gone) d.kick();
-        });
-      };
-    }
+    if (own.created || (options.configure ?? true)) await d.configure(settings.maxAttempts, settings.deadLetterChannel);
+    const kind: MemberKind = options.peer === undefined ? { kind: "local", ackDeadlineMs: settings.ackDeadlineMs } : { kind: "peer", node: options.peer };
+    const m: MemberState = { id: this.nextMemberId++, sink, kind, window: settings.maxInFlight, lastDeliveryId: 0, deliveries: new Map(), queue: [], gone: false };
     const joined: Joined = {
       created: own.created,
-      ackedThrough: own.group.ackedThrough,
+      ackedThrough: d.ackedThrough,
       maxInFlight: settings.maxInFlight,
       ackDeadlineMs: settings.ackDeadlineMs,
-      ...own.group.settings,
+      ...d.settings,
     };
-    for (const [d, m] of members) d.addMember(m);
-    if (!remote) this.countLocal(settings, 1);
-    let left = false;
-    const each = (f: (d: GroupDispatcher, m: MemberState) => void): void => {
-      for (const [d, m] of members) if (!m.gone) f(d, m);
-    };
+    d.addMember(m);
+    if (kind.kind === "local") this.countLocal(settings, 1);
     return {
       joined,
-      ack: (ids) => each((d, m) => d.ack(m, ids)),
-      nack: (ids, delayMs) => each((d, m) => d.nack(m, ids, delayMs)),
-      giveBack: (ids) => each((d, m) => d.giveBack(m, ids)),
-      extend: (ids, ms) => each((d, m) => d.extend(m, ids, ms)),
+      ack: (ids) => {
+        if (!m.gone) d.ack(m, ids);
+      },
+      nack: (ids, delayMs) => {
+        if (!m.gone) d.nack(m, ids, delayMs);
+      },
+      giveBack: (ids) => {
+        if (!m.gone) d.giveBack(m, ids);
+      },
+      extend: (ids, ms) => {
+        if (!m.gone) d.extend(m, ids, ms);
+      },
       credit: (more) => {
-        if (left) return;
-        if (credits.window + more > DEFAULTS.maxCredits) {
+        if (m.gone) return;
+        if (m.window + more > DEFAULTS.maxCredits) {
           throw exhausted(
             Reason.TOO_MANY_CREDITS,
             "credit.credits",
-            `granting ${more} more would make ${credits.window + more} in flight; at most ${DEFAULTS.maxCredits} are allowed`,
+            `granting ${more} more would make ${m.window + more} in flight; at most ${DEFAULTS.maxCredits} are allowed`,
           );
         }
-        credits.window += more;
-        each((d) => d.kick());
+        m.window += more;
+        d.kick();
       },
       leave: (returned) => {
-        if (left) return;
-        left = true;
-        each((d, m) => d.removeMember(m, returned));
-        if (!remote) this.countLocal(settings, -1);
+        if (m.gone) return;
+        d.removeMember(m, returned);
+        if (kind.kind === "local") this.countLocal(settings, -1);
       },
     };
   }
@@ -265,11 +277,9 @@ export class DeliveryEngine {
     else this.groupsOf.delete(channel);
   }
 
-  /** Every group of this sidecar (not the relay groups), as peers learn of them. */
+  /** Every group of this sidecar, as peers learn of them. */
   knownGroups(): KnownGroup[] {
-    const out: KnownGroup[] = [];
-    for (const d of this.groups.values()) if (channelOfRelay(d.channel, d.group) === undefined) out.push(this.known(d));
-    return out;
+    return [...this.groups.values()].map((d) => this.known(d));
   }
 
   /** Told when a group is created. */
@@ -302,30 +312,58 @@ export class DeliveryEngine {
   }
 
   /**
-   * Told when a relay copy is done for its group here (acked or dead-lettered), with the
-   * event's channel, the group and where it came from: the origin waits for this report.
+   * Sets where what concerns the origins of relay copies goes (the mesh): the outcome of
+   * each copy done here, and whether the copies held for a group are still kept. One route;
+   * a later call replaces it.
    */
-  onRelayDone(listener: (channel: string, group: string, origin: Origin) => void): () => void {
-    this.relayListeners.add(listener);
-    return () => this.relayListeners.delete(listener);
-  }
-
-  /** True when the relay copy stored at `sequence` is done for the group here. */
-  relayDone(channel: string, group: string, sequence: number): boolean {
-    return this.groups.get(id(relayChannel(channel, group), group))?.isDone(sequence) ?? false;
+  routeOrigins(route: OriginRoute): void {
+    this.route = route;
   }
 
   /**
-   * The groups holding relay copies not yet done here that had deliveries in flight when
-   * the sidecar stopped: their members were here then, and will likely come back.
+   * Stores copies of events other sidecars published, each held here for one group of its
+   * channel (the mesh forwarded it for that group's members here), in one append. The group
+   * receives them like its own events, through its local members only; every other group of
+   * the channel skips them, now or when it reads them (a group created later too). A copy is
+   * stored once however often it is forwarded (see relayIdentity); resolves once stored.
+   * Stored past the storage quota: the mesh had accepted the event.
    */
-  relayBacklog(): { channel: string; group: string; backlog: number; maxAttempts: number; deadLetterChannel: string }[] {
-    const out: { channel: string; group: string; backlog: number; maxAttempts: number; deadLetterChannel: string }[] = [];
-    for (const d of this.groups.values()) {
-      const channel = channelOfRelay(d.channel, d.group);
-      if (channel !== undefined && d.backlog > 0 && d.inflightAtStart > 0) out.push({ channel, group: d.group, backlog: d.backlog, ...d.settings });
-    }
+  async appendCopies(copies: readonly HeldCopy[]): Promise<HeldCopyResult[]> {
+    const entries = copies.map((c): AppendEntry => {
+      const copyEpoch = this.groups.get(id(c.channel, c.group))?.copyEpoch ?? 0;
+      return { channel: c.channel, ...relayIdentity(c.origin, c.group, copyEpoch), key: c.key, bytes: c.bytes, origin: c.origin, onlyGroup: c.group, copyEpoch };
+    });
+    const results = await this.log.append(entries);
+    this.skipForOthers(entries, results);
+    return results.map((r, i) => {
+      const c = copies[i]!;
+      const done = r.duplicate && (this.groups.get(id(c.channel, c.group))?.isDone(r.sequence) ?? false);
+      return { sequence: r.sequence, duplicate: r.duplicate, done };
+    });
+  }
+
+  /**
+   * The groups that had relay copies in flight to members here when the sidecar stopped:
+   * their members were here then, and will likely come back (see MeshNode.start). Those
+   * copies are not done yet.
+   */
+  interrupted(): { channel: string; group: string; maxAttempts: number; deadLetterChannel: string }[] {
+    const out: { channel: string; group: string; maxAttempts: number; deadLetterChannel: string }[] = [];
+    for (const d of this.groups.values()) if (d.copiesInFlightAtStart > 0) out.push({ channel: d.channel, group: d.group, ...d.settings });
     return out;
+  }
+
+  /**
+   * This sidecar stopped keeping the relay copies it holds for the group (the mesh withdrew
+   * the group, and its origins took back what they had forwarded): they are given up.
+   */
+  release(channel: string, group: string): void {
+    this.groups.get(id(channel, group))?.release();
+  }
+
+  /** The relay copies held for a group and not done here (counted by reading the log past what the group read). */
+  async copiesPending(channel: string, group: string): Promise<number> {
+    return (await this.groups.get(id(channel, group))?.copiesPending()) ?? 0;
   }
 
   private countLocal(settings: JoinSettings, delta: 1 | -1): void {
@@ -346,12 +384,13 @@ export class DeliveryEngine {
       ackedThrough: d.ackedThrough,
       backlog: d.backlog,
       inflight: d.inflight,
+      inflightCopies: d.inflightCopies,
       members: d.memberCount,
       expiredUnacked: d.expiredUnacked,
     }));
   }
 
-  /** Every group in detail, relay groups included (`relayOf`), for operators. */
+  /** Every group in detail, for operators. */
   describeGroups(): GroupDetail[] {
     return [...this.groups.values()].map((d) => {
       const r = d.stored;
@@ -359,10 +398,10 @@ export class DeliveryEngine {
       return {
         channel: d.channel,
         group: d.group,
-        relayOf: channelOfRelay(d.channel, d.group),
         ackedThrough: d.ackedThrough,
         backlog: d.backlog,
         inflight: d.inflight,
+        inflightCopies: d.inflightCopies,
         localMembers: kinds.local,
         remoteMembers: kinds.remote,
         maxAttempts: r.maxAttempts,
@@ -379,13 +418,20 @@ export class DeliveryEngine {
    * behind peers; every other group of the channel skips them, now or when it reads them
    * (a group created later too). Deduplicated like any append; resolves once stored.
    */
-  async appendForGroup(channel: string, group: string, entries: Omit<AppendEntry, "channel" | "origin" | "onlyGroup">[]): Promise<AppendResult[]> {
-    const results = await this.log.append(entries.map((e) => ({ ...e, channel, onlyGroup: group })));
-    for (const d of this.groups.values()) {
-      if (d.channel !== channel || d.group === group) continue;
-      for (const r of results) if (!r.duplicate) d.skip(r.sequence);
-    }
+  async appendForGroup(channel: string, group: string, entries: Omit<AppendEntry, "channel" | "origin" | "onlyGroup" | "copyEpoch">[]): Promise<AppendResult[]> {
+    const addressed = entries.map((e) => ({ ...e, channel, onlyGroup: group }));
+    const results = await this.log.append(addressed);
+    this.skipForOthers(addressed, results);
     return results;
+  }
+
+  /** Every group of an appended event's channel but the one it is addressed to skips it at once (see GroupDispatcher.skip). */
+  private skipForOthers(entries: readonly AppendEntry[], results: readonly AppendResult[]): void {
+    results.forEach((r, i) => {
+      const e = entries[i]!;
+      if (r.duplicate) return;
+      for (const d of this.groups.values()) if (d.channel === e.channel && d.group !== e.onlyGroup) d.skip(r.sequence);
+    });
   }
 
   /** The stored settings of a group this sidecar has; undefined for a group it does not. */
@@ -418,7 +464,7 @@ export class DeliveryEngine {
         throw e;
       }
       this.groups.set(key, group);
-      if (channelOfRelay(group.channel, group.group) === undefined) for (const l of this.createdListeners) l(this.known(group));
+      for (const l of this.createdListeners) l(this.known(group));
       return { group, created: true };
     } finally {
       this.creating.delete(key);
@@ -458,15 +504,11 @@ export class DeliveryEngine {
   }
 
   private dispatcher(record: GroupRecord, acked: number[], inflight: { sequence: number; attempt: number }[]): GroupDispatcher {
-    const eventChannel = channelOfRelay(record.channel, record.group);
-    const onDone =
-      eventChannel === undefined
-        ? undefined
-        : (event: StoredEvent) => {
-            if (event.origin) for (const l of this.relayListeners) l(eventChannel, record.group, event.origin);
-          };
     return new GroupDispatcher(this.log, record, acked, inflight, {
-      onDone,
+      copyDone: (event) => {
+        if (event.origin) this.route?.done(record.channel, record.group, event.origin);
+      },
+      keepsCopies: () => this.route?.keeps(record.channel, record.group) ?? true,
       observer: this.options.observer ?? NO_OBSERVER,
       maxPending: this.options.maxPendingPerGroup ?? 10_000,
       maxPendingBytes: this.options.maxPendingBytesPerGroup ?? 64 * 1024 * 1024,
@@ -481,16 +523,3 @@ export class DeliveryEngine {
 }
 
 const id = (channel: string, group: string): string => `${channel}!${group}`;
-
-/**
- * The log channel where a sidecar keeps the relay copies of `channel`'s events that peers
- * forwarded to its members of `group`. '~' is outside the name grammar, so no published
- * channel can be one.
- */
-export const relayChannel = (channel: string, group: string): string => `${channel}~${group}`;
-
-/** The event channel of a relay channel of `group`; undefined for any other channel. */
-function channelOfRelay(channel: string, group: string): string | undefined {
-  const suffix = `~${group}`;
-  return channel.endsWith(suffix) ? channel.slice(0, -suffix.length) : undefined;
-}

@@ -1,72 +1,16 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import { Reason, WeftError } from "../contract/errors.js";
-import { EventSchema } from "../gen/weft/v1/event_pb.js";
 import type { GroupBatch, GroupRecord, InflightRecord, OriginLog } from "../log/origin-log.js";
 import type { StoredEvent } from "../log/record.js";
 import type { Observer } from "../ops/observer.js";
-import { spreadHash } from "./hash.js";
+import { AttemptRecords } from "./attempt-records.js";
+import { deadLetterOf } from "./dead-letter.js";
+import { type Entry, type MemberState, orderKey } from "./entry.js";
 import { ReadAheadBudget } from "./read-ahead-budget.js";
-import type { MemberSink, OutgoingDelivery } from "./types.js";
+import { ReadyQueues } from "./ready-queues.js";
+import type { OutgoingDelivery } from "./types.js";
 
-type EntryState = "waiting" | "ready" | "inflight" | "delayed" | "dead";
-
-/** One event the group has not finished, held while it is read ahead or in flight. */
-interface Entry {
-  seq: number;
-  key: string;
-  event: StoredEvent;
-  /** Deliveries made so far. */
-  attempt: number;
-  state: EntryState;
-  member?: MemberState | undefined;
-  deliveryId?: number | undefined;
-  /** For inflight: redeliver after this (Unix ms). For delayed: deliver again after this. */
-  due: number;
-  /**
-   * The pump record its first attempt was stored in, while that counts it. Set when the
-   * attempt is made, or before it for an event whose attempt was stored with it (claim).
-   */
-  pump?: PumpRecord | undefined;
-  /** It has an in-flight record (f!) of its own. */
-  recorded?: boolean;
-  /** Its attempts are stored one by one, never in a pump record (restored, or given back). */
-  perEvent?: boolean;
-  /** Its dead letter was refused for maxChannels (reported once, then retried quietly). */
-  refusedDeadLetter?: boolean;
-}
-
-/** A pump record (GroupBatch.putPump) and how many of its entries are not done yet. */
-interface PumpRecord {
-  first: number;
-  remaining: number;
-}
-
-/**
- * The credits of one subscriber, shared by every dispatcher it is a member of (a group's
- * own events and its relay copies): in flight never exceeds the window across them, and
- * delivery ids are unique across them.
- */
-export interface MemberCredits {
-  window: number;
-  inflight: number;
-  lastDeliveryId: number;
-  /** Called when a delivery ends, so the member's other dispatchers may use the credit. */
-  released: () => void;
-}
-
-/** A member's deliveries in one dispatcher. */
-export interface MemberState {
-  readonly id: number;
-  readonly sink: MemberSink;
-  readonly credits: MemberCredits;
-  /** Infinity for a peer link: its deliveries end by the peer's outcome, not a deadline. */
-  ackDeadlineMs: number;
-  readonly deliveries: Map<number, Entry>;
-  /** Keyed entries hashed to this member, ready to go, in order. */
-  readonly queue: Entry[];
-  gone: boolean;
-}
+export type { MemberState } from "./entry.js";
 
 export interface DispatcherOptions {
   /** Most entries held in memory ahead of the cursor. */
@@ -78,8 +22,10 @@ export interface DispatcherOptions {
   now: () => number;
   /** Told about storage failures that the dispatcher survives. */
   onError: (error: unknown) => void;
-  /** Told when an event is done for the group (acked or dead-lettered). */
-  onDone?: ((event: StoredEvent) => void) | undefined;
+  /** A relay copy is done for the group here (acked or dead-lettered): its origin is told (OriginRoute.done). */
+  copyDone?: ((event: StoredEvent) => void) | undefined;
+  /** True while this sidecar keeps the relay copies it holds for the group (OriginRoute.keeps). Default: always. */
+  keepsCopies?: (() => boolean) | undefined;
   /** Told about deliveries, acks, dead letters and expiry. */
   observer: Observer;
 }
@@ -91,31 +37,46 @@ const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 const DEAD_LETTER_RETRY_MS = 1000;
 
 /**
- * Delivers one channel to one group: reads ahead from the origin log, hands events to the
- * group's members within their credits, keeps per-key order, redelivers on nack and
- * deadline, dead-letters at max attempts, and advances the durable cursor on acks.
+ * Delivers one channel to one group: reads ahead from the log, hands events to the group's
+ * members within their credits, keeps per-key order, redelivers on nack and deadline,
+ * dead-letters at max attempts, and advances the durable cursor as events are done.
+ *
+ * The channel's events are this sidecar's own and the relay copies held here for the group
+ * (copies of events other sidecars published, forwarded for the group's members here). Both
+ * take one path: the group's members share them by one rule (ReadyQueues), except that a
+ * copy goes to local members only. When an event is done for the group, its outcome goes by
+ * its origin: here, the cursor moves; for a copy, it moves too and the origin is told.
  *
  * Everything the group must not forget (cursor, acks above it, attempts in flight) is in
- * the log; memory holds at most `maxPending` events read ahead.
+ * the log; memory holds at most `maxPending` events read ahead, and as many copies read
+ * ahead past them (see lookAhead).
  */
 export class GroupDispatcher {
   readonly channel: string;
   readonly group: string;
   private record: GroupRecord;
   private readonly members = new Map<number, MemberState>();
-  private memberOrder: MemberState[] = [];
+  private readonly queues: ReadyQueues;
+  private readonly attempts: AttemptRecords;
   private readonly entries = new Map<number, Entry>();
   private readonly acked = new Set<number>();
   private readonly restored = new Map<number, number>();
   /** Events not read yet whose first attempt was stored with them (see claim), and its pump record. */
-  private readonly claimed = new Map<number, PumpRecord>();
-  /** Deliveries that were in flight when the log was last closed (the group had members then). */
-  readonly inflightAtStart: number;
+  private readonly claimed = new Map<number, { first: number; remaining: number }>();
+  /** Relay copies this group had in flight to members here when the log was last closed (set by the engine). */
+  copiesInFlightAtStart = 0;
+  /** Entries waiting behind an earlier one of their order key (see orderKey), by order key. */
   private readonly keyQueues = new Map<string, Entry[]>();
-  private unassigned: Entry[] = [];
   private readonly timed = new Set<Entry>();
   private readPos: number;
   private pendingBytes = 0;
+  /** The next sequence lookAhead reads, and what the copies it read take. */
+  private aheadPos: number;
+  private aheadBytes = 0;
+  private aheadCount = 0;
+  /** lookAhead stopped at its limits: it reads again once a copy it read is done. */
+  private aheadFull = false;
+  private copiesInflight = 0;
   private readonly budget: ReadAheadBudget;
   /** Waiting for the budget to give bytes back (see ReadAheadBudget.wait). */
   private budgetWait = false;
@@ -134,10 +95,12 @@ export class GroupDispatcher {
     this.channel = record.channel;
     this.group = record.group;
     this.record = record;
+    this.queues = new ReadyQueues(record.channel);
+    this.attempts = new AttemptRecords(record.channel, record.group);
     for (const s of acked) if (s > record.ackedThrough) this.acked.add(s);
     for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
-    this.inflightAtStart = [...this.restored.values()].filter((a) => a > 0).length;
     this.readPos = record.ackedThrough + 1;
+    this.aheadPos = this.readPos;
     this.budget = options.budget ?? new ReadAheadBudget(Infinity);
   }
 
@@ -155,13 +118,17 @@ export class GroupDispatcher {
   get expiredUnacked(): number {
     return this.record.expiredUnacked;
   }
+  /** The epoch of the relay copies held for the group (see relayIdentity): copies of earlier ones were given up. */
+  get copyEpoch(): number {
+    return this.record.copyEpoch ?? 0;
+  }
   get memberCount(): number {
     return this.members.size;
   }
   /** Members on this sidecar (Subscribe streams) and peers standing for members behind them. */
   get memberKinds(): { local: number; remote: number } {
     let remote = 0;
-    for (const m of this.members.values()) if (m.ackDeadlineMs === Infinity) remote++;
+    for (const m of this.members.values()) if (m.kind.kind === "peer") remote++;
     return { local: this.members.size - remote, remote };
   }
   /** Deliveries handed to members and not yet acked, nacked, given back or past their deadline. */
@@ -170,7 +137,11 @@ export class GroupDispatcher {
     for (const m of this.members.values()) n += m.deliveries.size;
     return n;
   }
-  /** Events of the channel the group has not finished. */
+  /** Of `inflight`, the deliveries of relay copies. */
+  get inflightCopies(): number {
+    return this.copiesInflight;
+  }
+  /** Events of the channel the group has not finished: its own, and the relay copies held for it. */
   get backlog(): number {
     return Math.max(0, this.log.head(this.channel).last - this.record.ackedThrough - this.acked.size);
   }
@@ -190,8 +161,9 @@ export class GroupDispatcher {
 
   /**
    * Removes a member; its unacked deliveries go to the others. When the member said goodbye
-   * (`returned`: its stream ended cleanly), those deliveries were handed back unhandled and
-   * do not count as attempts; when its stream broke, they do.
+   * (`returned`: its stream ended cleanly, or its peer withdrew the group), those deliveries
+   * were handed back unhandled and do not count as attempts; when its stream broke (or its
+   * peer timed out), they do.
    */
   removeMember(member: MemberState, returned = false): void {
     if (member.gone) return;
@@ -201,12 +173,9 @@ export class GroupDispatcher {
     const now = this.options.now();
     const batch = this.log.groupBatch();
     for (const entry of [...member.deliveries.values()]) {
-      this.release(member, entry);
-      if (returned) {
-        this.uncount(entry, batch);
-      } else {
-        this.retry(entry, now, 0, "was lost when its member's stream broke");
-      }
+      this.endDelivery(member, entry);
+      if (returned) this.uncount(entry, batch);
+      else this.retry(entry, now, 0, "was lost when its member's stream broke");
     }
     void this.flush(batch);
     this.pump();
@@ -214,12 +183,11 @@ export class GroupDispatcher {
 
   ack(member: MemberState, ids: readonly number[]): void {
     this.checkIds(member, ids);
-    if (member.deliveries.size === 0) return; // the ids are another dispatcher's of this member
     const batch = this.log.groupBatch();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
       if (!entry) continue; // late or repeated: idempotent
-      this.release(member, entry);
+      this.endDelivery(member, entry);
       this.options.observer.acked(this.channel, this.group, entry.event);
       this.complete(entry, batch);
     }
@@ -233,7 +201,7 @@ export class GroupDispatcher {
     for (const id of ids) {
       const entry = member.deliveries.get(id);
       if (!entry) continue;
-      this.release(member, entry);
+      this.endDelivery(member, entry);
       this.retry(entry, now, delayMs, "was nacked");
     }
     this.pump();
@@ -246,7 +214,7 @@ export class GroupDispatcher {
     for (const id of ids) {
       const entry = member.deliveries.get(id);
       if (!entry) continue;
-      this.release(member, entry);
+      this.endDelivery(member, entry);
       this.uncount(entry, batch);
     }
     void this.flush(batch);
@@ -262,21 +230,15 @@ export class GroupDispatcher {
     }
   }
 
-  /** Makes more room for a member (credits). */
-  grant(member: MemberState, credits: number): void {
-    member.credits.window += credits;
-    this.pump();
-  }
-
-  /** Delivers what members have room for (after another dispatcher freed shared credits). */
+  /** Delivers what members have room for (after a member's credits were raised). */
   kick(): void {
     this.pump();
   }
 
   /**
-   * `seq` is an event addressed to another group (a redriven dead letter): done here
-   * without a delivery. Events are skipped when read anyway; this marks it at once, so a
-   * group without members does not count it as backlog.
+   * `seq` is an event addressed to another group (a relay copy held for it, or a redriven
+   * dead letter): done here without a delivery. Events are skipped when read anyway; this
+   * marks it at once, so a group without members does not count it as backlog.
    */
   skip(seq: number): void {
     if (this.isDone(seq) || this.entries.has(seq)) return;
@@ -285,7 +247,7 @@ export class GroupDispatcher {
     void this.flush(batch);
   }
 
-  /** True when `seq` is finished for the group (acked, dead-lettered, or skipped). */
+  /** True when `seq` is finished for the group (acked, dead-lettered, skipped, or a relay copy given up). */
   isDone(seq: number): boolean {
     return seq <= this.record.ackedThrough || this.acked.has(seq);
   }
@@ -309,26 +271,35 @@ export class GroupDispatcher {
    */
   claim(events: readonly StoredEvent[], attempts: GroupBatch): ((stored: boolean) => void) | undefined {
     if (this.closed || this.members.size === 0 || this.readPos !== events[0]?.sequence) return undefined;
-    if (this.nextReady(this.unassigned)) return undefined;
+    if (this.queues.anyReady()) return undefined;
     let free = 0;
+    let freeLocal = 0;
     for (const m of this.members.values()) {
-      if (this.nextReady(m.queue)) return undefined;
-      free += Math.max(0, m.credits.window - m.credits.inflight);
+      const room = Math.max(0, m.window - m.deliveries.size);
+      free += room;
+      if (m.kind.kind === "local") freeLocal += room;
     }
     const room = this.readRoom();
     if (!room) return undefined;
     const limit = Math.min(free, room.events);
     const seqs: number[] = [];
-    const keys = new Set<string>();
+    const orders = new Set<string>();
     let bytes = 0;
     for (const event of events) {
       if (seqs.length >= limit || bytes + event.bytes.length > room.bytes) break;
       if (event.onlyGroup !== undefined && event.onlyGroup !== this.group) continue;
-      if (event.key) {
-        // Behind an earlier event of its key: it waits, and its attempt is stored when it goes.
-        if (this.keyQueues.has(event.key) || keys.has(event.key)) continue;
-        keys.add(event.key);
+      const order = orderKey(event);
+      if (event.origin && (freeLocal === 0 || this.stale(event))) {
+        // A copy no local member has room for waits, and the later events of its key behind it.
+        if (order) orders.add(order);
+        continue;
       }
+      if (order) {
+        // Behind an earlier event of its key: it waits, and its attempt is stored when it goes.
+        if (this.keyQueues.has(order) || orders.has(order)) continue;
+        orders.add(order);
+      }
+      if (event.origin) freeLocal--;
       seqs.push(event.sequence);
       bytes += event.bytes.length;
     }
@@ -336,7 +307,7 @@ export class GroupDispatcher {
     attempts.putPump(this.channel, this.group, seqs);
     return (stored) => {
       if (!stored || this.closed) return;
-      const pump: PumpRecord = { first: seqs[0]!, remaining: seqs.length };
+      const pump = { first: seqs[0]!, remaining: seqs.length };
       for (const seq of seqs) this.claimed.set(seq, pump);
     };
   }
@@ -355,7 +326,7 @@ export class GroupDispatcher {
       lost++;
       const entry = this.entries.get(s);
       if (entry) {
-        this.leavePump(entry, batch);
+        this.attempts.leavePump(entry, batch);
         this.drop(entry);
       }
       batch.delInflight(this.channel, this.group, s);
@@ -364,6 +335,7 @@ export class GroupDispatcher {
     this.record = { ...this.record, ackedThrough: first - 1, expiredUnacked: this.record.expiredUnacked + lost };
     if (lost > 0) this.options.observer.expired(this.channel, this.group, lost);
     this.readPos = Math.max(this.readPos, first);
+    this.aheadPos = Math.max(this.aheadPos, first);
     batch.putGroup(this.record);
     void this.flush(batch);
     this.pump();
@@ -378,7 +350,7 @@ export class GroupDispatcher {
       if (entry.due > now) continue;
       changed = true;
       if (entry.state === "inflight") {
-        this.release(entry.member!, entry);
+        this.endDelivery(entry.member!, entry);
         this.retry(entry, now, 0, "passed its ack deadline");
       } else if (entry.state === "delayed") {
         this.timed.delete(entry);
@@ -386,6 +358,44 @@ export class GroupDispatcher {
       }
     }
     if (changed) this.pump();
+  }
+
+  /**
+   * This sidecar no longer keeps the relay copies it holds for the group (the mesh withdrew
+   * the group: its origins took back what they had forwarded here): those read and waiting
+   * are given up now, and those not read yet when they are read (see stale).
+   */
+  release(): void {
+    if (this.closed || this.queues.hasLocal || this.keepsCopies()) return;
+    const batch = this.log.groupBatch();
+    let changed = false;
+    for (const entry of [...this.entries.values()]) {
+      if (!entry.event.origin || entry.state === "inflight" || entry.state === "dead") continue;
+      this.giveUp(entry, batch);
+      changed = true;
+    }
+    if (!changed) return;
+    void this.flush(batch);
+    this.pump();
+  }
+
+  /**
+   * The relay copies held for the group and not done here: those read ahead, and, counted by
+   * reading the log, those not read yet.
+   */
+  async copiesPending(): Promise<number> {
+    let count = 0;
+    for (const e of this.entries.values()) if (e.event.origin) count++;
+    const last = this.log.head(this.channel).last;
+    for (let pos = Math.max(this.readPos, this.aheadPos); pos <= last && !this.closed; ) {
+      const events = await this.log.read(this.channel, pos, READ_CHUNK, READ_CHUNK_BYTES);
+      if (events.length === 0) break;
+      for (const e of events) {
+        if (e.origin && e.onlyGroup === this.group && !this.isDone(e.sequence) && !this.entries.has(e.sequence)) count++;
+      }
+      pos = events[events.length - 1]!.sequence + 1;
+    }
+    return count;
   }
 
   close(): void {
@@ -396,21 +406,21 @@ export class GroupDispatcher {
 
   private checkIds(member: MemberState, ids: readonly number[]): void {
     for (const id of ids) {
-      if (!Number.isSafeInteger(id) || id < 1 || id > member.credits.lastDeliveryId) {
+      if (!Number.isSafeInteger(id) || id < 1 || id > member.lastDeliveryId) {
         throw new WeftError(
           status.INVALID_ARGUMENT,
           Reason.UNKNOWN_DELIVERY,
-          `delivery id ${id} was never issued on this stream (ids issued so far: 1 to ${member.credits.lastDeliveryId})`,
+          `delivery id ${id} was never issued on this stream (ids issued so far: 1 to ${member.lastDeliveryId})`,
           "delivery_ids",
         );
       }
     }
   }
 
-  private release(member: MemberState, entry: Entry): void {
+  /** The delivery of `entry` to `member` ended: the member's credit is free again. */
+  private endDelivery(member: MemberState, entry: Entry): void {
     member.deliveries.delete(entry.deliveryId!);
-    member.credits.inflight--;
-    member.credits.released();
+    if (entry.event.origin) this.copiesInflight--;
     this.timed.delete(entry);
     entry.member = undefined;
     entry.deliveryId = undefined;
@@ -418,27 +428,8 @@ export class GroupDispatcher {
 
   /** A delivery came back unhandled: its attempt does not count, and it goes first again. */
   private uncount(entry: Entry, batch: GroupBatch): void {
-    entry.attempt--;
-    if (entry.pump || entry.attempt > 0) {
-      // A pump record says attempt 1: an in-flight record of its own says otherwise (and
-      // wins), and from now on the entry's attempts are recorded one by one.
-      this.leavePump(entry, batch);
-      batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
-      entry.recorded = true;
-    } else if (entry.recorded) {
-      batch.delInflight(this.channel, this.group, entry.seq);
-      entry.recorded = false;
-    }
-    entry.perEvent = true;
+    this.attempts.uncount(entry, batch);
     this.makeReady(entry, true);
-  }
-
-  /** The entry is no longer counted by the pump record it was sent in; the record goes with its last entry. */
-  private leavePump(entry: Entry, batch: GroupBatch): void {
-    const pump = entry.pump;
-    if (!pump) return;
-    entry.pump = undefined;
-    if (--pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
   }
 
   /** A delivery failed (nack, deadline, member gone): deliver again, or dead-letter at max attempts. */
@@ -458,63 +449,82 @@ export class GroupDispatcher {
 
   private deadLetter(entry: Entry, why: string): void {
     entry.state = "dead";
-    let bytes: Uint8Array;
+    let letter;
     try {
-      const event = fromBinary(EventSchema, entry.event.bytes);
-      // For a relay copy, the event's own channel and its sequence at the origin.
-      const channel = event.channel;
-      const origin = entry.event.origin;
-      // A redriven event that fails again is a new dead letter, not a duplicate of the first.
-      const redriven = event.attributes["weft.redrive.from"];
-      event.channel = this.record.deadLetterChannel;
-      event.attributes["weft.dead_letter.reason"] = "max_attempts";
-      event.attributes["weft.dead_letter.detail"] = `${entry.attempt} of ${this.record.maxAttempts} attempts made; the last ${why}`;
-      event.attributes["weft.dead_letter.attempts"] = String(entry.attempt);
-      event.attributes["weft.dead_letter.channel"] = channel;
-      event.attributes["weft.dead_letter.group"] = this.group;
-      event.attributes["weft.dead_letter.sequence"] = String(origin?.sequence ?? entry.seq);
-      if (origin) event.attributes["weft.dead_letter.origin"] = origin.node;
-      bytes = toBinary(EventSchema, event);
-      this.log
-        // Deduplicated per group, so groups sharing a dead-letter channel each keep theirs,
-        // and a dead-lettering repeated after a crash is stored once.
-        .append([{ channel: event.channel, source: `weft-dlq:${this.group}:${redriven === undefined ? "" : `${redriven}:`}${event.source}`, id: event.id, key: event.key, bytes }])
-        .then(() => {
-          this.options.observer.deadLettered(this.channel, this.group);
-          const batch = this.log.groupBatch();
-          this.complete(entry, batch);
-          this.pump();
-          return this.flush(batch);
-        })
-        .catch((e: unknown) => {
-          // The log is closing (the in-flight record stays, and a restart dead-letters it),
-          // its disk is full, or the dead-letter channel would pass maxChannels: tried again
-          // until it is stored (a repeat is stored once).
-          if (this.closed) return;
-          if (e instanceof WeftError && e.reason === Reason.TOO_MANY_CHANNELS && !entry.refusedDeadLetter) {
-            entry.refusedDeadLetter = true;
-            this.options.onError(new Error(`${this.channel}#${entry.seq} waits to be dead-lettered: ${e.message}`));
-          }
-          setTimeout(() => {
-            if (!this.closed && this.entries.get(entry.seq) === entry) this.deadLetter(entry, why);
-          }, DEAD_LETTER_RETRY_MS).unref();
-        });
+      letter = deadLetterOf(entry.event, { group: this.group, ...this.settings, attempts: entry.attempt, why });
     } catch {
       // Stored events were validated on publish; an undecodable one is completed, not looped on.
       const batch = this.log.groupBatch();
       this.complete(entry, batch);
       void this.flush(batch);
+      return;
     }
+    this.log
+      .append([letter])
+      .then(() => {
+        this.options.observer.deadLettered(this.channel, this.group, entry.event);
+        const batch = this.log.groupBatch();
+        this.complete(entry, batch);
+        this.pump();
+        return this.flush(batch);
+      })
+      .catch((e: unknown) => {
+        // The log is closing (the in-flight record stays, and a restart dead-letters it),
+        // its disk is full, or the dead-letter channel would pass maxChannels: tried again
+        // until it is stored (a repeat is stored once).
+        if (this.closed) return;
+        if (e instanceof WeftError && e.reason === Reason.TOO_MANY_CHANNELS && !entry.refusedDeadLetter) {
+          entry.refusedDeadLetter = true;
+          this.options.onError(new Error(`${this.channel}#${entry.seq} waits to be dead-lettered: ${e.message}`));
+        }
+        setTimeout(() => {
+          if (!this.closed && this.entries.get(entry.seq) === entry) this.deadLetter(entry, why);
+        }, DEAD_LETTER_RETRY_MS).unref();
+      });
   }
 
-  /** The entry is done for the group: acked or dead-lettered. */
-  private complete(entry: Entry, batch: ReturnType<OriginLog["groupBatch"]>): void {
+  /** The entry is done for the group (acked or dead-lettered): the cursor moves, and a copy's origin is told. */
+  private complete(entry: Entry, batch: GroupBatch): void {
     if (!this.entries.has(entry.seq)) return;
     this.drop(entry);
-    this.options.onDone?.(entry.event);
-    this.leavePump(entry, batch);
-    if (entry.recorded) batch.delInflight(this.channel, this.group, entry.seq);
+    if (entry.event.origin) this.options.copyDone?.(entry.event);
+    this.attempts.finished(entry, batch);
     this.markDone(entry.seq, batch);
+  }
+
+  /**
+   * True for a relay copy this sidecar no longer keeps for the group: one of an earlier copy
+   * epoch, or, while the group has no local member here and the mesh no longer keeps its
+   * copies, any. Its origin took it back when this sidecar withdrew the group (or takes it
+   * back when it hears that this sidecar has no member of it): delivering it here would
+   * only duplicate it, and waiting would hold the group's cursor, and this sidecar's own
+   * events behind it, until a member came back here.
+   */
+  private stale(event: StoredEvent): boolean {
+    if ((event.copyEpoch ?? 0) < this.copyEpoch) return true;
+    return !this.queues.hasLocal && !this.keepsCopies();
+  }
+
+  private keepsCopies(): boolean {
+    return this.options.keepsCopies?.() ?? true;
+  }
+
+  /**
+   * Gives up a relay copy: done for the group here, and nobody is told (its origin took it
+   * back). A copy of the current epoch moves the epoch on, so that a later forward of the
+   * same event is stored as a new copy, never found done (see relayIdentity).
+   */
+  private giveUp(entry: Entry, batch: GroupBatch): void {
+    this.nextEpoch(entry.event, batch);
+    this.drop(entry);
+    this.attempts.finished(entry, batch);
+    this.markDone(entry.seq, batch);
+  }
+
+  private nextEpoch(event: StoredEvent, batch: GroupBatch): void {
+    if ((event.copyEpoch ?? 0) < this.copyEpoch) return;
+    this.record = { ...this.record, copyEpoch: this.copyEpoch + 1 };
+    batch.putGroup(this.record);
   }
 
   /** Records `seq` done: the cursor moves past it and the acks above it, or it is acked above the cursor. */
@@ -537,16 +547,22 @@ export class GroupDispatcher {
   private drop(entry: Entry): void {
     this.entries.delete(entry.seq);
     this.timed.delete(entry);
-    if (entry.member) this.release(entry.member, entry);
-    this.pendingBytes -= entry.event.bytes.length;
+    if (entry.member) this.endDelivery(entry.member, entry);
+    if (entry.ahead) {
+      this.aheadBytes -= entry.event.bytes.length;
+      this.aheadCount--;
+      this.aheadFull = false;
+    } else {
+      this.pendingBytes -= entry.event.bytes.length;
+    }
     this.budget.release(entry.event.bytes.length);
     entry.state = "dead"; // ready queues skip dead entries (see nextReady)
-    if (entry.key) {
-      const q = this.keyQueues.get(entry.key);
+    if (entry.order) {
+      const q = this.keyQueues.get(entry.order);
       if (q) {
         const i = q.indexOf(entry);
         if (i >= 0) q.splice(i, 1);
-        if (q.length === 0) this.keyQueues.delete(entry.key);
+        if (q.length === 0) this.keyQueues.delete(entry.order);
         else if (i === 0 && q[0]!.state === "waiting") this.releaseNext(q[0]!);
       }
     }
@@ -558,36 +574,15 @@ export class GroupDispatcher {
     else this.makeReady(entry, false);
   }
 
-  /** Takes the next deliverable entry from a ready queue, skipping ones dropped meanwhile. */
-  private nextReady(queue: Entry[]): Entry | undefined {
-    while (queue.length > 0 && queue[0]!.state !== "ready") queue.shift();
-    return queue[0];
-  }
-
   private makeReady(entry: Entry, front: boolean): void {
     entry.state = "ready";
-    const target = entry.key ? this.memberFor(entry.key) : undefined;
-    const queue = target ? target.queue : this.unassigned;
-    if (front) queue.unshift(entry);
-    else queue.push(entry);
-  }
-
-  private memberFor(key: string): MemberState | undefined {
-    if (this.memberOrder.length === 0) return undefined;
-    // Salted with the channel: a relay dispatcher ("channel~group") receives only the keys
-    // the origin hashed to its sidecar, and hashing them the same way again would give
-    // them all to one member there.
-    return this.memberOrder[spreadHash(`${this.channel}\u0000${key}`) % this.memberOrder.length];
+    this.queues.push(entry, front);
   }
 
   /** Rebuilds the ready queues after membership changed, keeping sequence order. */
   private reassign(): void {
-    this.memberOrder = [...this.members.values()].sort((a, b) => a.id - b.id);
-    const ready: Entry[] = [...this.entries.values()].filter((e) => e.state === "ready");
-    ready.sort((a, b) => a.seq - b.seq);
-    this.unassigned = [];
-    for (const m of this.members.values()) m.queue.length = 0;
-    for (const e of ready) this.makeReady(e, false);
+    const ready = [...this.entries.values()].filter((e) => e.state === "ready");
+    this.queues.reset(this.members.values(), ready);
   }
 
   private async fill(): Promise<void> {
@@ -616,10 +611,11 @@ export class GroupDispatcher {
             this.budget.release(bytes);
           }
           if (events.length === 0) break;
-          for (const event of events) this.admit(event);
+          for (const event of events) this.admit(event, false);
           this.readPos = events[events.length - 1]!.sequence + 1;
           this.pump();
         }
+        await this.lookAhead();
       } while (this.refill);
     } catch (e) {
       if (!this.closed) this.options.onError(e);
@@ -629,20 +625,68 @@ export class GroupDispatcher {
     this.pump();
   }
 
-  private admit(event: StoredEvent): void {
+  /**
+   * Reads the relay copies held for the group past the window that readRoom() allows, for
+   * the local members, while the group also has peer members. This sidecar's own events
+   * wait on the peers they were forwarded to, and can fill the window; the copies past it
+   * must still be read, or two sidecars could wait on each other for good: each one's window
+   * full of its own events in flight to the other, whose copies of them lie past the other's
+   * window. A copy depends on local members only, so reading copies breaks the cycle.
+   *
+   * Copies read here count against limits of their own (maxPending events, maxPendingBytes),
+   * not the window's or the shared budget's room, which own events may have spent; other
+   * events are left for the window. Copies done here are acks above the cursor until the
+   * events before them are done.
+   */
+  private async lookAhead(): Promise<void> {
+    let pos = Math.max(this.aheadPos, this.readPos);
+    while (!this.closed && this.queues.mixed && !this.aheadFull && pos <= this.log.head(this.channel).last) {
+      const events = await this.log.read(this.channel, pos, READ_CHUNK, Math.max(1, Math.min(READ_CHUNK_BYTES, this.options.maxPendingBytes - this.aheadBytes)));
+      if (events.length === 0) break;
+      for (const event of events) {
+        if (event.sequence < this.readPos) continue; // read by the window meanwhile
+        if (event.origin && event.onlyGroup === this.group && !this.isDone(event.sequence) && !this.entries.has(event.sequence)) {
+          if (this.aheadCount > 0 && (this.aheadCount >= this.options.maxPending || this.aheadBytes + event.bytes.length > this.options.maxPendingBytes)) {
+            this.aheadFull = true;
+            break;
+          }
+          this.admit(event, true);
+        }
+        pos = event.sequence + 1;
+      }
+      this.aheadPos = Math.max(this.aheadPos, pos);
+      this.pump();
+    }
+  }
+
+  private admit(event: StoredEvent, ahead: boolean): void {
     const seq = event.sequence;
     if (seq <= this.record.ackedThrough || this.acked.has(seq) || this.entries.has(seq)) return;
-    if (event.onlyGroup !== undefined && event.onlyGroup !== this.group) {
-      // Addressed to another group of the channel (a redriven dead letter): not ours.
+    const foreign = event.onlyGroup !== undefined && event.onlyGroup !== this.group;
+    if (foreign || (event.origin && this.stale(event))) {
+      // Another group's (a relay copy held for it, or a redriven dead letter), or a copy
+      // this sidecar no longer keeps: done here, without a delivery.
       this.restored.delete(seq);
       const batch = this.log.groupBatch().delInflight(this.channel, this.group, seq);
+      const pump = this.claimed.get(seq);
+      if (pump) {
+        this.claimed.delete(seq);
+        if (--pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
+      }
+      if (!foreign) this.nextEpoch(event, batch);
       this.markDone(seq, batch);
       void this.flush(batch);
       return;
     }
-    const entry: Entry = { seq, key: event.key, event, attempt: 0, state: "waiting", due: 0 };
+    const entry: Entry = { seq, order: orderKey(event), event, attempt: 0, state: "waiting", due: 0 };
     this.entries.set(seq, entry);
-    this.pendingBytes += event.bytes.length;
+    if (ahead) {
+      entry.ahead = true;
+      this.aheadBytes += event.bytes.length;
+      this.aheadCount++;
+    } else {
+      this.pendingBytes += event.bytes.length;
+    }
     this.budget.take(event.bytes.length);
     entry.pump = this.claimed.get(seq);
     this.claimed.delete(seq);
@@ -654,12 +698,12 @@ export class GroupDispatcher {
       entry.perEvent = true;
     }
     let blocked = false;
-    if (entry.key) {
-      const q = this.keyQueues.get(entry.key);
+    if (entry.order) {
+      const q = this.keyQueues.get(entry.order);
       if (q) {
         q.push(entry);
         blocked = true;
-      } else this.keyQueues.set(entry.key, [entry]);
+      } else this.keyQueues.set(entry.order, [entry]);
     }
     if (!blocked) this.releaseNext(entry);
   }
@@ -673,10 +717,9 @@ export class GroupDispatcher {
       this.readMore();
       return;
     }
-    const now = this.options.now();
     const out = new Map<MemberState, OutgoingDelivery[]>();
     const batch = this.log.groupBatch();
-    const order = this.memberOrder;
+    const order = this.queues.members;
     // First attempts are stored in one pump record, not one in-flight record each (which
     // each ack would then delete): that would be two more writes per event.
     const firsts: Entry[] = [];
@@ -685,25 +728,21 @@ export class GroupDispatcher {
       progress = false;
       for (let i = 0; i < order.length; i++) {
         const member = order[(this.rr + i) % order.length]!;
-        if (member.credits.inflight >= member.credits.window) continue;
-        const mine = this.nextReady(member.queue);
-        const any = this.nextReady(this.unassigned);
-        const entry = mine && (!any || mine.seq < any.seq) ? member.queue.shift() : this.unassigned.shift();
+        if (member.deliveries.size >= member.window) continue;
+        const entry = this.queues.take(member);
         if (!entry) continue;
         progress = true;
         entry.attempt++;
         entry.state = "inflight";
         entry.member = member;
-        entry.deliveryId = ++member.credits.lastDeliveryId;
+        entry.deliveryId = ++member.lastDeliveryId;
         // The deadline runs from when the delivery leaves (send, below), not from here: an
         // attempt still being stored (a full disk holds it) must not expire unsent.
         entry.due = Infinity;
         member.deliveries.set(entry.deliveryId, entry);
-        member.credits.inflight++;
-        if (entry.attempt > 1 || entry.perEvent) {
-          batch.putInflight(this.channel, this.group, entry.seq, entry.attempt);
-          entry.recorded = true;
-        } else if (!entry.pump) firsts.push(entry); // with a pump already, it was stored with the event (claim)
+        if (entry.event.origin) this.copiesInflight++;
+        if (entry.attempt > 1 || entry.perEvent) this.attempts.record(entry, batch);
+        else if (!entry.pump) firsts.push(entry); // with a pump already, it was stored with the event (claim)
         let list = out.get(member);
         if (!list) out.set(member, (list = []));
         list.push({ deliveryId: entry.deliveryId, attempt: entry.attempt, deadline: entry.due, event: entry.event });
@@ -714,23 +753,21 @@ export class GroupDispatcher {
       this.readMore();
       return;
     }
-    if (firsts.length > 0) {
-      const pump: PumpRecord = { first: firsts[0]!.seq, remaining: firsts.length };
-      for (const e of firsts) e.pump = pump;
-      batch.putPump(this.channel, this.group, firsts.map((e) => e.seq));
-    }
+    this.attempts.firsts(firsts, batch);
     const send = (): void => {
       const at = this.options.now();
       for (const [member, deliveries] of out) {
         if (member.gone) continue;
         // Only deliveries still in flight to this member leave: one given back or handed on
-        // while its attempt was being stored is no longer this delivery.
+        // while its attempt was being stored is no longer this delivery. A peer member's
+        // deliveries have no deadline: they end by the peer's report.
+        const deadline = member.kind.kind === "local" ? at + member.kind.ackDeadlineMs : Infinity;
         const leaving = deliveries.filter((d) => {
           const entry = member.deliveries.get(d.deliveryId);
           if (!entry || entry.state !== "inflight") return false;
-          entry.due = at + member.ackDeadlineMs;
-          if (Number.isFinite(entry.due)) this.timed.add(entry);
-          d.deadline = entry.due;
+          entry.due = deadline;
+          if (Number.isFinite(deadline)) this.timed.add(entry);
+          d.deadline = deadline;
           return true;
         });
         if (leaving.length === 0) continue;
@@ -746,27 +783,27 @@ export class GroupDispatcher {
 
   /** True when a member has a free credit and an entry is ready for it. */
   private sendable(): boolean {
-    const any = this.nextReady(this.unassigned) !== undefined;
-    for (const m of this.memberOrder) {
-      if (m.credits.inflight < m.credits.window && (any || this.nextReady(m.queue))) return true;
-    }
+    for (const m of this.queues.members) if (m.deliveries.size < m.window && this.queues.hasFor(m)) return true;
     return false;
   }
 
-  /** Reads ahead when the log has unread events and memory has room. */
+  /** Reads ahead when the log has unread events and memory has room (see readRoom and lookAhead). */
   private readMore(): void {
-    if (this.filling || this.entries.size >= this.options.maxPending / 2) return;
-    if (this.readPos > this.log.head(this.channel).last) return;
-    // Otherwise fill would stop at once, and pump again.
-    if (!this.readRoom()) return;
-    this.wake();
+    if (this.filling) return;
+    const last = this.log.head(this.channel).last;
+    if (this.entries.size - this.aheadCount < this.options.maxPending / 2 && this.readPos <= last && this.readRoom()) {
+      this.wake();
+    } else if (this.queues.mixed && !this.aheadFull && this.aheadCount < this.options.maxPending / 2 && Math.max(this.aheadPos, this.readPos) <= last) {
+      this.wake();
+    }
   }
 
   /**
    * How much more read-ahead may hold: at most maxPending sequences past the cursor (which
-   * also bounds the acks held above it), maxPendingBytes of events, and what the shared
-   * budget has room for (only what free credits can take while it is pressed); undefined
-   * when full. Blocked by the budget, the group reads again once bytes are given back.
+   * also bounds the acks held above it, but for copies lookAhead finished), maxPendingBytes
+   * of events, and what the shared budget has room for (only what free credits can take while
+   * it is pressed); undefined when full. Blocked by the budget, the group reads again once
+   * bytes are given back.
    */
   private readRoom(): { events: number; bytes: number } | undefined {
     let events = this.record.ackedThrough + this.options.maxPending - this.readPos + 1;
@@ -776,8 +813,8 @@ export class GroupDispatcher {
     if (bytes <= 0) return this.waitForBudget();
     if (this.budget.pressed) {
       // Ready entries already held count against the credits (dropped ones still queued too: fewer read).
-      let wanted = -this.unassigned.length;
-      for (const m of this.memberOrder) wanted += Math.max(0, m.credits.window - m.credits.inflight) - m.queue.length;
+      let wanted = -this.queues.unassigned;
+      for (const m of this.queues.members) wanted += Math.max(0, m.window - m.deliveries.size) - m.queue.length;
       if (wanted <= 0 && this.pendingBytes > 0) return this.waitForBudget();
       events = Math.min(events, Math.max(1, wanted));
     }
@@ -801,7 +838,7 @@ export class GroupDispatcher {
    * not thrown: memory is ahead of the disk then, and a restart redelivers from the disk's
    * older state (at least once still holds).
    */
-  private async flush(batch: ReturnType<OriginLog["groupBatch"]>): Promise<void> {
+  private async flush(batch: GroupBatch): Promise<void> {
     try {
       await batch.write();
     } catch (e) {

@@ -1,6 +1,6 @@
 import { MAX_NAME_LENGTH, isName } from "../contract/validate.js";
 import { fnv1a } from "./hash.js";
-import type { StoredEvent } from "../log/record.js";
+import type { Origin, StoredEvent } from "../log/record.js";
 
 /** One attempt to hand one event to one member, as the member's stream sends it. */
 export interface OutgoingDelivery {
@@ -11,10 +11,40 @@ export interface OutgoingDelivery {
   event: StoredEvent;
 }
 
-/** Where a member's deliveries go: its Subscribe stream (or, later, a peer link). */
+/** Where a member's deliveries go: its Subscribe stream, or a peer link. */
 export interface MemberSink {
   /** Sends a batch of deliveries. Never called with more than the member's free credits. */
   send(deliveries: OutgoingDelivery[]): void;
+}
+
+/**
+ * What a member of a group is. A local member is a Subscribe stream on this sidecar: its
+ * deliveries end by its ack, nack or give-back, or at their deadline. A peer member is the
+ * link to a peer sidecar with members of the group, standing for all of them: its
+ * deliveries become forwards and end when the peer reports them done or gives them back
+ * (or the peer times out), never at a deadline. Relay copies (events other sidecars
+ * published, StoredEvent.origin) go to local members only: forwarded events are never
+ * forwarded again.
+ */
+export type MemberKind = { readonly kind: "local"; readonly ackDeadlineMs: number } | { readonly kind: "peer"; readonly node: string };
+
+/**
+ * Where the delivery engine sends what concerns the origins of relay copies (the mesh). Set
+ * once (DeliveryEngine.routeOrigins); without one, copies are kept and their outcomes go
+ * nowhere.
+ */
+export interface OriginRoute {
+  /**
+   * A relay copy is done for its group here (acked, or dead-lettered): its origin, which
+   * waits for the outcome to move its own cursor, is told. Called once per copy and group.
+   */
+  done(channel: string, group: string, origin: Origin): void;
+  /**
+   * True while this sidecar keeps the relay copies it holds for the group: it advertises
+   * members of the group to its peers (members here, lingering, or expected back after a
+   * restart). Once it withdrew the group, its origins took back what they forwarded here.
+   */
+  keeps(channel: string, group: string): boolean;
 }
 
 /** Where a new group starts. */

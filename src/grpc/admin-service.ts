@@ -63,7 +63,6 @@ export class AdminService {
           channel: c.channel,
           log: logRange(c.log),
           groups: c.groups.map((g) => ({ group: g.group, backlog: BigInt(g.backlog), inFlight: g.inflight, members: g.members })),
-          relays: c.relays.map((r) => ({ group: r.group, log: logRange(r.log), backlog: BigInt(r.backlog), inFlight: r.inflight })),
           deadLettersOf: c.deadLettersOf,
         })),
       })),
@@ -83,7 +82,7 @@ export class AdminService {
           expired: BigInt(g.expired),
           // Unset when unknown, or out of range (a group stored by an older release).
           createdTime: clamp(g.createdAt, 0, MAX_TIME_MS) === g.createdAt ? timestampFromMs(g.createdAt!) : undefined,
-          relayBacklog: BigInt(g.relayBacklog),
+          relayBacklog: BigInt(g.relayBacklog ?? 0),
           relayInFlight: g.relayInflight,
           deadLetters: BigInt(g.deadLetters),
           deadLettersMore: g.deadLettersMore,

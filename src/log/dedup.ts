@@ -254,6 +254,6 @@ export class Dedup {
  */
 export function ownDedupKey(event: StoredEvent): string | undefined {
   if (!event.origin) return undefined;
-  const ids = relayIdentity(event.origin);
+  const ids = relayIdentity(event.origin, event.onlyGroup, event.copyEpoch);
   return dedupKey(event.channel, ids.source, ids.id);
 }

@@ -17,6 +17,8 @@ export interface GroupRecord {
   createdAt?: number | undefined;
   /** Where the group started when it was created. */
   start?: StartAt | undefined;
+  /** The epoch of the relay copies held for the group (see relayIdentity); 0 when unset. */
+  copyEpoch?: number | undefined;
 }
 
 /**

@@ -218,8 +218,8 @@ export class OriginLog {
 
   /**
    * Holds `channels` for groups that read them (a group is created on each), counting them
-   * against maxChannels whether or not they have events yet: a relay channel held here
-   * takes its peers' forwards without ever being refused. All of them or none.
+   * against maxChannels whether or not they have events yet: a channel held for a group
+   * takes its peers' forwards for the group without ever being refused. All of them or none.
    * @throws WeftError TOO_MANY_CHANNELS (RESOURCE_EXHAUSTED) when they would pass the limit.
    */
   holdChannels(channels: readonly string[]): void {

@@ -4,21 +4,27 @@
  *
  *   u8 version (1) | f64 append time, Unix ms | u16 key length | key (UTF-8) | event bytes
  *
- * A relay copy (an event another sidecar forwarded) also names its origin:
- *
- *   u8 version (2) | f64 append time | u16 key length | key | u8 origin length | origin
- *   (UTF-8 "NODE/LOG": node id, then the origin log's id in hex) | f64 origin sequence |
- *   event bytes
- *
  * An event redriven to one group (see DeliveryEngine.appendForGroup) names that group, so
  * every other group of the channel skips it:
  *
  *   u8 version (3) | f64 append time | u16 key length | key | u8 group length | group
  *   (UTF-8) | event bytes
+ *
+ * A copy of an event another sidecar published, held here for one group of the channel
+ * (the mesh forwarded it for that group's members here), names its origin and that group
+ * (every other group skips it), and the group's copy epoch when it was stored:
+ *
+ *   u8 version (4) | f64 append time | u16 key length | key | u8 group length | group |
+ *   u8 origin length | origin (UTF-8 "NODE/LOG": node id, then the origin log's id in
+ *   hex) | f64 origin sequence | f64 copy epoch | event bytes
+ *
+ * Version 2 (a copy that names its origin but no group) was written in the log channel
+ * "CHANNEL~GROUP" by releases that kept copies apart; it is still read.
  */
 const VERSION = 1;
 const RELAY_VERSION = 2;
 const GROUP_VERSION = 3;
+const COPY_VERSION = 4;
 const HEADER = 1 + 8 + 2;
 
 /** One event as the origin log holds it. */
@@ -31,13 +37,18 @@ export interface StoredEvent {
   readonly key: string;
   /** The encoded weft.v1.Event. */
   readonly bytes: Uint8Array;
-  /** For a relay copy: the sidecar that published it and its sequence there. */
+  /** For a copy of an event another sidecar published: that sidecar and its sequence there. */
   readonly origin?: Origin | undefined;
-  /** For an event addressed to one group (a redriven dead letter): that group; the others skip it. */
+  /**
+   * For an event addressed to one group, the others skip it: a copy held for that group, or
+   * a dead letter redriven to it.
+   */
   readonly onlyGroup?: string | undefined;
+  /** For a copy held for `onlyGroup`: the group's copy epoch when it was stored (see relayIdentity). */
+  readonly copyEpoch?: number | undefined;
 }
 
-/** Where a relay copy came from. */
+/** Where a copy came from. */
 export interface Origin {
   /** The origin's node id. */
   readonly node: string;
@@ -48,12 +59,18 @@ export interface Origin {
 }
 
 /**
- * The dedup identity of a relay copy: one per origin log, relay channel and origin
- * sequence. Unlike a publish's, it lasts as long as the copy (not a window): an origin
- * may forward an event again at any time while it waits for the outcome.
+ * The dedup identity of a copy: one per origin log, origin sequence, group it is held for
+ * and that group's copy epoch here, so a forward sent again is stored once. Unlike a
+ * publish's, it lasts as long as the copy (not a window): an origin may forward an event
+ * again at any time while it waits for the outcome. A group's copy epoch moves on when this
+ * sidecar gives up the copies it held for the group (the origins took them back): a later
+ * forward of one of them is then a new copy, never taken for the one given up.
+ *
+ * Without a group: the identity of a version 2 record, kept in its own log channel.
  */
-export function relayIdentity(origin: Origin): { source: string; id: string } {
-  return { source: `weft-relay:${origin.node}:${origin.log}`, id: String(origin.sequence) };
+export function relayIdentity(origin: Origin, group?: string, copyEpoch = 0): { source: string; id: string } {
+  const source = `weft-relay:${origin.node}:${origin.log}`;
+  return { source, id: group === undefined ? String(origin.sequence) : `${origin.sequence}:${group}:${copyEpoch}` };
 }
 
 /**
@@ -64,39 +81,31 @@ export function redriveIdentity(group: string, from: string): { source: string; 
   return { source: `weft-redrive:${group}`, id: from };
 }
 
-export function encodeRecord(appendedAt: number, key: string, event: Uint8Array, origin?: Origin, onlyGroup?: string): Uint8Array {
-  if (onlyGroup !== undefined && !origin) return encodeGroupRecord(appendedAt, key, event, onlyGroup);
+export function encodeRecord(appendedAt: number, key: string, event: Uint8Array, origin?: Origin, onlyGroup?: string, copyEpoch?: number): Uint8Array {
   const keyBytes = Buffer.from(key, "utf8");
+  const groupBytes = onlyGroup === undefined ? undefined : Buffer.from(onlyGroup, "utf8");
   const originBytes = origin ? Buffer.from(`${origin.node}/${origin.log}`, "utf8") : undefined;
-  const extra = originBytes ? 1 + originBytes.length + 8 : 0;
-  const out = Buffer.allocUnsafe(HEADER + keyBytes.length + extra + event.length);
-  out.writeUInt8(originBytes ? RELAY_VERSION : VERSION, 0);
+  const version = originBytes ? (groupBytes ? COPY_VERSION : RELAY_VERSION) : groupBytes ? GROUP_VERSION : VERSION;
+  const groupLength = groupBytes ? 1 + groupBytes.length : 0;
+  const originLength = originBytes ? 1 + originBytes.length + 8 + (version === COPY_VERSION ? 8 : 0) : 0;
+  const out = Buffer.allocUnsafe(HEADER + keyBytes.length + groupLength + originLength + event.length);
+  out.writeUInt8(version, 0);
   out.writeDoubleBE(appendedAt, 1);
   out.writeUInt16BE(keyBytes.length, 9);
   keyBytes.copy(out, HEADER);
   let pos = HEADER + keyBytes.length;
+  if (groupBytes) {
+    out.writeUInt8(groupBytes.length, pos);
+    groupBytes.copy(out, pos + 1);
+    pos += groupLength;
+  }
   if (originBytes) {
     out.writeUInt8(originBytes.length, pos);
     originBytes.copy(out, pos + 1);
     out.writeDoubleBE(origin!.sequence, pos + 1 + originBytes.length);
-    pos += extra;
+    if (version === COPY_VERSION) out.writeDoubleBE(copyEpoch ?? 0, pos + 1 + originBytes.length + 8);
+    pos += originLength;
   }
-  out.set(event, pos);
-  return out;
-}
-
-function encodeGroupRecord(appendedAt: number, key: string, event: Uint8Array, group: string): Uint8Array {
-  const keyBytes = Buffer.from(key, "utf8");
-  const groupBytes = Buffer.from(group, "utf8");
-  const out = Buffer.allocUnsafe(HEADER + keyBytes.length + 1 + groupBytes.length + event.length);
-  out.writeUInt8(GROUP_VERSION, 0);
-  out.writeDoubleBE(appendedAt, 1);
-  out.writeUInt16BE(keyBytes.length, 9);
-  keyBytes.copy(out, HEADER);
-  let pos = HEADER + keyBytes.length;
-  out.writeUInt8(groupBytes.length, pos);
-  groupBytes.copy(out, pos + 1);
-  pos += 1 + groupBytes.length;
   out.set(event, pos);
   return out;
 }
@@ -105,8 +114,19 @@ function encodeGroupRecord(appendedAt: number, key: string, event: Uint8Array, g
  * The StoredEvent of a record that encodeRecord just made from these arguments, without
  * reading the record back: what decodeRecord would return for it.
  */
-export function storedEvent(channel: string, sequence: number, appendedAt: number, key: string, event: Uint8Array, record: Uint8Array, origin?: Origin, onlyGroup?: string): StoredEvent {
+export function storedEvent(
+  channel: string,
+  sequence: number,
+  appendedAt: number,
+  key: string,
+  event: Uint8Array,
+  record: Uint8Array,
+  origin?: Origin,
+  onlyGroup?: string,
+  copyEpoch?: number,
+): StoredEvent {
   const bytes = record.subarray(record.length - event.length);
+  if (origin && onlyGroup !== undefined) return { channel, sequence, appendedAt, key, bytes, origin, onlyGroup, copyEpoch: copyEpoch ?? 0 };
   if (origin) return { channel, sequence, appendedAt, key, bytes, origin };
   if (onlyGroup !== undefined) return { channel, sequence, appendedAt, key, bytes, onlyGroup };
   return { channel, sequence, appendedAt, key, bytes };
@@ -115,7 +135,7 @@ export function storedEvent(channel: string, sequence: number, appendedAt: numbe
 export function decodeRecord(channel: string, sequence: number, value: Uint8Array): StoredEvent {
   const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   const version = buf.length < HEADER ? 0 : buf.readUInt8(0);
-  if (version !== VERSION && version !== RELAY_VERSION && version !== GROUP_VERSION) {
+  if (version !== VERSION && version !== RELAY_VERSION && version !== GROUP_VERSION && version !== COPY_VERSION) {
     throw new Error(`corrupt record for ${channel}#${sequence}: unknown version or short header`);
   }
   const appendedAt = buf.readDoubleBE(1);
@@ -123,16 +143,21 @@ export function decodeRecord(channel: string, sequence: number, value: Uint8Arra
   const key = buf.toString("utf8", HEADER, HEADER + keyLength);
   let pos = HEADER + keyLength;
   if (version === VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos) };
-  if (version === GROUP_VERSION) {
+  let onlyGroup: string | undefined;
+  if (version === GROUP_VERSION || version === COPY_VERSION) {
     const groupLength = buf.readUInt8(pos);
-    const onlyGroup = buf.toString("utf8", pos + 1, pos + 1 + groupLength);
-    return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos + 1 + groupLength), onlyGroup };
+    onlyGroup = buf.toString("utf8", pos + 1, pos + 1 + groupLength);
+    pos += 1 + groupLength;
+    if (version === GROUP_VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos), onlyGroup };
   }
   const nodeLength = buf.readUInt8(pos);
   const [node = "", log = ""] = buf.toString("utf8", pos + 1, pos + 1 + nodeLength).split("/");
   const originSequence = buf.readDoubleBE(pos + 1 + nodeLength);
   pos += 1 + nodeLength + 8;
-  return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos), origin: { node, log, sequence: originSequence } };
+  const origin = { node, log, sequence: originSequence };
+  if (version === RELAY_VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos), origin };
+  const copyEpoch = buf.readDoubleBE(pos);
+  return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos + 8), origin, onlyGroup, copyEpoch };
 }
 
 /** The append time of a record without decoding the rest. */
@@ -143,6 +168,7 @@ export function recordTime(value: Uint8Array): number {
 /** The stored size of a record, as counted against retention. */
 export function recordSize(event: StoredEvent): number {
   const origin = event.origin ? 1 + Buffer.byteLength(`${event.origin.node}/${event.origin.log}`, "utf8") + 8 : 0;
-  const group = event.onlyGroup !== undefined && !event.origin ? 1 + Buffer.byteLength(event.onlyGroup, "utf8") : 0;
-  return HEADER + Buffer.byteLength(event.key, "utf8") + origin + group + event.bytes.length;
+  const group = event.onlyGroup !== undefined ? 1 + Buffer.byteLength(event.onlyGroup, "utf8") : 0;
+  const epoch = event.origin && event.onlyGroup !== undefined ? 8 : 0;
+  return HEADER + Buffer.byteLength(event.key, "utf8") + origin + group + epoch + event.bytes.length;
 }

@@ -30,8 +30,8 @@ export interface OriginLogOptions {
    */
   maxStoredBytes?: number;
   /**
-   * Most channels the log holds: channels with events (published, dead-letter and relay
-   * channels alike) and channels with a group (see holdChannels). An append that would make
+   * Most channels the log holds: channels with events (published and dead-letter channels
+   * alike) and channels with a group (see holdChannels). An append that would make
    * one more is refused with TOO_MANY_CHANNELS. Default: no limit.
    */
   maxChannels?: number;
@@ -65,10 +65,12 @@ export interface AppendEntry {
   /** For a relay copy of an event another sidecar published: that sidecar and its sequence. */
   origin?: Origin | undefined;
   /**
-   * For an event addressed to one group of the channel (a redriven dead letter): that group.
-   * Every other group skips it. Never set on a relay copy (its log channel names the group).
+   * For an event addressed to one group of the channel (a relay copy held for the group, or
+   * a redriven dead letter): that group. Every other group skips it.
    */
   onlyGroup?: string | undefined;
+  /** For a relay copy: the group's copy epoch (see relayIdentity). */
+  copyEpoch?: number | undefined;
 }
 
 /** What happened to one appended event. */

@@ -57,6 +57,8 @@ interface Written {
   refusals: (WeftError | undefined)[];
   /** What the write stage is told once the write succeeded or failed. */
   settles: ((stored: boolean) => void)[];
+  /** Per channel, the relay copies among its new events (for the observer). */
+  copies: Map<string, { count: number; bytes: number }>;
 }
 
 /** What the write loop works with. */
@@ -73,6 +75,8 @@ export interface WriteLoopHost {
   /** A group was stored: `channel` has events up to `last`. */
   appended(channel: string, last: number): void;
 }
+
+const NO_COPIES = { count: 0, bytes: 0 } as const;
 
 /** Writes an append group's two batches at once; fails if either failed, once both are done. */
 async function writeBoth(events: ChainedBatch, rest: ChainedBatch, sync: boolean): Promise<void> {
@@ -239,6 +243,7 @@ export class WriteLoop {
     const seen = new Map<string, AppendResult>();
     const results: AppendResult[][] = [];
     const refusals: (WeftError | undefined)[] = [];
+    const copies = new Map<string, { count: number; bytes: number }>();
     let k = 0;
     channels.startGroup();
     for (const p of group) {
@@ -259,7 +264,7 @@ export class WriteLoop {
         const earlier = seen.get(dk) ?? lookup.pending?.get(dk) ?? found;
         if (earlier) {
           out.push({ sequence: earlier.sequence, duplicate: true });
-          this.host.observer.deduplicated(entry.channel);
+          this.host.observer.deduplicated(entry.channel, entry.origin !== undefined);
           continue;
         }
         let head = touched.get(entry.channel);
@@ -270,12 +275,17 @@ export class WriteLoop {
         }
         const sequence = head.last + 1;
         head.last = sequence;
-        const record = encodeRecord(now, entry.key, entry.bytes, entry.origin, entry.onlyGroup);
+        const record = encodeRecord(now, entry.key, entry.bytes, entry.origin, entry.onlyGroup, entry.copyEpoch);
         head.bytes += record.length;
+        if (entry.origin) {
+          const c = copies.get(entry.channel);
+          if (c) c.count++, (c.bytes += record.length);
+          else copies.set(entry.channel, { count: 1, bytes: record.length });
+        }
         eventBatch.put(eventKey(entry.channel, sequence), record);
         let list = events.get(entry.channel);
         if (!list) events.set(entry.channel, (list = []));
-        list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry.origin, entry.onlyGroup));
+        list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry.origin, entry.onlyGroup, entry.copyEpoch));
         dedup.record(batch, dk, entry.origin !== undefined, sequence, now);
         const result = { sequence, duplicate: false };
         seen.set(dk, result);
@@ -292,7 +302,7 @@ export class WriteLoop {
         if (settle) settles.push(settle);
       }
     }
-    return { eventBatch, batch, touched, events, seen, results, refusals, settles };
+    return { eventBatch, batch, touched, events, seen, results, refusals, settles, copies };
   }
 
   /** A group is stored: its heads become the store's, and readers hear of it. */
@@ -301,7 +311,7 @@ export class WriteLoop {
     channels.settle(written.touched.keys());
     for (const [channel, head] of written.touched) {
       const before = store.heads.get(channel);
-      observer.stored(channel, head.last - (before?.last ?? 0), head.bytes - (before?.bytes ?? 0));
+      observer.stored(channel, head.last - (before?.last ?? 0), head.bytes - (before?.bytes ?? 0), written.copies.get(channel) ?? NO_COPIES);
       store.advance(channel, head, written.events.get(channel)!);
     }
     for (const settle of written.settles) settle(true);

@@ -5,18 +5,16 @@ import { status } from "@grpc/grpc-js";
 import { Reason, WeftError, exhausted, invalid } from "../contract/errors.js";
 import { MAX_ATTEMPTS, MAX_SEQUENCE, MAX_TIME_MS, SEQUENCE_RULE, TIME_MS_RULE, clamp } from "../contract/ranges.js";
 import { type Limits, checkEvent, isName, isNodeId, NODE_ID_RULE } from "../contract/validate.js";
-import type { DeliveryEngine, KnownGroup } from "../delivery/delivery-engine.js";
+import type { DeliveryEngine, HeldCopy, KnownGroup } from "../delivery/delivery-engine.js";
 import { joinSettings } from "../delivery/join-settings.js";
 import type { JoinSettings, Membership, OutgoingDelivery, StartAt } from "../delivery/types.js";
 import { StartPosition_Kind, StartPositionSchema, SubscribeOpenSchema, type StartPosition } from "../gen/weft/v1/mesh_pb.js";
 import type { GroupInterest, Hello, Interest, Outcomes } from "../gen/weft/v1/peer_pb.js";
 import { readEvent } from "../wire/messages.js";
-import type { AppendEntry, OriginLog } from "../log/origin-log.js";
-import { relayIdentity } from "../log/record.js";
+import type { OriginLog } from "../log/origin-log.js";
 import { type Logger, createLogger } from "../ops/logger.js";
 import type { Observer } from "../ops/observer.js";
 import type { EventTracing } from "../ops/tracing.js";
-import { relayChannel } from "../delivery/delivery-engine.js";
 import {
   type ForwardedEvent,
   type GroupOutcomes,
@@ -132,9 +130,11 @@ const MAX_OUTCOMES = 10_000;
  * the local group (one remote member per peer and group, within the peer window): the
  * dispatcher chooses it like any member, by credits and key, and its deliveries become
  * forwards on the link, kept until the peer reports them handled (or given back, or the
- * peer times out). As a receiver, forwarded events are stored as relay copies (one per
- * origin, group and sequence, however often a forward is retried), delivered to the local
- * members, and their outcomes sent back to the origin.
+ * peer times out). As a receiver, forwarded events are stored as relay copies: events of
+ * their channel held for the group they were forwarded for (one per origin, group and
+ * sequence, however often a forward is retried), which that group's dispatcher delivers to
+ * its local members like this sidecar's own events; their outcomes come back through the
+ * engine's origin route and go to the origin in outcome frames.
  */
 export class MeshNode implements LinkHost {
   readonly instance: bigint = randomInstance();
@@ -172,7 +172,7 @@ export class MeshNode implements LinkHost {
     // advertised with members for a peer timeout, so that its members can come back before
     // the origins give the copies to others. (Copies of a group withdrawn earlier had no
     // members, so nothing in flight: that group is not advertised again.)
-    for (const r of engine.relayBacklog()) {
+    for (const r of engine.interrupted()) {
       const key = groupKey(r.channel, r.group);
       if (this.advertised.has(key)) continue;
       this.advertised.set(key, {
@@ -193,8 +193,13 @@ export class MeshNode implements LinkHost {
         else this.linger(key, this.lingerMs);
       }),
       engine.onGroupCreated((g) => this.broadcast(this.interestOf([g], () => this.advertised.has(groupKey(g.channel, g.group))))),
-      engine.onRelayDone((channel, group, origin) => this.queueOutcome(origin.node, origin.log, channel, group, "done", origin.sequence)),
     );
+    // Relay copies are kept while their group is advertised here; a copy done here is
+    // reported to its origin, which waits for the outcome.
+    engine.routeOrigins({
+      done: (channel, group, origin) => this.queueOutcome(origin.node, origin.log, channel, group, "done", origin.sequence),
+      keeps: (channel, group) => this.advertised.has(groupKey(channel, group)),
+    });
   }
 
   /** Ends every link and timer; forwarding state stays in the log for the next start. */
@@ -531,7 +536,7 @@ export class MeshNode implements LinkHost {
             this.forward(peer, rg, deliveries);
           },
         },
-        { remote: true },
+        { peer: peer.nodeId },
       )
       .then(
         (m) => {
@@ -669,8 +674,7 @@ export class MeshNode implements LinkHost {
     const origin = link.nodeId;
     const originLog = link.peer!.logId.toString(16);
     const state = this.linkStates.get(link)!;
-    const entries: AppendEntry[] = [];
-    const stored: ForwardedEvent[] = [];
+    const copies: HeldCopy[] = [];
     // Every event is checked before any is stored: a bad forward changes nothing.
     events.forEach((f, i) => {
       const field = `forward.events[${i}]`;
@@ -706,24 +710,20 @@ export class MeshNode implements LinkHost {
           `${field}.group`,
         );
       }
-      stored.push(f);
-      const from = { node: origin, log: originLog, sequence: f.sequence };
       // One relay copy per origin log, group and origin sequence, however often it is forwarded.
-      entries.push({ channel: relayChannel(f.channel, f.group), ...relayIdentity(from), key, bytes: f.bytes, origin: from });
+      copies.push({ channel: f.channel, group: f.group, origin: { node: origin, log: originLog, sequence: f.sequence }, key, bytes: f.bytes });
     });
     const answer = (): void => link.send(writeStored(forwardId));
-    if (entries.length === 0) {
+    if (copies.length === 0) {
       answer();
       return;
     }
-    this.options.log.append(entries).then(
+    this.options.engine.appendCopies(copies).then(
       (results) => {
         results.forEach((r, i) => {
-          const f = stored[i]!;
+          const c = copies[i]!;
           // A retried forward of an event already finished here: report it again.
-          if (r.duplicate && this.options.engine.relayDone(f.channel, f.group, r.sequence)) {
-            this.queueOutcome(origin, originLog, f.channel, f.group, "done", f.sequence);
-          }
+          if (r.done) this.queueOutcome(origin, originLog, c.channel, c.group, "done", c.origin.sequence);
         });
         answer();
       },
@@ -814,8 +814,8 @@ export class MeshNode implements LinkHost {
   /**
    * The group lost its last member here: it stays advertised for `ms`, then it is withdrawn
    * and its origins give what they forwarded here to the group's members elsewhere. The
-   * relay copies stay: a member that joins here later receives them (at least once), and an
-   * origin that forwards one again finds it stored and still to do.
+   * relay copies held for it are given up (GroupDispatcher.release): done for the group here,
+   * without an outcome; an origin that forwards one again later has it stored as a new copy.
    */
   private linger(key: string, ms: number): void {
     const previous = this.lingering.get(key);
@@ -826,6 +826,8 @@ export class MeshNode implements LinkHost {
       if (!settings || this.options.engine.interest().some((s) => groupKey(s.channel, s.group) === key)) return;
       this.advertised.delete(key);
       this.broadcast(this.interestOf([this.known(settings)], () => false));
+      // The origins give back what they forwarded here: the copies held for the group go.
+      this.options.engine.release(settings.channel, settings.group);
     }, ms);
     timer.unref();
     this.lingering.set(key, timer);

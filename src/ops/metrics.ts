@@ -1,16 +1,19 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
-import type { ObservedDelivery, ObservedEvent, Observer } from "./observer.js";
-import { ChannelPeerSeries, ChannelSeries, GroupSeries, type PeerLinkSeries, PeerSeries, SeriesHistogram, allGroupSeries, type ChannelLabels, type GroupLabels } from "./series.js";
+import type { ObservedDelivery, ObservedEvent, Observer, StoredCopies } from "./observer.js";
+import { ChannelPeerSeries, ChannelSeries, GroupSeries, type PeerLinkSeries, PeerSeries, SeriesHistogram, allGroupSeries, type GroupLabels } from "./series.js";
 
 /**
  * What the scrape-time gauges read: the parts of a running sidecar that know where things
  * stand now (backlogs, in-flight deliveries, peer links, log sizes).
  */
 export interface MetricsSources {
-  /** The origin log: its channels, and for each the retained range and its bytes. */
+  /** The event log: its channels, and for each the retained range and its bytes. */
   log: { channels(): string[]; head(channel: string): { first: number; last: number; bytes: number } };
-  /** The delivery engine: where each group stands, and the bytes read ahead of all cursors. */
-  engine: { status(): { channel: string; group: string; backlog: number; inflight: number; members: number }[]; readonly readAheadBytes: number };
+  /**
+   * The delivery engine: where each group stands (`inflightCopies`: of its deliveries in
+   * flight, those of relay copies), and the bytes read ahead of all cursors.
+   */
+  engine: { status(): { channel: string; group: string; backlog: number; inflight: number; inflightCopies: number; members: number }[]; readonly readAheadBytes: number };
   /** The mesh: each peer, whether its link is up, and its events in flight. */
   mesh: { status(): { nodeId: string; connected: boolean; inflight: number }[] };
   /** Bytes of request messages each listener has received in part. */
@@ -29,20 +32,22 @@ export const LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0
  * by every sidecar in it. Counters move as the observer is told; gauges are read from the
  * sidecar at scrape time once {@link watch} has been given its parts.
  *
- * Labels are bounded: `channel` is an event channel ("CHANNEL~GROUP" relay copies are
- * labelled by CHANNEL, with `relay="true"`), `group` a consumer group, `peer` a node id
- * the mesh knows (a peer's series go when the mesh forgets it, see peerGone).
+ * Labels are bounded: `channel` is an event channel, `group` a consumer group, `peer` a
+ * node id the mesh knows (a peer's series go when the mesh forgets it, see peerGone), and
+ * `relay` says whether the events counted are relay copies (copies of events other sidecars
+ * published, ObservedEvent.origin): "true" for them, "false" for this sidecar's own events.
+ * Series of a whole channel or group that cannot tell the two apart (backlog, members, log
+ * size, retention) are `relay="false"` and count the relay copies the channel holds too.
  * No label is per event, per delivery or per client.
  */
 export class SidecarMetrics implements Observer {
   /** This sidecar's own series. */
   readonly registry = new Registry();
 
-  /** The hot path's counts, by log channel (and group, and peer), read into prom-client at scrape. */
-  private readonly channelSeries = new Map<string, ChannelSeries>();
-  private readonly groupSeries = new Map<string, Map<string, GroupSeries>>();
+  /** The hot path's counts, by channel (and group, and peer) and relay, read into prom-client at scrape. */
+  private readonly channelSeries = new Map<string, [own: ChannelSeries, relay: ChannelSeries]>();
+  private readonly groupSeries = new Map<string, Map<string, [own: GroupSeries, relay: GroupSeries]>>();
   private readonly peerSeries = new Map<string, PeerSeries>();
-  private readonly split = new Map<string, { channel: string; relay: "true" | "false" }>();
   private sources: MetricsSources | undefined;
   private readonly now: () => number;
   /** Drops a peer's series from every counter labelled by peer (the gauges are read afresh at each scrape). */
@@ -79,7 +84,7 @@ export class SidecarMetrics implements Observer {
       });
       return c;
     };
-    const channels = (): Iterable<ChannelSeries> => this.channelSeries.values();
+    const channels = (): Iterable<ChannelSeries> => [...this.channelSeries.values()].flat();
     const groups = (): Iterable<GroupSeries> => allGroupSeries(this.groupSeries);
     const peers = (): Iterable<PeerSeries> => this.peerSeries.values();
     const channelPeers = (): Iterable<ChannelPeerSeries> => [...this.peerSeries.values()].flatMap((p) => [...p.channels.values()]);
@@ -159,14 +164,17 @@ export class SidecarMetrics implements Observer {
       ).asMetric(),
     );
 
-    gauge("weft_group_backlog", "Events of the channel the group has not finished: stored but not yet acked or dead-lettered.", group, (g) => {
-      for (const s of this.sources!.engine.status()) g.inc(this.groupLabels(s.channel, s.group), s.backlog);
+    gauge("weft_group_backlog", "Events of the channel the group has not finished: stored but not yet acked or dead-lettered (relay copies held here included).", group, (g) => {
+      for (const s of this.sources!.engine.status()) g.inc(labels(s.channel, s.group, false), s.backlog);
     });
-    gauge("weft_group_inflight", "Deliveries handed to members (or forwarded to peers) and not yet finished.", group, (g) => {
-      for (const s of this.sources!.engine.status()) g.inc(this.groupLabels(s.channel, s.group), s.inflight);
+    gauge("weft_group_inflight", "Deliveries handed to members (or forwarded to peers) and not yet finished; relay=\"true\" for deliveries of relay copies.", group, (g) => {
+      for (const s of this.sources!.engine.status()) {
+        g.inc(labels(s.channel, s.group, false), s.inflight - s.inflightCopies);
+        g.inc(labels(s.channel, s.group, true), s.inflightCopies);
+      }
     });
     gauge("weft_group_members", "Members of the group behind this sidecar: Subscribe streams, and one per peer link with members.", group, (g) => {
-      for (const s of this.sources!.engine.status()) g.inc(this.groupLabels(s.channel, s.group), s.members);
+      for (const s of this.sources!.engine.status()) g.inc(labels(s.channel, s.group, false), s.members);
     });
     gauge("weft_read_ahead_bytes", "Bytes of events all groups hold in memory together (read ahead of their cursors, waiting or in flight); maxReadAheadBytes bounds it.", [], (g) => {
       g.set(this.sources!.engine.readAheadBytes);
@@ -180,18 +188,18 @@ export class SidecarMetrics implements Observer {
     gauge("weft_peer_inflight", "Events forwarded to the peer and not yet reported handled there.", ["peer"], (g) => {
       for (const p of this.sources!.mesh.status()) g.set({ peer: p.nodeId }, p.inflight);
     });
-    gauge("weft_log_bytes", "Bytes of the records this sidecar's log retains (the log's size on disk, before LevelDB's own overhead and compression).", channel, (g) => {
+    gauge("weft_log_bytes", "Bytes of the records this sidecar's log retains (the log's size on disk, before LevelDB's own overhead and compression), relay copies included.", channel, (g) => {
       const log = this.sources!.log;
-      for (const c of log.channels()) g.inc(this.channelLabels(c), log.head(c).bytes);
+      for (const c of log.channels()) g.inc({ channel: c, relay: "false" }, log.head(c).bytes);
     });
     gauge("weft_log_disk_full", "1 while the disk of this sidecar's log is full (publishes refused with DISK_FULL, /readyz 503), else 0.", [], (g) => {
       g.set(this.diskIsFull ? 1 : 0);
     });
-    gauge("weft_log_events", "Events this sidecar's log retains.", channel, (g) => {
+    gauge("weft_log_events", "Events this sidecar's log retains, relay copies included.", channel, (g) => {
       const log = this.sources!.log;
       for (const c of log.channels()) {
         const h = log.head(c);
-        g.inc(this.channelLabels(c), Math.max(0, h.last - h.first + 1));
+        g.inc({ channel: c, relay: "false" }, Math.max(0, h.last - h.first + 1));
       }
     });
   }
@@ -214,17 +222,19 @@ export class SidecarMetrics implements Observer {
   // ---- Observer ----
 
   published(channel: string, count: number): void {
-    this.channel(channel).counts.published += count;
+    this.channel(channel)[0].counts.published += count;
   }
 
-  stored(channel: string, count: number, bytes: number): void {
-    const c = this.channel(channel).counts;
-    c.stored += count;
-    c.storedBytes += bytes;
+  stored(channel: string, count: number, bytes: number, copies: StoredCopies): void {
+    const [own, relay] = this.channel(channel);
+    own.counts.stored += count - copies.count;
+    own.counts.storedBytes += bytes - copies.bytes;
+    relay.counts.stored += copies.count;
+    relay.counts.storedBytes += copies.bytes;
   }
 
-  deduplicated(channel: string): void {
-    this.channel(channel).counts.dedup++;
+  deduplicated(channel: string, relay: boolean): void {
+    this.channel(channel)[relay ? 1 : 0].counts.dedup++;
   }
 
   forwarded(peer: string, channel: string, _group: string, count: number, bytes: number): void {
@@ -236,29 +246,30 @@ export class SidecarMetrics implements Observer {
   }
 
   delivered(channel: string, group: string, deliveries: readonly ObservedDelivery[]): void {
-    const s = this.group(channel, group);
-    s.counts.delivered += deliveries.length;
+    const series = this.group(channel, group);
     const now = this.now();
     for (const d of deliveries) {
+      const s = series[d.event.origin ? 1 : 0];
+      s.counts.delivered++;
       if (d.attempt > 1) s.counts.redelivered++;
       else s.toDelivery.observe(seconds(now, d.event));
     }
   }
 
   acked(channel: string, group: string, event: ObservedEvent): void {
-    const s = this.group(channel, group);
+    const s = this.group(channel, group)[event.origin ? 1 : 0];
     s.counts.acked++;
     s.toAck.observe(seconds(this.now(), event));
   }
 
-  deadLettered(channel: string, group: string): void {
-    this.group(channel, group).counts.deadLettered++;
+  deadLettered(channel: string, group: string, event: ObservedEvent): void {
+    this.group(channel, group)[event.origin ? 1 : 0].counts.deadLettered++;
   }
 
   expired(channel: string, group: string | undefined, count: number): void {
     if (count <= 0) return;
-    if (group === undefined) this.channel(channel).counts.expired += count;
-    else this.group(channel, group).counts.expired += count;
+    if (group === undefined) this.channel(channel)[0].counts.expired += count;
+    else this.group(channel, group)[0].counts.expired += count;
   }
 
   peerLink(peer: string, up: boolean): void {
@@ -284,17 +295,19 @@ export class SidecarMetrics implements Observer {
 
   // ---- series ----
 
-  private channel(logChannel: string): ChannelSeries {
-    let s = this.channelSeries.get(logChannel);
-    if (!s) this.channelSeries.set(logChannel, (s = new ChannelSeries(this.channelLabels(logChannel))));
+  /** A channel's series: its own events, and the relay copies it holds. */
+  private channel(channel: string): [ChannelSeries, ChannelSeries] {
+    let s = this.channelSeries.get(channel);
+    if (!s) this.channelSeries.set(channel, (s = [new ChannelSeries({ channel, relay: "false" }), new ChannelSeries({ channel, relay: "true" })]));
     return s;
   }
 
-  private group(logChannel: string, group: string): GroupSeries {
-    let byGroup = this.groupSeries.get(logChannel);
-    if (!byGroup) this.groupSeries.set(logChannel, (byGroup = new Map()));
+  /** A group's series: this sidecar's own events, and the relay copies held for it. */
+  private group(channel: string, group: string): [GroupSeries, GroupSeries] {
+    let byGroup = this.groupSeries.get(channel);
+    if (!byGroup) this.groupSeries.set(channel, (byGroup = new Map()));
     let s = byGroup.get(group);
-    if (!s) byGroup.set(group, (s = new GroupSeries(this.groupLabels(logChannel, group), LATENCY_BUCKETS)));
+    if (!s) byGroup.set(group, (s = [new GroupSeries(labels(channel, group, false), LATENCY_BUCKETS), new GroupSeries(labels(channel, group, true), LATENCY_BUCKETS)]));
     return s;
   }
 
@@ -304,24 +317,9 @@ export class SidecarMetrics implements Observer {
     return s;
   }
 
-  // ---- labels ----
-
-  /** The labels of a log channel: its event channel, and whether it holds relay copies. */
-  private channelLabels(logChannel: string): Record<ChannelLabels, string> {
-    let labels = this.split.get(logChannel);
-    if (!labels) {
-      const tilde = logChannel.indexOf("~");
-      labels = tilde < 0 ? { channel: logChannel, relay: "false" } : { channel: logChannel.slice(0, tilde), relay: "true" };
-      this.split.set(logChannel, labels);
-    }
-    return { ...labels };
-  }
-
-  private groupLabels(logChannel: string, group: string): Record<GroupLabels, string> {
-    const { channel, relay } = this.channelLabels(logChannel);
-    return { channel, group, relay };
-  }
 }
+
+const labels = (channel: string, group: string, relay: boolean): Record<GroupLabels, string> => ({ channel, group, relay: relay ? "true" : "false" });
 
 /** Seconds since the event was stored in this log; never negative (clocks may step back). */
 function seconds(now: number, event: ObservedEvent): number {

@@ -12,6 +12,12 @@ export interface ObservedEvent {
   readonly origin?: { readonly node: string; readonly sequence: number } | undefined;
 }
 
+/** Relay copies among the events of one append: how many, and their records' bytes. */
+export interface StoredCopies {
+  readonly count: number;
+  readonly bytes: number;
+}
+
 /** What observability reads of one attempt to hand an event to a member (delivery's OutgoingDelivery is one). */
 export interface ObservedDelivery {
   /** 1 for the first attempt; more for a redelivery. */
@@ -24,15 +30,22 @@ export interface ObservedDelivery {
  * delivery engine, the service API and the mesh each call it at one place; an observer must
  * be cheap (it runs on the path of every event) and must not throw.
  *
- * Channels are log channels: a relay copy's channel is "CHANNEL~GROUP" (see relayChannel).
+ * A relay copy (an event a peer forwarded, held here for one group) is an event of its
+ * channel like any other; an ObservedEvent says whether it is one (its `origin`).
  */
 export interface Observer {
   /** Valid events a publisher sent (before dedup), per channel, in one batch. */
   published(channel: string, count: number): void;
-  /** Events appended to the log (not duplicates): published, relay copies, dead letters. */
-  stored(channel: string, count: number, bytes: number): void;
-  /** A re-published (source, id) acked with its original sequence, not stored again. */
-  deduplicated(channel: string): void;
+  /**
+   * Events appended to the log (not duplicates): published, relay copies, dead letters.
+   * `count` and `bytes` (the records' bytes) count them all; `copies` the relay copies among them.
+   */
+  stored(channel: string, count: number, bytes: number, copies: StoredCopies): void;
+  /**
+   * A re-published (source, id) acked with its original sequence, not stored again; `relay`
+   * for a forward of a relay copy this sidecar already held.
+   */
+  deduplicated(channel: string, relay: boolean): void;
   /** Events forwarded to a peer for one of its groups, in one frame. */
   forwarded(peer: string, channel: string, group: string, count: number, bytes: number): void;
   /** Deliveries handed to one member (attempt > 1 is a redelivery). */
@@ -40,7 +53,7 @@ export interface Observer {
   /** An event a member acked (the handler processed it). */
   acked(channel: string, group: string, event: ObservedEvent): void;
   /** An event moved to the group's dead-letter channel. */
-  deadLettered(channel: string, group: string): void;
+  deadLettered(channel: string, group: string, event: ObservedEvent): void;
   /** Events retention removed: from a channel (group undefined), or before a group finished them. */
   expired(channel: string, group: string | undefined, count: number): void;
   /** A peer link came up or went down. */
@@ -91,11 +104,11 @@ export function composeObservers(...observers: (Observer | undefined)[]): Observ
     published(channel, count) {
       for (const o of all) o.published(channel, count);
     },
-    stored(channel, count, bytes) {
-      for (const o of all) o.stored(channel, count, bytes);
+    stored(channel, count, bytes, events) {
+      for (const o of all) o.stored(channel, count, bytes, events);
     },
-    deduplicated(channel) {
-      for (const o of all) o.deduplicated(channel);
+    deduplicated(channel, relay) {
+      for (const o of all) o.deduplicated(channel, relay);
     },
     forwarded(peer, channel, group, count, bytes) {
       for (const o of all) o.forwarded(peer, channel, group, count, bytes);
@@ -106,8 +119,8 @@ export function composeObservers(...observers: (Observer | undefined)[]): Observ
     acked(channel, group, event) {
       for (const o of all) o.acked(channel, group, event);
     },
-    deadLettered(channel, group) {
-      for (const o of all) o.deadLettered(channel, group);
+    deadLettered(channel, group, event) {
+      for (const o of all) o.deadLettered(channel, group, event);
     },
     expired(channel, group, count) {
       for (const o of all) o.expired(channel, group, count);

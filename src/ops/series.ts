@@ -61,9 +61,9 @@ export class PeerSeries extends Series<"forwardedBytes", "peer"> {
   }
 }
 
-/** Every group series of a map by log channel, then group. */
-export function* allGroupSeries(byChannel: Map<string, Map<string, GroupSeries>>): Iterable<GroupSeries> {
-  for (const groups of byChannel.values()) yield* groups.values();
+/** Every group series of a map by channel, then group (a group's own events' series, then its relay copies'). */
+export function* allGroupSeries(byChannel: Map<string, Map<string, readonly GroupSeries[]>>): Iterable<GroupSeries> {
+  for (const groups of byChannel.values()) for (const series of groups.values()) yield* series;
 }
 
 /** A histogram's counts: per bucket (not cumulative), sum and count. Never zeroed. */

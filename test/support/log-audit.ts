@@ -14,6 +14,9 @@ export interface AuditedRecord {
   key: string;
   /** For a relay copy: the origin sidecar and the event's sequence there. */
   origin?: Origin | undefined;
+  /** For a relay copy: the group it is held for (or a redriven event's group), and the copy's epoch. */
+  onlyGroup?: string | undefined;
+  copyEpoch?: number | undefined;
 }
 
 /** Everything a stopped sidecar's data directory holds: records per channel, and groups. */
@@ -26,13 +29,10 @@ export interface LogContents {
 /** Two or more records that the delivery contract says must be one. */
 export interface DuplicateRecords {
   channel: string;
-  /** "source id" for an ordinary channel, "origin-node#origin-sequence" for a relay channel. */
+  /** "source id" for an event published here, "node/log#sequence for group (epoch)" for a relay copy. */
   identity: string;
   sequences: number[];
 }
-
-/** A relay channel ("<channel>~<group>") holds the copies peers forwarded to this sidecar. */
-export const isRelayChannel = (channel: string): boolean => channel.includes("~");
 
 /**
  * Reads every record of every channel of a sidecar's data directory. The sidecar must be
@@ -50,7 +50,7 @@ export async function readLog(dataDir: string): Promise<LogContents> {
         if (events.length === 0) break;
         for (const e of events) {
           const event = fromBinary(EventSchema, e.bytes);
-          records.push({ channel, sequence: e.sequence, source: event.source, id: event.id, key: e.key, origin: e.origin });
+          records.push({ channel, sequence: e.sequence, source: event.source, id: event.id, key: e.key, origin: e.origin, onlyGroup: e.onlyGroup, copyEpoch: e.copyEpoch });
         }
         from = events[events.length - 1]!.sequence + 1;
       }
@@ -63,16 +63,18 @@ export async function readLog(dataDir: string): Promise<LogContents> {
 }
 
 /**
- * Records stored more than once: in an ordinary channel two records of one event (source,
- * id); in a relay channel two copies of one origin event (origin node, origin sequence).
+ * Records stored more than once in a channel: two records of one event published here
+ * (source, id), or two relay copies of one origin event (origin node, its log, its
+ * sequence) held for one group in one copy epoch. (A copy the sidecar gave up, when it
+ * withdrew the group, is done for the group; a later forward of the event is a copy of the
+ * next epoch.)
  */
 export function findDuplicates(contents: LogContents): DuplicateRecords[] {
   const out: DuplicateRecords[] = [];
   for (const [channel, records] of contents.channels) {
-    const relay = isRelayChannel(channel);
     const seen = new Map<string, number[]>();
     for (const r of records) {
-      const identity = relay ? `${r.origin?.node ?? "?"}#${r.origin?.sequence ?? `local:${r.sequence}`}` : `${r.source} ${r.id}`;
+      const identity = r.origin ? `${r.origin.node}/${r.origin.log}#${r.origin.sequence} for ${r.onlyGroup ?? "?"} (${r.copyEpoch ?? 0})` : `${r.source} ${r.id}`;
       const list = seen.get(identity);
       if (list) list.push(r.sequence);
       else seen.set(identity, [r.sequence]);
@@ -84,11 +86,11 @@ export function findDuplicates(contents: LogContents): DuplicateRecords[] {
 
 /**
  * The records of `channel` that `group` has not finished (neither at or below its cursor nor
- * acked above it). For a relay channel these are the copies stored here and not yet done.
+ * acked above it): events published here, and the relay copies held for the group.
  */
 export function unfinished(contents: LogContents, channel: string, group: string): AuditedRecord[] {
   const g = contents.groups.find((l) => l.record.channel === channel && l.record.group === group);
-  const records = contents.channels.get(channel) ?? [];
+  const records = (contents.channels.get(channel) ?? []).filter((r) => r.onlyGroup === undefined || r.onlyGroup === group);
   if (!g) return records;
   const acked = new Set(g.acked);
   return records.filter((r) => r.sequence > g.record.ackedThrough && !acked.has(r.sequence));

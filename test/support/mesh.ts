@@ -2,6 +2,7 @@ import { collect, eventually } from "./collect.js";
 import { freePort } from "./process.js";
 import { type TestSidecar, startSidecar } from "./sidecar.js";
 import type { SidecarConfig, SidecarStartOptions } from "../../sidecar/sidecar.js";
+import type { StoredEvent } from "../../src/log/record.js";
 
 /**
  * Starts sidecars named `names` on loopback, each with the same peer list: every one's peer
@@ -71,4 +72,21 @@ export async function roundTrip(from: TestSidecar, to: TestSidecar, channel: str
   } finally {
     sub.close();
   }
+}
+
+/**
+ * The relay copies `s` holds for `group` of `channel`, in order: the events of the channel
+ * that another sidecar published, held here for that group.
+ */
+export async function copiesHeld(s: TestSidecar, channel: string, group: string): Promise<StoredEvent[]> {
+  const log = s.sidecar.log;
+  const head = log.head(channel);
+  const out: StoredEvent[] = [];
+  for (let from = head.first; from <= head.last; ) {
+    const events = await log.read(channel, from, 1000);
+    if (events.length === 0) break;
+    out.push(...events.filter((e) => e.origin !== undefined && e.onlyGroup === group));
+    from = events[events.length - 1]!.sequence + 1;
+  }
+  return out;
 }

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file weft/v1/admin.proto.
  */
 export const file_weft_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChN3ZWZ0L3YxL2FkbWluLnByb3RvEgd3ZWZ0LnYxIhUKE0xpc3RDaGFubmVsc1JlcXVlc3QiTwoUTGlzdENoYW5uZWxzUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRImCghjaGFubmVscxgCIAMoCzIULndlZnQudjEuQ2hhbm5lbEluZm8izgEKCExvZ1JhbmdlEg4KBmV2ZW50cxgBIAEoBBINCgVieXRlcxgCIAEoBBIXCg9vbGRlc3Rfc2VxdWVuY2UYAyABKAQSFwoPbmV3ZXN0X3NlcXVlbmNlGAQgASgEEi8KC29sZGVzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtuZXdlc3RfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZXhwaXJlZBgHIAEoBCK3AQoLQ2hhbm5lbEluZm8SDwoHY2hhbm5lbBgBIAEoCRIeCgNsb2cYAiABKAsyES53ZWZ0LnYxLkxvZ1JhbmdlEiUKBmdyb3VwcxgDIAMoCzIVLndlZnQudjEuR3JvdXBCYWNrbG9nEiQKBnJlbGF5cxgEIAMoCzIULndlZnQudjEuUmVsYXlDb3BpZXMSKgoPZGVhZF9sZXR0ZXJzX29mGAUgAygLMhEud2VmdC52MS5Hcm91cFJlZiJSCgxHcm91cEJhY2tsb2cSDQoFZ3JvdXAYASABKAkSDwoHYmFja2xvZxgCIAEoBBIRCglpbl9mbGlnaHQYAyABKA0SDwoHbWVtYmVycxgEIAEoDSJgCgtSZWxheUNvcGllcxINCgVncm91cBgBIAEoCRIeCgNsb2cYAiABKAsyES53ZWZ0LnYxLkxvZ1JhbmdlEg8KB2JhY2tsb2cYAyABKAQSEQoJaW5fZmxpZ2h0GAQgASgNIioKCEdyb3VwUmVmEg8KB2NoYW5uZWwYASABKAkSDQoFZ3JvdXAYAiABKAkiJAoRTGlzdEdyb3Vwc1JlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCSJaChJMaXN0R3JvdXBzUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRIPCgdjaGFubmVsGAIgASgJEiIKBmdyb3VwcxgDIAMoCzISLndlZnQudjEuR3JvdXBJbmZvItsCCglHcm91cEluZm8SDQoFZ3JvdXAYASABKAkSFQoNYWNrZWRfdGhyb3VnaBgCIAEoBBIPCgdiYWNrbG9nGAMgASgEEhEKCWluX2ZsaWdodBgEIAEoDRIVCg1sb2NhbF9tZW1iZXJzGAUgASgNEhYKDnJlbW90ZV9tZW1iZXJzGAYgASgNEhQKDG1heF9hdHRlbXB0cxgHIAEoDRIbChNkZWFkX2xldHRlcl9jaGFubmVsGAggASgJEg8KB2V4cGlyZWQYCSABKAQSMAoMY3JlYXRlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWxheV9iYWNrbG9nGAsgASgEEhcKD3JlbGF5X2luX2ZsaWdodBgMIAEoDRIUCgxkZWFkX2xldHRlcnMYDSABKAQSGQoRZGVhZF9sZXR0ZXJzX21vcmUYDiABKAgiEgoQTGlzdFBlZXJzUmVxdWVzdCJGChFMaXN0UGVlcnNSZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEiAKBXBlZXJzGAIgAygLMhEud2VmdC52MS5QZWVySW5mbyK7AQoIUGVlckluZm8SDwoHbm9kZV9pZBgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSDwoHYWRkcmVzcxgDIAEoCRIYChBzb2Z0d2FyZV92ZXJzaW9uGAQgASgJEikKBXNpbmNlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglpbl9mbGlnaHQYBiABKAQSIgoGZ3JvdXBzGAcgAygLMhIud2VmdC52MS5QZWVyR3JvdXAiPgoJUGVlckdyb3VwEg8KB2NoYW5uZWwYASABKAkSDQoFZ3JvdXAYAiABKAkSEQoJaW5fZmxpZ2h0GAMgASgNIl8KFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJ+ChdMaXN0RGVhZExldHRlcnNSZXNwb25zZRIbChNkZWFkX2xldHRlcl9jaGFubmVsGAEgASgJEikKDGRlYWRfbGV0dGVycxgCIAMoCzITLndlZnQudjEuRGVhZExldHRlchIbChNuZXh0X2FmdGVyX3NlcXVlbmNlGAMgASgEImcKCkRlYWRMZXR0ZXISEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHQoFZXZlbnQYAyABKAsyDi53ZWZ0LnYxLkV2ZW50IlIKDlJlZHJpdmVSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDQoFZ3JvdXAYAiABKAkSEQoJc2VxdWVuY2VzGAMgAygEEg0KBWxpbWl0GAQgASgNIkQKD1JlZHJpdmVSZXNwb25zZRIjCghyZWRyaXZlbhgBIAMoCzIRLndlZnQudjEuUmVkcml2ZW4SDAoEbW9yZRgCIAEoCCJNCghSZWRyaXZlbhIcChRkZWFkX2xldHRlcl9zZXF1ZW5jZRgBIAEoBBIQCghzZXF1ZW5jZRgCIAEoBBIRCglkdXBsaWNhdGUYAyABKAgiQQoMUHVyZ2VSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDQoFZ3JvdXAYAiABKAkSEQoJc2VxdWVuY2VzGAMgAygEIh8KDVB1cmdlUmVzcG9uc2USDgoGcHVyZ2VkGAEgASgEIg4KDFN0YXRzUmVxdWVzdCK/AQoNU3RhdHNSZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXB1Ymxpc2hlZBgEIAEoBBIOCgZzdG9yZWQYBSABKAQSEQoJZm9yd2FyZGVkGAYgASgEEg0KBWFja2VkGAcgASgEMuMDCgVBZG1pbhJLCgxMaXN0Q2hhbm5lbHMSHC53ZWZ0LnYxLkxpc3RDaGFubmVsc1JlcXVlc3QaHS53ZWZ0LnYxLkxpc3RDaGFubmVsc1Jlc3BvbnNlEkUKCkxpc3RHcm91cHMSGi53ZWZ0LnYxLkxpc3RHcm91cHNSZXF1ZXN0Ghsud2VmdC52MS5MaXN0R3JvdXBzUmVzcG9uc2USQgoJTGlzdFBlZXJzEhkud2VmdC52MS5MaXN0UGVlcnNSZXF1ZXN0Ghoud2VmdC52MS5MaXN0UGVlcnNSZXNwb25zZRJUCg9MaXN0RGVhZExldHRlcnMSHy53ZWZ0LnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaIC53ZWZ0LnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjwKB1JlZHJpdmUSFy53ZWZ0LnYxLlJlZHJpdmVSZXF1ZXN0Ghgud2VmdC52MS5SZWRyaXZlUmVzcG9uc2USNgoFUHVyZ2USFS53ZWZ0LnYxLlB1cmdlUmVxdWVzdBoWLndlZnQudjEuUHVyZ2VSZXNwb25zZRI2CgVTdGF0cxIVLndlZnQudjEuU3RhdHNSZXF1ZXN0GhYud2VmdC52MS5TdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_weft_v1_event]);
+  fileDesc("ChN3ZWZ0L3YxL2FkbWluLnByb3RvEgd3ZWZ0LnYxIhUKE0xpc3RDaGFubmVsc1JlcXVlc3QiTwoUTGlzdENoYW5uZWxzUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRImCghjaGFubmVscxgCIAMoCzIULndlZnQudjEuQ2hhbm5lbEluZm8izgEKCExvZ1JhbmdlEg4KBmV2ZW50cxgBIAEoBBINCgVieXRlcxgCIAEoBBIXCg9vbGRlc3Rfc2VxdWVuY2UYAyABKAQSFwoPbmV3ZXN0X3NlcXVlbmNlGAQgASgEEi8KC29sZGVzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtuZXdlc3RfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZXhwaXJlZBgHIAEoBCK7AQoLQ2hhbm5lbEluZm8SDwoHY2hhbm5lbBgBIAEoCRIeCgNsb2cYAiABKAsyES53ZWZ0LnYxLkxvZ1JhbmdlEiUKBmdyb3VwcxgDIAMoCzIVLndlZnQudjEuR3JvdXBCYWNrbG9nEigKBnJlbGF5cxgEIAMoCzIULndlZnQudjEuUmVsYXlDb3BpZXNCAhgBEioKD2RlYWRfbGV0dGVyc19vZhgFIAMoCzIRLndlZnQudjEuR3JvdXBSZWYiUgoMR3JvdXBCYWNrbG9nEg0KBWdyb3VwGAEgASgJEg8KB2JhY2tsb2cYAiABKAQSEQoJaW5fZmxpZ2h0GAMgASgNEg8KB21lbWJlcnMYBCABKA0iZAoLUmVsYXlDb3BpZXMSDQoFZ3JvdXAYASABKAkSHgoDbG9nGAIgASgLMhEud2VmdC52MS5Mb2dSYW5nZRIPCgdiYWNrbG9nGAMgASgEEhEKCWluX2ZsaWdodBgEIAEoDToCGAEiKgoIR3JvdXBSZWYSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCSIkChFMaXN0R3JvdXBzUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJIloKEkxpc3RHcm91cHNSZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEg8KB2NoYW5uZWwYAiABKAkSIgoGZ3JvdXBzGAMgAygLMhIud2VmdC52MS5Hcm91cEluZm8i2wIKCUdyb3VwSW5mbxINCgVncm91cBgBIAEoCRIVCg1hY2tlZF90aHJvdWdoGAIgASgEEg8KB2JhY2tsb2cYAyABKAQSEQoJaW5fZmxpZ2h0GAQgASgNEhUKDWxvY2FsX21lbWJlcnMYBSABKA0SFgoOcmVtb3RlX21lbWJlcnMYBiABKA0SFAoMbWF4X2F0dGVtcHRzGAcgASgNEhsKE2RlYWRfbGV0dGVyX2NoYW5uZWwYCCABKAkSDwoHZXhwaXJlZBgJIAEoBBIwCgxjcmVhdGVkX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlbGF5X2JhY2tsb2cYCyABKAQSFwoPcmVsYXlfaW5fZmxpZ2h0GAwgASgNEhQKDGRlYWRfbGV0dGVycxgNIAEoBBIZChFkZWFkX2xldHRlcnNfbW9yZRgOIAEoCCISChBMaXN0UGVlcnNSZXF1ZXN0IkYKEUxpc3RQZWVyc1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSIAoFcGVlcnMYAiADKAsyES53ZWZ0LnYxLlBlZXJJbmZvIrsBCghQZWVySW5mbxIPCgdub2RlX2lkGAEgASgJEhEKCWNvbm5lY3RlZBgCIAEoCBIPCgdhZGRyZXNzGAMgASgJEhgKEHNvZnR3YXJlX3ZlcnNpb24YBCABKAkSKQoFc2luY2UYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWluX2ZsaWdodBgGIAEoBBIiCgZncm91cHMYByADKAsyEi53ZWZ0LnYxLlBlZXJHcm91cCI+CglQZWVyR3JvdXASDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIRCglpbl9mbGlnaHQYAyABKA0iXwoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAMgASgEEg0KBWxpbWl0GAQgASgNIn4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEhsKE2RlYWRfbGV0dGVyX2NoYW5uZWwYASABKAkSKQoMZGVhZF9sZXR0ZXJzGAIgAygLMhMud2VmdC52MS5EZWFkTGV0dGVyEhsKE25leHRfYWZ0ZXJfc2VxdWVuY2UYAyABKAQiZwoKRGVhZExldHRlchIQCghzZXF1ZW5jZRgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdCgVldmVudBgDIAEoCzIOLndlZnQudjEuRXZlbnQiUgoOUmVkcml2ZVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIRCglzZXF1ZW5jZXMYAyADKAQSDQoFbGltaXQYBCABKA0iRAoPUmVkcml2ZVJlc3BvbnNlEiMKCHJlZHJpdmVuGAEgAygLMhEud2VmdC52MS5SZWRyaXZlbhIMCgRtb3JlGAIgASgIIk0KCFJlZHJpdmVuEhwKFGRlYWRfbGV0dGVyX3NlcXVlbmNlGAEgASgEEhAKCHNlcXVlbmNlGAIgASgEEhEKCWR1cGxpY2F0ZRgDIAEoCCJBCgxQdXJnZVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIRCglzZXF1ZW5jZXMYAyADKAQiHwoNUHVyZ2VSZXNwb25zZRIOCgZwdXJnZWQYASABKAQiDgoMU3RhdHNSZXF1ZXN0Ir8BCg1TdGF0c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHVibGlzaGVkGAQgASgEEg4KBnN0b3JlZBgFIAEoBBIRCglmb3J3YXJkZWQYBiABKAQSDQoFYWNrZWQYByABKAQy4wMKBUFkbWluEksKDExpc3RDaGFubmVscxIcLndlZnQudjEuTGlzdENoYW5uZWxzUmVxdWVzdBodLndlZnQudjEuTGlzdENoYW5uZWxzUmVzcG9uc2USRQoKTGlzdEdyb3VwcxIaLndlZnQudjEuTGlzdEdyb3Vwc1JlcXVlc3QaGy53ZWZ0LnYxLkxpc3RHcm91cHNSZXNwb25zZRJCCglMaXN0UGVlcnMSGS53ZWZ0LnYxLkxpc3RQZWVyc1JlcXVlc3QaGi53ZWZ0LnYxLkxpc3RQZWVyc1Jlc3BvbnNlElQKD0xpc3REZWFkTGV0dGVycxIfLndlZnQudjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBogLndlZnQudjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USPAoHUmVkcml2ZRIXLndlZnQudjEuUmVkcml2ZVJlcXVlc3QaGC53ZWZ0LnYxLlJlZHJpdmVSZXNwb25zZRI2CgVQdXJnZRIVLndlZnQudjEuUHVyZ2VSZXF1ZXN0GhYud2VmdC52MS5QdXJnZVJlc3BvbnNlEjYKBVN0YXRzEhUud2VmdC52MS5TdGF0c1JlcXVlc3QaFi53ZWZ0LnYxLlN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_weft_v1_event]);
 
 /**
  * Asks for every channel. No fields.
@@ -140,7 +140,9 @@ export type ChannelInfo = Message<"weft.v1.ChannelInfo"> & {
   channel: string;
 
   /**
-   * The channel's own events here: those published to this sidecar (it is their origin).
+   * The channel's events here: those published to this sidecar (it is their origin), and
+   * the relay copies held here (events published to other sidecars, forwarded here for
+   * members of a group).
    *
    * @generated from field: weft.v1.LogRange log = 2;
    */
@@ -154,11 +156,12 @@ export type ChannelInfo = Message<"weft.v1.ChannelInfo"> & {
   groups: GroupBacklog[];
 
   /**
-   * Relay copies: the channel's events published to other sidecars and forwarded here
-   * for members of a group, one entry per group, sorted by group. They are kept in the
-   * internal log channel "CHANNEL~GROUP", which is never listed as a channel of its own.
+   * Deprecated: always empty. Relay copies are events of the channel's log (`log`), each
+   * held for one group; a group's copies not yet done count in its backlog (`groups`), and
+   * ListGroups tells them apart (GroupInfo.relay_backlog and relay_in_flight).
    *
-   * @generated from field: repeated weft.v1.RelayCopies relays = 4;
+   * @generated from field: repeated weft.v1.RelayCopies relays = 4 [deprecated = true];
+   * @deprecated
    */
   relays: RelayCopies[];
 
@@ -179,7 +182,7 @@ export const ChannelInfoSchema: GenMessage<ChannelInfo> = /*@__PURE__*/
   messageDesc(file_weft_v1_admin, 3);
 
 /**
- * A group's position on its channel's own events at this sidecar.
+ * A group's position on its channel's events at this sidecar.
  *
  * @generated from message weft.v1.GroupBacklog
  */
@@ -193,8 +196,8 @@ export type GroupBacklog = Message<"weft.v1.GroupBacklog"> & {
 
   /**
    * Events of the channel stored here that the group has not finished (neither acked nor
-   * dead-lettered). In a mesh, events forwarded to members behind peers count until the
-   * peer reports them handled.
+   * dead-lettered), relay copies held for the group included. In a mesh, events forwarded
+   * to members behind peers count until the peer reports them handled.
    *
    * @generated from field: uint64 backlog = 2;
    */
@@ -224,9 +227,11 @@ export const GroupBacklogSchema: GenMessage<GroupBacklog> = /*@__PURE__*/
   messageDesc(file_weft_v1_admin, 4);
 
 /**
- * Relay copies of one channel held for one group.
+ * Relay copies of one channel held for one group. Deprecated: no longer sent (see
+ * ChannelInfo.relays).
  *
  * @generated from message weft.v1.RelayCopies
+ * @deprecated
  */
 export type RelayCopies = Message<"weft.v1.RelayCopies"> & {
   /**
@@ -237,7 +242,7 @@ export type RelayCopies = Message<"weft.v1.RelayCopies"> & {
   group: string;
 
   /**
-   * The copies stored here (sequences and times are this sidecar's, in the relay log).
+   * The copies stored here (sequences and times are this sidecar's).
    *
    * @generated from field: weft.v1.LogRange log = 2;
    */
@@ -261,6 +266,7 @@ export type RelayCopies = Message<"weft.v1.RelayCopies"> & {
 /**
  * Describes the message weft.v1.RelayCopies.
  * Use `create(RelayCopiesSchema)` to create a new message.
+ * @deprecated
  */
 export const RelayCopiesSchema: GenMessage<RelayCopies> = /*@__PURE__*/
   messageDesc(file_weft_v1_admin, 5);
@@ -372,7 +378,8 @@ export type GroupInfo = Message<"weft.v1.GroupInfo"> & {
   ackedThrough: bigint;
 
   /**
-   * Events of the channel stored here that the group has not finished.
+   * Events of the channel stored here that the group has not finished, relay copies held
+   * for the group included.
    *
    * @generated from field: uint64 backlog = 3;
    */
@@ -429,15 +436,16 @@ export type GroupInfo = Message<"weft.v1.GroupInfo"> & {
   createdTime?: Timestamp | undefined;
 
   /**
-   * Relay copies (events published to other sidecars, forwarded here for the group's
-   * members) not yet acked or dead-lettered here.
+   * Of `backlog`, the relay copies (events published to other sidecars, forwarded here for
+   * the group's members) not yet acked or dead-lettered here. Counted when asked: the
+   * sidecar reads the part of the channel's log the group has not read yet.
    *
    * @generated from field: uint64 relay_backlog = 11;
    */
   relayBacklog: bigint;
 
   /**
-   * Relay copies delivered to members here and not yet acked.
+   * Of `in_flight`, deliveries of relay copies to members here, not yet acked.
    *
    * @generated from field: uint32 relay_in_flight = 12;
    */

@@ -332,7 +332,8 @@ export type ForwardedEvent = Message<"weft.v1.ForwardedEvent"> & {
    * the forward is INVALID_ARGUMENT (PROTOCOL_VIOLATION) and none of it is stored. With the
    * origin's node id and log id (from its hello) it names the event: the receiver stores
    * one relay copy per (origin, log id, channel, group, sequence), however often a forward
-   * is retried.
+   * is retried. (A receiver that withdrew the group gives up the copies it held for it; a
+   * later forward of one of them is stored as a new copy.)
    *
    * @generated from field: uint64 sequence = 3;
    */

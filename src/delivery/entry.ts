@@ -1,0 +1,69 @@
+import type { StoredEvent } from "../log/record.js";
+import type { MemberKind, MemberSink } from "./types.js";
+
+export type EntryState = "waiting" | "ready" | "inflight" | "delayed" | "dead";
+
+/** One event the group has not finished, held while it is read ahead or in flight. */
+export interface Entry {
+  seq: number;
+  /**
+   * What its per-key order is kept by: "" for an event without a key; otherwise its key,
+   * prefixed with its origin (see orderKey).
+   */
+  order: string;
+  event: StoredEvent;
+  /** Deliveries made so far. */
+  attempt: number;
+  state: EntryState;
+  member?: MemberState | undefined;
+  deliveryId?: number | undefined;
+  /** For inflight: redeliver after this (Unix ms). For delayed: deliver again after this. */
+  due: number;
+  /**
+   * The pump record its first attempt was stored in, while that counts it. Set when the
+   * attempt is made, or before it for an event whose attempt was stored with it (claim).
+   */
+  pump?: PumpRecord | undefined;
+  /** It has an in-flight record (f!) of its own. */
+  recorded?: boolean;
+  /** Its attempts are stored one by one, never in a pump record (restored, or given back). */
+  perEvent?: boolean;
+  /** Its dead letter was refused for maxChannels (reported once, then retried quietly). */
+  refusedDeadLetter?: boolean;
+  /** Read ahead of the group's window for local members (see GroupDispatcher.lookAhead). */
+  ahead?: boolean;
+}
+
+/** A pump record (GroupBatch.putPump) and how many of its entries are not done yet. */
+export interface PumpRecord {
+  first: number;
+  remaining: number;
+}
+
+/** A member of one group: its credits and its deliveries. */
+export interface MemberState {
+  readonly id: number;
+  readonly sink: MemberSink;
+  readonly kind: MemberKind;
+  /** Its credits: the most deliveries it holds at once. */
+  window: number;
+  /** The last delivery id issued to it; ids are 1, 2, ... per member. */
+  lastDeliveryId: number;
+  /** Its deliveries in flight, by delivery id. */
+  readonly deliveries: Map<number, Entry>;
+  /** Keyed entries hashed to it, ready to go, in order. */
+  readonly queue: Entry[];
+  gone: boolean;
+}
+
+/**
+ * The order key of an event: "" without a key, else the key prefixed with the origin log
+ * ("" for this sidecar's own events). Per-key order is a promise per origin, and keeping it
+ * across origins would let two sidecars wait on each other: O's own event of key K in
+ * flight to B while B's own event of key K is in flight to O, each copy waiting there
+ * behind the other's event.
+ */
+export function orderKey(event: StoredEvent): string {
+  if (event.key === "") return "";
+  return event.origin ? `${event.origin.node}/${event.origin.log}\u0000${event.key}` : `\u0000${event.key}`;
+}

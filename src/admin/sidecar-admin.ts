@@ -1,6 +1,7 @@
 import { Reason, notFound } from "../contract/errors.js";
 import { checkChannel } from "../contract/validate.js";
-import type { DeliveryEngine, GroupDetail } from "../delivery/delivery-engine.js";
+import type { DeliveryEngine } from "../delivery/delivery-engine.js";
+import type { GroupDetail } from "../delivery/types.js";
 import type { OriginLog } from "../log/origin-log.js";
 import type { PeerDetail } from "../mesh/mesh-node.js";
 import { type DeadLetterPage, DeadLetters, type Redriven } from "./dead-letters.js";

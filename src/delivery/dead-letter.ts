@@ -1,6 +1,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Reason, WeftError } from "../contract/errors.js";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
-import type { AppendEntry } from "../log/origin-log.js";
+import type { AppendEntry, OriginLog } from "../log/origin-log.js";
 import type { StoredEvent } from "../log/record.js";
 
 /** What a dead letter says of its group and of why the event ended there. */
@@ -38,4 +39,27 @@ export function deadLetterOf(event: StoredEvent, cause: DeadLetterCause): Append
   if (origin) e.attributes["weft.dead_letter.origin"] = origin.node;
   const source = `weft-dlq:${cause.group}:${redriven === undefined ? "" : `${redriven}:`}${e.source}`;
   return { channel: e.channel, source, id: e.id, key: e.key, bytes: toBinary(EventSchema, e) };
+}
+
+/** A dead letter that could not be stored (a full disk) is tried again after this, ms. */
+const RETRY_MS = 1000;
+
+/**
+ * Appends a dead letter, and again every second until it is stored: a full disk, or a
+ * dead-letter channel that would pass maxChannels (`refused` is told), refuses it for now,
+ * and a repeat is stored once. `stored` is called once it is. Nothing more happens once
+ * `stop()` is true: the log is closing (the event's in-flight record stays, and a restart
+ * dead-letters it again), or the event is no longer to be dead-lettered.
+ */
+export function storeDeadLetter(log: OriginLog, letter: AppendEntry, on: { stored(): void; stop(): boolean; refused(error: WeftError): void }): void {
+  log
+    .append([letter])
+    .then(() => on.stored())
+    .catch((e: unknown) => {
+      if (on.stop()) return;
+      if (e instanceof WeftError && e.reason === Reason.TOO_MANY_CHANNELS) on.refused(e);
+      setTimeout(() => {
+        if (!on.stop()) storeDeadLetter(log, letter, on);
+      }, RETRY_MS).unref();
+    });
 }

@@ -4,8 +4,11 @@ import type { GroupBatch, GroupRecord, InflightRecord, OriginLog } from "../log/
 import type { StoredEvent } from "../log/record.js";
 import type { Observer } from "../ops/observer.js";
 import { AttemptRecords } from "./attempt-records.js";
-import { deadLetterOf } from "./dead-letter.js";
+import { deadLetterOf, storeDeadLetter } from "./dead-letter.js";
 import { type Entry, type MemberState, orderKey } from "./entry.js";
+import { GroupCursor } from "./group-cursor.js";
+import { GroupReader, type ReadTarget } from "./group-reader.js";
+import { KeyOrder } from "./key-order.js";
 import { ReadAheadBudget } from "./read-ahead-budget.js";
 import { ReadyQueues } from "./ready-queues.js";
 import type { OutgoingDelivery } from "./types.js";
@@ -30,12 +33,6 @@ export interface DispatcherOptions {
   observer: Observer;
 }
 
-const READ_CHUNK = 512;
-/** Most bytes one read takes from the budget (reserved while it runs). */
-const READ_CHUNK_BYTES = 4 * 1024 * 1024;
-/** A dead letter that could not be stored (a full disk) is tried again after this, ms. */
-const DEAD_LETTER_RETRY_MS = 1000;
-
 /**
  * Delivers one channel to one group: reads ahead from the log, hands events to the group's
  * members within their credits, keeps per-key order, redelivers on nack and deadline,
@@ -49,41 +46,27 @@ const DEAD_LETTER_RETRY_MS = 1000;
  *
  * Everything the group must not forget (cursor, acks above it, attempts in flight) is in
  * the log; memory holds at most `maxPending` events read ahead, and as many copies read
- * ahead past them (see lookAhead).
+ * ahead past them (see GroupReader).
  */
-export class GroupDispatcher {
+export class GroupDispatcher implements ReadTarget {
   readonly channel: string;
   readonly group: string;
-  private record: GroupRecord;
+  private readonly cursor: GroupCursor;
   private readonly members = new Map<number, MemberState>();
-  private readonly queues: ReadyQueues;
+  readonly queues: ReadyQueues;
+  private readonly reader: GroupReader;
   private readonly attempts: AttemptRecords;
   private readonly entries = new Map<number, Entry>();
-  private readonly acked = new Set<number>();
   private readonly restored = new Map<number, number>();
   /** Events not read yet whose first attempt was stored with them (see claim), and its pump record. */
   private readonly claimed = new Map<number, { first: number; remaining: number }>();
   /** Relay copies this group had in flight to members here when the log was last closed (set by the engine). */
   copiesInFlightAtStart = 0;
-  /** Entries waiting behind an earlier one of their order key (see orderKey), by order key. */
-  private readonly keyQueues = new Map<string, Entry[]>();
+  private readonly keyOrder = new KeyOrder();
   private readonly timed = new Set<Entry>();
-  private readPos: number;
-  private pendingBytes = 0;
-  /** The next sequence lookAhead reads, and what the copies it read take. */
-  private aheadPos: number;
-  private aheadBytes = 0;
-  private aheadCount = 0;
-  /** lookAhead stopped at its limits: it reads again once a copy it read is done. */
-  private aheadFull = false;
   private copiesInflight = 0;
-  private readonly budget: ReadAheadBudget;
-  /** Waiting for the budget to give bytes back (see ReadAheadBudget.wait). */
-  private budgetWait = false;
-  private filling = false;
-  private refill = false;
   private rr = 0;
-  private closed = false;
+  private stopped = false;
 
   constructor(
     private readonly log: OriginLog,
@@ -94,36 +77,43 @@ export class GroupDispatcher {
   ) {
     this.channel = record.channel;
     this.group = record.group;
-    this.record = record;
+    this.cursor = new GroupCursor(record, acked);
     this.queues = new ReadyQueues(record.channel);
     this.attempts = new AttemptRecords(record.channel, record.group);
-    for (const s of acked) if (s > record.ackedThrough) this.acked.add(s);
     for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
-    this.readPos = record.ackedThrough + 1;
-    this.aheadPos = this.readPos;
-    this.budget = options.budget ?? new ReadAheadBudget(Infinity);
+    const limits = { maxPending: options.maxPending, maxPendingBytes: options.maxPendingBytes };
+    this.reader = new GroupReader(log, this, limits, options.budget ?? new ReadAheadBudget(Infinity));
   }
 
   /** The group's stored record (cursor, settings, creation). */
   get stored(): GroupRecord {
-    return this.record;
+    return this.cursor.record;
   }
   get ackedThrough(): number {
-    return this.record.ackedThrough;
+    return this.cursor.ackedThrough;
   }
   get settings(): { maxAttempts: number; deadLetterChannel: string } {
-    return { maxAttempts: this.record.maxAttempts, deadLetterChannel: this.record.deadLetterChannel };
+    const r = this.cursor.record;
+    return { maxAttempts: r.maxAttempts, deadLetterChannel: r.deadLetterChannel };
   }
   /** Events retention removed before the group finished them. */
   get expiredUnacked(): number {
-    return this.record.expiredUnacked;
+    return this.cursor.record.expiredUnacked;
   }
   /** The epoch of the relay copies held for the group (see relayIdentity): copies of earlier ones were given up. */
   get copyEpoch(): number {
-    return this.record.copyEpoch ?? 0;
+    return this.cursor.copyEpoch;
   }
   get memberCount(): number {
     return this.members.size;
+  }
+  /** True while the group reads its channel: it has members and is not closed. */
+  get reading(): boolean {
+    return this.members.size > 0 && !this.closed;
+  }
+  /** Entries held in memory: read, and not done. */
+  get held(): number {
+    return this.entries.size;
   }
   /** Members on this sidecar (Subscribe streams) and peers standing for members behind them. */
   get memberKinds(): { local: number; remote: number } {
@@ -143,14 +133,13 @@ export class GroupDispatcher {
   }
   /** Events of the channel the group has not finished: its own, and the relay copies held for it. */
   get backlog(): number {
-    return Math.max(0, this.log.head(this.channel).last - this.record.ackedThrough - this.acked.size);
+    return Math.max(0, this.log.head(this.channel).last - this.cursor.ackedThrough - this.cursor.ackedAbove);
   }
 
   /** Updates the group's stored settings (the latest open wins). */
   async configure(maxAttempts: number, deadLetterChannel: string): Promise<void> {
-    if (maxAttempts === this.record.maxAttempts && deadLetterChannel === this.record.deadLetterChannel) return;
-    this.record = { ...this.record, maxAttempts, deadLetterChannel };
-    await this.log.groupBatch().putGroup(this.record).write();
+    const batch = this.log.groupBatch();
+    if (this.cursor.configure(maxAttempts, deadLetterChannel, batch)) await batch.write();
   }
 
   addMember(member: MemberState): void {
@@ -243,19 +232,27 @@ export class GroupDispatcher {
   skip(seq: number): void {
     if (this.isDone(seq) || this.entries.has(seq)) return;
     const batch = this.log.groupBatch();
-    this.markDone(seq, batch);
+    this.cursor.markDone(seq, batch);
     void this.flush(batch);
   }
 
   /** True when `seq` is finished for the group (acked, dead-lettered, skipped, or a relay copy given up). */
   isDone(seq: number): boolean {
-    return seq <= this.record.ackedThrough || this.acked.has(seq);
+    return this.cursor.isDone(seq);
   }
 
-  /** New events were appended up to `last`. */
+  /** New events were appended. */
   wake(): void {
-    if (this.members.size === 0 || this.closed) return;
-    void this.fill();
+    this.reader.wake();
+  }
+
+  /** True when `seq` is done for the group, or held in memory. */
+  known(seq: number): boolean {
+    return this.isDone(seq) || this.entries.has(seq);
+  }
+
+  onError(error: unknown): void {
+    this.options.onError(error);
   }
 
   /**
@@ -270,7 +267,7 @@ export class GroupDispatcher {
    * attempt 2: the count may hold an attempt too many, never one too few.
    */
   claim(events: readonly StoredEvent[], attempts: GroupBatch): ((stored: boolean) => void) | undefined {
-    if (this.closed || this.members.size === 0 || this.readPos !== events[0]?.sequence) return undefined;
+    if (this.closed || this.members.size === 0 || this.reader.pos !== events[0]?.sequence) return undefined;
     if (this.queues.anyReady()) return undefined;
     let free = 0;
     let freeLocal = 0;
@@ -279,7 +276,7 @@ export class GroupDispatcher {
       free += room;
       if (m.kind.kind === "local") freeLocal += room;
     }
-    const room = this.readRoom();
+    const room = this.reader.room();
     if (!room) return undefined;
     const limit = Math.min(free, room.events);
     const seqs: number[] = [];
@@ -296,7 +293,7 @@ export class GroupDispatcher {
       }
       if (order) {
         // Behind an earlier event of its key: it waits, and its attempt is stored when it goes.
-        if (this.keyQueues.has(order) || orders.has(order)) continue;
+        if (this.keyOrder.has(order) || orders.has(order)) continue;
         orders.add(order);
       }
       if (event.origin) freeLocal--;
@@ -315,15 +312,9 @@ export class GroupDispatcher {
   /** Retention removed everything before `first`. */
   trimmed(first: number): void {
     for (const seq of this.claimed.keys()) if (seq < first) this.claimed.delete(seq);
-    if (this.record.ackedThrough >= first - 1) return;
+    if (this.cursor.ackedThrough >= first - 1) return;
     const batch = this.log.groupBatch();
-    let lost = 0;
-    for (let s = this.record.ackedThrough + 1; s < first; s++) {
-      if (this.acked.delete(s)) {
-        batch.delAcked(this.channel, this.group, s);
-        continue;
-      }
-      lost++;
+    const lost = this.cursor.trim(first, batch, (s) => {
       const entry = this.entries.get(s);
       if (entry) {
         this.attempts.leavePump(entry, batch);
@@ -331,12 +322,9 @@ export class GroupDispatcher {
       }
       batch.delInflight(this.channel, this.group, s);
       this.restored.delete(s);
-    }
-    this.record = { ...this.record, ackedThrough: first - 1, expiredUnacked: this.record.expiredUnacked + lost };
+    });
     if (lost > 0) this.options.observer.expired(this.channel, this.group, lost);
-    this.readPos = Math.max(this.readPos, first);
-    this.aheadPos = Math.max(this.aheadPos, first);
-    batch.putGroup(this.record);
+    this.reader.skipTo(first);
     void this.flush(batch);
     this.pump();
   }
@@ -384,22 +372,18 @@ export class GroupDispatcher {
    * reading the log, those not read yet.
    */
   async copiesPending(): Promise<number> {
-    let count = 0;
-    for (const e of this.entries.values()) if (e.event.origin) count++;
-    const last = this.log.head(this.channel).last;
-    for (let pos = Math.max(this.readPos, this.aheadPos); pos <= last && !this.closed; ) {
-      const events = await this.log.read(this.channel, pos, READ_CHUNK, READ_CHUNK_BYTES);
-      if (events.length === 0) break;
-      for (const e of events) {
-        if (e.origin && e.onlyGroup === this.group && !this.isDone(e.sequence) && !this.entries.has(e.sequence)) count++;
-      }
-      pos = events[events.length - 1]!.sequence + 1;
-    }
-    return count;
+    let held = 0;
+    for (const e of this.entries.values()) if (e.event.origin) held++;
+    return held + (await this.reader.countUnread((e) => e.origin !== undefined && e.onlyGroup === this.group && !this.known(e.sequence)));
   }
 
+  /** Stops dispatching; what the group must not forget is in the log for the next start. */
   close(): void {
-    this.closed = true;
+    this.stopped = true;
+  }
+
+  get closed(): boolean {
+    return this.stopped;
   }
 
   // ---- internals ----
@@ -434,7 +418,7 @@ export class GroupDispatcher {
 
   /** A delivery failed (nack, deadline, member gone): deliver again, or dead-letter at max attempts. */
   private retry(entry: Entry, now: number, delayMs: number, why: string): void {
-    if (entry.attempt >= this.record.maxAttempts) {
+    if (entry.attempt >= this.cursor.record.maxAttempts) {
       this.deadLetter(entry, why);
       return;
     }
@@ -459,28 +443,21 @@ export class GroupDispatcher {
       void this.flush(batch);
       return;
     }
-    this.log
-      .append([letter])
-      .then(() => {
+    storeDeadLetter(this.log, letter, {
+      stored: () => {
         this.options.observer.deadLettered(this.channel, this.group, entry.event);
         const batch = this.log.groupBatch();
         this.complete(entry, batch);
         this.pump();
-        return this.flush(batch);
-      })
-      .catch((e: unknown) => {
-        // The log is closing (the in-flight record stays, and a restart dead-letters it),
-        // its disk is full, or the dead-letter channel would pass maxChannels: tried again
-        // until it is stored (a repeat is stored once).
-        if (this.closed) return;
-        if (e instanceof WeftError && e.reason === Reason.TOO_MANY_CHANNELS && !entry.refusedDeadLetter) {
-          entry.refusedDeadLetter = true;
-          this.options.onError(new Error(`${this.channel}#${entry.seq} waits to be dead-lettered: ${e.message}`));
-        }
-        setTimeout(() => {
-          if (!this.closed && this.entries.get(entry.seq) === entry) this.deadLetter(entry, why);
-        }, DEAD_LETTER_RETRY_MS).unref();
-      });
+        void this.flush(batch);
+      },
+      stop: () => this.closed || this.entries.get(entry.seq) !== entry,
+      refused: (e) => {
+        if (entry.refusedDeadLetter) return;
+        entry.refusedDeadLetter = true;
+        this.options.onError(new Error(`${this.channel}#${entry.seq} waits to be dead-lettered: ${e.message}`));
+      },
+    });
   }
 
   /** The entry is done for the group (acked or dead-lettered): the cursor moves, and a copy's origin is told. */
@@ -489,7 +466,7 @@ export class GroupDispatcher {
     this.drop(entry);
     if (entry.event.origin) this.options.copyDone?.(entry.event);
     this.attempts.finished(entry, batch);
-    this.markDone(entry.seq, batch);
+    this.cursor.markDone(entry.seq, batch);
   }
 
   /**
@@ -518,29 +495,11 @@ export class GroupDispatcher {
     this.nextEpoch(entry.event, batch);
     this.drop(entry);
     this.attempts.finished(entry, batch);
-    this.markDone(entry.seq, batch);
+    this.cursor.markDone(entry.seq, batch);
   }
 
   private nextEpoch(event: StoredEvent, batch: GroupBatch): void {
-    if ((event.copyEpoch ?? 0) < this.copyEpoch) return;
-    this.record = { ...this.record, copyEpoch: this.copyEpoch + 1 };
-    batch.putGroup(this.record);
-  }
-
-  /** Records `seq` done: the cursor moves past it and the acks above it, or it is acked above the cursor. */
-  private markDone(seq: number, batch: GroupBatch): void {
-    if (seq === this.record.ackedThrough + 1) {
-      let through = seq;
-      while (this.acked.delete(through + 1)) {
-        through++;
-        batch.delAcked(this.channel, this.group, through);
-      }
-      this.record = { ...this.record, ackedThrough: through };
-      batch.putGroup(this.record);
-    } else {
-      this.acked.add(seq);
-      batch.putAcked(this.channel, this.group, seq);
-    }
+    if ((event.copyEpoch ?? 0) >= this.copyEpoch) this.cursor.nextEpoch(batch);
   }
 
   /** Forgets an entry and lets the next event of its key go. */
@@ -548,29 +507,15 @@ export class GroupDispatcher {
     this.entries.delete(entry.seq);
     this.timed.delete(entry);
     if (entry.member) this.endDelivery(entry.member, entry);
-    if (entry.ahead) {
-      this.aheadBytes -= entry.event.bytes.length;
-      this.aheadCount--;
-      this.aheadFull = false;
-    } else {
-      this.pendingBytes -= entry.event.bytes.length;
-    }
-    this.budget.release(entry.event.bytes.length);
+    this.reader.released(entry);
     entry.state = "dead"; // ready queues skip dead entries (see nextReady)
-    if (entry.order) {
-      const q = this.keyQueues.get(entry.order);
-      if (q) {
-        const i = q.indexOf(entry);
-        if (i >= 0) q.splice(i, 1);
-        if (q.length === 0) this.keyQueues.delete(entry.order);
-        else if (i === 0 && q[0]!.state === "waiting") this.releaseNext(q[0]!);
-      }
-    }
+    const next = this.keyOrder.remove(entry);
+    if (next) this.releaseNext(next);
   }
 
   /** An event may go now (new, or next of its key): deliver it, or dead-letter it if a restart left it at max attempts. */
   private releaseNext(entry: Entry): void {
-    if (entry.attempt >= this.record.maxAttempts) this.deadLetter(entry, "was in flight when the sidecar stopped");
+    if (entry.attempt >= this.cursor.record.maxAttempts) this.deadLetter(entry, "was in flight when the sidecar stopped");
     else this.makeReady(entry, false);
   }
 
@@ -585,83 +530,10 @@ export class GroupDispatcher {
     this.queues.reset(this.members.values(), ready);
   }
 
-  private async fill(): Promise<void> {
-    if (this.filling) {
-      this.refill = true;
-      return;
-    }
-    this.filling = true;
-    try {
-      do {
-        this.refill = false;
-        // Read ahead of the cursor within readRoom().
-        while (!this.closed && this.members.size > 0) {
-          const head = this.log.head(this.channel);
-          if (this.record.ackedThrough < head.first - 1) this.trimmed(head.first);
-          if (this.readPos > head.last) break;
-          const room = this.readRoom();
-          if (!room) break;
-          // Reserved while the read runs, so that groups reading at once share the budget.
-          const bytes = Math.min(room.bytes, READ_CHUNK_BYTES);
-          this.budget.take(bytes);
-          let events: StoredEvent[];
-          try {
-            events = await this.log.read(this.channel, this.readPos, Math.min(READ_CHUNK, room.events), bytes);
-          } finally {
-            this.budget.release(bytes);
-          }
-          if (events.length === 0) break;
-          for (const event of events) this.admit(event, false);
-          this.readPos = events[events.length - 1]!.sequence + 1;
-          this.pump();
-        }
-        await this.lookAhead();
-      } while (this.refill);
-    } catch (e) {
-      if (!this.closed) this.options.onError(e);
-    } finally {
-      this.filling = false;
-    }
-    this.pump();
-  }
-
-  /**
-   * Reads the relay copies held for the group past the window that readRoom() allows, for
-   * the local members, while the group also has peer members. This sidecar's own events
-   * wait on the peers they were forwarded to, and can fill the window; the copies past it
-   * must still be read, or two sidecars could wait on each other for good: each one's window
-   * full of its own events in flight to the other, whose copies of them lie past the other's
-   * window. A copy depends on local members only, so reading copies breaks the cycle.
-   *
-   * Copies read here count against limits of their own (maxPending events, maxPendingBytes),
-   * not the window's or the shared budget's room, which own events may have spent; other
-   * events are left for the window. Copies done here are acks above the cursor until the
-   * events before them are done.
-   */
-  private async lookAhead(): Promise<void> {
-    let pos = Math.max(this.aheadPos, this.readPos);
-    while (!this.closed && this.queues.mixed && !this.aheadFull && pos <= this.log.head(this.channel).last) {
-      const events = await this.log.read(this.channel, pos, READ_CHUNK, Math.max(1, Math.min(READ_CHUNK_BYTES, this.options.maxPendingBytes - this.aheadBytes)));
-      if (events.length === 0) break;
-      for (const event of events) {
-        if (event.sequence < this.readPos) continue; // read by the window meanwhile
-        if (event.origin && event.onlyGroup === this.group && !this.isDone(event.sequence) && !this.entries.has(event.sequence)) {
-          if (this.aheadCount > 0 && (this.aheadCount >= this.options.maxPending || this.aheadBytes + event.bytes.length > this.options.maxPendingBytes)) {
-            this.aheadFull = true;
-            break;
-          }
-          this.admit(event, true);
-        }
-        pos = event.sequence + 1;
-      }
-      this.aheadPos = Math.max(this.aheadPos, pos);
-      this.pump();
-    }
-  }
-
-  private admit(event: StoredEvent, ahead: boolean): void {
+  /** Takes a read event into the group: held to go, or done at once when it is not for the group. */
+  admit(event: StoredEvent, ahead: boolean): void {
     const seq = event.sequence;
-    if (seq <= this.record.ackedThrough || this.acked.has(seq) || this.entries.has(seq)) return;
+    if (this.known(seq)) return;
     const foreign = event.onlyGroup !== undefined && event.onlyGroup !== this.group;
     if (foreign || (event.origin && this.stale(event))) {
       // Another group's (a relay copy held for it, or a redriven dead letter), or a copy
@@ -674,20 +546,13 @@ export class GroupDispatcher {
         if (--pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
       }
       if (!foreign) this.nextEpoch(event, batch);
-      this.markDone(seq, batch);
+      this.cursor.markDone(seq, batch);
       void this.flush(batch);
       return;
     }
-    const entry: Entry = { seq, order: orderKey(event), event, attempt: 0, state: "waiting", due: 0 };
+    const entry: Entry = { seq, order: orderKey(event), event, attempt: 0, state: "waiting", due: 0, ahead };
     this.entries.set(seq, entry);
-    if (ahead) {
-      entry.ahead = true;
-      this.aheadBytes += event.bytes.length;
-      this.aheadCount++;
-    } else {
-      this.pendingBytes += event.bytes.length;
-    }
-    this.budget.take(event.bytes.length);
+    this.reader.took(entry);
     entry.pump = this.claimed.get(seq);
     this.claimed.delete(seq);
     const restored = this.restored.get(seq);
@@ -697,24 +562,16 @@ export class GroupDispatcher {
       entry.recorded = true;
       entry.perEvent = true;
     }
-    let blocked = false;
-    if (entry.order) {
-      const q = this.keyQueues.get(entry.order);
-      if (q) {
-        q.push(entry);
-        blocked = true;
-      } else this.keyQueues.set(entry.order, [entry]);
-    }
-    if (!blocked) this.releaseNext(entry);
+    if (!this.keyOrder.add(entry)) this.releaseNext(entry);
   }
 
   /** Hands ready entries to members with free credits, round-robin, then persists attempts. */
-  private pump(): void {
+  pump(): void {
     if (this.members.size === 0 || this.closed) return;
     // Most calls (a credit freed, an ack, a fill that found nothing) have nothing to send:
     // they allocate nothing either.
     if (!this.sendable()) {
-      this.readMore();
+      this.reader.readMore();
       return;
     }
     const out = new Map<MemberState, OutgoingDelivery[]>();
@@ -750,7 +607,7 @@ export class GroupDispatcher {
       this.rr = (this.rr + 1) % Math.max(1, order.length);
     }
     if (out.size === 0) {
-      this.readMore();
+      this.reader.readMore();
       return;
     }
     this.attempts.firsts(firsts, batch);
@@ -778,58 +635,13 @@ export class GroupDispatcher {
     // The attempt is stored before the event leaves, so a crash never loses count of it.
     if (batch.length === 0) send();
     else void this.flush(batch).then(send);
-    this.readMore();
+    this.reader.readMore();
   }
 
   /** True when a member has a free credit and an entry is ready for it. */
   private sendable(): boolean {
     for (const m of this.queues.members) if (m.deliveries.size < m.window && this.queues.hasFor(m)) return true;
     return false;
-  }
-
-  /** Reads ahead when the log has unread events and memory has room (see readRoom and lookAhead). */
-  private readMore(): void {
-    if (this.filling) return;
-    const last = this.log.head(this.channel).last;
-    if (this.entries.size - this.aheadCount < this.options.maxPending / 2 && this.readPos <= last && this.readRoom()) {
-      this.wake();
-    } else if (this.queues.mixed && !this.aheadFull && this.aheadCount < this.options.maxPending / 2 && Math.max(this.aheadPos, this.readPos) <= last) {
-      this.wake();
-    }
-  }
-
-  /**
-   * How much more read-ahead may hold: at most maxPending sequences past the cursor (which
-   * also bounds the acks held above it, but for copies lookAhead finished), maxPendingBytes
-   * of events, and what the shared budget has room for (only what free credits can take while
-   * it is pressed); undefined when full. Blocked by the budget, the group reads again once
-   * bytes are given back.
-   */
-  private readRoom(): { events: number; bytes: number } | undefined {
-    let events = this.record.ackedThrough + this.options.maxPending - this.readPos + 1;
-    const own = this.options.maxPendingBytes - this.pendingBytes;
-    if (events < 1 || own <= 0) return undefined;
-    const bytes = Math.min(own, this.budget.room(this.pendingBytes));
-    if (bytes <= 0) return this.waitForBudget();
-    if (this.budget.pressed) {
-      // Ready entries already held count against the credits (dropped ones still queued too: fewer read).
-      let wanted = -this.queues.unassigned;
-      for (const m of this.queues.members) wanted += Math.max(0, m.window - m.deliveries.size) - m.queue.length;
-      if (wanted <= 0 && this.pendingBytes > 0) return this.waitForBudget();
-      events = Math.min(events, Math.max(1, wanted));
-    }
-    return { events, bytes };
-  }
-
-  private waitForBudget(): undefined {
-    if (!this.budgetWait) {
-      this.budgetWait = true;
-      this.budget.wait(() => {
-        this.budgetWait = false;
-        this.wake();
-      });
-    }
-    return undefined;
   }
 
   /**

@@ -54,6 +54,73 @@ export type StartAt =
   | { kind: "sequence"; sequence: number }
   | { kind: "time"; time: number };
 
+/** A group as peers learn of it: its settings, where it started, and when. */
+export interface KnownGroup {
+  channel: string;
+  group: string;
+  start: StartAt;
+  maxAttempts: number;
+  deadLetterChannel: string;
+  /** Unix ms; 0 when unknown (a group stored without it). */
+  createdAt: number;
+}
+
+/** What a group looks like from outside. */
+export interface GroupStatus {
+  channel: string;
+  group: string;
+  ackedThrough: number;
+  backlog: number;
+  /** Deliveries handed to members (or forwarded to peers) and not yet finished. */
+  inflight: number;
+  /** Of `inflight`, deliveries of relay copies (events other sidecars published) to members here. */
+  inflightCopies: number;
+  members: number;
+  /** Events retention removed before the group finished them. */
+  expiredUnacked: number;
+}
+
+/** A group in detail, for operators. */
+export interface GroupDetail {
+  channel: string;
+  group: string;
+  ackedThrough: number;
+  /** Events of the channel the group has not finished here: its own, and relay copies held for it. */
+  backlog: number;
+  /** Deliveries out now: to members here, or forwarded to peers. */
+  inflight: number;
+  /** Of `inflight`, deliveries of relay copies (events other sidecars published) to members here. */
+  inflightCopies: number;
+  /** Subscribe streams on this sidecar. */
+  localMembers: number;
+  /** Peers with members the group forwards to. */
+  remoteMembers: number;
+  maxAttempts: number;
+  deadLetterChannel: string;
+  expiredUnacked: number;
+  /** Unix ms; 0 when unknown. */
+  createdAt: number;
+}
+
+/** A copy of an event another sidecar published, to be held here for one group of its channel. */
+export interface HeldCopy {
+  channel: string;
+  group: string;
+  origin: Origin;
+  key: string;
+  /** The event's bytes, as its origin stored them. */
+  bytes: Uint8Array;
+}
+
+/** What became of a copy given to appendCopies. */
+export interface HeldCopyResult {
+  sequence: number;
+  /** It was held here already (a forward sent again). */
+  duplicate: boolean;
+  /** It is done for its group here already: its origin must hear so again. */
+  done: boolean;
+}
+
 /** What a member asks for when it joins; defaults are already applied. */
 export interface JoinSettings {
   channel: string;

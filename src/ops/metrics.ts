@@ -46,7 +46,7 @@ export class SidecarMetrics implements Observer {
 
   /** The hot path's counts, by channel (and group, and peer) and relay, read into prom-client at scrape. */
   private readonly channelSeries = new Map<string, [own: ChannelSeries, relay: ChannelSeries]>();
-  private readonly groupSeries = new Map<string, Map<string, [own: GroupSeries, relay: GroupSeries]>>();
+  private readonly groupSeries = new Map<string, Map<string, GroupSeries[]>>();
   private readonly peerSeries = new Map<string, PeerSeries>();
   private sources: MetricsSources | undefined;
   private readonly now: () => number;
@@ -246,10 +246,9 @@ export class SidecarMetrics implements Observer {
   }
 
   delivered(channel: string, group: string, deliveries: readonly ObservedDelivery[]): void {
-    const series = this.group(channel, group);
     const now = this.now();
     for (const d of deliveries) {
-      const s = series[d.event.origin ? 1 : 0];
+      const s = this.group(channel, group, d.event.origin !== undefined);
       s.counts.delivered++;
       if (d.attempt > 1) s.counts.redelivered++;
       else s.toDelivery.observe(seconds(now, d.event));
@@ -257,19 +256,19 @@ export class SidecarMetrics implements Observer {
   }
 
   acked(channel: string, group: string, event: ObservedEvent): void {
-    const s = this.group(channel, group)[event.origin ? 1 : 0];
+    const s = this.group(channel, group, event.origin !== undefined);
     s.counts.acked++;
     s.toAck.observe(seconds(this.now(), event));
   }
 
   deadLettered(channel: string, group: string, event: ObservedEvent): void {
-    this.group(channel, group)[event.origin ? 1 : 0].counts.deadLettered++;
+    this.group(channel, group, event.origin !== undefined).counts.deadLettered++;
   }
 
   expired(channel: string, group: string | undefined, count: number): void {
     if (count <= 0) return;
     if (group === undefined) this.channel(channel)[0].counts.expired += count;
-    else this.group(channel, group)[0].counts.expired += count;
+    else this.group(channel, group, false).counts.expired += count;
   }
 
   peerLink(peer: string, up: boolean): void {
@@ -302,13 +301,18 @@ export class SidecarMetrics implements Observer {
     return s;
   }
 
-  /** A group's series: this sidecar's own events, and the relay copies held for it. */
-  private group(channel: string, group: string): [GroupSeries, GroupSeries] {
+  /**
+   * A group's series of this sidecar's own events, or of the relay copies held for it: made
+   * when first counted, so that a group without copies has no relay series (a histogram
+   * shows every series it has).
+   */
+  private group(channel: string, group: string, relay: boolean): GroupSeries {
     let byGroup = this.groupSeries.get(channel);
     if (!byGroup) this.groupSeries.set(channel, (byGroup = new Map()));
-    let s = byGroup.get(group);
-    if (!s) byGroup.set(group, (s = [new GroupSeries(labels(channel, group, false), LATENCY_BUCKETS), new GroupSeries(labels(channel, group, true), LATENCY_BUCKETS)]));
-    return s;
+    let pair = byGroup.get(group);
+    if (!pair) byGroup.set(group, (pair = []));
+    const i = relay ? 1 : 0;
+    return (pair[i] ??= new GroupSeries(labels(channel, group, relay), LATENCY_BUCKETS));
   }
 
   private peer(peer: string): PeerSeries {

@@ -62,8 +62,8 @@ export class PeerSeries extends Series<"forwardedBytes", "peer"> {
 }
 
 /** Every group series of a map by channel, then group (a group's own events' series, then its relay copies'). */
-export function* allGroupSeries(byChannel: Map<string, Map<string, readonly GroupSeries[]>>): Iterable<GroupSeries> {
-  for (const groups of byChannel.values()) for (const series of groups.values()) yield* series;
+export function* allGroupSeries(byChannel: Map<string, Map<string, readonly (GroupSeries | undefined)[]>>): Iterable<GroupSeries> {
+  for (const groups of byChannel.values()) for (const series of groups.values()) for (const s of series) if (s) yield s;
 }
 
 /** A histogram's counts: per bucket (not cumulative), sum and count. Never zeroed. */

@@ -56,9 +56,9 @@ export interface SidecarConfig {
   /** Publishes are refused (STORAGE_QUOTA) while the log's events take this many bytes; 0 for no quota. */
   maxStoredBytes: number;
   /**
-   * Most channels this sidecar holds: channels with events (published, dead-letter, relay
-   * copies) or with a group. Past it, a publish or Subscribe that would make a new one is
-   * refused (TOO_MANY_CHANNELS).
+   * Most channels this sidecar holds: channels with events (published, or dead-letter) or
+   * with a group. Past it, a publish or Subscribe that would make a new one is refused
+   * (TOO_MANY_CHANNELS). Relay copies are events of their channel, which their group holds.
    */
   maxChannels: number;
   /** Most groups of one channel; past it, a Subscribe or a peer's interest that would make a new one is refused (TOO_MANY_GROUPS). */

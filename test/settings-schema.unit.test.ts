@@ -73,7 +73,7 @@ describe("the flags made from it", () => {
 
   it("say in their help what is allowed and the default", () => {
     const help = (flag: string): string => sidecarCommand().options.find((o) => o.long === flag)!.description;
-    expect(help("--max-channels")).toBe("the most channels this sidecar holds (events or groups; dead-letter and relay channels count): 1 to 10000000 (default: 10000)");
+    expect(help("--max-channels")).toBe("the most channels this sidecar holds (events or groups; dead-letter channels count): 1 to 10000000 (default: 10000)");
     expect(help("--peer-timeout")).toBe("how long a peer may be unreachable before the others take its share of each group: 100ms to 1h, shorter than dedupWindow (default: 30s)");
     // A setting named in a rule is shown as its flag, where it has one.
     expect(help("--peer-listen")).toContain("not the --listen address");

@@ -28,8 +28,9 @@ export function addAdminCommands(program: Command, exit: { code: number }, share
     .addHelpText(
       "after",
       `
-Relay copies (events published to other sidecars, forwarded here for a group) are shown
-under their channel. Dead-letter channels say whose dead letters they hold.`,
+Relay copies (events published to other sidecars, forwarded here for a group) are events
+of their channel: they count in its events and in their group's backlog (weft groups shows
+them apart). Dead-letter channels say whose dead letters they hold.`,
     )
     .action(async (o: AdminOptions) => {
       const { channelsCommand } = await import("./channels.js");

@@ -5,8 +5,9 @@ import { formatTable, humanBytes, humanTime } from "./table.js";
 
 /**
  * `weft channels`: every channel of the sidecar, with its events, bytes, oldest and newest
- * event, and its groups' backlogs; relay copies under their channel; dead-letter channels
- * marked. A table, or one JSON document with --json.
+ * event (relay copies included), and its groups' backlogs; dead-letter channels marked. A
+ * sidecar of an earlier release lists relay copies apart (ChannelInfo.relays, deprecated):
+ * shown under their channel. A table, or one JSON document with --json.
  * @returns the exit status.
  */
 export async function channelsCommand(o: AdminOptions): Promise<number> {

@@ -164,7 +164,7 @@ export const SETTINGS = [
     flag: "--max-channels",
     type: integer(1, 10_000_000),
     default: 10_000,
-    doc: "the most channels this sidecar holds (events or groups; dead-letter and relay channels count)",
+    doc: "the most channels this sidecar holds (events or groups; dead-letter channels count)",
     docMore: "A publish or Subscribe that would make one more is refused with `TOO_MANY_CHANNELS` ([below](#channel-and-group-limits))",
     table: "settings",
   }),

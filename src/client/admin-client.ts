@@ -52,7 +52,7 @@ export class AdminClient {
     this.timeoutMs = options.timeoutMs ?? 10_000;
   }
 
-  /** Every channel of the sidecar, with its groups, relay copies and dead-letter role. */
+  /** Every channel of the sidecar, with its groups and dead-letter role. */
   listChannels(): Promise<ListChannelsResponse> {
     return this.call("ListChannels", ListChannelsRequestSchema, {});
   }

@@ -3,6 +3,7 @@ import type { AppendEntry, AppendResult, GroupRecord, OriginLog } from "../log/o
 import { relayIdentity } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
 import { GroupDispatcher, type MemberState } from "./group-dispatcher.js";
+import { migrateRelayChannels } from "./migrate-relay-channels.js";
 import { ReadAheadBudget } from "./read-ahead-budget.js";
 import {
   DEFAULTS,
@@ -81,7 +82,9 @@ export class DeliveryEngine {
 
   /** Loads every stored group and starts watching the log. */
   async start(): Promise<void> {
-    for (const loaded of await this.log.loadGroups()) {
+    let groups = await this.log.loadGroups();
+    if (await migrateRelayChannels(this.log, groups)) groups = await this.log.loadGroups();
+    for (const loaded of groups) {
       const d = this.dispatcher(loaded.record, loaded.acked, loaded.inflight);
       this.groups.set(id(loaded.record.channel, loaded.record.group), d);
       this.countGroup(loaded.record.channel, 1);

@@ -126,6 +126,15 @@ export class GroupState {
     await this.db.put(deadLetterMarksKey(deadLetterChannel, channel, group), Buffer.from(JSON.stringify(marks)));
   }
 
+  /** Removes every record of one group: its cursor, acks, attempts and pump records. */
+  async drop(channel: string, group: string): Promise<void> {
+    if (this.closed()) throw logClosed();
+    await this.db.del(groupKey(channel, group));
+    for (const prefix of [ackedPrefix(channel, group), inflightPrefix(channel, group), pumpPrefix(channel, group)]) {
+      await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
+    }
+  }
+
   /** Starts a batch of group-state changes, written together by `write()`. */
   batch(within?: ChainedBatch): GroupBatch {
     return new GroupBatch(this.writer, within);

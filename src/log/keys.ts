@@ -37,6 +37,8 @@ const TABLE_MARK = `${DEDUP_PREFIX}#`;
 export const dedupTablePrefix = (table: number): string => `${TABLE_MARK}${table}!`;
 /** The entry in dedup table `table` of the identity `key` (a dedupKey). */
 export const dedupTableKey = (table: number, key: string): string => dedupTablePrefix(table) + key.slice(DEDUP_PREFIX.length);
+/** What the dedup keys of `channel` start with: its relay copies' and its entries in each table. */
+export const dedupPrefixes = (channel: string): string[] => [`${DEDUP_PREFIX}${channel}!`, `${dedupTablePrefix(0)}${channel}!`, `${dedupTablePrefix(1)}${channel}!`];
 /** The identity (dedupKey) of a stored dedup key: itself, or a table entry's without "#T!". */
 export const dedupIdentityOf = (stored: string): string =>
   stored.startsWith(TABLE_MARK) ? DEDUP_PREFIX + stored.slice(TABLE_MARK.length + 2) : stored;

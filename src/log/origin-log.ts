@@ -286,6 +286,17 @@ export class OriginLog {
     return this.groups.putDeadLetterMarks(deadLetterChannel, channel, group, marks);
   }
 
+  /** Removes every record of one group (see delivery/migrate-relay-channels.ts). */
+  dropGroupState(channel: string, group: string): Promise<void> {
+    return this.groups.drop(channel, group);
+  }
+
+  /** Removes a channel whole: its events, head and dedup entries (see delivery/migrate-relay-channels.ts). */
+  dropChannel(channel: string): Promise<void> {
+    if (this.closed) return Promise.reject(logClosed());
+    return this.loop.task(() => this.store.drop(channel));
+  }
+
   /** Starts a batch of group-state changes, written together by `write()`. */
   groupBatch(): GroupBatch {
     return this.groups.batch();

@@ -1,7 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { ClassicLevel } from "classic-level";
-import { CLOSED_KEY, eventKey, eventPrefix, headKey, prefixEnd, seqOfKey } from "./keys.js";
+import { CLOSED_KEY, dedupPrefixes, eventKey, eventPrefix, headKey, prefixEnd, seqOfKey } from "./keys.js";
 import { type StoredEvent, decodeRecord, recordTime } from "./record.js";
 import { TailCache } from "./tail-cache.js";
 import { type ChannelHead, type Db, LEVELDB_OPTIONS, emptyHead } from "./types.js";
@@ -142,6 +142,23 @@ export class EventStore {
     }
     await heads.write({ sync: fsync });
     for (const channel of channels) this.unrepaired.delete(channel);
+  }
+
+  /**
+   * Removes a channel whole: its head, then its events and its dedup entries. Runs in the
+   * write loop. The head goes first: a stop before the rest leaves events without a head,
+   * which the next open removes (see reconcile).
+   */
+  async drop(channel: string): Promise<void> {
+    const head = this.heads.get(channel);
+    if (!head) return;
+    await this.main.del(headKey(channel), { sync: true });
+    this.heads.delete(channel);
+    this.storedTotal -= head.bytes;
+    await this.events.clear({ gte: eventPrefix(channel), lt: prefixEnd(eventPrefix(channel)) });
+    for (const prefix of dedupPrefixes(channel)) {
+      await this.main.clear({ gte: prefix, lt: prefixEnd(prefix) });
+    }
   }
 
   /** The channel's head (a copy); an empty head for a channel never written. */

@@ -376,10 +376,13 @@ export class DeliveryEngine {
 
   /** Every group of an appended event's channel but the one it is addressed to skips it at once (see GroupDispatcher.skip). */
   private skipForOthers(entries: readonly AppendEntry[], results: readonly AppendResult[]): void {
+    const channels = new Set(entries.map((e) => e.channel));
+    const groups = [...this.groups.values()].filter((d) => channels.has(d.channel));
+    if (groups.length === 0) return;
     results.forEach((r, i) => {
       const e = entries[i]!;
       if (r.duplicate) return;
-      for (const d of this.groups.values()) if (d.channel === e.channel && d.group !== e.onlyGroup) d.skip(r.sequence);
+      for (const d of groups) if (d.channel === e.channel && d.group !== e.onlyGroup) d.skip(r.sequence);
     });
   }
 

@@ -247,8 +247,10 @@ export class SidecarMetrics implements Observer {
 
   delivered(channel: string, group: string, deliveries: readonly ObservedDelivery[]): void {
     const now = this.now();
+    let own: GroupSeries | undefined;
+    let relay: GroupSeries | undefined;
     for (const d of deliveries) {
-      const s = this.group(channel, group, d.event.origin !== undefined);
+      const s = d.event.origin ? (relay ??= this.group(channel, group, true)) : (own ??= this.group(channel, group, false));
       s.counts.delivered++;
       if (d.attempt > 1) s.counts.redelivered++;
       else s.toDelivery.observe(seconds(now, d.event));

@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
+import { GroupState } from "../src/delivery/group-state.js";
 import { migrateRelayChannels } from "../src/delivery/migrate-relay-channels.js";
 import { OriginLog } from "../src/log/origin-log.js";
 import { collect, eventually } from "./support/collect.js";
@@ -67,8 +68,9 @@ describe("a data directory written by 0.2", () => {
     // A first start that stops after the copies and their state are written, before the
     // relay channel is removed.
     const log = await OriginLog.open(join(dir, "node-b"));
-    log.dropGroupState = () => Promise.reject(new Error("stopped"));
-    await expect(migrateRelayChannels(log, await log.loadGroups())).rejects.toThrow("stopped");
+    const state = new GroupState(log.state);
+    state.drop = () => Promise.reject(new Error("stopped"));
+    await expect(migrateRelayChannels(log, state, await state.loadGroups())).rejects.toThrow("stopped");
     expect(log.head("orders").last).toBe(13);
     await log.close();
     const b = await startSidecar({ nodeId: "node-b", dataDir: join(dir, "node-b") });

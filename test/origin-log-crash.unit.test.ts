@@ -9,6 +9,7 @@ import { CLOSED_KEY, eventKey, prefixEnd } from "../src/log/keys.js";
 import { encodeRecord } from "../src/log/record.js";
 import { eventually, within } from "./support/collect.js";
 import { tempDir } from "./support/sidecar.js";
+import { GroupState } from "../src/delivery/group-state.js";
 
 /**
  * An append group is two LevelDB writes (its events, and the rest), and a crash can land
@@ -233,13 +234,13 @@ describe("OriginLog after a crash between its two writes", () => {
     const clear = events.clear.bind(events);
     let during: Promise<void> | undefined;
     events.clear = (...a: unknown[]) => {
-      during ??= log.groupBatch().putAcked("c", "g", 1).write();
+      during ??= new GroupState(log.state).batch().putAcked("c", "g", 1).write();
       return clear(...a);
     };
     await eventually(() => log.diskFull === undefined, 20_000, "the log writable again");
     expect(during).toBeDefined();
     await within(during!, 10_000, "the ack written during the repair");
-    await within(log.groupBatch().putAcked("c", "g", 2).write(), 10_000, "an ack written after");
+    await within(new GroupState(log.state).batch().putAcked("c", "g", 2).write(), 10_000, "an ack written after");
     const [r] = await log.append([entry("c", "b1")]);
     expect(r!.sequence).toBe(2);
   });

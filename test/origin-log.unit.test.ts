@@ -6,6 +6,7 @@ import { type AppendEntry, OriginLog, type OriginLogOptions } from "../src/log/o
 import { DEDUP_TABLES_KEY, prefixEnd } from "../src/log/keys.js";
 import { recordSize, relayIdentity } from "../src/log/record.js";
 import { tempDir } from "./support/sidecar.js";
+import { GroupState } from "../src/delivery/group-state.js";
 
 function entry(channel: string, id: string, data = "x", key = ""): AppendEntry {
   const bytes = toBinary(EventSchema, create(EventSchema, { channel, id, source: "//unit", type: "t", key, data: Buffer.from(data) }));
@@ -433,8 +434,8 @@ describe("OriginLog", () => {
 
   it("stores group cursors, acks above them and attempts in flight", async () => {
     const { log, dir } = await openLog();
-    await log
-      .groupBatch()
+    await new GroupState(log.state)
+      .batch()
       .putGroup({ channel: "a", group: "g", ackedThrough: 4, maxAttempts: 5, deadLetterChannel: "a.dlq.g", expiredUnacked: 0 })
       .putAcked("a", "g", 6)
       .putInflight("a", "g", 5, 2)
@@ -444,7 +445,7 @@ describe("OriginLog", () => {
       .write();
     await log.close();
     const { log: again } = await openLog({}, dir);
-    const [g] = await again.loadGroups();
+    const [g] = await new GroupState(again.state).loadGroups();
     expect(g!.record.ackedThrough).toBe(4);
     expect(g!.acked).toEqual([6]);
     expect(g!.inflight).toEqual([{ sequence: 5, attempt: 2 }]);

@@ -3,7 +3,6 @@ import { afterEach, describe, expect, it } from "vitest";
 import { AdminClient } from "../src/client/index.js";
 import { Reason } from "../src/contract/errors.js";
 import { MAX_SEQUENCE, MAX_TIME_MS } from "../src/contract/ranges.js";
-import type { GroupRecord } from "../src/log/origin-log.js";
 import { OriginLog } from "../src/log/origin-log.js";
 import { StartPosition_Kind } from "../src/gen/weft/v1/mesh_pb.js";
 import { createLogger } from "../src/ops/logger.js";
@@ -12,6 +11,7 @@ import { linked, restartMesh, roundTrip, startMesh } from "./support/mesh.js";
 import { RawMeshConnection, type RawSubscribe } from "./support/raw-client.js";
 import { RawPeer, groupInterest, hello } from "./support/raw-peer.js";
 import type { TestSidecar } from "./support/sidecar.js";
+import { type GroupRecord, GroupState } from "../src/delivery/group-state.js";
 
 /**
  * Nothing a sidecar stores can fail to encode later. A group's start position goes into
@@ -116,7 +116,7 @@ describe("a group stored out of range by an older release", () => {
       { ...base, channel: "old.nan", group: "g", deadLetterChannel: dlq("old.nan"), start: { kind: "time", time: Number.NaN } },
     ];
     const log = await OriginLog.open(a!.dataDir);
-    const batch = log.groupBatch();
+    const batch = new GroupState(log.state).batch();
     for (const r of [...clamped, ...skipped]) batch.putGroup(r);
     await batch.write();
     await log.close();

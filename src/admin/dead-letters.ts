@@ -3,7 +3,8 @@ import { Reason, exhausted, invalid, notFound } from "../contract/errors.js";
 import { checkChannel, checkGroup } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
 import { type Event, EventSchema } from "../gen/weft/v1/event_pb.js";
-import type { DeadLetterMarks, OriginLog } from "../log/origin-log.js";
+import type { DeadLetterMarks } from "../delivery/group-state.js";
+import type { OriginLog } from "../log/origin-log.js";
 import { type StoredEvent, redriveIdentity } from "../log/record.js";
 
 /** One dead letter of a group, as this sidecar stores it. */
@@ -95,7 +96,7 @@ export class DeadLetters {
     const limit = checkLimit(options.limit, DEAD_LETTER_LIMITS.page, "limit");
     const after = options.after ?? 0;
     if (!Number.isSafeInteger(after) || after < 0) throw invalid(Reason.INVALID_SEQUENCE, "after_sequence", `after_sequence ${after} is not a sequence; use 0 or a sequence from an earlier page`);
-    const marks = await this.log.deadLetterMarks(dlq, channel, group);
+    const marks = await this.engine.state.deadLetterMarks(dlq, channel, group);
     const pending = pendingTest(marks, channel, group);
     const deadLetters: DeadLetter[] = [];
     let scanned = 0;
@@ -117,7 +118,7 @@ export class DeadLetters {
    */
   async count(channel: string, group: string): Promise<{ count: number; more: boolean }> {
     const dlq = this.deadLetterChannel(channel, group);
-    const marks = await this.log.deadLetterMarks(dlq, channel, group);
+    const marks = await this.engine.state.deadLetterMarks(dlq, channel, group);
     const pending = pendingTest(marks, channel, group);
     let count = 0;
     let scanned = 0;
@@ -140,7 +141,7 @@ export class DeadLetters {
     const named = options.sequences ?? [];
     const limit = checkLimit(options.limit, DEAD_LETTER_LIMITS.redrive, "limit");
     return this.exclusive(dlq, channel, group, async () => {
-      const marks = await this.log.deadLetterMarks(dlq, channel, group);
+      const marks = await this.engine.state.deadLetterMarks(dlq, channel, group);
       let chosen: Read[];
       let more = false;
       if (named.length > 0) {
@@ -186,7 +187,7 @@ export class DeadLetters {
     const dlq = this.deadLetterChannel(channel, group);
     const named = options.sequences ?? [];
     return this.exclusive(dlq, channel, group, async () => {
-      const marks = await this.log.deadLetterMarks(dlq, channel, group);
+      const marks = await this.engine.state.deadLetterMarks(dlq, channel, group);
       if (named.length > 0) {
         const chosen = await this.named(dlq, channel, group, marks, named);
         await this.mark(dlq, channel, group, marks, chosen.map((r) => r.stored.sequence));
@@ -197,7 +198,7 @@ export class DeadLetters {
       let purged = 0;
       for await (const r of this.read(dlq, marks.through + 1, to)) if (pending(r)) purged++;
       if (to > marks.through) {
-        await this.log.putDeadLetterMarks(dlq, channel, group, { through: to, handled: marks.handled.filter((s) => s > to) });
+        await this.engine.state.putDeadLetterMarks(dlq, channel, group, { through: to, handled: marks.handled.filter((s) => s > to) });
       }
       return purged;
     });
@@ -252,7 +253,7 @@ export class DeadLetters {
       through = r.stored.sequence;
     }
     const left = [...handled].filter((s) => s > through).sort((a, b) => a - b);
-    await this.log.putDeadLetterMarks(dlq, channel, group, { through, handled: left });
+    await this.engine.state.putDeadLetterMarks(dlq, channel, group, { through, handled: left });
   }
 
   /** Reads the dead-letter channel from `from` through `to`, in order. */

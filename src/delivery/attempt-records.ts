@@ -1,4 +1,4 @@
-import type { GroupBatch } from "../log/origin-log.js";
+import type { GroupBatch } from "./group-state.js";
 import type { Entry, PumpRecord } from "./entry.js";
 
 /**

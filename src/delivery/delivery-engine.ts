@@ -1,5 +1,7 @@
+import { EventEmitter } from "node:events";
 import { Reason, exhausted } from "../contract/errors.js";
-import type { AppendEntry, AppendResult, GroupRecord, OriginLog } from "../log/origin-log.js";
+import type { AppendEntry, AppendResult, OriginLog } from "../log/origin-log.js";
+import { type GroupBatch, type GroupRecord, GroupState } from "./group-state.js";
 import { relayIdentity } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
 import { GroupDispatcher, type MemberState } from "./group-dispatcher.js";
@@ -45,6 +47,14 @@ export interface DeliveryEngineOptions {
   now?: () => number;
 }
 
+/** What the engine tells the mesh, in the order it happens. */
+interface EngineEvents {
+  /** A group gained its first member on this sidecar (`present`), or lost its last. */
+  interest: [settings: JoinSettings, present: boolean];
+  /** A group was created here (by a join, or learnt from a peer). */
+  groupCreated: [group: KnownGroup];
+}
+
 /**
  * Routes the events of the log to groups. One GroupDispatcher per (channel, group), for the
  * channel's events whatever their origin: this sidecar's own, and the relay copies held here
@@ -61,11 +71,13 @@ export class DeliveryEngine {
   private nextMemberId = 1;
   /** Groups with members on this sidecar: how many, and the latest settings. */
   private readonly local = new Map<string, { count: number; settings: JoinSettings }>();
-  private readonly interestListeners = new Set<(settings: JoinSettings, present: boolean) => void>();
   private route: OriginRoute | undefined;
-  private readonly createdListeners = new Set<(group: KnownGroup) => void>();
+  /** Tells the mesh what it advertises to peers (see EngineEvents). */
+  private readonly emitter = new EventEmitter<EngineEvents>();
   private readonly now: () => number;
   private readonly budget: ReadAheadBudget;
+  /** The groups' cursors, acks and attempts, in the log's main database. */
+  readonly state: GroupState;
 
   constructor(
     private readonly log: OriginLog,
@@ -73,6 +85,7 @@ export class DeliveryEngine {
   ) {
     this.now = options.now ?? Date.now;
     this.budget = new ReadAheadBudget(options.maxReadAheadBytes ?? Infinity);
+    this.state = new GroupState(log.state);
   }
 
   /** Bytes of events every group holds in memory now (read ahead, waiting or in flight). */
@@ -82,8 +95,9 @@ export class DeliveryEngine {
 
   /** Loads every stored group and starts watching the log. */
   async start(): Promise<void> {
-    let groups = await this.log.loadGroups();
-    if (await migrateRelayChannels(this.log, groups)) groups = await this.log.loadGroups();
+    let groups = await this.state.loadGroups();
+    if (await migrateRelayChannels(this.log, this.state, groups)) groups = await this.state.loadGroups();
+    this.log.keepChannels(groups.map((g) => g.record.channel));
     for (const loaded of groups) {
       const d = this.dispatcher(loaded.record, loaded.acked, loaded.inflight);
       this.groups.set(id(loaded.record.channel, loaded.record.group), d);
@@ -102,20 +116,22 @@ export class DeliveryEngine {
       this.log.onAppend((channel) => {
         for (const d of this.groups.values()) if (d.channel === channel) d.wake();
       }),
-      // First attempts of events that go at once are stored with the events (GroupDispatcher.claim).
-      this.log.onPrepare((channel, events, attempts) => {
-        let settles: ((stored: boolean) => void)[] | undefined;
-        for (const d of this.groups.values()) {
-          if (d.channel !== channel) continue;
-          const settle = d.claim(events, attempts);
-          if (settle) (settles ??= []).push(settle);
-        }
-        return settles && ((stored) => settles.forEach((settle) => settle(stored)));
-      }),
       this.log.onTrim((channel, first) => {
         for (const d of this.groups.values()) if (d.channel === channel) d.trimmed(first);
       }),
     );
+    // First attempts of events that go at once are stored with the events (GroupDispatcher.claim).
+    this.log.setWriteStage((channel, events, batch) => {
+      let attempts: GroupBatch | undefined;
+      let settles: ((stored: boolean) => void)[] | undefined;
+      for (const d of this.groups.values()) {
+        if (d.channel !== channel) continue;
+        const settle = d.claim(events, (attempts ??= this.state.batch(batch)));
+        if (settle) (settles ??= []).push(settle);
+      }
+      attempts?.stage();
+      return settles && ((stored) => settles.forEach((settle) => settle(stored)));
+    });
     this.timer = setInterval(() => {
       for (const d of this.groups.values()) d.tick();
     }, this.options.tickMs ?? 50);
@@ -233,8 +249,8 @@ export class DeliveryEngine {
 
   /** Told when a group is created. */
   onGroupCreated(listener: (group: KnownGroup) => void): () => void {
-    this.createdListeners.add(listener);
-    return () => this.createdListeners.delete(listener);
+    this.emitter.on("groupCreated", listener);
+    return () => this.emitter.off("groupCreated", listener);
   }
 
   private known(d: GroupDispatcher): KnownGroup {
@@ -256,8 +272,8 @@ export class DeliveryEngine {
 
   /** Told when a group gains its first or loses its last member on this sidecar. */
   onInterest(listener: (settings: JoinSettings, present: boolean) => void): () => void {
-    this.interestListeners.add(listener);
-    return () => this.interestListeners.delete(listener);
+    this.emitter.on("interest", listener);
+    return () => this.emitter.off("interest", listener);
   }
 
   /**
@@ -321,8 +337,8 @@ export class DeliveryEngine {
     const count = (current?.count ?? 0) + delta;
     if (count > 0) this.local.set(key, { count, settings: delta > 0 ? settings : current!.settings });
     else this.local.delete(key);
-    if (count === 1 && delta > 0) for (const l of this.interestListeners) l(settings, true);
-    if (count === 0) for (const l of this.interestListeners) l(current!.settings, false);
+    if (count === 1 && delta > 0) this.emitter.emit("interest", settings, true);
+    if (count === 0) this.emitter.emit("interest", current!.settings, false);
   }
 
   /** Every group, for operators and tests. */
@@ -394,6 +410,7 @@ export class DeliveryEngine {
   /** Stops timers and dispatching; in-flight state stays in the log for the next start. */
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.log.setWriteStage(undefined);
     for (const u of this.unsubscribe) u();
     for (const d of this.groups.values()) d.close();
   }
@@ -416,7 +433,7 @@ export class DeliveryEngine {
         throw e;
       }
       this.groups.set(key, group);
-      for (const l of this.createdListeners) l(this.known(group));
+      this.emitter.emit("groupCreated", this.known(group));
       return { group, created: true };
     } finally {
       this.creating.delete(key);
@@ -451,7 +468,7 @@ export class DeliveryEngine {
       createdAt: settings.createdAt ?? this.now(),
       start: settings.start,
     };
-    await this.log.groupBatch().putGroup(record).write();
+    await this.state.batch().putGroup(record).write();
     return this.dispatcher(record, [], []);
   }
 
@@ -462,6 +479,7 @@ export class DeliveryEngine {
       },
       keepsCopies: () => this.route?.keeps(record.channel, record.group) ?? true,
       observer: this.options.observer ?? NO_OBSERVER,
+      state: this.state,
       maxPending: this.options.maxPendingPerGroup ?? 10_000,
       maxPendingBytes: this.options.maxPendingBytesPerGroup ?? 64 * 1024 * 1024,
       budget: this.budget,

@@ -1,4 +1,4 @@
-import type { GroupBatch, GroupRecord } from "../log/origin-log.js";
+import type { GroupBatch, GroupRecord } from "./group-state.js";
 
 /**
  * Where one group stands on its channel, as stored: every sequence up to `ackedThrough` is

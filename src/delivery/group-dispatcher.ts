@@ -1,6 +1,7 @@
 import { status } from "@grpc/grpc-js";
 import { Reason, WeftError } from "../contract/errors.js";
-import type { GroupBatch, GroupRecord, InflightRecord, OriginLog } from "../log/origin-log.js";
+import type { OriginLog } from "../log/origin-log.js";
+import type { GroupBatch, GroupRecord, GroupState, InflightRecord } from "./group-state.js";
 import type { StoredEvent } from "../log/record.js";
 import type { Observer } from "../ops/observer.js";
 import { AttemptRecords } from "./attempt-records.js";
@@ -31,6 +32,8 @@ export interface DispatcherOptions {
   keepsCopies?: (() => boolean) | undefined;
   /** Told about deliveries, acks, dead letters and expiry. */
   observer: Observer;
+  /** Where the group's cursor, acks and attempts are stored. */
+  state: GroupState;
 }
 
 /**
@@ -138,7 +141,7 @@ export class GroupDispatcher implements ReadTarget {
 
   /** Updates the group's stored settings (the latest open wins). */
   async configure(maxAttempts: number, deadLetterChannel: string): Promise<void> {
-    const batch = this.log.groupBatch();
+    const batch = this.options.state.batch();
     if (this.cursor.configure(maxAttempts, deadLetterChannel, batch)) await batch.write();
   }
 
@@ -160,7 +163,7 @@ export class GroupDispatcher implements ReadTarget {
     this.members.delete(member.id);
     this.reassign();
     const now = this.options.now();
-    const batch = this.log.groupBatch();
+    const batch = this.options.state.batch();
     for (const entry of [...member.deliveries.values()]) {
       this.endDelivery(member, entry);
       if (returned) this.uncount(entry, batch);
@@ -172,7 +175,7 @@ export class GroupDispatcher implements ReadTarget {
 
   ack(member: MemberState, ids: readonly number[]): void {
     this.checkIds(member, ids);
-    const batch = this.log.groupBatch();
+    const batch = this.options.state.batch();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
       if (!entry) continue; // late or repeated: idempotent
@@ -199,7 +202,7 @@ export class GroupDispatcher implements ReadTarget {
   /** Takes deliveries back unhandled (a peer had no member for them): delivered again, not counted as an attempt. */
   giveBack(member: MemberState, ids: readonly number[]): void {
     this.checkIds(member, ids);
-    const batch = this.log.groupBatch();
+    const batch = this.options.state.batch();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
       if (!entry) continue;
@@ -231,7 +234,7 @@ export class GroupDispatcher implements ReadTarget {
    */
   skip(seq: number): void {
     if (this.isDone(seq) || this.entries.has(seq)) return;
-    const batch = this.log.groupBatch();
+    const batch = this.options.state.batch();
     this.cursor.markDone(seq, batch);
     void this.flush(batch);
   }
@@ -256,7 +259,7 @@ export class GroupDispatcher implements ReadTarget {
   }
 
   /**
-   * New events of the channel are about to be written (OriginLog.onPrepare). When the group
+   * New events of the channel are about to be written (the log's write stage, see DeliveryEngine.start). When the group
    * has read everything before them, nothing is waiting to go, and its members have credits,
    * the first attempts of the events that will go at once are stored in the same write, as
    * one pump record: each leaves as soon as it is stored, without a write of its own on the
@@ -313,7 +316,7 @@ export class GroupDispatcher implements ReadTarget {
   trimmed(first: number): void {
     for (const seq of this.claimed.keys()) if (seq < first) this.claimed.delete(seq);
     if (this.cursor.ackedThrough >= first - 1) return;
-    const batch = this.log.groupBatch();
+    const batch = this.options.state.batch();
     const lost = this.cursor.trim(first, batch, (s) => {
       const entry = this.entries.get(s);
       if (entry) {
@@ -355,7 +358,7 @@ export class GroupDispatcher implements ReadTarget {
    */
   release(): void {
     if (this.closed || this.queues.hasLocal || this.keepsCopies()) return;
-    const batch = this.log.groupBatch();
+    const batch = this.options.state.batch();
     let changed = false;
     for (const entry of [...this.entries.values()]) {
       if (!entry.event.origin || entry.state === "inflight" || entry.state === "dead") continue;
@@ -438,7 +441,7 @@ export class GroupDispatcher implements ReadTarget {
       letter = deadLetterOf(entry.event, { group: this.group, ...this.settings, attempts: entry.attempt, why });
     } catch {
       // Stored events were validated on publish; an undecodable one is completed, not looped on.
-      const batch = this.log.groupBatch();
+      const batch = this.options.state.batch();
       this.complete(entry, batch);
       void this.flush(batch);
       return;
@@ -446,7 +449,7 @@ export class GroupDispatcher implements ReadTarget {
     storeDeadLetter(this.log, letter, {
       stored: () => {
         this.options.observer.deadLettered(this.channel, this.group, entry.event);
-        const batch = this.log.groupBatch();
+        const batch = this.options.state.batch();
         this.complete(entry, batch);
         this.pump();
         void this.flush(batch);
@@ -539,7 +542,7 @@ export class GroupDispatcher implements ReadTarget {
       // Another group's (a relay copy held for it, or a redriven dead letter), or a copy
       // this sidecar no longer keeps: done here, without a delivery.
       this.restored.delete(seq);
-      const batch = this.log.groupBatch().delInflight(this.channel, this.group, seq);
+      const batch = this.options.state.batch().delInflight(this.channel, this.group, seq);
       const pump = this.claimed.get(seq);
       if (pump) {
         this.claimed.delete(seq);
@@ -575,7 +578,7 @@ export class GroupDispatcher implements ReadTarget {
       return;
     }
     const out = new Map<MemberState, OutgoingDelivery[]>();
-    const batch = this.log.groupBatch();
+    const batch = this.options.state.batch();
     const order = this.queues.members;
     // First attempts are stored in one pump record, not one in-flight record each (which
     // each ack would then delete): that would be two more writes per event.

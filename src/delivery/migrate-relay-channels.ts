@@ -1,4 +1,5 @@
-import type { AppendEntry, GroupRecord, LoadedGroup, OriginLog } from "../log/origin-log.js";
+import type { AppendEntry, OriginLog } from "../log/origin-log.js";
+import type { GroupRecord, GroupState, LoadedGroup } from "./group-state.js";
 import { type StoredEvent, relayIdentity } from "../log/record.js";
 
 /** Events of a relay channel read per step, and appended per append. */
@@ -16,9 +17,9 @@ const STEP = 1000;
  * sequences) and the group state written is the same. Returns whether anything moved (the
  * groups are then loaded again).
  */
-export async function migrateRelayChannels(log: OriginLog, loaded: readonly LoadedGroup[]): Promise<boolean> {
+export async function migrateRelayChannels(log: OriginLog, state: GroupState, loaded: readonly LoadedGroup[]): Promise<boolean> {
   const relays = loaded.filter((g) => relayChannelOf(g.record) !== undefined);
-  for (const relay of relays) await migrate(log, relay, loaded);
+  for (const relay of relays) await migrate(log, state, relay, loaded);
   return relays.length > 0;
 }
 
@@ -28,7 +29,7 @@ function relayChannelOf(record: GroupRecord): string | undefined {
   return record.channel.endsWith(suffix) ? record.channel.slice(0, -suffix.length) : undefined;
 }
 
-async function migrate(log: OriginLog, relay: LoadedGroup, loaded: readonly LoadedGroup[]): Promise<void> {
+async function migrate(log: OriginLog, state: GroupState, relay: LoadedGroup, loaded: readonly LoadedGroup[]): Promise<void> {
   const from = relay.record.channel;
   const group = relay.record.group;
   const channel = relayChannelOf(relay.record)!;
@@ -58,7 +59,7 @@ async function migrate(log: OriginLog, relay: LoadedGroup, loaded: readonly Load
     });
   }
 
-  const batch = log.groupBatch();
+  const batch = state.batch();
   // The copies done in the relay group are done in the group: its cursor moves over them
   // where they follow it, and they are acked above it otherwise.
   const acked = new Set(target.acked);
@@ -76,6 +77,6 @@ async function migrate(log: OriginLog, relay: LoadedGroup, loaded: readonly Load
     for (const m of moved) if (m.sequence > other.record.ackedThrough) batch.putAcked(channel, other.record.group, m.sequence);
   }
   await batch.write();
-  await log.dropGroupState(from, group);
+  await state.drop(from, group);
   await log.dropChannel(from);
 }

@@ -1,6 +1,7 @@
 /**
- * The LevelDB key layout of the event log. Channel and group names cannot contain '!',
- * so '!' separates the parts; sequences are 16 hex digits so keys sort in sequence order.
+ * The LevelDB key layout of the event log; the group state kept beside it has its own
+ * (src/delivery/group-keys.ts). Channel names cannot contain '!', so '!' separates the
+ * parts; sequences are 16 hex digits so keys sort in sequence order.
  *
  *   e!CHANNEL!SEQ            a stored event (see record.ts), in the events' own LevelDB (EVENTS_DIR)
  *   h!CHANNEL                the channel's head: first and last sequence, bytes, counters
@@ -8,19 +9,11 @@
  *                            "SEQ:APPEND_MS", in dedup table T (0 or 1; see DedupTables):
  *                            a table is cleared whole once its newest entry is past the window
  *   d!CHANNEL!LEN:SOURCEID   dedup entry of a relay copy, removed with the copy
- *   g!CHANNEL!GROUP          a group's cursor and settings
- *   a!CHANNEL!GROUP!SEQ      acked above the cursor (out-of-order acks)
- *   f!CHANNEL!GROUP!SEQ      a delivery in flight: its attempt (written for attempts after the
- *                            first, and "0" for one given back); it wins over a p! record
- *   p!CHANNEL!GROUP!SEQ      first attempts sent in one pump: the sequences (float64 LE each),
- *                            keyed by the first; deleted once all of them are done
  *   m!log-id                 8 random bytes chosen when the log was created
  *   m!dedup-tables           which dedup table is written, since when (see DedupTables)
  *   m!closed                 present while the log is closed cleanly: its open skips the repair
  *                            of a crash between two writes (see EventStore.reconcile)
  *   m!events-dir             written by 0.2 (always with no events here); deleted on open
- *   q!DLQ!CHANNEL!GROUP      the dead letters of GROUP in DLQ an operator handled (redriven or
- *                            purged): {"through","handled"} (see DeadLetterMarks)
  */
 export const seqHex = (seq: number): string => seq.toString(16).padStart(16, "0");
 
@@ -42,24 +35,11 @@ export const dedupPrefixes = (channel: string): string[] => [`${DEDUP_PREFIX}${c
 /** The identity (dedupKey) of a stored dedup key: itself, or a table entry's without "#T!". */
 export const dedupIdentityOf = (stored: string): string =>
   stored.startsWith(TABLE_MARK) ? DEDUP_PREFIX + stored.slice(TABLE_MARK.length + 2) : stored;
-export const groupKey = (channel: string, group: string): string => `g!${channel}!${group}`;
-export const ackedKey = (channel: string, group: string, seq: number): string =>
-  `a!${channel}!${group}!${seqHex(seq)}`;
-export const ackedPrefix = (channel: string, group: string): string => `a!${channel}!${group}!`;
-export const inflightKey = (channel: string, group: string, seq: number): string =>
-  `f!${channel}!${group}!${seqHex(seq)}`;
-export const inflightPrefix = (channel: string, group: string): string => `f!${channel}!${group}!`;
-export const pumpKey = (channel: string, group: string, firstSeq: number): string =>
-  `p!${channel}!${group}!${seqHex(firstSeq)}`;
-export const pumpPrefix = (channel: string, group: string): string => `p!${channel}!${group}!`;
-
-export const deadLetterMarksKey = (deadLetterChannel: string, channel: string, group: string): string =>
-  `q!${deadLetterChannel}!${channel}!${group}`;
 
 /** The smallest string greater than every key that starts with `prefix`. */
 export const prefixEnd = (prefix: string): string => `${prefix}\uffff`;
 
-/** The sequence at the end of a key made by ackedKey, inflightKey or eventKey. */
+/** The sequence at the end of a key made by eventKey (or a group key with a sequence). */
 export const seqOfKey = (key: string): number => Number.parseInt(key.slice(key.length - 16), 16);
 
 /** The log's random id (see OriginLog.id). */

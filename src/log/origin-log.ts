@@ -6,27 +6,18 @@ import { NO_OBSERVER } from "../ops/observer.js";
 import { ChannelLimit } from "./channel-limit.js";
 import { Dedup } from "./dedup.js";
 import { DiskWatch, logClosed } from "./disk-full.js";
-import { type DeadLetterMarks, type GroupBatch, GroupState, type LoadedGroup } from "./group-state.js";
 import { EVENTS_SPLIT_KEY, LOG_ID_KEY } from "./keys.js";
-import type { StoredEvent } from "./record.js";
 import { RetentionSweep } from "./retention.js";
 import { EventStore } from "./store.js";
-import type { AppendEntry, AppendOptions, AppendResult, ChannelHead, DiskFull, OriginLogOptions, StateOp } from "./types.js";
-import { WriteLoop } from "./write-loop.js";
+import type { AppendEntry, AppendOptions, AppendResult, ChannelHead, DiskFull, OriginLogOptions, StateOp, StateStore } from "./types.js";
+import { type WriteStage, WriteLoop } from "./write-loop.js";
+import type { StoredEvent } from "./record.js";
 
-export type { AppendEntry, AppendOptions, AppendResult, ChannelHead, DiskFull, OriginLogOptions, Retention } from "./types.js";
+export type { AppendEntry, AppendOptions, AppendResult, ChainedBatch, ChannelHead, DiskFull, OriginLogOptions, Retention, StateOp, StateStore } from "./types.js";
 export { LEVELDB_OPTIONS } from "./types.js";
 export { EVENTS_DIR } from "./store.js";
 export { DISK_PROBE_MS, isDiskFull } from "./disk-full.js";
-export { MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "./write-loop.js";
-export type { DeadLetterMarks, GroupBatch, GroupRecord, InflightRecord, LoadedGroup } from "./group-state.js";
-
-/**
- * Told of each channel's new events while their append group is prepared, before it is
- * written: it may add group state to `attempts`, which is written in the same LevelDB write.
- * It returns what to call once that write succeeded (true) or failed (false), or nothing.
- */
-export type PrepareListener = (channel: string, events: readonly StoredEvent[], attempts: GroupBatch) => ((stored: boolean) => void) | undefined;
+export { MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES, type WriteStage } from "./write-loop.js";
 
 /** What the log tells its readers, in the order it happens. */
 export interface LogEvents {
@@ -44,8 +35,11 @@ export interface LogEvents {
  *   that change heads between them;
  * - dedup.ts: deduplication by (channel, source, id);
  * - retention.ts: removal of old events by age and size;
- * - disk-full.ts: refusing appends while the disk is full, and the state writes that wait;
- * - group-state.ts: cursors, acks and attempts of the groups, beside the heads.
+ * - disk-full.ts: refusing appends while the disk is full, and the state writes that wait.
+ *
+ * The groups' state (src/delivery/group-state.ts) is kept in the main database under keys
+ * of its own, through the handle `state`; the delivery engine may add to an append's write
+ * (setWriteStage).
  */
 export class OriginLog {
   /** Told of appends and trims (see LogEvents). */
@@ -54,9 +48,8 @@ export class OriginLog {
   private readonly loop: WriteLoop;
   private readonly dedup: Dedup;
   private readonly disk: DiskWatch;
-  private readonly groups: GroupState;
   private readonly retention: RetentionSweep;
-  private readonly preparers = new Set<PrepareListener>();
+  private stage: WriteStage | undefined;
   private sweeping: Promise<void> | undefined;
   private closed = false;
 
@@ -112,12 +105,6 @@ export class OriginLog {
       task: (run: () => Promise<void>) => this.loop.task(run),
     };
     this.dedup = new Dedup(host, options.dedupWindowMs ?? 10 * 60_000);
-    this.groups = new GroupState(
-      store.main,
-      { writeState: (ops) => this.writeState(ops) },
-      (channel) => this.channelLimit.add(channel),
-      () => this.closed,
-    );
     this.loop = new WriteLoop({
       store,
       dedup: this.dedup,
@@ -126,18 +113,7 @@ export class OriginLog {
       observer,
       fsync,
       now,
-      // First attempts of events that go at once are stored with them (see PrepareListener).
-      stage: (channel, events, batch) => {
-        if (this.preparers.size === 0) return undefined;
-        const attempts = this.groups.batch(batch);
-        const settles: ((stored: boolean) => void)[] = [];
-        for (const p of this.preparers) {
-          const settle = p(channel, events, attempts);
-          if (settle) settles.push(settle);
-        }
-        attempts.stage();
-        return settles.length === 0 ? undefined : (stored) => settles.forEach((s) => s(stored));
-      },
+      stage: (channel, events, batch) => this.stage?.(channel, events, batch),
       appended: (channel, last) => this.emitter.emit("appended", channel, last),
     });
     this.retention = new RetentionSweep(
@@ -189,10 +165,30 @@ export class OriginLog {
     return () => this.emitter.off("appended", listener);
   }
 
-  /** Called with each channel's new events before their append group is written (see PrepareListener). */
-  onPrepare(listener: PrepareListener): () => void {
-    this.preparers.add(listener);
-    return () => this.preparers.delete(listener);
+  /**
+   * Sets the one stage that may add state to each append group's write (see WriteStage):
+   * the delivery engine stores there the first attempts of events that go at once, one
+   * LevelDB write less per event on each hop.
+   */
+  setWriteStage(stage: WriteStage | undefined): void {
+    this.stage = stage;
+  }
+
+  /** The part of the main database lent to the groups' state (see StateStore). */
+  get state(): StateStore {
+    const log = this;
+    return {
+      db: this.store.main,
+      write: (ops) => this.writeState(ops),
+      get closed() {
+        return log.closed;
+      },
+    };
+  }
+
+  /** Holds channels that stored groups read, whatever maxChannels says (they were held when the groups were made). */
+  keepChannels(channels: Iterable<string>): void {
+    for (const c of channels) this.channelLimit.add(c);
   }
 
   /** Called when retention removed the oldest events of a channel; `first` is the new oldest. */
@@ -269,40 +265,13 @@ export class OriginLog {
     return this.store.sequenceAtTime(channel, time);
   }
 
-  // ---- group state ----
-
-  /** Every stored group, with its acked and in-flight entries above its cursor. */
-  loadGroups(): Promise<LoadedGroup[]> {
-    return this.groups.loadGroups();
-  }
-
-  /** The dead letters of `group` (of `channel`) in `deadLetterChannel` an operator has handled. */
-  deadLetterMarks(deadLetterChannel: string, channel: string, group: string): Promise<DeadLetterMarks> {
-    return this.groups.deadLetterMarks(deadLetterChannel, channel, group);
-  }
-
-  /** Stores what `deadLetterMarks` reads. */
-  putDeadLetterMarks(deadLetterChannel: string, channel: string, group: string, marks: DeadLetterMarks): Promise<void> {
-    return this.groups.putDeadLetterMarks(deadLetterChannel, channel, group, marks);
-  }
-
-  /** Removes every record of one group (see delivery/migrate-relay-channels.ts). */
-  dropGroupState(channel: string, group: string): Promise<void> {
-    return this.groups.drop(channel, group);
-  }
-
   /** Removes a channel whole: its events, head and dedup entries (see delivery/migrate-relay-channels.ts). */
   dropChannel(channel: string): Promise<void> {
     if (this.closed) return Promise.reject(logClosed());
     return this.loop.task(() => this.store.drop(channel));
   }
 
-  /** Starts a batch of group-state changes, written together by `write()`. */
-  groupBatch(): GroupBatch {
-    return this.groups.batch();
-  }
-
-  /** @internal Writes state changes in one LevelDB write (see DiskWatch.writeState). */
+  /** Writes state changes in one LevelDB write (see DiskWatch.writeState); `state.write` is this. */
   writeState(ops: StateOp[]): Promise<void> {
     return this.disk.writeState(ops);
   }

@@ -97,6 +97,19 @@ export type ChainedBatch = ReturnType<Db["batch"]>;
 /** One change of state kept beside the events (group state), as a batch collects it. */
 export type StateOp = { type: "put"; key: string; value: Uint8Array } | { type: "del"; key: string };
 
+/**
+ * The part of the log's main database lent to the state kept beside the events (delivery's
+ * group state, under keys of its own): reads, and writes that wait, in order, while the
+ * disk is full.
+ */
+export interface StateStore {
+  readonly db: Pick<Db, "get" | "put" | "del" | "iterator" | "keys" | "clear" | "batch">;
+  /** One LevelDB write of `ops`; while the disk is full it waits, in order (see DiskWatch). */
+  write(ops: StateOp[]): Promise<void>;
+  /** Whether the log is closed. */
+  readonly closed: boolean;
+}
+
 /** An empty head: a channel never written. */
 export const emptyHead = (): ChannelHead => ({ first: 1, last: 0, bytes: 0, expired: 0 });
 

@@ -1,7 +1,8 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { EventSchema } from "../../src/gen/weft/v1/event_pb.js";
-import { type LoadedGroup, OriginLog } from "../../src/log/origin-log.js";
+import { OriginLog } from "../../src/log/origin-log.js";
 import type { Origin } from "../../src/log/record.js";
+import { GroupState, type LoadedGroup } from "../../src/delivery/group-state.js";
 
 /** One stored record of a log, with the identity the delivery contract dedups it by. */
 export interface AuditedRecord {
@@ -56,7 +57,7 @@ export async function readLog(dataDir: string): Promise<LogContents> {
       }
       channels.set(channel, records);
     }
-    return { dataDir, channels, groups: await log.loadGroups() };
+    return { dataDir, channels, groups: await new GroupState(log.state).loadGroups() };
   } finally {
     await log.close();
   }

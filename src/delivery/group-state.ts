@@ -1,7 +1,8 @@
-import type { StartAt } from "../delivery/types.js";
-import { logClosed } from "./disk-full.js";
-import { ackedKey, ackedPrefix, deadLetterMarksKey, groupKey, inflightKey, inflightPrefix, pumpKey, pumpPrefix, prefixEnd, seqOfKey } from "./keys.js";
-import type { ChainedBatch, Db, StateOp } from "./types.js";
+import { logClosed } from "../log/disk-full.js";
+import { prefixEnd, seqOfKey } from "../log/keys.js";
+import type { ChainedBatch, StateOp, StateStore } from "../log/types.js";
+import { ackedKey, ackedPrefix, deadLetterMarksKey, groupKey, inflightKey, inflightPrefix, pumpKey, pumpPrefix } from "./group-keys.js";
+import type { StartAt } from "./types.js";
 
 /** A group's durable state, as stored. */
 export interface GroupRecord {
@@ -46,30 +47,28 @@ export interface LoadedGroup {
   inflight: InflightRecord[];
 }
 
-/** Where group state is written: one LevelDB write, held back in order while the disk is full (see DiskWatch). */
+/** Where group state is written: one LevelDB write, held back in order while the disk is full. */
 export interface StateWriter {
-  writeState(ops: StateOp[]): Promise<void>;
+  write(ops: StateOp[]): Promise<void>;
 }
 
 /**
  * The durable state of the groups reading the log (cursors, acks above them, attempts in
- * flight, dead-letter marks), kept in the log's main database beside the heads.
+ * flight, dead-letter marks), kept in the log's main database beside the heads, through
+ * the handle the log lends it (StateStore).
  */
 export class GroupState {
-  constructor(
-    private readonly db: Db,
-    private readonly writer: StateWriter,
-    /** Told of every channel a stored group reads (the log holds it, see maxChannels). */
-    private readonly holds: (channel: string) => void,
-    private readonly closed: () => boolean,
-  ) {}
+  private readonly db: StateStore["db"];
+
+  constructor(private readonly store: StateStore) {
+    this.db = store.db;
+  }
 
   /** Every stored group, with its acked and in-flight entries above its cursor. */
   async loadGroups(): Promise<LoadedGroup[]> {
     const out: LoadedGroup[] = [];
     for await (const [, value] of this.db.iterator({ gte: "g!", lt: prefixEnd("g!") })) {
       const record = JSON.parse(Buffer.from(value).toString("utf8")) as GroupRecord;
-      this.holds(record.channel);
       // From the cursor on: below it everything is done, and the entries of a backlog just
       // drained are a million deletes that LevelDB has not compacted away yet, which an
       // iterator from the prefix would step over one by one.
@@ -122,13 +121,13 @@ export class GroupState {
 
   /** Stores what `deadLetterMarks` reads. */
   async putDeadLetterMarks(deadLetterChannel: string, channel: string, group: string, marks: DeadLetterMarks): Promise<void> {
-    if (this.closed()) throw logClosed();
+    if (this.store.closed) throw logClosed();
     await this.db.put(deadLetterMarksKey(deadLetterChannel, channel, group), Buffer.from(JSON.stringify(marks)));
   }
 
   /** Removes every record of one group: its cursor, acks, attempts and pump records. */
   async drop(channel: string, group: string): Promise<void> {
-    if (this.closed()) throw logClosed();
+    if (this.store.closed) throw logClosed();
     await this.db.del(groupKey(channel, group));
     for (const prefix of [ackedPrefix(channel, group), inflightPrefix(channel, group), pumpPrefix(channel, group)]) {
       await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
@@ -137,14 +136,14 @@ export class GroupState {
 
   /** Starts a batch of group-state changes, written together by `write()`. */
   batch(within?: ChainedBatch): GroupBatch {
-    return new GroupBatch(this.writer, within);
+    return new GroupBatch(this.store, within);
   }
 }
 
 /**
  * Changes to group state, applied atomically by `write()` (through a StateWriter,
  * which holds them back, in order, while the disk is full). Within an append group (see
- * PrepareListener) they go straight into the group's LevelDB batch instead.
+ * the log's write stage) they go straight into the group's LevelDB batch instead.
  */
 export class GroupBatch {
   private readonly ops: StateOp[] = [];
@@ -152,7 +151,7 @@ export class GroupBatch {
   /** Group records to put, by key, encoded once at write: an ack batch advances a cursor many times. */
   private groups: Map<string, GroupRecord> | undefined;
   /**
-   * `within`: an append group's batch, which the log writes (see PrepareListener); this
+   * `within`: an append group's batch, which the log writes (see WriteStage); this
    * batch then only adds to it, and is never written by itself.
    */
   constructor(
@@ -219,7 +218,7 @@ export class GroupBatch {
     if (this.within) throw new Error("a GroupBatch within an append group is written with it");
     if (this.size === 0) return;
     this.stage();
-    await this.writer.writeState(this.ops);
+    await this.writer.write(this.ops);
   }
   /** Puts the group records into the batch (write() does it; the log does it for a batch within an append group). */
   stage(): void {

@@ -353,19 +353,17 @@ export class GroupDispatcher implements ReadTarget {
 
   /**
    * This sidecar no longer keeps the relay copies it holds for the group (the mesh withdrew
-   * the group: its origins took back what they had forwarded here): those read and waiting
-   * are given up now, and those not read yet when they are read (see stale).
+   * the group: its origins took back what they had forwarded here): the copy epoch moves on,
+   * so that every copy held so far is given up, those read and waiting now, the others when
+   * they are read (see stale).
    */
   release(): void {
     if (this.closed || this.queues.hasLocal || this.keepsCopies()) return;
     const batch = this.options.state.batch();
-    let changed = false;
+    this.cursor.nextEpoch(batch);
     for (const entry of [...this.entries.values()]) {
-      if (!entry.event.origin || entry.state === "inflight" || entry.state === "dead") continue;
-      this.giveUp(entry, batch);
-      changed = true;
+      if (entry.event.origin && entry.state !== "inflight" && entry.state !== "dead") this.giveUp(entry, batch);
     }
-    if (!changed) return;
     void this.flush(batch);
     this.pump();
   }

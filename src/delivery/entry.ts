@@ -1,3 +1,5 @@
+import { status } from "@grpc/grpc-js";
+import { Reason, WeftError } from "../contract/errors.js";
 import type { StoredEvent } from "../log/record.js";
 import type { MemberKind, MemberSink } from "./types.js";
 
@@ -66,4 +68,21 @@ export interface MemberState {
 export function orderKey(event: StoredEvent): string {
   if (event.key === "") return "";
   return event.origin ? `${event.origin.node}/${event.origin.log}\u0000${event.key}` : `\u0000${event.key}`;
+}
+
+/**
+ * Checks that every id was issued to `member`.
+ * @throws WeftError INVALID_ARGUMENT (UNKNOWN_DELIVERY) for an id never issued on its stream.
+ */
+export function checkDeliveryIds(member: MemberState, ids: readonly number[]): void {
+  for (const id of ids) {
+    if (!Number.isSafeInteger(id) || id < 1 || id > member.lastDeliveryId) {
+      throw new WeftError(
+        status.INVALID_ARGUMENT,
+        Reason.UNKNOWN_DELIVERY,
+        `delivery id ${id} was never issued on this stream (ids issued so far: 1 to ${member.lastDeliveryId})`,
+        "delivery_ids",
+      );
+    }
+  }
 }

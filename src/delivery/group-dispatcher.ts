@@ -1,18 +1,17 @@
-import { status } from "@grpc/grpc-js";
-import { Reason, WeftError } from "../contract/errors.js";
 import type { OriginLog } from "../log/origin-log.js";
 import type { GroupBatch, GroupRecord, GroupState, InflightRecord } from "./group-state.js";
 import type { StoredEvent } from "../log/record.js";
 import type { Observer } from "../ops/observer.js";
 import { AttemptRecords } from "./attempt-records.js";
 import { deadLetterOf, storeDeadLetter } from "./dead-letter.js";
-import { type Entry, type MemberState, orderKey } from "./entry.js";
+import { Claims } from "./claims.js";
+import { handOut, send } from "./pump.js";
+import { type Entry, type MemberState, checkDeliveryIds, orderKey } from "./entry.js";
 import { GroupCursor } from "./group-cursor.js";
 import { GroupReader, type ReadTarget } from "./group-reader.js";
 import { KeyOrder } from "./key-order.js";
 import { ReadAheadBudget } from "./read-ahead-budget.js";
 import { ReadyQueues } from "./ready-queues.js";
-import type { OutgoingDelivery } from "./types.js";
 
 export type { MemberState } from "./entry.js";
 
@@ -62,7 +61,7 @@ export class GroupDispatcher implements ReadTarget {
   private readonly entries = new Map<number, Entry>();
   private readonly restored = new Map<number, number>();
   /** Events not read yet whose first attempt was stored with them (see claim), and its pump record. */
-  private readonly claimed = new Map<number, { first: number; remaining: number }>();
+  private readonly claims = new Claims();
   /** Relay copies this group had in flight to members here when the log was last closed (set by the engine). */
   copiesInFlightAtStart = 0;
   private readonly keyOrder = new KeyOrder();
@@ -174,7 +173,7 @@ export class GroupDispatcher implements ReadTarget {
   }
 
   ack(member: MemberState, ids: readonly number[]): void {
-    this.checkIds(member, ids);
+    checkDeliveryIds(member, ids);
     const batch = this.options.state.batch();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
@@ -188,7 +187,7 @@ export class GroupDispatcher implements ReadTarget {
   }
 
   nack(member: MemberState, ids: readonly number[], delayMs: number): void {
-    this.checkIds(member, ids);
+    checkDeliveryIds(member, ids);
     const now = this.options.now();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
@@ -201,7 +200,7 @@ export class GroupDispatcher implements ReadTarget {
 
   /** Takes deliveries back unhandled (a peer had no member for them): delivered again, not counted as an attempt. */
   giveBack(member: MemberState, ids: readonly number[]): void {
-    this.checkIds(member, ids);
+    checkDeliveryIds(member, ids);
     const batch = this.options.state.batch();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
@@ -214,7 +213,7 @@ export class GroupDispatcher implements ReadTarget {
   }
 
   extend(member: MemberState, ids: readonly number[], extensionMs: number): void {
-    this.checkIds(member, ids);
+    checkDeliveryIds(member, ids);
     const now = this.options.now();
     for (const id of ids) {
       const entry = member.deliveries.get(id);
@@ -272,49 +271,23 @@ export class GroupDispatcher implements ReadTarget {
   claim(events: readonly StoredEvent[], attempts: GroupBatch): ((stored: boolean) => void) | undefined {
     if (this.closed || this.members.size === 0 || this.reader.pos !== events[0]?.sequence) return undefined;
     if (this.queues.anyReady()) return undefined;
-    let free = 0;
-    let freeLocal = 0;
-    for (const m of this.members.values()) {
-      const room = Math.max(0, m.window - m.deliveries.size);
-      free += room;
-      if (m.kind.kind === "local") freeLocal += room;
-    }
-    const room = this.reader.room();
-    if (!room) return undefined;
-    const limit = Math.min(free, room.events);
-    const seqs: number[] = [];
-    const orders = new Set<string>();
-    let bytes = 0;
-    for (const event of events) {
-      if (seqs.length >= limit || bytes + event.bytes.length > room.bytes) break;
-      if (event.onlyGroup !== undefined && event.onlyGroup !== this.group) continue;
-      const order = orderKey(event);
-      if (event.origin && (freeLocal === 0 || this.stale(event))) {
-        // A copy no local member has room for waits, and the later events of its key behind it.
-        if (order) orders.add(order);
-        continue;
-      }
-      if (order) {
-        // Behind an earlier event of its key: it waits, and its attempt is stored when it goes.
-        if (this.keyOrder.has(order) || orders.has(order)) continue;
-        orders.add(order);
-      }
-      if (event.origin) freeLocal--;
-      seqs.push(event.sequence);
-      bytes += event.bytes.length;
-    }
+    const seqs = Claims.choose(events, {
+      group: this.group,
+      members: this.members.values(),
+      room: this.reader.room(),
+      ordered: (order) => this.keyOrder.has(order),
+      stale: (event) => this.stale(event),
+    });
     if (seqs.length === 0) return undefined;
     attempts.putPump(this.channel, this.group, seqs);
     return (stored) => {
-      if (!stored || this.closed) return;
-      const pump = { first: seqs[0]!, remaining: seqs.length };
-      for (const seq of seqs) this.claimed.set(seq, pump);
+      if (stored && !this.closed) this.claims.add(seqs);
     };
   }
 
   /** Retention removed everything before `first`. */
   trimmed(first: number): void {
-    for (const seq of this.claimed.keys()) if (seq < first) this.claimed.delete(seq);
+    this.claims.trim(first);
     if (this.cursor.ackedThrough >= first - 1) return;
     const batch = this.options.state.batch();
     const lost = this.cursor.trim(first, batch, (s) => {
@@ -388,19 +361,6 @@ export class GroupDispatcher implements ReadTarget {
   }
 
   // ---- internals ----
-
-  private checkIds(member: MemberState, ids: readonly number[]): void {
-    for (const id of ids) {
-      if (!Number.isSafeInteger(id) || id < 1 || id > member.lastDeliveryId) {
-        throw new WeftError(
-          status.INVALID_ARGUMENT,
-          Reason.UNKNOWN_DELIVERY,
-          `delivery id ${id} was never issued on this stream (ids issued so far: 1 to ${member.lastDeliveryId})`,
-          "delivery_ids",
-        );
-      }
-    }
-  }
 
   /** The delivery of `entry` to `member` ended: the member's credit is free again. */
   private endDelivery(member: MemberState, entry: Entry): void {
@@ -541,11 +501,8 @@ export class GroupDispatcher implements ReadTarget {
       // this sidecar no longer keeps: done here, without a delivery.
       this.restored.delete(seq);
       const batch = this.options.state.batch().delInflight(this.channel, this.group, seq);
-      const pump = this.claimed.get(seq);
-      if (pump) {
-        this.claimed.delete(seq);
-        if (--pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
-      }
+      const pump = this.claims.take(seq);
+      if (pump && --pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
       if (!foreign) this.nextEpoch(event, batch);
       this.cursor.markDone(seq, batch);
       void this.flush(batch);
@@ -554,8 +511,7 @@ export class GroupDispatcher implements ReadTarget {
     const entry: Entry = { seq, order: orderKey(event), event, attempt: 0, state: "waiting", due: 0, ahead };
     this.entries.set(seq, entry);
     this.reader.took(entry);
-    entry.pump = this.claimed.get(seq);
-    this.claimed.delete(seq);
+    entry.pump = this.claims.take(seq);
     const restored = this.restored.get(seq);
     if (restored !== undefined) {
       this.restored.delete(seq);
@@ -566,7 +522,7 @@ export class GroupDispatcher implements ReadTarget {
     if (!this.keyOrder.add(entry)) this.releaseNext(entry);
   }
 
-  /** Hands ready entries to members with free credits, round-robin, then persists attempts. */
+  /** Hands ready entries to members with free credits, round-robin, and sends them once their attempts are stored. */
   pump(): void {
     if (this.members.size === 0 || this.closed) return;
     // Most calls (a credit freed, an ack, a fill that found nothing) have nothing to send:
@@ -575,67 +531,19 @@ export class GroupDispatcher implements ReadTarget {
       this.reader.readMore();
       return;
     }
-    const out = new Map<MemberState, OutgoingDelivery[]>();
     const batch = this.options.state.batch();
-    const order = this.queues.members;
-    // First attempts are stored in one pump record, not one in-flight record each (which
-    // each ack would then delete): that would be two more writes per event.
-    const firsts: Entry[] = [];
-    let progress = true;
-    while (progress) {
-      progress = false;
-      for (let i = 0; i < order.length; i++) {
-        const member = order[(this.rr + i) % order.length]!;
-        if (member.deliveries.size >= member.window) continue;
-        const entry = this.queues.take(member);
-        if (!entry) continue;
-        progress = true;
-        entry.attempt++;
-        entry.state = "inflight";
-        entry.member = member;
-        entry.deliveryId = ++member.lastDeliveryId;
-        // The deadline runs from when the delivery leaves (send, below), not from here: an
-        // attempt still being stored (a full disk holds it) must not expire unsent.
-        entry.due = Infinity;
-        member.deliveries.set(entry.deliveryId, entry);
-        if (entry.event.origin) this.copiesInflight++;
-        if (entry.attempt > 1 || entry.perEvent) this.attempts.record(entry, batch);
-        else if (!entry.pump) firsts.push(entry); // with a pump already, it was stored with the event (claim)
-        let list = out.get(member);
-        if (!list) out.set(member, (list = []));
-        list.push({ deliveryId: entry.deliveryId, attempt: entry.attempt, deadline: entry.due, event: entry.event });
-      }
-      this.rr = (this.rr + 1) % Math.max(1, order.length);
-    }
+    const { out, firsts, rr } = handOut(this.queues, this.attempts, batch, this.rr);
+    this.rr = rr;
     if (out.size === 0) {
       this.reader.readMore();
       return;
     }
+    for (const deliveries of out.values()) for (const d of deliveries) if (d.event.origin) this.copiesInflight++;
     this.attempts.firsts(firsts, batch);
-    const send = (): void => {
-      const at = this.options.now();
-      for (const [member, deliveries] of out) {
-        if (member.gone) continue;
-        // Only deliveries still in flight to this member leave: one given back or handed on
-        // while its attempt was being stored is no longer this delivery. A peer member's
-        // deliveries have no deadline: they end by the peer's report.
-        const deadline = member.kind.kind === "local" ? at + member.kind.ackDeadlineMs : Infinity;
-        const leaving = deliveries.filter((d) => {
-          const entry = member.deliveries.get(d.deliveryId);
-          if (!entry || entry.state !== "inflight") return false;
-          entry.due = deadline;
-          if (Number.isFinite(deadline)) this.timed.add(entry);
-          d.deadline = deadline;
-          return true;
-        });
-        if (leaving.length === 0) continue;
-        this.options.observer.delivered(this.channel, this.group, leaving);
-        member.sink.send(leaving);
-      }
-    };
+    const leave = (): void => send(out, this.options.now(), this.timed, this.options.observer, this.channel, this.group);
     // The attempt is stored before the event leaves, so a crash never loses count of it.
-    if (batch.length === 0) send();
-    else void this.flush(batch).then(send);
+    if (batch.length === 0) leave();
+    else void this.flush(batch).then(leave);
     this.reader.readMore();
   }
 

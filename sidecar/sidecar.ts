@@ -14,7 +14,7 @@ import { type LogFormat, type LogLevel, type Logger, createLogger } from "../src
 import { logObserver } from "../src/ops/log-observer.js";
 import { BurstCollector } from "../src/ops/burst-collector.js";
 import { OpenTelemetryTracing } from "../src/ops/tracing.js";
-import { OriginLog, type Retention } from "../src/log/origin-log.js";
+import { EventLog, type Retention } from "../src/log/event-log.js";
 import { type ReloadResult, TlsFiles, type TlsPaths } from "../src/security/tls-files.js";
 import { type PolicyConfig, type TokensConfig, accessControl } from "./access-config.js";
 import { exposureProblem, insecureListeners } from "./exposure.js";
@@ -120,7 +120,7 @@ export interface SidecarStartOptions {
 }
 
 /**
- * One running sidecar: the origin log, the delivery engine, the service API, and its place
+ * One running sidecar: the event log, the delivery engine, the service API, and its place
  * in the mesh (the peer API, and links dialed to the configured peers).
  * `stop()` is graceful and idempotent.
  */
@@ -131,7 +131,7 @@ export class Sidecar {
 
   private constructor(
     readonly config: SidecarConfig,
-    readonly log: OriginLog,
+    readonly log: EventLog,
     readonly engine: DeliveryEngine,
     readonly mesh: MeshNode,
     private readonly server: ServiceServer,
@@ -215,7 +215,7 @@ export class Sidecar {
     // write-ahead log after a crash) on its own: a restart's first delivery comes that much sooner.
     const loading = import("./listeners.js");
     loading.catch(() => undefined); // awaited below; not unhandled if the open fails first
-    const log = await OriginLog.open(config.dataDir, {
+    const log = await EventLog.open(config.dataDir, {
       fsync: config.fsync,
       dedupWindowMs: config.dedupWindowMs,
       retention: config.retention,

@@ -5,7 +5,7 @@ import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import type { OutgoingDelivery } from "../src/delivery/types.js";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { ClassicLevel } from "classic-level";
-import { OriginLog } from "../src/log/origin-log.js";
+import { EventLog } from "../src/log/event-log.js";
 import { eventually } from "./support/collect.js";
 import { tempDir } from "./support/sidecar.js";
 
@@ -30,7 +30,7 @@ describe("DeliveryEngine", () => {
   });
   async function setup(now: () => number) {
     const dir = await tempDir();
-    const log = await OriginLog.open(dir, { now, retention: { maxAgeMs: 10_000, maxBytes: 1e9 } });
+    const log = await EventLog.open(dir, { now, retention: { maxAgeMs: 10_000, maxBytes: 1e9 } });
     const engine = new DeliveryEngine(log, { now });
     await engine.start();
     cleanup.push(() => rm(dir, { recursive: true, force: true }), () => log.close(), () => engine.stop());
@@ -43,8 +43,8 @@ describe("DeliveryEngine", () => {
    */
   const runIn =
     (dir: string) =>
-    async (work: (log: OriginLog, engine: DeliveryEngine) => Promise<void>): Promise<void> => {
-      const log = await OriginLog.open(dir);
+    async (work: (log: EventLog, engine: DeliveryEngine) => Promise<void>): Promise<void> => {
+      const log = await EventLog.open(dir);
       const engine = new DeliveryEngine(log);
       await engine.start();
       try {
@@ -140,7 +140,7 @@ describe("DeliveryEngine", () => {
   });
 
   /** Counts the log's LevelDB writes from now on; `fail` makes the next one fail. */
-  function watchWrites(log: OriginLog): { writes: number; fail: boolean } {
+  function watchWrites(log: EventLog): { writes: number; fail: boolean } {
     const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void>; close(): Promise<void> } } }).db;
     const watch = { writes: 0, fail: false };
     const batch = db.batch.bind(db);
@@ -263,7 +263,7 @@ describe("DeliveryEngine", () => {
     const dir = await tempDir();
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
     const options = { now: () => now, retention: { maxAgeMs: 10_000, maxBytes: 1e9 } };
-    let log = await OriginLog.open(dir, options);
+    let log = await EventLog.open(dir, options);
     let engine = new DeliveryEngine(log, { now: () => now });
     await engine.start();
     (await engine.join(settings("stuck", "g"), { send: () => {} })).leave();
@@ -273,7 +273,7 @@ describe("DeliveryEngine", () => {
     await log.sweep();
     await log.close();
 
-    log = await OriginLog.open(dir, options);
+    log = await EventLog.open(dir, options);
     engine = new DeliveryEngine(log, { now: () => now });
     await engine.start();
     cleanup.push(() => log.close(), () => engine.stop());
@@ -312,7 +312,7 @@ describe("DeliveryEngine", () => {
     const now = () => Date.now();
     const dir = await tempDir();
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    let log = await OriginLog.open(dir, { now });
+    let log = await EventLog.open(dir, { now });
     let engine = new DeliveryEngine(log, { now });
     await engine.start();
     const got: OutgoingDelivery[] = [];
@@ -322,7 +322,7 @@ describe("DeliveryEngine", () => {
     engine.stop();
     await log.close();
 
-    log = await OriginLog.open(dir, { now });
+    log = await EventLog.open(dir, { now });
     engine = new DeliveryEngine(log, { now });
     await engine.start();
     cleanup.push(() => log.close(), () => engine.stop());

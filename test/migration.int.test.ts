@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { GroupState } from "../src/delivery/group-state.js";
 import { migrateRelayChannels } from "../src/delivery/migrate-relay-channels.js";
-import { OriginLog } from "../src/log/origin-log.js";
+import { EventLog } from "../src/log/event-log.js";
 import { collect, eventually } from "./support/collect.js";
 import { linked } from "./support/mesh.js";
 import { freePort } from "./support/process.js";
@@ -67,7 +67,7 @@ describe("a data directory written by 0.2", () => {
     execFileSync("tar", ["-xzf", FIXTURE, "-C", dir]);
     // A first start that stops after the copies and their state are written, before the
     // relay channel is removed.
-    const log = await OriginLog.open(join(dir, "node-b"));
+    const log = await EventLog.open(join(dir, "node-b"));
     const state = new GroupState(log.state);
     state.drop = () => Promise.reject(new Error("stopped"));
     await expect(migrateRelayChannels(log, state, await state.loadGroups())).rejects.toThrow("stopped");

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import type { OutgoingDelivery } from "../src/delivery/types.js";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
-import { OriginLog } from "../src/log/origin-log.js";
+import { EventLog } from "../src/log/event-log.js";
 import { decodeRecord, encodeRecord, recordSize } from "../src/log/record.js";
 import { eventually, settle } from "./support/collect.js";
 import { tempDir } from "./support/sidecar.js";
@@ -45,7 +45,7 @@ describe("events addressed to one group", () => {
   it("are delivered to their group only; other groups skip them, with or without members, also after a restart", async () => {
     const dir = await tempDir();
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    let log = await OriginLog.open(dir);
+    let log = await EventLog.open(dir);
     let engine = new DeliveryEngine(log);
     await engine.start();
     const toA: OutgoingDelivery[] = [];
@@ -82,7 +82,7 @@ describe("events addressed to one group", () => {
     b.leave();
     engine.stop();
     await log.close();
-    log = await OriginLog.open(dir);
+    log = await EventLog.open(dir);
     engine = new DeliveryEngine(log);
     await engine.start();
     cleanup.push(

@@ -22,7 +22,7 @@ import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { type PublishResponse, PublishResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
 import { ServiceServer } from "../src/grpc/server.js";
-import { OriginLog } from "../src/log/origin-log.js";
+import { EventLog } from "../src/log/event-log.js";
 import { eventually, take, within } from "./support/collect.js";
 import { RawMeshConnection, encodePublishRequest } from "./support/raw-client.js";
 import { grpcFrame, grpcMessages, grpcRequest } from "./support/raw-http2.js";
@@ -144,7 +144,7 @@ describe("service server", () => {
 
   it("keeps health NOT_SERVING on a service server until its owner sets SERVING", async () => {
     const dataDir = await tempDir();
-    const log = await OriginLog.open(dataDir);
+    const log = await EventLog.open(dataDir);
     const engine = new DeliveryEngine(log);
     await engine.start();
     const server = await ServiceServer.start({ log, engine, limits: DEFAULT_LIMITS }, { address: "127.0.0.1:0", maxMessageBytes: 1 << 20 });

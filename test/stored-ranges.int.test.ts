@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { AdminClient } from "../src/client/index.js";
 import { Reason } from "../src/contract/errors.js";
 import { MAX_SEQUENCE, MAX_TIME_MS } from "../src/contract/ranges.js";
-import { OriginLog } from "../src/log/origin-log.js";
+import { EventLog } from "../src/log/event-log.js";
 import { StartPosition_Kind } from "../src/gen/weft/v1/mesh_pb.js";
 import { createLogger } from "../src/ops/logger.js";
 import { eventually } from "./support/collect.js";
@@ -115,7 +115,7 @@ describe("a group stored out of range by an older release", () => {
       // NaN is stored as null in the group's JSON.
       { ...base, channel: "old.nan", group: "g", deadLetterChannel: dlq("old.nan"), start: { kind: "time", time: Number.NaN } },
     ];
-    const log = await OriginLog.open(a!.dataDir);
+    const log = await EventLog.open(a!.dataDir);
     const batch = new GroupState(log.state).batch();
     for (const r of [...clamped, ...skipped]) batch.putGroup(r);
     await batch.write();

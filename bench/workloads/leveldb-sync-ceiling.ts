@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { ClassicLevel } from "classic-level";
 import { writeEvent } from "../../src/wire/messages.js";
 import { dedupKey, eventKey, headKey } from "../../src/log/keys.js";
-import { LEVELDB_OPTIONS, MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "../../src/log/origin-log.js";
+import { LEVELDB_OPTIONS, MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "../../src/log/event-log.js";
 import { encodeRecord } from "../../src/log/record.js";
 
 /**

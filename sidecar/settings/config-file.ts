@@ -2,7 +2,7 @@ import { open } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { WeftError } from "../../src/contract/errors.js";
 import { checkChannel } from "../../src/contract/validate.js";
-import type { Retention } from "../../src/log/origin-log.js";
+import type { Retention } from "../../src/log/event-log.js";
 import { type PolicyConfig, type TokensConfig, readPolicy, readTokens } from "../access-config.js";
 import { formatSize } from "../units.js";
 import { ConfigError, type ConfigSource, describe, kindOf } from "./config-error.js";

@@ -1,4 +1,4 @@
-import type { Retention } from "../../src/log/origin-log.js";
+import type { Retention } from "../../src/log/event-log.js";
 import type { SidecarConfig } from "../sidecar.js";
 import type { ConfigSource } from "./config-error.js";
 import { loadConfigFile } from "./config-file.js";

@@ -4,7 +4,7 @@ import { checkChannel, checkGroup } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
 import { type Event, EventSchema } from "../gen/weft/v1/event_pb.js";
 import type { DeadLetterMarks } from "../delivery/group-state.js";
-import type { OriginLog } from "../log/origin-log.js";
+import type { EventLog } from "../log/event-log.js";
 import { type StoredEvent, redriveIdentity } from "../log/record.js";
 
 /** One dead letter of a group, as this sidecar stores it. */
@@ -82,7 +82,7 @@ export class DeadLetters {
   private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(
-    private readonly log: OriginLog,
+    private readonly log: EventLog,
     private readonly engine: DeliveryEngine,
   ) {}
 

@@ -2,7 +2,7 @@ import { Reason, notFound } from "../contract/errors.js";
 import { checkChannel } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
 import type { GroupDetail } from "../delivery/types.js";
-import type { OriginLog } from "../log/origin-log.js";
+import type { EventLog } from "../log/event-log.js";
 import type { PeerDetail } from "../mesh/mesh-node.js";
 import { type DeadLetterPage, DeadLetters, type Redriven } from "./dead-letters.js";
 import type { EventCounters, EventCounts } from "./event-counters.js";
@@ -88,7 +88,7 @@ export interface StatsView extends EventCounts {
 
 export interface SidecarAdminDeps {
   nodeId: string;
-  log: OriginLog;
+  log: EventLog;
   engine: DeliveryEngine;
   /** The mesh (MeshNode): its peers. */
   mesh: { describePeers(): PeerDetail[] };

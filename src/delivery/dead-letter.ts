@@ -1,7 +1,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Reason, WeftError } from "../contract/errors.js";
 import { EventSchema } from "../gen/weft/v1/event_pb.js";
-import type { AppendEntry, OriginLog } from "../log/origin-log.js";
+import type { AppendEntry, EventLog } from "../log/event-log.js";
 import type { StoredEvent } from "../log/record.js";
 
 /** What a dead letter says of its group and of why the event ended there. */
@@ -51,7 +51,7 @@ const RETRY_MS = 1000;
  * `stop()` is true: the log is closing (the event's in-flight record stays, and a restart
  * dead-letters it again), or the event is no longer to be dead-lettered.
  */
-export function storeDeadLetter(log: OriginLog, letter: AppendEntry, on: { stored(): void; stop(): boolean; refused(error: WeftError): void }): void {
+export function storeDeadLetter(log: EventLog, letter: AppendEntry, on: { stored(): void; stop(): boolean; refused(error: WeftError): void }): void {
   log
     .append([letter])
     .then(() => on.stored())

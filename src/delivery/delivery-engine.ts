@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { Reason, exhausted } from "../contract/errors.js";
-import type { AppendEntry, AppendResult, OriginLog } from "../log/origin-log.js";
+import type { AppendEntry, AppendResult, EventLog } from "../log/event-log.js";
 import { type GroupBatch, type GroupRecord, GroupState } from "./group-state.js";
 import { relayIdentity } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
@@ -80,7 +80,7 @@ export class DeliveryEngine {
   readonly state: GroupState;
 
   constructor(
-    private readonly log: OriginLog,
+    private readonly log: EventLog,
     private readonly options: DeliveryEngineOptions = {},
   ) {
     this.now = options.now ?? Date.now;

@@ -1,4 +1,4 @@
-import type { OriginLog } from "../log/origin-log.js";
+import type { EventLog } from "../log/event-log.js";
 import type { GroupBatch, GroupRecord, GroupState, InflightRecord } from "./group-state.js";
 import type { StoredEvent } from "../log/record.js";
 import type { Observer } from "../ops/observer.js";
@@ -71,7 +71,7 @@ export class GroupDispatcher implements ReadTarget {
   private stopped = false;
 
   constructor(
-    private readonly log: OriginLog,
+    private readonly log: EventLog,
     record: GroupRecord,
     acked: number[],
     inflight: InflightRecord[],
@@ -555,7 +555,7 @@ export class GroupDispatcher implements ReadTarget {
 
   /**
    * Writes group state. While the log's disk is full the write waits for room (see
-   * OriginLog.writeState), and attempts leave only once stored. A failed write is reported,
+   * EventLog.writeState), and attempts leave only once stored. A failed write is reported,
    * not thrown: memory is ahead of the disk then, and a restart redelivers from the disk's
    * older state (at least once still holds).
    */

@@ -1,4 +1,4 @@
-import type { OriginLog } from "../log/origin-log.js";
+import type { EventLog } from "../log/event-log.js";
 import type { StoredEvent } from "../log/record.js";
 import type { Entry } from "./entry.js";
 import type { ReadAheadBudget } from "./read-ahead-budget.js";
@@ -62,7 +62,7 @@ export class GroupReader {
   private refill = false;
 
   constructor(
-    private readonly log: OriginLog,
+    private readonly log: EventLog,
     private readonly target: ReadTarget,
     private readonly limits: ReadLimits,
     private readonly budget: ReadAheadBudget,

@@ -1,4 +1,4 @@
-import type { AppendEntry, OriginLog } from "../log/origin-log.js";
+import type { AppendEntry, EventLog } from "../log/event-log.js";
 import type { GroupRecord, GroupState, LoadedGroup } from "./group-state.js";
 import { type StoredEvent, relayIdentity } from "../log/record.js";
 
@@ -17,7 +17,7 @@ const STEP = 1000;
  * sequences) and the group state written is the same. Returns whether anything moved (the
  * groups are then loaded again).
  */
-export async function migrateRelayChannels(log: OriginLog, state: GroupState, loaded: readonly LoadedGroup[]): Promise<boolean> {
+export async function migrateRelayChannels(log: EventLog, state: GroupState, loaded: readonly LoadedGroup[]): Promise<boolean> {
   const relays = loaded.filter((g) => relayChannelOf(g.record) !== undefined);
   for (const relay of relays) await migrate(log, state, relay, loaded);
   return relays.length > 0;
@@ -29,7 +29,7 @@ function relayChannelOf(record: GroupRecord): string | undefined {
   return record.channel.endsWith(suffix) ? record.channel.slice(0, -suffix.length) : undefined;
 }
 
-async function migrate(log: OriginLog, state: GroupState, relay: LoadedGroup, loaded: readonly LoadedGroup[]): Promise<void> {
+async function migrate(log: EventLog, state: GroupState, relay: LoadedGroup, loaded: readonly LoadedGroup[]): Promise<void> {
   const from = relay.record.channel;
   const group = relay.record.group;
   const channel = relayChannelOf(relay.record)!;

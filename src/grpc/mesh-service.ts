@@ -8,7 +8,7 @@ import { joinSettings } from "../delivery/join-settings.js";
 import { DEFAULTS, type JoinSettings, type Membership, defaultDeadLetterChannel } from "../delivery/types.js";
 import type { Event } from "../gen/weft/v1/event_pb.js";
 import { type SubscribeOpen, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/weft/v1/mesh_pb.js";
-import type { AppendEntry, OriginLog } from "../log/origin-log.js";
+import type { AppendEntry, EventLog } from "../log/event-log.js";
 import type { Observer } from "../ops/observer.js";
 import type { EventTracing, PublishedEvent } from "../ops/tracing.js";
 import { OPEN_ACCESS, type Caller } from "../security/access.js";
@@ -36,7 +36,7 @@ const MAX_IDS = 10_000;
 const MAX_DELIVERY_MESSAGE_BYTES = 3 * 1024 * 1024;
 
 export interface MeshServiceDeps {
-  log: OriginLog;
+  log: EventLog;
   engine: DeliveryEngine;
   limits: Limits;
   /** Told what publishers sent. */

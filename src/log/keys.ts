@@ -42,13 +42,13 @@ export const prefixEnd = (prefix: string): string => `${prefix}\uffff`;
 /** The sequence at the end of a key made by eventKey (or a group key with a sequence). */
 export const seqOfKey = (key: string): number => Number.parseInt(key.slice(key.length - 16), 16);
 
-/** The log's random id (see OriginLog.id). */
+/** The log's random id (see EventLog.id). */
 export const LOG_ID_KEY = "m!log-id";
-/** Present while the log is closed cleanly (see OriginLog.close). */
+/** Present while the log is closed cleanly (see EventLog.close). */
 export const CLOSED_KEY = "m!closed";
 /** Written by 0.2 and deleted on open: every event is in the events' database. */
 export const EVENTS_SPLIT_KEY = "m!events-dir";
-/** Which dedup table the log writes and since when (see OriginLog, DedupTables). */
+/** Which dedup table the log writes and since when (see EventLog, DedupTables). */
 export const DEDUP_TABLES_KEY = "m!dedup-tables";
 /** Written to each database while the disk is full, to tell when writes work again (see DiskWatch.probe). */
 export const PROBE_KEY = "m!probe";

@@ -27,7 +27,7 @@ const GROUP_VERSION = 3;
 const COPY_VERSION = 4;
 const HEADER = 1 + 8 + 2;
 
-/** One event as the origin log holds it. */
+/** One event as the event log holds it. */
 export interface StoredEvent {
   readonly channel: string;
   readonly sequence: number;

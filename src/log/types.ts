@@ -10,7 +10,7 @@ export interface Retention {
   maxBytes: number;
 }
 
-export interface OriginLogOptions {
+export interface EventLogOptions {
   /** Sync every append batch to disk before acking it (group commit). Default false. */
   fsync?: boolean;
   /** Re-publishing (source, id) within this window is a duplicate, in ms. Default 10 minutes. */

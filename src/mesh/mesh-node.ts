@@ -11,7 +11,7 @@ import type { HeldCopy, JoinSettings, KnownGroup, Membership, OutgoingDelivery, 
 import { StartPosition_Kind, StartPositionSchema, SubscribeOpenSchema, type StartPosition } from "../gen/weft/v1/mesh_pb.js";
 import type { GroupInterest, Hello, Interest, Outcomes } from "../gen/weft/v1/peer_pb.js";
 import { readEvent } from "../wire/messages.js";
-import type { OriginLog } from "../log/origin-log.js";
+import type { EventLog } from "../log/event-log.js";
 import { type Logger, createLogger } from "../ops/logger.js";
 import type { Observer } from "../ops/observer.js";
 import type { EventTracing } from "../ops/tracing.js";
@@ -31,7 +31,7 @@ import type { LinkClosed, LinkHost, PeerLink } from "./peer-link.js";
 
 export interface MeshNodeOptions {
   nodeId: string;
-  log: OriginLog;
+  log: EventLog;
   engine: DeliveryEngine;
   limits: Limits;
   /** The largest frame this sidecar accepts from a peer, bytes. */

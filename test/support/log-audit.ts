@@ -1,6 +1,6 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { EventSchema } from "../../src/gen/weft/v1/event_pb.js";
-import { OriginLog } from "../../src/log/origin-log.js";
+import { EventLog } from "../../src/log/event-log.js";
 import type { Origin } from "../../src/log/record.js";
 import { GroupState, type LoadedGroup } from "../../src/delivery/group-state.js";
 
@@ -40,7 +40,7 @@ export interface DuplicateRecords {
  * stopped (LevelDB allows one process); nothing is written.
  */
 export async function readLog(dataDir: string): Promise<LogContents> {
-  const log = await OriginLog.open(dataDir);
+  const log = await EventLog.open(dataDir);
   try {
     const channels = new Map<string, AuditedRecord[]>();
     for (const channel of log.channels()) {

@@ -2,7 +2,7 @@ import { rm } from "node:fs/promises";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
-import { type AppendEntry, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
+import { type AppendEntry, EventLog, type EventLogOptions } from "../src/log/event-log.js";
 import { DEDUP_TABLES_KEY, prefixEnd } from "../src/log/keys.js";
 import { recordSize, relayIdentity } from "../src/log/record.js";
 import { tempDir } from "./support/sidecar.js";
@@ -23,12 +23,12 @@ interface RawDb {
   keys(range: object): { all(): Promise<string[]> };
   batch(): RawBatch;
 }
-const dbOf = (log: OriginLog): RawDb => (log as unknown as { db: RawDb }).db;
-const keysUnder = async (log: OriginLog, prefix: string): Promise<number> => (await dbOf(log).keys({ gte: prefix, lt: prefixEnd(prefix) }).all()).length;
+const dbOf = (log: EventLog): RawDb => (log as unknown as { db: RawDb }).db;
+const keysUnder = async (log: EventLog, prefix: string): Promise<number> => (await dbOf(log).keys({ gte: prefix, lt: prefixEnd(prefix) }).all()).length;
 /** Counts the events the log's store reads (retention's scans included) and the most one call asked for, from now on. */
-function countReads(log: OriginLog): { events: number; mostAsked: number } {
+function countReads(log: EventLog): { events: number; mostAsked: number } {
   const counts = { events: 0, mostAsked: 0 };
-  const store = (log as unknown as { store: Pick<OriginLog, "read"> }).store;
+  const store = (log as unknown as { store: Pick<EventLog, "read"> }).store;
   const read = store.read.bind(store);
   store.read = async (...args) => {
     counts.mostAsked = Math.max(counts.mostAsked, args[2]);
@@ -39,17 +39,17 @@ function countReads(log: OriginLog): { events: number; mostAsked: number } {
   return counts;
 }
 
-describe("OriginLog", () => {
-  const open: OriginLog[] = [];
+describe("EventLog", () => {
+  const open: EventLog[] = [];
   const dirs: string[] = [];
   afterEach(async () => {
     for (const l of open.splice(0)) await l.close();
     for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
   });
-  async function openLog(options: OriginLogOptions = {}, dir?: string): Promise<{ log: OriginLog; dir: string }> {
+  async function openLog(options: EventLogOptions = {}, dir?: string): Promise<{ log: EventLog; dir: string }> {
     const d = dir ?? (await tempDir());
     if (!dir) dirs.push(d);
-    const log = await OriginLog.open(d, options);
+    const log = await EventLog.open(d, options);
     open.push(log);
     return { log, dir: d };
   }

@@ -9,11 +9,11 @@ import { DiskWatch, logClosed } from "./disk-full.js";
 import { EVENTS_SPLIT_KEY, LOG_ID_KEY } from "./keys.js";
 import { RetentionSweep } from "./retention.js";
 import { EventStore } from "./store.js";
-import type { AppendEntry, AppendOptions, AppendResult, ChannelHead, DiskFull, OriginLogOptions, StateOp, StateStore } from "./types.js";
+import type { AppendEntry, AppendOptions, AppendResult, ChannelHead, DiskFull, EventLogOptions, StateOp, StateStore } from "./types.js";
 import { type WriteStage, WriteLoop } from "./write-loop.js";
 import type { StoredEvent } from "./record.js";
 
-export type { AppendEntry, AppendOptions, AppendResult, ChainedBatch, ChannelHead, DiskFull, OriginLogOptions, Retention, StateOp, StateStore } from "./types.js";
+export type { AppendEntry, AppendOptions, AppendResult, ChainedBatch, ChannelHead, DiskFull, EventLogOptions, Retention, StateOp, StateStore } from "./types.js";
 export { LEVELDB_OPTIONS } from "./types.js";
 export { EVENTS_DIR } from "./store.js";
 export { DISK_PROBE_MS, isDiskFull } from "./disk-full.js";
@@ -41,7 +41,7 @@ export interface LogEvents {
  * of its own, through the handle `state`; the delivery engine may add to an append's write
  * (setWriteStage).
  */
-export class OriginLog {
+export class EventLog {
   /** Told of appends and trims (see LogEvents). */
   readonly emitter = new EventEmitter<LogEvents>();
   private readonly channelLimit: ChannelLimit;
@@ -57,7 +57,7 @@ export class OriginLog {
     /** The log's directory. */
     readonly dir: string,
     private readonly store: EventStore,
-    private readonly options: OriginLogOptions,
+    private readonly options: EventLogOptions,
     /**
      * Random, chosen when the log was created: a wiped data directory is a new log, whose
      * sequences start again at 1. Peers keep relay copies per (node, log id).
@@ -129,7 +129,7 @@ export class OriginLog {
   }
 
   /** Opens (creating if needed) the log in `dir`. Only one process may hold it. */
-  static async open(dir: string, options: OriginLogOptions = {}): Promise<OriginLog> {
+  static async open(dir: string, options: EventLogOptions = {}): Promise<EventLog> {
     const store = await EventStore.open(dir);
     try {
       let id = await store.main.get(LOG_ID_KEY);
@@ -140,7 +140,7 @@ export class OriginLog {
       // Written by 0.2, which no longer reads it: every event is in the events' database.
       await store.main.del(EVENTS_SPLIT_KEY);
       await store.load();
-      const log = new OriginLog(dir, store, options, Buffer.from(id).readBigUInt64BE(0));
+      const log = new EventLog(dir, store, options, Buffer.from(id).readBigUInt64BE(0));
       for (const channel of store.heads.keys()) log.channelLimit.add(channel);
       await log.dedup.load();
       return log;
@@ -207,7 +207,7 @@ export class OriginLog {
     return [...this.store.heads.keys()];
   }
 
-  /** How many channels the log holds (see OriginLogOptions.maxChannels). */
+  /** How many channels the log holds (see EventLogOptions.maxChannels). */
   get channelCount(): number {
     return this.channelLimit.count;
   }

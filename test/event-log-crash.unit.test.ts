@@ -4,7 +4,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ClassicLevel } from "classic-level";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
-import { type AppendEntry, EVENTS_DIR, OriginLog, type OriginLogOptions } from "../src/log/origin-log.js";
+import { type AppendEntry, EVENTS_DIR, EventLog, type EventLogOptions } from "../src/log/event-log.js";
 import { CLOSED_KEY, eventKey, prefixEnd } from "../src/log/keys.js";
 import { encodeRecord } from "../src/log/record.js";
 import { eventually, within } from "./support/collect.js";
@@ -19,7 +19,7 @@ import { GroupState } from "../src/delivery/group-state.js";
 
 
 /** Makes the log's next main-database batch write fail with `message` (its events' write succeeds). */
-function failNextMainWrite(log: OriginLog, message: string): void {
+function failNextMainWrite(log: EventLog, message: string): void {
   const db = (log as unknown as { db: { batch(): { write(...a: unknown[]): Promise<void> } } }).db;
   const batch = db.batch.bind(db);
   let failNext = true;
@@ -61,15 +61,15 @@ async function editDatabases(dir: string, edit: (main: Raw, events: Raw) => Prom
 }
 const keysOf = async (db: Raw, prefix: string): Promise<string[]> => db.keys({ gte: prefix, lt: prefixEnd(prefix) }).all();
 
-describe("OriginLog after a crash between its two writes", () => {
-  const open: OriginLog[] = [];
+describe("EventLog after a crash between its two writes", () => {
+  const open: EventLog[] = [];
   const dirs: string[] = [];
   afterEach(async () => {
     for (const l of open.splice(0)) await l.close();
     for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
   });
-  async function openLog(dir: string, options: OriginLogOptions = {}): Promise<OriginLog> {
-    const log = await OriginLog.open(dir, options);
+  async function openLog(dir: string, options: EventLogOptions = {}): Promise<EventLog> {
+    const log = await EventLog.open(dir, options);
     open.push(log);
     return log;
   }
@@ -81,7 +81,7 @@ describe("OriginLog after a crash between its two writes", () => {
   async function closeLast(): Promise<void> {
     await open.pop()!.close();
   }
-  const ids = async (log: OriginLog, channel: string): Promise<[number, string][]> =>
+  const ids = async (log: EventLog, channel: string): Promise<[number, string][]> =>
     (await log.read(channel, 1, 100)).map((e) => [e.sequence, dataOf(e.bytes)]);
 
   it("drops events written without their head (a channel's first too), and the next appends take their sequences", async () => {

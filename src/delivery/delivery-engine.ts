@@ -309,7 +309,7 @@ export class DeliveryEngine {
 
   /**
    * The groups that had relay copies in flight to members here when the sidecar stopped:
-   * their members were here then, and will likely come back (see MeshNode.start). Those
+   * their members were here then, and will likely come back (see LocalInterest.start). Those
    * copies are not done yet.
    */
   interrupted(): { channel: string; group: string; maxAttempts: number; deadLetterChannel: string }[] {

@@ -5,6 +5,7 @@ import type { Observer } from "../ops/observer.js";
 import { AttemptRecords } from "./attempt-records.js";
 import { deadLetterOf, storeDeadLetter } from "./dead-letter.js";
 import { Claims } from "./claims.js";
+import { CopyKeeping } from "./copy-keeping.js";
 import { handOut, send } from "./pump.js";
 import { type Entry, type MemberState, checkDeliveryIds, orderKey } from "./entry.js";
 import { GroupCursor } from "./group-cursor.js";
@@ -56,6 +57,7 @@ export class GroupDispatcher implements ReadTarget {
   private readonly cursor: GroupCursor;
   private readonly members = new Map<number, MemberState>();
   readonly queues: ReadyQueues;
+  private readonly copies: CopyKeeping;
   private readonly reader: GroupReader;
   private readonly attempts: AttemptRecords;
   private readonly entries = new Map<number, Entry>();
@@ -81,6 +83,7 @@ export class GroupDispatcher implements ReadTarget {
     this.group = record.group;
     this.cursor = new GroupCursor(record, acked);
     this.queues = new ReadyQueues(record.channel);
+    this.copies = new CopyKeeping(this.cursor, () => this.queues.hasLocal, () => options.keepsCopies?.() ?? true);
     this.attempts = new AttemptRecords(record.channel, record.group);
     for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
     const limits = { maxPending: options.maxPending, maxPendingBytes: options.maxPendingBytes };
@@ -276,7 +279,7 @@ export class GroupDispatcher implements ReadTarget {
       members: this.members.values(),
       room: this.reader.room(),
       ordered: (order) => this.keyOrder.has(order),
-      stale: (event) => this.stale(event),
+      stale: (event) => this.copies.stale(event),
     });
     if (seqs.length === 0) return undefined;
     attempts.putPump(this.channel, this.group, seqs);
@@ -328,10 +331,10 @@ export class GroupDispatcher implements ReadTarget {
    * This sidecar no longer keeps the relay copies it holds for the group (the mesh withdrew
    * the group: its origins took back what they had forwarded here): the copy epoch moves on,
    * so that every copy held so far is given up, those read and waiting now, the others when
-   * they are read (see stale).
+   * they are read (see CopyKeeping.stale).
    */
   release(): void {
-    if (this.closed || this.queues.hasLocal || this.keepsCopies()) return;
+    if (this.closed || this.copies.keeping) return;
     const batch = this.options.state.batch();
     this.cursor.nextEpoch(batch);
     for (const entry of [...this.entries.values()]) {
@@ -430,37 +433,12 @@ export class GroupDispatcher implements ReadTarget {
     this.cursor.markDone(entry.seq, batch);
   }
 
-  /**
-   * True for a relay copy this sidecar no longer keeps for the group: one of an earlier copy
-   * epoch, or, while the group has no local member here and the mesh no longer keeps its
-   * copies, any. Its origin took it back when this sidecar withdrew the group (or takes it
-   * back when it hears that this sidecar has no member of it): delivering it here would
-   * only duplicate it, and waiting would hold the group's cursor, and this sidecar's own
-   * events behind it, until a member came back here.
-   */
-  private stale(event: StoredEvent): boolean {
-    if ((event.copyEpoch ?? 0) < this.copyEpoch) return true;
-    return !this.queues.hasLocal && !this.keepsCopies();
-  }
-
-  private keepsCopies(): boolean {
-    return this.options.keepsCopies?.() ?? true;
-  }
-
-  /**
-   * Gives up a relay copy: done for the group here, and nobody is told (its origin took it
-   * back). A copy of the current epoch moves the epoch on, so that a later forward of the
-   * same event is stored as a new copy, never found done (see relayIdentity).
-   */
+  /** Gives up a relay copy (see CopyKeeping): done for the group here, and nobody is told (its origin took it back). */
   private giveUp(entry: Entry, batch: GroupBatch): void {
-    this.nextEpoch(entry.event, batch);
+    this.copies.givenUp(entry.event, batch);
     this.drop(entry);
     this.attempts.finished(entry, batch);
     this.cursor.markDone(entry.seq, batch);
-  }
-
-  private nextEpoch(event: StoredEvent, batch: GroupBatch): void {
-    if ((event.copyEpoch ?? 0) >= this.copyEpoch) this.cursor.nextEpoch(batch);
   }
 
   /** Forgets an entry and lets the next event of its key go. */
@@ -496,14 +474,14 @@ export class GroupDispatcher implements ReadTarget {
     const seq = event.sequence;
     if (this.known(seq)) return;
     const foreign = event.onlyGroup !== undefined && event.onlyGroup !== this.group;
-    if (foreign || (event.origin && this.stale(event))) {
+    if (foreign || (event.origin && this.copies.stale(event))) {
       // Another group's (a relay copy held for it, or a redriven dead letter), or a copy
       // this sidecar no longer keeps: done here, without a delivery.
       this.restored.delete(seq);
       const batch = this.options.state.batch().delInflight(this.channel, this.group, seq);
       const pump = this.claims.take(seq);
       if (pump && --pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
-      if (!foreign) this.nextEpoch(event, batch);
+      if (!foreign) this.copies.givenUp(event, batch);
       this.cursor.markDone(seq, batch);
       void this.flush(batch);
       return;

@@ -48,9 +48,9 @@ export class ChannelLimit {
    * The refusal of an append whose new channels would pass the limit, counting those of the
    * group being prepared so far; otherwise they count from now on (see startGroup).
    */
-  admit(channels: Iterable<string>): WeftError | undefined {
+  admit(entries: readonly { channel: string }[]): WeftError | undefined {
     let mine: Set<string> | undefined;
-    for (const c of channels) {
+    for (const { channel: c } of entries) {
       if (this.held.has(c) || this.preparing.has(c)) continue;
       (mine ??= new Set()).add(c);
     }

@@ -108,11 +108,11 @@ export class Dedup {
    * event would take this loop's time, and this loop also delivers), or with getSync for a
    * few. `pending` is what the group written meanwhile adds.
    */
-  lookUp(entries: Iterable<AppendEntry>, pending: Map<string, AppendResult> | undefined): Lookup {
+  lookUp(group: readonly { entries: readonly AppendEntry[] }[], pending: Map<string, AppendResult> | undefined): Lookup {
     const keys: string[] = [];
     const askedFor: number[] = [];
     const ask: string[] = [];
-    for (const entry of entries) {
+    for (const { entries } of group) for (const entry of entries) {
       const key = dedupKey(entry.channel, entry.source, entry.id);
       // The filter holds identities: a table's entry is added as its dedupKey.
       if (this.filter.mayHold(key)) {
@@ -131,6 +131,11 @@ export class Dedup {
     // A failed lookup is the write's failure; until then it must not count as unhandled.
     stored.catch(() => {});
     return { keys, askedFor, stored, pending, at: 0 };
+  }
+
+  /** True when entry `k` was looked up (the dedup filter may hold its identity). */
+  asked(lookup: Lookup, k: number): boolean {
+    return lookup.askedFor[lookup.at] === k;
   }
 
   /** Passes over entry `k`'s lookups (an append refused whole). */

@@ -229,7 +229,7 @@ export class WriteLoop {
   }
 
   private lookUp(group: PendingAppend[], pending: Map<string, AppendResult> | undefined): LookedUp {
-    return { group, lookup: this.host.dedup.lookUp(group.flatMap((p) => p.entries), pending) };
+    return { group, lookup: this.host.dedup.lookUp(group, pending) };
   }
 
   /** Assigns sequences and builds the batches of a looked-up group (heads change once it is written). */
@@ -248,7 +248,7 @@ export class WriteLoop {
     channels.startGroup();
     for (const p of group) {
       const out: AppendResult[] = [];
-      const refusal = channels.admit(p.entries.map((e) => e.channel));
+      const refusal = channels.admit(p.entries);
       refusals.push(refusal);
       if (refusal) {
         // None of it is stored: its lookups are passed over.
@@ -258,8 +258,8 @@ export class WriteLoop {
       }
       for (const entry of p.entries) {
         const dk = lookup.keys[k]!;
-        const first = (touched.get(entry.channel) ?? store.heads.get(entry.channel))?.first ?? 1;
-        const found = dedup.found(lookup, stored, k, entry, first, now);
+        // Most entries were not looked up (the dedup filter knows they are new): no head read for them.
+        const found = dedup.asked(lookup, k) ? dedup.found(lookup, stored, k, entry, (touched.get(entry.channel) ?? store.heads.get(entry.channel))?.first ?? 1, now) : undefined;
         k++;
         const earlier = seen.get(dk) ?? lookup.pending?.get(dk) ?? found;
         if (earlier) {

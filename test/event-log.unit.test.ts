@@ -219,18 +219,23 @@ describe("EventLog", () => {
       { ...entry("a", "3", "redriven", "k3"), onlyGroup: "g1" },
       // A relay copy held for one group (version 4): its origin, its group and its copy epoch.
       { ...entry("a", "4", "held", "k4"), origin: { node: "n3", log: "0a0b", sequence: 9 }, onlyGroup: "g2", copyEpoch: 3 },
+      // One forwarded after attempts elsewhere (version 5): those attempts too.
+      { ...entry("a", "5", "tried", "k5"), origin: { node: "n3", log: "0a0b", sequence: 10 }, onlyGroup: "g2", copyEpoch: 3, priorAttempts: 2 },
     ]);
     const fromMemory = await log.read("a", 1, 10);
     await log.close();
     const { log: again } = await openLog({}, dir);
     const fromDisk = await again.read("a", 1, 10);
-    expect(fromDisk).toHaveLength(4);
+    expect(fromDisk).toHaveLength(5);
     expect(fromMemory.map((x) => ({ ...x, bytes: Buffer.from(x.bytes) }))).toEqual(fromDisk.map((x) => ({ ...x, bytes: Buffer.from(x.bytes) })));
     expect(fromDisk[1]!.origin).toEqual({ node: "n2", log: "00ff", sequence: 41 });
     expect(fromDisk[1]!.onlyGroup).toBeUndefined();
     expect(fromDisk[2]!.onlyGroup).toBe("g1");
     expect(fromDisk[3]).toMatchObject({ key: "k4", origin: { node: "n3", log: "0a0b", sequence: 9 }, onlyGroup: "g2", copyEpoch: 3 });
     expect(Buffer.from(fromDisk[3]!.bytes)).toEqual(Buffer.from(entry("a", "4", "held", "k4").bytes));
+    expect(fromDisk[3]!.priorAttempts).toBeUndefined();
+    expect(fromDisk[4]).toMatchObject({ key: "k5", origin: { node: "n3", log: "0a0b", sequence: 10 }, onlyGroup: "g2", copyEpoch: 3, priorAttempts: 2 });
+    expect(Buffer.from(fromDisk[4]!.bytes)).toEqual(Buffer.from(entry("a", "5", "tried", "k5").bytes));
     // Retention counts each record's stored size: the head's bytes are their sum.
     expect(again.head("a").bytes).toBe(fromDisk.reduce((n, x) => n + recordSize(x), 0));
   });

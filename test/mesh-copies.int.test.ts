@@ -3,6 +3,8 @@ import type { Delivery, Subscription } from "../src/client/index.js";
 import { spreadHash } from "../src/delivery/hash.js";
 import { collect, eventually, settle, take } from "./support/collect.js";
 import { copiesHeld, linked, settled, startMesh } from "./support/mesh.js";
+import { StartPosition_Kind } from "../src/gen/weft/v1/mesh_pb.js";
+import { RawMeshConnection, type RawSubscribe } from "./support/raw-client.js";
 import { RawPeer, forwarded, hello } from "./support/raw-peer.js";
 import { type TestSidecar, startSidecar } from "./support/sidecar.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
@@ -232,6 +234,69 @@ describe("relay copies on the one event path", () => {
     const again = await take(back, 3);
     expect(again.every((d) => d.attempt === 2)).toBe(true);
     await eventually(() => group(a!, channel, "g")?.backlog === 0, 10_000, "A drained");
+  });
+
+  /**
+   * A member of g on `s` through a raw stream behind a TCP proxy, whose `cut()` breaks the
+   * stream as a crashed service's connection would. (A client's cancel is not used: grpc-js
+   * half-closes before its RST_STREAM, which a sidecar may read as a clean goodbye.)
+   */
+  async function rawMember(s: TestSidecar, channel: string, maxInFlight: number): Promise<RawSubscribe & { cut(): void }> {
+    const proxy = await TcpProxy.start(s.address);
+    closers.push(() => proxy.close());
+    const raw = new RawMeshConnection(proxy.address);
+    closers.push(() => raw.close());
+    const sub = raw.subscribe();
+    sub.open({ channel, group: "g", start: { kind: StartPosition_Kind.EARLIEST }, maxInFlight });
+    await sub.subscribed();
+    return Object.assign(sub, { cut: () => void proxy.cut() });
+  }
+  const withdrew = (a: TestSidecar, b: TestSidecar, channel: string) => () =>
+    !a.sidecar.mesh.status().find((p) => p.nodeId === b.sidecar.config.nodeId)!.groups.includes(`${channel}!g`);
+
+  it("tells the origin the attempts its members had when it withdraws a group: the next delivery counts on from them", async () => {
+    const [a, b] = await mesh(["a", "b"], 500);
+    const channel = "copies.attempts.back";
+    const onB = await rawMember(b!, channel, 5);
+    await settled(a!, [b!], channel, "g");
+    await a!.client().publishMany(Array.from({ length: 5 }, (_, i) => ({ channel, data: `${i}` })));
+    expect((await onB.take(5)).map((d) => d.attempt)).toEqual([1, 1, 1, 1, 1]);
+    onB.cut(); // a broken stream: each delivery was an attempt
+    await eventually(withdrew(a!, b!, channel), 10_000, "B withdrew g");
+    const onA = subscribe(a!, { channel, group: "g", from: "earliest" });
+    expect((await take(onA, 5)).map((d) => d.attempt)).toEqual([2, 2, 2, 2, 2]);
+    await eventually(() => group(a!, channel, "g")?.backlog === 0, 10_000, "A drained");
+  });
+
+  it("forwards an event with the attempts it had: a copy counts on from them behind its peer", async () => {
+    const [a, b] = await mesh(["a", "b"], 5000);
+    const channel = "copies.attempts.forward";
+    const onA = await rawMember(a!, channel, 5);
+    await a!.client().publishMany(Array.from({ length: 3 }, (_, i) => ({ channel, data: `${i}` })));
+    expect((await onA.take(3)).map((d) => d.attempt)).toEqual([1, 1, 1]);
+    const onB = subscribe(b!, { channel, group: "g", from: "earliest" });
+    await onB.subscribed();
+    await settled(a!, [a!, b!], channel, "g");
+    onA.cut(); // A counts the three attempts; B's member is the group's only one left
+    expect((await take(onB, 3)).map((d) => d.attempt)).toEqual([2, 2, 2]);
+    await eventually(() => group(a!, channel, "g")?.backlog === 0, 10_000, "A drained");
+    expect((await copiesHeld(b!, channel, "g")).map((e) => e.priorAttempts)).toEqual([1, 1, 1]);
+  });
+
+  it("after a restart, tells the origin the attempts of copies in flight at the stop when the group is withdrawn unread", async () => {
+    const [a, b] = await mesh(["a", "b"], 1000);
+    const channel = "copies.attempts.restart";
+    const onB = await rawMember(b!, channel, 5);
+    await settled(a!, [b!], channel, "g");
+    await a!.client().publishMany(Array.from({ length: 3 }, (_, i) => ({ channel, data: `${i}` })));
+    expect((await onB.take(3)).map((d) => d.attempt)).toEqual([1, 1, 1]);
+    await b!.restart(); // the member does not come back to B
+    await linked([a!, b!]);
+    expect(b!.sidecar.engine.interrupted().map((g) => g.group)).toEqual(["g"]);
+    await eventually(withdrew(a!, b!, channel), 10_000, "B withdrew g after its peer timeout");
+    const onA = subscribe(a!, { channel, group: "g", from: "earliest" });
+    expect((await take(onA, 3)).map((d) => d.attempt)).toEqual([2, 2, 2]);
+    await eventually(() => group(a!, channel, "g")?.backlog === 0 && group(b!, channel, "g")?.backlog === 0, 10_000, "both drained");
   });
 
   it("reads copies past a window full of its own events in flight to a peer: two sidecars never wait on each other", async () => {

@@ -186,4 +186,23 @@ describe("mesh edges", () => {
     const dlq = a.sidecar.log.head(`${channel}.dlq.g`).last;
     expect(dlq).toBe(0);
   });
+
+  it("counts what the peer gives back after attempts: forwarded again from the next attempt, dead-lettered at max attempts", async () => {
+    const a = await startSidecar({ nodeId: "a", peerTimeoutMs: 5000 });
+    started.push(a);
+    const channel = "given.back.attempted";
+    const peer = new RawPeer(a.peerAddress);
+    closers.push(() => peer.close());
+    const { link } = await peer.linkUp(hello("p"), { snapshot: false });
+    link.sendInterest(true, [{ ...groupInterest(channel, "g"), maxAttempts: 3 }]);
+    await eventually(() => a.sidecar.mesh.status().some((p) => p.groups.includes(`${channel}!g`)), 10_000, "A forwards g to the peer");
+    await a.client().publishMany([{ channel, data: "one" }, { channel, data: "two" }]);
+    const fwd = await link.until("forward");
+    expect(fwd.events.map((e) => [e.sequence, e.attempt])).toEqual([[1n, 1], [2n, 1]]);
+    // Its members had #1 once and #2 three times (its max), and left.
+    link.send({ case: "outcomes", value: { groups: [{ channel, group: "g", returnedAfterAttempts: [{ sequence: 1n, attempts: 1 }, { sequence: 2n, attempts: 3 }] }] } });
+    const again = await link.until("forward");
+    expect(again.events.map((e) => [e.sequence, e.attempt])).toEqual([[1n, 2]]);
+    await eventually(() => a.sidecar.log.head(`${channel}.dlq.g`).last === 1, 10_000, "#2 dead-lettered at A");
+  });
 });

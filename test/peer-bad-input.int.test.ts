@@ -367,6 +367,25 @@ describe("Peer.Link refuses bad input", () => {
       expect((await take(sub, 5)).map((d) => d.text())).toEqual(["e1", "e2", "e3", "e4", "e5"]);
       expect(t.sidecar.engine.status().some((g) => g.channel === channel && g.group === "remote")).toBe(false);
     });
+
+    it.each<[string, { done: bigint[]; returnedAfterAttempts: { sequence: bigint; attempts: number }[] }]>([
+      ["0 attempts", { done: [1n], returnedAfterAttempts: [{ sequence: 2n, attempts: 0 }] }],
+      ["a sequence 0 given back after attempts", { done: [1n], returnedAfterAttempts: [{ sequence: 0n, attempts: 1 }] }],
+      ["a sequence over 2^53-1 given back after attempts", { done: [1n], returnedAfterAttempts: [{ sequence: 2n ** 53n, attempts: 1 }] }],
+    ])("refuses outcomes with %s (PROTOCOL_VIOLATION), applying none of them", async (_, outcome) => {
+      const channel = fresh("outcomes");
+      const nodeId = freshNode();
+      const { link } = await rawPeer(t).linkUp(hello(nodeId), { snapshot: false });
+      link.sendInterest(true, [groupInterest(channel, "g")]);
+      await eventually(() => t.sidecar.mesh.status().some((p) => p.groups.includes(`${channel}!g`)), 10_000, "forwarding g to the peer");
+      await t.client().publishMany([{ channel, data: "one" }, { channel, data: "two" }]);
+      expect((await link.until("forward")).events.map((e) => e.sequence)).toEqual([1n, 2n]);
+      link.send({ case: "outcomes", value: { groups: [{ channel, group: "g", ...outcome }] } });
+      await expectEnded(link, t, status.INVALID_ARGUMENT, Reason.PROTOCOL_VIOLATION);
+      // #1's "done" was not applied: the group still has both.
+      expect(t.sidecar.engine.status().find((g) => g.channel === channel && g.group === "g")!.backlog).toBe(2);
+      await expectDisconnected(t, nodeId);
+    });
   });
 
   describe("forward", () => {

@@ -3,7 +3,7 @@ import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
 import { StartPosition_Kind } from "../src/gen/weft/v1/mesh_pb.js";
-import { GroupOutcomeSchema, HeartbeatSchema, PeerFrameSchema } from "../src/gen/weft/v1/peer_pb.js";
+import { GroupOutcomeSchema, HeartbeatSchema, OutcomesSchema, PeerFrameSchema } from "../src/gen/weft/v1/peer_pb.js";
 import { writeEvent } from "../src/wire/messages.js";
 import {
   type ForwardedEvent,
@@ -298,6 +298,14 @@ describe("readFrame", () => {
   ])("refuses %s, as fromBinary does", (_, bytes) => {
     expect(() => fromBinary(PeerFrameSchema, bytes)).toThrow();
     expect(() => readFrame(bytes)).toThrow();
+  });
+
+  it("reads outcomes given back after attempts as fromBinary does", () => {
+    const value = create(OutcomesSchema, { groups: [{ channel: "orders", group: "g", done: [1n], returnedAfterAttempts: [{ sequence: 2n, attempts: 3 }] }] });
+    const bytes = writeFrame({ case: "outcomes", value });
+    expect(readFrame(bytes)).toEqual({ case: "message", frame: fromBinary(PeerFrameSchema, bytes).frame });
+    const frame = readFrame(bytes);
+    expect(frame.case === "message" && frame.frame.case === "outcomes" && frame.frame.value.groups[0]!.returnedAfterAttempts.map((a) => [a.sequence, a.attempts])).toEqual([[2n, 3]]);
   });
 
   it("reads a GroupOutcome the same whichever way it came", () => {

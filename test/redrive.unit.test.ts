@@ -34,7 +34,7 @@ describe("events addressed to one group", () => {
 
   it("keeps the group in the stored record, and counts its bytes", () => {
     const event = bytes("c", "1");
-    const record = encodeRecord(1234, "key", event, undefined, "billing");
+    const record = encodeRecord(1234, "key", event, { onlyGroup: "billing" });
     const decoded = decodeRecord("c", 7, record);
     expect(decoded).toMatchObject({ sequence: 7, appendedAt: 1234, key: "key", onlyGroup: "billing" });
     expect(Buffer.from(decoded.bytes).equals(Buffer.from(event))).toBe(true);

@@ -42,6 +42,14 @@ export class AttemptRecords {
     entry.perEvent = true;
   }
 
+  /** The entry had `attempts` in all (some made elsewhere): from now on its attempts are recorded one by one. */
+  count(entry: Entry, attempts: number, batch: GroupBatch): void {
+    entry.attempt = attempts;
+    this.leavePump(entry, batch);
+    this.record(entry, batch);
+    entry.perEvent = true;
+  }
+
   /** The entry is done for the group: its records go. */
   finished(entry: Entry, batch: GroupBatch): void {
     this.leavePump(entry, batch);

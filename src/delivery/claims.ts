@@ -45,7 +45,8 @@ export class Claims {
       if (seqs.length >= limit || bytes + event.bytes.length > room.bytes) break;
       if (event.onlyGroup !== undefined && event.onlyGroup !== view.group) continue;
       const order = orderKey(event);
-      if (event.origin && (freeLocal === 0 || view.stale(event))) {
+      // A copy forwarded after attempts elsewhere has each attempt recorded on its own.
+      if (event.origin && (freeLocal === 0 || view.stale(event) || event.priorAttempts)) {
         if (order) orders.add(order);
         continue;
       }

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import { Reason, exhausted } from "../contract/errors.js";
 import type { AppendEntry, AppendResult, EventLog } from "../log/event-log.js";
 import { type GroupBatch, type GroupRecord, GroupState } from "./group-state.js";
-import { relayIdentity } from "../log/record.js";
+import { type StoredEvent, relayIdentity } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
 import { GroupDispatcher, type MemberState } from "./group-dispatcher.js";
 import { migrateRelayChannels } from "./migrate-relay-channels.js";
@@ -109,7 +109,7 @@ export class DeliveryEngine {
       const sent = loaded.inflight.filter((f) => f.attempt > 0 && f.sequence >= first && !d.isDone(f.sequence)).map((f) => f.sequence);
       if (sent.length > 0) {
         const events = await this.log.get(d.channel, sent);
-        d.copiesInFlightAtStart = events.filter((e) => e?.origin && e.onlyGroup === d.group).length;
+        d.interruptedCopies = events.filter((e): e is StoredEvent => e?.origin !== undefined && e.onlyGroup === d.group);
       }
     }
     this.unsubscribe.push(
@@ -178,8 +178,8 @@ export class DeliveryEngine {
       nack: (ids, delayMs) => {
         if (!m.gone) d.nack(m, ids, delayMs);
       },
-      giveBack: (ids) => {
-        if (!m.gone) d.giveBack(m, ids);
+      giveBack: (ids, attempts) => {
+        if (!m.gone) d.giveBack(m, ids, attempts);
       },
       extend: (ids, ms) => {
         if (!m.gone) d.extend(m, ids, ms);
@@ -296,7 +296,8 @@ export class DeliveryEngine {
   async appendCopies(copies: readonly HeldCopy[]): Promise<HeldCopyResult[]> {
     const entries = copies.map((c): AppendEntry => {
       const copyEpoch = this.groups.get(id(c.channel, c.group))?.copyEpoch ?? 0;
-      return { channel: c.channel, ...relayIdentity(c.origin, c.group, copyEpoch), key: c.key, bytes: c.bytes, origin: c.origin, onlyGroup: c.group, copyEpoch };
+      const copy = { origin: c.origin, onlyGroup: c.group, copyEpoch, priorAttempts: c.attempt - 1 };
+      return { channel: c.channel, ...relayIdentity(c.origin, c.group, copyEpoch), key: c.key, bytes: c.bytes, ...copy };
     });
     const results = await this.log.append(entries);
     this.skipForOthers(entries, results);
@@ -314,7 +315,7 @@ export class DeliveryEngine {
    */
   interrupted(): { channel: string; group: string; maxAttempts: number; deadLetterChannel: string }[] {
     const out: { channel: string; group: string; maxAttempts: number; deadLetterChannel: string }[] = [];
-    for (const d of this.groups.values()) if (d.copiesInFlightAtStart > 0) out.push({ channel: d.channel, group: d.group, ...d.settings });
+    for (const d of this.groups.values()) if (d.interruptedCopies.length > 0) out.push({ channel: d.channel, group: d.group, ...d.settings });
     return out;
   }
 
@@ -476,6 +477,9 @@ export class DeliveryEngine {
     return new GroupDispatcher(this.log, record, acked, inflight, {
       copyDone: (event) => {
         if (event.origin) this.route?.done(record.channel, record.group, event.origin);
+      },
+      copyReturned: (event, attempts) => {
+        if (event.origin) this.route?.returned(record.channel, record.group, event.origin, attempts);
       },
       keepsCopies: () => this.route?.keeps(record.channel, record.group) ?? true,
       observer: this.options.observer ?? NO_OBSERVER,

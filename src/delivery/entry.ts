@@ -28,7 +28,7 @@ export interface Entry {
   pump?: PumpRecord | undefined;
   /** It has an in-flight record (f!) of its own. */
   recorded?: boolean;
-  /** Its attempts are stored one by one, never in a pump record (restored, or given back). */
+  /** Its attempts are stored one by one, never in a pump record (restored, given back, or a copy forwarded after attempts elsewhere). */
   perEvent?: boolean;
   /** Its dead letter was refused for maxChannels (reported once, then retried quietly). */
   refusedDeadLetter?: boolean;

@@ -28,6 +28,8 @@ export interface DispatcherOptions {
   onError: (error: unknown) => void;
   /** A relay copy is done for the group here (acked or dead-lettered): its origin is told (OriginRoute.done). */
   copyDone?: ((event: StoredEvent) => void) | undefined;
+  /** A relay copy was given up after deliveries here that were not acked: its origin is told the attempts (OriginRoute.returned). */
+  copyReturned?: ((event: StoredEvent, attempts: number) => void) | undefined;
   /** True while this sidecar keeps the relay copies it holds for the group (OriginRoute.keeps). Default: always. */
   keepsCopies?: (() => boolean) | undefined;
   /** Told about deliveries, acks, dead letters and expiry. */
@@ -65,7 +67,7 @@ export class GroupDispatcher implements ReadTarget {
   /** Events not read yet whose first attempt was stored with them (see claim), and its pump record. */
   private readonly claims = new Claims();
   /** Relay copies this group had in flight to members here when the log was last closed (set by the engine). */
-  copiesInFlightAtStart = 0;
+  interruptedCopies: StoredEvent[] = [];
   private readonly keyOrder = new KeyOrder();
   private readonly timed = new Set<Entry>();
   private copiesInflight = 0;
@@ -201,16 +203,28 @@ export class GroupDispatcher implements ReadTarget {
     this.pump();
   }
 
-  /** Takes deliveries back unhandled (a peer had no member for them): delivered again, not counted as an attempt. */
-  giveBack(member: MemberState, ids: readonly number[]): void {
+  /**
+   * Takes deliveries back from a peer: unhandled (it had no member for them), delivered
+   * again and not counted as an attempt; or, with `attempts`, after that many attempts in
+   * all (its members had them and did not ack): delivered again from the next, or
+   * dead-lettered at max attempts.
+   */
+  giveBack(member: MemberState, ids: readonly number[], attempts?: readonly number[]): void {
     checkDeliveryIds(member, ids);
+    const now = this.options.now();
     const batch = this.options.state.batch();
-    for (const id of ids) {
+    ids.forEach((id, i) => {
       const entry = member.deliveries.get(id);
-      if (!entry) continue;
+      if (!entry) return;
       this.endDelivery(member, entry);
-      this.uncount(entry, batch);
-    }
+      const made = attempts?.[i] ?? 0;
+      if (made < entry.attempt) {
+        this.uncount(entry, batch);
+        return;
+      }
+      this.attempts.count(entry, made, batch);
+      this.retry(entry, now, 0, "was not acked by its members behind a peer");
+    });
     void this.flush(batch);
     this.pump();
   }
@@ -340,6 +354,15 @@ export class GroupDispatcher implements ReadTarget {
     for (const entry of [...this.entries.values()]) {
       if (entry.event.origin && entry.state !== "inflight" && entry.state !== "dead") this.giveUp(entry, batch);
     }
+    // Copies in flight at the last stop and not read since: their origins hear of their
+    // attempts now, before the withdrawal, as of those read.
+    for (const event of this.interruptedCopies) {
+      const attempts = this.restored.get(event.sequence);
+      if (attempts === undefined || this.known(event.sequence)) continue;
+      this.restored.delete(event.sequence);
+      this.attemptedCopyGivenUp(event, attempts);
+    }
+    this.interruptedCopies = [];
     void this.flush(batch);
     this.pump();
   }
@@ -433,12 +456,21 @@ export class GroupDispatcher implements ReadTarget {
     this.cursor.markDone(entry.seq, batch);
   }
 
-  /** Gives up a relay copy (see CopyKeeping): done for the group here, and nobody is told (its origin took it back). */
+  /**
+   * Gives up a relay copy (see CopyKeeping): done for the group here. Its origin took it
+   * back; it is told the attempts only if members here had it.
+   */
   private giveUp(entry: Entry, batch: GroupBatch): void {
+    this.attemptedCopyGivenUp(entry.event, entry.attempt);
     this.copies.givenUp(entry.event, batch);
     this.drop(entry);
     this.attempts.finished(entry, batch);
     this.cursor.markDone(entry.seq, batch);
+  }
+
+  /** A copy given up with `attempts`: its origin hears of those beyond the ones it forwarded it after. */
+  private attemptedCopyGivenUp(event: StoredEvent, attempts: number): void {
+    if (attempts > (event.priorAttempts ?? 0)) this.options.copyReturned?.(event, attempts);
   }
 
   /** Forgets an entry and lets the next event of its key go. */
@@ -454,8 +486,12 @@ export class GroupDispatcher implements ReadTarget {
 
   /** An event may go now (new, or next of its key): deliver it, or dead-letter it if a restart left it at max attempts. */
   private releaseNext(entry: Entry): void {
-    if (entry.attempt >= this.cursor.record.maxAttempts) this.deadLetter(entry, "was in flight when the sidecar stopped");
-    else this.makeReady(entry, false);
+    if (entry.attempt >= this.cursor.record.maxAttempts) {
+      const forwarded = entry.attempt === entry.event.priorAttempts;
+      this.deadLetter(entry, forwarded ? "had its max attempts before it was forwarded here" : "was in flight when the sidecar stopped");
+      return;
+    }
+    this.makeReady(entry, false);
   }
 
   private makeReady(entry: Entry, front: boolean): void {
@@ -477,7 +513,9 @@ export class GroupDispatcher implements ReadTarget {
     if (foreign || (event.origin && this.copies.stale(event))) {
       // Another group's (a relay copy held for it, or a redriven dead letter), or a copy
       // this sidecar no longer keeps: done here, without a delivery.
+      const attempts = this.restored.get(seq);
       this.restored.delete(seq);
+      if (!foreign && attempts !== undefined) this.attemptedCopyGivenUp(event, attempts);
       const batch = this.options.state.batch().delInflight(this.channel, this.group, seq);
       const pump = this.claims.take(seq);
       if (pump && --pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
@@ -486,14 +524,17 @@ export class GroupDispatcher implements ReadTarget {
       void this.flush(batch);
       return;
     }
-    const entry: Entry = { seq, order: orderKey(event), event, attempt: 0, state: "waiting", due: 0, ahead };
+    // A copy forwarded after attempts elsewhere counts on from them; each of its attempts is
+    // recorded on its own (a pump record says attempt 1).
+    const prior = event.priorAttempts ?? 0;
+    const entry: Entry = { seq, order: orderKey(event), event, attempt: prior, state: "waiting", due: 0, ahead, perEvent: prior > 0 };
     this.entries.set(seq, entry);
     this.reader.took(entry);
     entry.pump = this.claims.take(seq);
     const restored = this.restored.get(seq);
     if (restored !== undefined) {
       this.restored.delete(seq);
-      entry.attempt = restored;
+      entry.attempt = Math.max(restored, prior);
       entry.recorded = true;
       entry.perEvent = true;
     }

@@ -40,6 +40,12 @@ export interface OriginRoute {
    */
   done(channel: string, group: string, origin: Origin): void;
   /**
+   * A relay copy was given up here after deliveries that were not acked (the group lost its
+   * members here and was withdrawn): its origin, which takes it back, is told the attempts
+   * it had, to count them. Called before the withdrawal reaches the origin.
+   */
+  returned(channel: string, group: string, origin: Origin, attempts: number): void;
+  /**
    * True while this sidecar keeps the relay copies it holds for the group: it advertises
    * members of the group to its peers (members here, lingering, or expected back after a
    * restart). Once it withdrew the group, its origins took back what they forwarded here.
@@ -110,6 +116,8 @@ export interface HeldCopy {
   key: string;
   /** The event's bytes, as its origin stored them. */
   bytes: Uint8Array;
+  /** The forward's attempt: the group's deliveries of the event so far, this one included. */
+  attempt: number;
 }
 
 /** What became of a copy given to appendCopies. */
@@ -151,8 +159,12 @@ export interface Membership {
   ack(deliveryIds: readonly number[]): void;
   /** Refuses deliveries: redelivered after `delayMs`, or dead-lettered at max attempts. */
   nack(deliveryIds: readonly number[], delayMs: number): void;
-  /** Hands deliveries back unhandled: delivered again without counting an attempt. */
-  giveBack(deliveryIds: readonly number[]): void;
+  /**
+   * Hands deliveries back: delivered again without counting an attempt, or, with
+   * `attempts` (per delivery), after that many attempts (more deliveries were made behind
+   * a peer) and dead-lettered at max attempts.
+   */
+  giveBack(deliveryIds: readonly number[], attempts?: readonly number[]): void;
   /** Moves the deadline of deliveries to now + `extensionMs`. */
   extend(deliveryIds: readonly number[], extensionMs: number): void;
   /** Raises this member's max in flight. @throws WeftError past the limit. */

@@ -18,6 +18,12 @@
  *   u8 origin length | origin (UTF-8 "NODE/LOG": node id, then the origin log's id in
  *   hex) | f64 origin sequence | f64 copy epoch | event bytes
  *
+ * A copy forwarded after deliveries elsewhere (its origin's, or another peer's, that were
+ * not acked) also holds how many attempts the group had made before; its deliveries here
+ * count on from them:
+ *
+ *   u8 version (5) | as version 4 up to the copy epoch | u32 prior attempts | event bytes
+ *
  * Version 2 (a copy that names its origin but no group) was written in the log channel
  * "CHANNEL~GROUP" by releases that kept copies apart; it is still read.
  */
@@ -25,6 +31,7 @@ const VERSION = 1;
 const RELAY_VERSION = 2;
 const GROUP_VERSION = 3;
 const COPY_VERSION = 4;
+const ATTEMPTED_COPY_VERSION = 5;
 const HEADER = 1 + 8 + 2;
 
 /** One event as the event log holds it. */
@@ -46,6 +53,16 @@ export interface StoredEvent {
   readonly onlyGroup?: string | undefined;
   /** For a copy held for `onlyGroup`: the group's copy epoch when it was stored (see relayIdentity). */
   readonly copyEpoch?: number | undefined;
+  /** For a copy: the group's attempts before it was forwarded here; 0 or undefined for none. */
+  readonly priorAttempts?: number | undefined;
+}
+
+/** What a record holds besides the event and its key (see AppendEntry). */
+export interface RecordAbout {
+  readonly origin?: Origin | undefined;
+  readonly onlyGroup?: string | undefined;
+  readonly copyEpoch?: number | undefined;
+  readonly priorAttempts?: number | undefined;
 }
 
 /** Where a copy came from. */
@@ -81,13 +98,16 @@ export function redriveIdentity(group: string, from: string): { source: string; 
   return { source: `weft-redrive:${group}`, id: from };
 }
 
-export function encodeRecord(appendedAt: number, key: string, event: Uint8Array, origin?: Origin, onlyGroup?: string, copyEpoch?: number): Uint8Array {
+export function encodeRecord(appendedAt: number, key: string, event: Uint8Array, about: RecordAbout = {}): Uint8Array {
+  const { origin, onlyGroup, copyEpoch } = about;
+  const prior = about.priorAttempts ?? 0;
   const keyBytes = Buffer.from(key, "utf8");
   const groupBytes = onlyGroup === undefined ? undefined : Buffer.from(onlyGroup, "utf8");
   const originBytes = origin ? Buffer.from(`${origin.node}/${origin.log}`, "utf8") : undefined;
-  const version = originBytes ? (groupBytes ? COPY_VERSION : RELAY_VERSION) : groupBytes ? GROUP_VERSION : VERSION;
+  const copy = originBytes !== undefined && groupBytes !== undefined;
+  const version = copy ? (prior > 0 ? ATTEMPTED_COPY_VERSION : COPY_VERSION) : originBytes ? RELAY_VERSION : groupBytes ? GROUP_VERSION : VERSION;
   const groupLength = groupBytes ? 1 + groupBytes.length : 0;
-  const originLength = originBytes ? 1 + originBytes.length + 8 + (version === COPY_VERSION ? 8 : 0) : 0;
+  const originLength = originBytes ? 1 + originBytes.length + 8 + (copy ? 8 : 0) + (prior > 0 ? 4 : 0) : 0;
   const out = Buffer.allocUnsafe(HEADER + keyBytes.length + groupLength + originLength + event.length);
   out.writeUInt8(version, 0);
   out.writeDoubleBE(appendedAt, 1);
@@ -103,7 +123,8 @@ export function encodeRecord(appendedAt: number, key: string, event: Uint8Array,
     out.writeUInt8(originBytes.length, pos);
     originBytes.copy(out, pos + 1);
     out.writeDoubleBE(origin!.sequence, pos + 1 + originBytes.length);
-    if (version === COPY_VERSION) out.writeDoubleBE(copyEpoch ?? 0, pos + 1 + originBytes.length + 8);
+    if (copy) out.writeDoubleBE(copyEpoch ?? 0, pos + 1 + originBytes.length + 8);
+    if (prior > 0) out.writeUInt32BE(prior, pos + 1 + originBytes.length + 16);
     pos += originLength;
   }
   out.set(event, pos);
@@ -121,12 +142,14 @@ export function storedEvent(
   key: string,
   event: Uint8Array,
   record: Uint8Array,
-  origin?: Origin,
-  onlyGroup?: string,
-  copyEpoch?: number,
+  about: RecordAbout = {},
 ): StoredEvent {
+  const { origin, onlyGroup, copyEpoch, priorAttempts } = about;
   const bytes = record.subarray(record.length - event.length);
-  if (origin && onlyGroup !== undefined) return { channel, sequence, appendedAt, key, bytes, origin, onlyGroup, copyEpoch: copyEpoch ?? 0 };
+  if (origin && onlyGroup !== undefined) {
+    if (priorAttempts) return { channel, sequence, appendedAt, key, bytes, origin, onlyGroup, copyEpoch: copyEpoch ?? 0, priorAttempts };
+    return { channel, sequence, appendedAt, key, bytes, origin, onlyGroup, copyEpoch: copyEpoch ?? 0 };
+  }
   if (origin) return { channel, sequence, appendedAt, key, bytes, origin };
   if (onlyGroup !== undefined) return { channel, sequence, appendedAt, key, bytes, onlyGroup };
   return { channel, sequence, appendedAt, key, bytes };
@@ -135,7 +158,7 @@ export function storedEvent(
 export function decodeRecord(channel: string, sequence: number, value: Uint8Array): StoredEvent {
   const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   const version = buf.length < HEADER ? 0 : buf.readUInt8(0);
-  if (version !== VERSION && version !== RELAY_VERSION && version !== GROUP_VERSION && version !== COPY_VERSION) {
+  if (version < VERSION || version > ATTEMPTED_COPY_VERSION) {
     throw new Error(`corrupt record for ${channel}#${sequence}: unknown version or short header`);
   }
   const appendedAt = buf.readDoubleBE(1);
@@ -144,7 +167,7 @@ export function decodeRecord(channel: string, sequence: number, value: Uint8Arra
   let pos = HEADER + keyLength;
   if (version === VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos) };
   let onlyGroup: string | undefined;
-  if (version === GROUP_VERSION || version === COPY_VERSION) {
+  if (version >= GROUP_VERSION) {
     const groupLength = buf.readUInt8(pos);
     onlyGroup = buf.toString("utf8", pos + 1, pos + 1 + groupLength);
     pos += 1 + groupLength;
@@ -157,7 +180,9 @@ export function decodeRecord(channel: string, sequence: number, value: Uint8Arra
   const origin = { node, log, sequence: originSequence };
   if (version === RELAY_VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos), origin };
   const copyEpoch = buf.readDoubleBE(pos);
-  return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos + 8), origin, onlyGroup, copyEpoch };
+  if (version === COPY_VERSION) return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos + 8), origin, onlyGroup, copyEpoch };
+  const priorAttempts = buf.readUInt32BE(pos + 8);
+  return { channel, sequence, appendedAt, key, bytes: buf.subarray(pos + 12), origin, onlyGroup, copyEpoch, priorAttempts };
 }
 
 /** The append time of a record without decoding the rest. */
@@ -170,5 +195,6 @@ export function recordSize(event: StoredEvent): number {
   const origin = event.origin ? 1 + Buffer.byteLength(`${event.origin.node}/${event.origin.log}`, "utf8") + 8 : 0;
   const group = event.onlyGroup !== undefined ? 1 + Buffer.byteLength(event.onlyGroup, "utf8") : 0;
   const epoch = event.origin && event.onlyGroup !== undefined ? 8 : 0;
-  return HEADER + Buffer.byteLength(event.key, "utf8") + origin + group + epoch + event.bytes.length;
+  const prior = event.priorAttempts ? 4 : 0;
+  return HEADER + Buffer.byteLength(event.key, "utf8") + origin + group + epoch + prior + event.bytes.length;
 }

@@ -71,6 +71,8 @@ export interface AppendEntry {
   onlyGroup?: string | undefined;
   /** For a relay copy: the group's copy epoch (see relayIdentity). */
   copyEpoch?: number | undefined;
+  /** For a relay copy: the group's attempts before it was forwarded here (see StoredEvent). */
+  priorAttempts?: number | undefined;
 }
 
 /** What happened to one appended event. */

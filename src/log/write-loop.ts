@@ -275,7 +275,7 @@ export class WriteLoop {
         }
         const sequence = head.last + 1;
         head.last = sequence;
-        const record = encodeRecord(now, entry.key, entry.bytes, entry.origin, entry.onlyGroup, entry.copyEpoch);
+        const record = encodeRecord(now, entry.key, entry.bytes, entry);
         head.bytes += record.length;
         if (entry.origin) {
           const c = copies.get(entry.channel);
@@ -285,7 +285,7 @@ export class WriteLoop {
         eventBatch.put(eventKey(entry.channel, sequence), record);
         let list = events.get(entry.channel);
         if (!list) events.set(entry.channel, (list = []));
-        list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry.origin, entry.onlyGroup, entry.copyEpoch));
+        list.push(storedEvent(entry.channel, sequence, now, entry.key, entry.bytes, record, entry));
         dedup.record(batch, dk, entry.origin !== undefined, sequence, now);
         const result = { sequence, duplicate: false };
         seen.set(dk, result);

@@ -104,18 +104,25 @@ export class Forwarding {
 
   /**
    * The peer's outcomes for what was forwarded to it: done events are acked, returned ones
-   * given back to the group. Every sequence is checked before any is applied; reports for a
-   * group or event no longer in flight to the peer are ignored.
-   * @throws WeftError (INVALID_ARGUMENT) for a sequence out of range.
+   * given back to the group (with the attempts made behind the peer, if it says so). Every
+   * entry is checked before any is applied; reports for a group or event no longer in
+   * flight to the peer are ignored.
+   * @throws WeftError (INVALID_ARGUMENT) for a sequence out of range, or 0 attempts.
    */
   outcomes(peer: ForwardingPeer, outcomes: Outcomes): void {
     outcomes.groups.forEach((g, i) => {
-      for (const [name, seqs] of [["done", g.done], ["returned", g.returned]] as const) {
+      const attempted = g.returnedAfterAttempts.map((a) => a.sequence);
+      for (const [name, seqs] of [["done", g.done], ["returned", g.returned], ["returned_after_attempts", attempted]] as const) {
         const j = seqs.findIndex((s) => s < 1n || s > BigInt(MAX_SEQUENCE));
         if (j >= 0) {
-          const field = `outcomes.groups[${i}].${name}[${j}]`;
+          const field = `outcomes.groups[${i}].${name}[${j}]${name === "returned_after_attempts" ? ".sequence" : ""}`;
           throw invalid(Reason.PROTOCOL_VIOLATION, field, `${field} is ${seqs[j]}; a sequence is ${SEQUENCE_RULE}`);
         }
+      }
+      const j = g.returnedAfterAttempts.findIndex((a) => a.attempts < 1);
+      if (j >= 0) {
+        const field = `outcomes.groups[${i}].returned_after_attempts[${j}].attempts`;
+        throw invalid(Reason.PROTOCOL_VIOLATION, field, `${field} is 0; use 1 to 4294967295`);
       }
     });
     for (const g of outcomes.groups) {
@@ -135,6 +142,15 @@ export class Forwarding {
       if (done.length > 0) rg.membership.ack(done);
       const returned = ids(g.returned);
       if (returned.length > 0) rg.membership.giveBack(returned);
+      const counted: number[] = [];
+      const attempts: number[] = [];
+      for (const a of g.returnedAfterAttempts) {
+        const [deliveryId] = ids([a.sequence]);
+        if (deliveryId === undefined) continue;
+        counted.push(deliveryId);
+        attempts.push(a.attempts);
+      }
+      if (counted.length > 0) rg.membership.giveBack(counted, attempts);
     }
   }
 

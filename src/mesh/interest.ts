@@ -26,6 +26,8 @@ export interface LocalInterestOptions {
   log: Logger;
   /** The links up now, each to be told of changes in this sidecar's interest. */
   links: () => Iterable<PeerLink>;
+  /** Sends the queued outcomes of relay copies now (RelayCopies.flush). */
+  flushOutcomes: () => void;
 }
 
 /**
@@ -127,8 +129,10 @@ export class LocalInterest {
   /**
    * The group lost its last member here: it stays advertised for `ms`, then it is withdrawn
    * and its origins give what they forwarded here to the group's members elsewhere. The
-   * relay copies held for it are given up (GroupDispatcher.release): done for the group here,
-   * without an outcome; an origin that forwards one again later has it stored as a new copy.
+   * relay copies held for it are given up (GroupDispatcher.release): done for the group here;
+   * an origin that forwards one again later has it stored as a new copy. The origins are
+   * told the attempts of copies that members here had, before the withdrawal, so that they
+   * count them while the copies are still theirs in flight here.
    */
   private linger(key: string, ms: number): void {
     const previous = this.lingering.get(key);
@@ -138,9 +142,9 @@ export class LocalInterest {
       const settings = this.advertised.get(key);
       if (!settings || this.options.engine.interest().some((s) => groupKey(s.channel, s.group) === key)) return;
       this.advertised.delete(key);
-      this.broadcast(this.interestOf([this.known(settings)], () => false));
-      // The origins give back what they forwarded here: the copies held for the group go.
       this.options.engine.release(settings.channel, settings.group);
+      this.options.flushOutcomes();
+      this.broadcast(this.interestOf([this.known(settings)], () => false));
     }, ms);
     timer.unref();
     this.lingering.set(key, timer);

@@ -110,7 +110,14 @@ export class MeshNode implements LinkHost {
     const { engine, observer, tracing, peerTimeoutMs } = options;
     const log = this.log;
     this.admission = new LinkAdmission({ nodeId: options.nodeId, instance: this.instance, maxPeers: options.maxPeers, peerTimeoutMs, log, observer });
-    this.interest = new LocalInterest({ engine, lingerMs: options.lingerMs ?? Math.min(5000, peerTimeoutMs), peerTimeoutMs, log, links: () => this.openLinks() });
+    this.interest = new LocalInterest({
+      engine,
+      lingerMs: options.lingerMs ?? Math.min(5000, peerTimeoutMs),
+      peerTimeoutMs,
+      log,
+      links: () => this.openLinks(),
+      flushOutcomes: () => this.copies.flush(),
+    });
     this.forwarding = new Forwarding({ engine, peerWindow: options.peerWindow, log, observer, tracing });
     this.copies = new RelayCopies({
       engine,
@@ -133,6 +140,7 @@ export class MeshNode implements LinkHost {
     // reported to its origin, which waits for the outcome.
     this.options.engine.routeOrigins({
       done: (channel, group, origin) => this.copies.queueOutcome(origin.node, origin.log, channel, group, "done", origin.sequence),
+      returned: (channel, group, origin, attempts) => this.copies.queueAttempted(origin.node, origin.log, channel, group, origin.sequence, attempts),
       keeps: (channel, group) => this.interest.has(groupKey(channel, group)),
     });
   }

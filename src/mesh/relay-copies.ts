@@ -1,14 +1,16 @@
 // The receiver's side of the mesh: forwards in, stored as relay copies; their outcomes out
 // to the origin.
+import { create } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import { Reason, WeftError, invalid } from "../contract/errors.js";
 import { SEQUENCE_RULE } from "../contract/ranges.js";
 import { type Limits, checkEvent, isName } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
+import { OutcomesSchema } from "../gen/weft/v1/peer_pb.js";
 import type { HeldCopy } from "../delivery/types.js";
 import type { Logger } from "../ops/logger.js";
 import { readEvent } from "../wire/messages.js";
-import { type ForwardedEvent, type GroupOutcomes, writeOutcomes, writeStored } from "../wire/peer-frames.js";
+import { type ForwardedEvent, type GroupOutcomes, writeFrame, writeOutcomes, writeStored } from "../wire/peer-frames.js";
 import { groupKey } from "./interest.js";
 import type { PeerLink } from "./peer-link.js";
 
@@ -35,6 +37,15 @@ export interface RelayCopiesOptions {
 }
 
 type Outcome = "done" | "returned";
+/** One group's outcomes waiting to go to one origin log. */
+interface QueuedOutcomes {
+  channel: string;
+  group: string;
+  done: number[];
+  returned: number[];
+  /** Given back after attempts here: sequences and attempts. */
+  attempted: { sequence: number; attempts: number }[];
+}
 
 /**
  * The receiver's side of the mesh. Forwarded events are stored as relay copies: events of
@@ -45,7 +56,7 @@ type Outcome = "done" | "returned";
  */
 export class RelayCopies {
   /** Queued outcomes, by origin node and log ("node/log"), then by groupKey. */
-  private readonly outcomes = new Map<string, Map<string, { channel: string; group: string; done: number[]; returned: number[] }>>();
+  private readonly outcomes = new Map<string, Map<string, QueuedOutcomes>>();
   private outcomesScheduled = false;
 
   constructor(private readonly options: RelayCopiesOptions) {}
@@ -97,7 +108,7 @@ export class RelayCopies {
         );
       }
       // One relay copy per origin log, group and origin sequence, however often it is forwarded.
-      copies.push({ channel: f.channel, group: f.group, origin: { node: origin, log: originLog, sequence: f.sequence }, key, bytes: f.bytes });
+      copies.push({ channel: f.channel, group: f.group, origin: { node: origin, log: originLog, sequence: f.sequence }, key, bytes: f.bytes, attempt: f.attempt });
     });
     const answer = (): void => link.send(writeStored(forwardId));
     if (copies.length === 0) {
@@ -132,26 +143,49 @@ export class RelayCopies {
    * never applied to the new log's events.
    */
   queueOutcome(origin: string, log: string, channel: string, group: string, kind: Outcome, sequence: number): void {
+    this.queued(origin, log, channel, group)[kind].push(sequence);
+  }
+
+  /**
+   * Queues, for the origin log that forwarded it, a copy given up after `attempts` (those
+   * it was forwarded after, and those made here), which the origin counts. Sent with the
+   * other outcomes, or at once by `flush()`.
+   */
+  queueAttempted(origin: string, log: string, channel: string, group: string, sequence: number, attempts: number): void {
+    this.queued(origin, log, channel, group).attempted.push({ sequence, attempts });
+  }
+
+  private queued(origin: string, log: string, channel: string, group: string): QueuedOutcomes {
     const to = `${origin}/${log}`;
     let byGroup = this.outcomes.get(to);
     if (!byGroup) this.outcomes.set(to, (byGroup = new Map()));
     const key = groupKey(channel, group);
     let g = byGroup.get(key);
-    if (!g) byGroup.set(key, (g = { channel, group, done: [], returned: [] }));
-    g[kind].push(sequence);
+    if (!g) byGroup.set(key, (g = { channel, group, done: [], returned: [], attempted: [] }));
     if (!this.outcomesScheduled) {
       this.outcomesScheduled = true;
-      setImmediate(() => this.flushOutcomes());
+      setImmediate(() => this.flush());
     }
+    return g;
   }
 
-  /** Sends queued outcomes to their origins; an origin not linked now will forward again, and hear again. */
-  private flushOutcomes(): void {
+  /**
+   * Sends queued outcomes to their origins now; an origin not linked now will forward again,
+   * and hear again (or, for a copy given up, count the attempt when its peer timeout passes).
+   */
+  flush(): void {
     this.outcomesScheduled = false;
     for (const [to, byGroup] of this.outcomes) {
       const [origin = "", log = ""] = to.split("/");
       const link = this.options.linkTo(origin);
       if (!link?.open || link.peer!.logId.toString(16) !== log) continue;
+      // Rare (a group withdrawn after deliveries here): written by protobuf-es.
+      for (const g of byGroup.values()) {
+        for (let i = 0; i < g.attempted.length; i += MAX_OUTCOMES) {
+          const returnedAfterAttempts = g.attempted.slice(i, i + MAX_OUTCOMES).map((a) => ({ sequence: BigInt(a.sequence), attempts: a.attempts }));
+          link.send(writeFrame({ case: "outcomes", value: create(OutcomesSchema, { groups: [{ channel: g.channel, group: g.group, returnedAfterAttempts }] }) }));
+        }
+      }
       let groups: GroupOutcomes[] = [];
       let count = 0;
       const send = (): void => {

@@ -224,7 +224,7 @@ function readOutcomes(parts: Uint8Array[]): Answer | undefined {
 
 function readGroupOutcome(bytes: Uint8Array): GroupOutcome | undefined {
   const reader = new BinaryReader(bytes);
-  const g: GroupOutcome = { $typeName: "weft.v1.GroupOutcome", channel: "", group: "", done: [], returned: [] };
+  const g: GroupOutcome = { $typeName: "weft.v1.GroupOutcome", channel: "", group: "", done: [], returned: [], returnedAfterAttempts: [] };
   while (reader.pos < reader.len) {
     const [field, wire] = reader.tag();
     if (field === 3 || field === 4) {

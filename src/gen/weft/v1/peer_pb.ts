@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file weft/v1/peer.proto.
  */
 export const file_weft_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("ChJ3ZWZ0L3YxL3BlZXIucHJvdG8SB3dlZnQudjEi9AEKCVBlZXJGcmFtZRIfCgVoZWxsbxgBIAEoCzIOLndlZnQudjEuSGVsbG9IABIlCghpbnRlcmVzdBgCIAEoCzIRLndlZnQudjEuSW50ZXJlc3RIABIjCgdmb3J3YXJkGAMgASgLMhAud2VmdC52MS5Gb3J3YXJkSAASIQoGc3RvcmVkGAQgASgLMg8ud2VmdC52MS5TdG9yZWRIABIlCghvdXRjb21lcxgFIAEoCzIRLndlZnQudjEuT3V0Y29tZXNIABInCgloZWFydGJlYXQYBiABKAsyEi53ZWZ0LnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIsoBCgVIZWxsbxIPCgdub2RlX2lkGAEgASgJEhAKCGluc3RhbmNlGAIgASgEEhwKFG1heF9wcm90b2NvbF92ZXJzaW9uGAMgASgNEhwKFG1pbl9wcm90b2NvbF92ZXJzaW9uGAQgASgNEhgKEHNvZnR3YXJlX3ZlcnNpb24YBSABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAYgASgNEg4KBmxvZ19pZBgHIAEoBBIZChFtYXhfbWVzc2FnZV9ieXRlcxgIIAEoDSKzAQoNR3JvdXBJbnRlcmVzdBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEiUKBXN0YXJ0GAMgASgLMhYud2VmdC52MS5TdGFydFBvc2l0aW9uEhQKDG1heF9hdHRlbXB0cxgEIAEoDRIbChNkZWFkX2xldHRlcl9jaGFubmVsGAUgASgJEg8KB21lbWJlcnMYBiABKAgSFwoPY3JlYXRlZF91bml4X21zGAcgASgDIlMKCEludGVyZXN0EhAKCHNuYXBzaG90GAEgASgIEiYKBmdyb3VwcxgCIAMoCzIWLndlZnQudjEuR3JvdXBJbnRlcmVzdEoECAMQBFIHcmVtb3ZlZCJGCgdGb3J3YXJkEhIKCmZvcndhcmRfaWQYASABKAQSJwoGZXZlbnRzGAIgAygLMhcud2VmdC52MS5Gb3J3YXJkZWRFdmVudCJyCg5Gb3J3YXJkZWRFdmVudBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEg8KB2F0dGVtcHQYBCABKA0SHQoFZXZlbnQYBSABKAsyDi53ZWZ0LnYxLkV2ZW50IhwKBlN0b3JlZBISCgpmb3J3YXJkX2lkGAEgASgEIk4KDEdyb3VwT3V0Y29tZRIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEgwKBGRvbmUYAyADKAQSEAoIcmV0dXJuZWQYBCADKAQiMQoIT3V0Y29tZXMSJQoGZ3JvdXBzGAEgAygLMhUud2VmdC52MS5Hcm91cE91dGNvbWUiIQoJSGVhcnRiZWF0EhQKDHNlbnRfdW5peF9tcxgBIAEoAzI6CgRQZWVyEjIKBExpbmsSEi53ZWZ0LnYxLlBlZXJGcmFtZRoSLndlZnQudjEuUGVlckZyYW1lKAEwAWIGcHJvdG8z", [file_weft_v1_event, file_weft_v1_mesh]);
+  fileDesc("ChJ3ZWZ0L3YxL3BlZXIucHJvdG8SB3dlZnQudjEi9AEKCVBlZXJGcmFtZRIfCgVoZWxsbxgBIAEoCzIOLndlZnQudjEuSGVsbG9IABIlCghpbnRlcmVzdBgCIAEoCzIRLndlZnQudjEuSW50ZXJlc3RIABIjCgdmb3J3YXJkGAMgASgLMhAud2VmdC52MS5Gb3J3YXJkSAASIQoGc3RvcmVkGAQgASgLMg8ud2VmdC52MS5TdG9yZWRIABIlCghvdXRjb21lcxgFIAEoCzIRLndlZnQudjEuT3V0Y29tZXNIABInCgloZWFydGJlYXQYBiABKAsyEi53ZWZ0LnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIsoBCgVIZWxsbxIPCgdub2RlX2lkGAEgASgJEhAKCGluc3RhbmNlGAIgASgEEhwKFG1heF9wcm90b2NvbF92ZXJzaW9uGAMgASgNEhwKFG1pbl9wcm90b2NvbF92ZXJzaW9uGAQgASgNEhgKEHNvZnR3YXJlX3ZlcnNpb24YBSABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAYgASgNEg4KBmxvZ19pZBgHIAEoBBIZChFtYXhfbWVzc2FnZV9ieXRlcxgIIAEoDSKzAQoNR3JvdXBJbnRlcmVzdBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEiUKBXN0YXJ0GAMgASgLMhYud2VmdC52MS5TdGFydFBvc2l0aW9uEhQKDG1heF9hdHRlbXB0cxgEIAEoDRIbChNkZWFkX2xldHRlcl9jaGFubmVsGAUgASgJEg8KB21lbWJlcnMYBiABKAgSFwoPY3JlYXRlZF91bml4X21zGAcgASgDIlMKCEludGVyZXN0EhAKCHNuYXBzaG90GAEgASgIEiYKBmdyb3VwcxgCIAMoCzIWLndlZnQudjEuR3JvdXBJbnRlcmVzdEoECAMQBFIHcmVtb3ZlZCJGCgdGb3J3YXJkEhIKCmZvcndhcmRfaWQYASABKAQSJwoGZXZlbnRzGAIgAygLMhcud2VmdC52MS5Gb3J3YXJkZWRFdmVudCJyCg5Gb3J3YXJkZWRFdmVudBIPCgdjaGFubmVsGAEgASgJEg0KBWdyb3VwGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEg8KB2F0dGVtcHQYBCABKA0SHQoFZXZlbnQYBSABKAsyDi53ZWZ0LnYxLkV2ZW50IhwKBlN0b3JlZBISCgpmb3J3YXJkX2lkGAEgASgEIogBCgxHcm91cE91dGNvbWUSDwoHY2hhbm5lbBgBIAEoCRINCgVncm91cBgCIAEoCRIMCgRkb25lGAMgAygEEhAKCHJldHVybmVkGAQgAygEEjgKF3JldHVybmVkX2FmdGVyX2F0dGVtcHRzGAUgAygLMhcud2VmdC52MS5BdHRlbXB0ZWRFdmVudCI0Cg5BdHRlbXB0ZWRFdmVudBIQCghzZXF1ZW5jZRgBIAEoBBIQCghhdHRlbXB0cxgCIAEoDSIxCghPdXRjb21lcxIlCgZncm91cHMYASADKAsyFS53ZWZ0LnYxLkdyb3VwT3V0Y29tZSIhCglIZWFydGJlYXQSFAoMc2VudF91bml4X21zGAEgASgDMjoKBFBlZXISMgoETGluaxISLndlZnQudjEuUGVlckZyYW1lGhIud2VmdC52MS5QZWVyRnJhbWUoATABYgZwcm90bzM", [file_weft_v1_event, file_weft_v1_mesh]);
 
 /**
  * One message on a link, in either direction.
@@ -341,8 +341,9 @@ export type ForwardedEvent = Message<"weft.v1.ForwardedEvent"> & {
 
   /**
    * Deliveries of the event to this group so far, this one included: 1 to 4294967295 (0
-   * is INVALID_ARGUMENT, PROTOCOL_VIOLATION). Informational: the receiver counts its own
-   * attempts from 1 and does not store this.
+   * is INVALID_ARGUMENT, PROTOCOL_VIOLATION). The receiver's first delivery of the copy is
+   * this attempt, its later ones count on from it, and it dead-letters the copy at the
+   * group's max attempts.
    *
    * @generated from field: uint32 attempt = 4;
    */
@@ -423,6 +424,17 @@ export type GroupOutcome = Message<"weft.v1.GroupOutcome"> & {
    * @generated from field: repeated uint64 returned = 4;
    */
   returned: bigint[];
+
+  /**
+   * Given back after deliveries behind the sender that were not acked (its members left,
+   * and it withdrew the group): the origin counts them, and delivers each again from
+   * attempt `attempts + 1`, or dead-letters it at the group's max attempts. Sequences
+   * follow the rules of `done`; `attempts` is 1 to 4294967295, else the frame is
+   * INVALID_ARGUMENT (PROTOCOL_VIOLATION) and none of it is applied.
+   *
+   * @generated from field: repeated weft.v1.AttemptedEvent returned_after_attempts = 5;
+   */
+  returnedAfterAttempts: AttemptedEvent[];
 };
 
 /**
@@ -431,6 +443,35 @@ export type GroupOutcome = Message<"weft.v1.GroupOutcome"> & {
  */
 export const GroupOutcomeSchema: GenMessage<GroupOutcome> = /*@__PURE__*/
   messageDesc(file_weft_v1_peer, 7);
+
+/**
+ * An event given back with the attempts it had for the group.
+ *
+ * @generated from message weft.v1.AttemptedEvent
+ */
+export type AttemptedEvent = Message<"weft.v1.AttemptedEvent"> & {
+  /**
+   * The event's sequence at its origin.
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * Deliveries of the event to the group so far: those made before it was forwarded (the
+   * forward's `attempt` - 1) and those made behind the sender of this frame.
+   *
+   * @generated from field: uint32 attempts = 2;
+   */
+  attempts: number;
+};
+
+/**
+ * Describes the message weft.v1.AttemptedEvent.
+ * Use `create(AttemptedEventSchema)` to create a new message.
+ */
+export const AttemptedEventSchema: GenMessage<AttemptedEvent> = /*@__PURE__*/
+  messageDesc(file_weft_v1_peer, 8);
 
 /**
  * Outcomes of forwarded events, sent to their origin.
@@ -451,7 +492,7 @@ export type Outcomes = Message<"weft.v1.Outcomes"> & {
  * Use `create(OutcomesSchema)` to create a new message.
  */
 export const OutcomesSchema: GenMessage<Outcomes> = /*@__PURE__*/
-  messageDesc(file_weft_v1_peer, 8);
+  messageDesc(file_weft_v1_peer, 9);
 
 /**
  * Proof of life on a quiet link.
@@ -472,7 +513,7 @@ export type Heartbeat = Message<"weft.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_weft_v1_peer, 9);
+  messageDesc(file_weft_v1_peer, 10);
 
 /**
  * The peer API of a Weft sidecar (default 127.0.0.1:7421). Sidecars of one mesh keep one

@@ -63,6 +63,11 @@ async function runWorkload(file: string, scratch: string, limitMs: number): Prom
   return result.rows ?? [];
 }
 
+// The sidecars measured are dist/'s (see WEFT_BIN): built from the sources as they are now.
+console.log("building dist/ ...");
+const [built] = (await once(spawn(process.execPath, [join(here, "..", "scripts", "build-dist.js")], { stdio: ["ignore", "inherit", "inherit"] }), "exit")) as [number | null];
+if (built !== 0) throw new Error("npm run build failed: the bench measures the compiled sidecar");
+
 const rows: BenchRow[] = [];
 const started = new Date();
 const ticksAtStart = cpuTicks();

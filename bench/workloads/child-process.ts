@@ -13,7 +13,12 @@ import { freePort } from "../../test/support/free-port.js";
 
 export { freePort };
 
-export const WEFT_BIN = fileURLToPath(new URL("../../sidecar/bin/weft.js", import.meta.url));
+/**
+ * The compiled sidecar (dist/, which bench/run.ts builds first), started directly: the
+ * `weft` command would run the TypeScript through tsx once a source file is newer than
+ * dist/, and measure a heavier process than the one users run.
+ */
+export const WEFT_BIN = fileURLToPath(new URL("../../dist/sidecar/main.js", import.meta.url));
 
 /** A child process listening on a loopback port. */
 export interface BenchProcess {

@@ -20,7 +20,7 @@ import { ClientError, type Published } from "../src/client/index.js";
 import { DEFAULT_LIMITS } from "../src/contract/validate.js";
 import { DeliveryEngine } from "../src/delivery/delivery-engine.js";
 import { EventSchema } from "../src/gen/weft/v1/event_pb.js";
-import { type PublishResponse, PublishResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
+import { type PublishResponse, PublishResponseSchema, StartPosition_Kind, SubscribeResponseSchema } from "../src/gen/weft/v1/mesh_pb.js";
 import { ServiceServer } from "../src/grpc/server.js";
 import { EventLog } from "../src/log/event-log.js";
 import { eventually, take, within } from "./support/collect.js";
@@ -228,6 +228,28 @@ describe("service server", () => {
     const stored = new Set(got.map((d) => d.event.id));
     expect(acked.filter((p) => !stored.has(p.id))).toEqual([]);
     audit.close();
+  });
+
+  it("sends Subscribed before any delivery, also of events waiting for a group whose first attempts need no write", async () => {
+    t = await startSidecar();
+    const conn = new RawMeshConnection(t.address);
+    const publish = conn.publish();
+    const open = { channel: "first.subscribed", group: "g", start: { kind: StartPosition_Kind.EARLIEST }, maxInFlight: 100 };
+    for (let round = 0; round < 20; round++) {
+      // Events wait for the group, under its attempt mark: they can go the moment a member joins.
+      await publish.publish(round, [create(EventSchema, { id: `e${round}`, source: "//first", type: "t", channel: open.channel })]);
+      const sub = conn.subscribe();
+      sub.open(open);
+      const first = fromBinary(SubscribeResponseSchema, await sub.next());
+      expect(first.response.case).toBe("subscribed");
+      const [d] = await sub.take(1);
+      sub.ack(d!.deliveryId);
+      await eventually(() => t!.sidecar.engine.status().find((g) => g.channel === open.channel)?.ackedThrough === round + 1);
+      sub.end();
+      await sub.finished();
+    }
+    publish.end();
+    conn.close();
   });
 
   it("refuses Subscribe streams past maxSubscriptions with RESOURCE_EXHAUSTED, and takes new ones once some close", async () => {

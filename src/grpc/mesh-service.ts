@@ -5,7 +5,7 @@ import { MAX_DELAY_MS } from "../contract/ranges.js";
 import { type Limits, checkEvent } from "../contract/validate.js";
 import type { DeliveryEngine } from "../delivery/delivery-engine.js";
 import { joinSettings } from "../delivery/join-settings.js";
-import { DEFAULTS, type JoinSettings, type Membership, defaultDeadLetterChannel } from "../delivery/types.js";
+import { DEFAULTS, type JoinSettings, type Membership, type OutgoingDelivery, defaultDeadLetterChannel } from "../delivery/types.js";
 import type { Event } from "../gen/weft/v1/event_pb.js";
 import { type SubscribeOpen, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/weft/v1/mesh_pb.js";
 import type { AppendEntry, EventLog } from "../log/event-log.js";
@@ -270,6 +270,8 @@ export class MeshService {
   private subscribe(call: Call): void {
     let membership: Membership | undefined;
     let opening = false;
+    /** Deliveries made before the `subscribed` response is written (the group may send at once): they follow it. */
+    let early: OutgoingDelivery[] | undefined = [];
     let failed = false;
     let ended = false;
     const leave = (returned = false): void => {
@@ -313,13 +315,12 @@ export class MeshService {
           const { settings, configure } = this.permitted(caller, r.value, joinSettings(r.value));
           opening = true;
           call.pause();
+          const send = (deliveries: OutgoingDelivery[]): void => {
+            this.deps.tracing?.delivering(settings.channel, settings.group, deliveries);
+            for (const m of writeDeliveries(deliveries, MAX_DELIVERY_MESSAGE_BYTES)) writeSafe(call, m);
+          };
           this.deps.engine
-            .join(settings, {
-              send: (deliveries) => {
-                this.deps.tracing?.delivering(settings.channel, settings.group, deliveries);
-                for (const m of writeDeliveries(deliveries, MAX_DELIVERY_MESSAGE_BYTES)) writeSafe(call, m);
-              },
-            }, { configure })
+            .join(settings, { send: (deliveries) => (early ? early.push(...deliveries) : send(deliveries)) }, { configure })
             .then(
               (m) => {
                 opening = false;
@@ -350,6 +351,9 @@ export class MeshService {
                     }),
                   ),
                 );
+                const held = early!;
+                early = undefined;
+                if (held.length > 0) send(held);
                 call.resume();
               },
               (e) => fail(e),

@@ -379,7 +379,7 @@ export class Sidecar {
       this.dialer.stop();
       this.mesh.stop();
       await Promise.all([this.peerServer.shutdown(this.config.shutdownGraceMs), this.server.shutdown(this.config.shutdownGraceMs)]);
-      this.engine.stop();
+      await this.engine.close();
       await this.log.close();
       this.dashboard?.stop();
       await this.http?.close();

@@ -55,16 +55,16 @@ describe("DeliveryEngine", () => {
       }
     };
 
-  it("stores a pump's first attempts in one record: a restart brings back the unacked at attempt 2, and the record goes once all are done", async () => {
+  it("counts first attempts by the group's attempt mark: a crash brings back the unacked at attempt 2, and leaves no record once all are done", async () => {
     const dir = await tempDir();
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
     /** The group-state keys in the data directory, by kind (the log must be closed). */
-    const keys = async (): Promise<{ pump: number; inflight: string[] }> => {
+    const keys = async (): Promise<{ pump: number; inflight: string[]; mark: boolean }> => {
       const db = new ClassicLevel<string, string>(dir);
       const all: string[] = [];
       for await (const k of db.keys()) all.push(k);
       await db.close();
-      return { pump: all.filter((k) => k.startsWith("p!")).length, inflight: all.filter((k) => k.startsWith("f!")) };
+      return { pump: all.filter((k) => k.startsWith("p!")).length, inflight: all.filter((k) => k.startsWith("f!")), mark: all.includes("t!pump!g") };
     };
     const run = runIn(dir);
 
@@ -77,8 +77,8 @@ describe("DeliveryEngine", () => {
       m.ack(got.slice(0, 2).map((d) => d.deliveryId));
       await eventually(() => engine.status()[0]?.ackedThrough === 2);
     });
-    // Stopped like a crash would leave it: 3, 4 and 5 in flight, in one pump record.
-    expect(await keys()).toEqual({ pump: 1, inflight: [] });
+    // Stopped like a crash would leave it: 3, 4 and 5 in flight, counted by the mark alone.
+    expect(await keys()).toEqual({ pump: 0, inflight: [], mark: true });
 
     await run(async (_log, engine) => {
       const got: OutgoingDelivery[] = [];
@@ -88,9 +88,9 @@ describe("DeliveryEngine", () => {
       m.ack(got.map((d) => d.deliveryId));
       await eventually(() => engine.status()[0]?.ackedThrough === 5);
     });
-    expect(await keys()).toEqual({ pump: 0, inflight: [] });
+    expect(await keys()).toEqual({ pump: 0, inflight: [], mark: true });
 
-    // A first attempt given back does not count, after a restart either.
+    // A first attempt given back does not count, after a crash either: its record says 0, over the mark.
     await run(async (log, engine) => {
       const got: OutgoingDelivery[] = [];
       const m = await engine.join(settings("pump", "g"), { send: (ds) => got.push(...ds) });
@@ -98,6 +98,7 @@ describe("DeliveryEngine", () => {
       await eventually(() => got.length === 1);
       m.leave(true);
     });
+    expect((await keys()).inflight).toEqual(["f!pump!g!0000000000000006"]);
     await run(async (_log, engine) => {
       const got: OutgoingDelivery[] = [];
       const m = await engine.join(settings("pump", "g"), { send: (ds) => got.push(...ds) });
@@ -106,7 +107,7 @@ describe("DeliveryEngine", () => {
       m.ack([got[0]!.deliveryId]);
       await eventually(() => engine.status()[0]?.ackedThrough === 6);
     });
-    expect(await keys()).toEqual({ pump: 0, inflight: [] });
+    expect(await keys()).toEqual({ pump: 0, inflight: [], mark: true });
   });
 
   it("leaves no LevelDB batch open when events are delivered and acked one at a time", async () => {
@@ -159,17 +160,19 @@ describe("DeliveryEngine", () => {
     return watch;
   }
 
-  it("stores the first attempt of an event that goes at once with the event: one write on its way", async () => {
+  it("sends a first attempt under the group's attempt mark without a write of its own: one write on its way, its append", async () => {
     const { log, engine } = await setup(Date.now);
     const got: OutgoingDelivery[] = [];
     const m = await engine.join(settings("claim", "g"), { send: (ds) => got.push(...ds) });
+    // The join raised the mark ahead of the group's credits, in the background.
+    await eventually(async () => (await log.db.get("t!claim!g")) !== undefined);
     const watch = watchWrites(log);
     await log.append([event("claim", "1")]);
     await eventually(() => got.length === 1);
     expect(watch.writes).toBe(1);
     expect([got[0]!.event.sequence, got[0]!.attempt]).toEqual([1, 1]);
 
-    // The second event of a key waits for the first: its attempt is stored when it goes.
+    // The second event of a key waits for the first, and goes when it is acked, without a write either.
     const keyed = (id: string) => ({ ...event("claim", id), key: "k" });
     await log.append([keyed("2"), keyed("3")]);
     await eventually(() => got.length === 2);
@@ -177,10 +180,10 @@ describe("DeliveryEngine", () => {
     m.ack([got[1]!.deliveryId]);
     await eventually(() => got.length === 3);
     expect(got.map((d) => d.event.sequence)).toEqual([1, 2, 3]);
-    expect(watch.writes).toBe(4); // the ack, then the attempt of 3 before it left
+    expect(watch.writes).toBe(3); // the ack
   });
 
-  it("does not count an attempt it meant to store with events whose write failed", async () => {
+  it("counts no attempt for an event whose append failed, once its sequence is taken again", async () => {
     const dir = await tempDir();
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
     const run = runIn(dir);
@@ -196,7 +199,7 @@ describe("DeliveryEngine", () => {
       await eventually(() => got.length === 1);
       expect([got[0]!.event.sequence, got[0]!.attempt]).toEqual([1, 1]);
     });
-    // Its first attempt was stored when it went, so it comes back as attempt 2.
+    // Its first attempt was counted when it went, so it comes back as attempt 2.
     await run(async (_log, engine) => {
       const got: OutgoingDelivery[] = [];
       await engine.join(settings("fail", "g"), { send: (ds) => got.push(...ds) });

@@ -1,9 +1,10 @@
 import { EventEmitter } from "node:events";
 import { Reason, exhausted } from "../contract/errors.js";
 import type { AppendEntry, AppendResult, EventLog } from "../log/event-log.js";
-import { type GroupBatch, type GroupRecord, GroupState } from "./group-state.js";
-import { type StoredEvent, relayIdentity } from "../log/record.js";
+import { type GroupRecord, GroupState, type LoadedGroup } from "./group-state.js";
+import { relayIdentity } from "../log/record.js";
 import { NO_OBSERVER, type Observer } from "../ops/observer.js";
+import { attemptedCopies } from "./attempt-records.js";
 import { GroupDispatcher, type MemberState } from "./group-dispatcher.js";
 import { migrateRelayChannels } from "./migrate-relay-channels.js";
 import { ReadAheadBudget } from "./read-ahead-budget.js";
@@ -96,21 +97,17 @@ export class DeliveryEngine {
   /** Loads every stored group and starts watching the log. */
   async start(): Promise<void> {
     let groups = await this.state.loadGroups();
+    await this.state.clampMarks(groups, (channel) => this.log.head(channel).last);
     if (await migrateRelayChannels(this.log, this.state, groups)) groups = await this.state.loadGroups();
     this.log.keepChannels(groups.map((g) => g.record.channel));
     for (const loaded of groups) {
-      const d = this.dispatcher(loaded.record, loaded.acked, loaded.inflight);
+      const d = this.dispatcher(loaded);
       this.groups.set(id(loaded.record.channel, loaded.record.group), d);
       this.countGroup(loaded.record.channel, 1);
       // Retention may have moved past the cursor while the group was not listening.
-      const first = this.log.head(d.channel).first;
-      d.trimmed(first);
-      // Which of the deliveries in flight at the stop were of relay copies (see interrupted).
-      const sent = loaded.inflight.filter((f) => f.attempt > 0 && f.sequence >= first && !d.isDone(f.sequence)).map((f) => f.sequence);
-      if (sent.length > 0) {
-        const events = await this.log.get(d.channel, sent);
-        d.interruptedCopies = events.filter((e): e is StoredEvent => e?.origin !== undefined && e.onlyGroup === d.group);
-      }
+      d.trimmed(this.log.head(d.channel).first);
+      // The relay copies in flight at the stop (see interrupted).
+      d.interruptedCopies = await attemptedCopies(this.log, loaded, (s) => d.isDone(s));
     }
     this.unsubscribe.push(
       this.log.onAppend((channel) => {
@@ -120,18 +117,6 @@ export class DeliveryEngine {
         for (const d of this.groups.values()) if (d.channel === channel) d.trimmed(first);
       }),
     );
-    // First attempts of events that go at once are stored with the events (GroupDispatcher.claim).
-    this.log.setWriteStage((channel, events, batch) => {
-      let attempts: GroupBatch | undefined;
-      let settles: ((stored: boolean) => void)[] | undefined;
-      for (const d of this.groups.values()) {
-        if (d.channel !== channel) continue;
-        const settle = d.claim(events, (attempts ??= this.state.batch(batch)));
-        if (settle) (settles ??= []).push(settle);
-      }
-      attempts?.stage();
-      return settles && ((stored) => settles.forEach((settle) => settle(stored)));
-    });
     this.timer = setInterval(() => {
       for (const d of this.groups.values()) d.tick();
     }, this.options.tickMs ?? 50);
@@ -408,12 +393,20 @@ export class DeliveryEngine {
     return this.groups.get(id(channel, group))?.settings;
   }
 
-  /** Stops timers and dispatching; in-flight state stays in the log for the next start. */
+  /**
+   * Stops timers and dispatching; in-flight state stays in the log for the next start, which
+   * may count one attempt too many for events that had not gone (as after a crash).
+   */
   stop(): void {
     if (this.timer) clearInterval(this.timer);
-    this.log.setWriteStage(undefined);
     for (const u of this.unsubscribe) u();
     for (const d of this.groups.values()) d.close();
+  }
+
+  /** Stops as `stop` does, then writes each group's exact attempts: the next start counts none too many. */
+  async close(): Promise<void> {
+    this.stop();
+    await Promise.all([...this.groups.values()].map((d) => d.settle()));
   }
 
   private async groupFor(settings: JoinSettings): Promise<{ group: GroupDispatcher; created: boolean }> {
@@ -470,11 +463,12 @@ export class DeliveryEngine {
       start: settings.start,
     };
     await this.state.batch().putGroup(record).write();
-    return this.dispatcher(record, [], []);
+    return this.dispatcher({ record, acked: [], inflight: [], mark: ackedThrough });
   }
 
-  private dispatcher(record: GroupRecord, acked: number[], inflight: { sequence: number; attempt: number }[]): GroupDispatcher {
-    return new GroupDispatcher(this.log, record, acked, inflight, {
+  private dispatcher(loaded: LoadedGroup): GroupDispatcher {
+    const { record } = loaded;
+    return new GroupDispatcher(this.log, loaded, {
       copyDone: (event) => {
         if (event.origin) this.route?.done(record.channel, record.group, event.origin);
       },

@@ -21,25 +21,23 @@ export interface Entry {
   deliveryId?: number | undefined;
   /** For inflight: redeliver after this (Unix ms). For delayed: deliver again after this. */
   due: number;
-  /**
-   * The pump record its first attempt was stored in, while that counts it. Set when the
-   * attempt is made, or before it for an event whose attempt was stored with it (claim).
-   */
-  pump?: PumpRecord | undefined;
   /** It has an in-flight record (f!) of its own. */
   recorded?: boolean;
-  /** Its attempts are stored one by one, never in a pump record (restored, given back, or a copy forwarded after attempts elsewhere). */
+  /**
+   * Its attempts are recorded one by one, even the first (restored, given back, or a copy
+   * forwarded after attempts elsewhere): the attempt mark does not count them.
+   */
   perEvent?: boolean;
+  /**
+   * Restored at attempt 1 by the attempt mark alone, without an in-flight record: it may
+   * never have been delivered, so it is delivered once more before max attempts can
+   * dead-letter it (see AttemptRecords).
+   */
+  byMark?: boolean;
   /** Its dead letter was refused for maxChannels (reported once, then retried quietly). */
   refusedDeadLetter?: boolean;
   /** Read ahead of the group's window for local members (see GroupDispatcher.lookAhead). */
   ahead?: boolean;
-}
-
-/** A pump record (GroupBatch.putPump) and how many of its entries are not done yet. */
-export interface PumpRecord {
-  first: number;
-  remaining: number;
 }
 
 /** A member of one group: its credits and its deliveries. */

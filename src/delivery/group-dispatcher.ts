@@ -1,10 +1,9 @@
 import type { EventLog } from "../log/event-log.js";
-import type { GroupBatch, GroupRecord, GroupState, InflightRecord } from "./group-state.js";
+import type { GroupBatch, GroupRecord, GroupState, LoadedGroup } from "./group-state.js";
 import type { StoredEvent } from "../log/record.js";
 import type { Observer } from "../ops/observer.js";
 import { AttemptRecords } from "./attempt-records.js";
 import { deadLetterOf, storeDeadLetter } from "./dead-letter.js";
-import { Claims } from "./claims.js";
 import { CopyKeeping } from "./copy-keeping.js";
 import { handOut, send } from "./pump.js";
 import { type Entry, type MemberState, checkDeliveryIds, orderKey } from "./entry.js";
@@ -49,9 +48,9 @@ export interface DispatcherOptions {
  * copy goes to local members only. When an event is done for the group, its outcome goes by
  * its origin: here, the cursor moves; for a copy, it moves too and the origin is told.
  *
- * Everything the group must not forget (cursor, acks above it, attempts in flight) is in
- * the log; memory holds at most `maxPending` events read ahead, and as many copies read
- * ahead past them (see GroupReader).
+ * Everything the group must not forget (cursor, acks above it, attempts: AttemptRecords)
+ * is in the log; memory holds at most `maxPending` events read ahead, and as many copies
+ * read ahead past them (see GroupReader).
  */
 export class GroupDispatcher implements ReadTarget {
   readonly channel: string;
@@ -63,9 +62,8 @@ export class GroupDispatcher implements ReadTarget {
   private readonly reader: GroupReader;
   private readonly attempts: AttemptRecords;
   private readonly entries = new Map<number, Entry>();
+  /** In-flight records found at start, of events not read since. */
   private readonly restored = new Map<number, number>();
-  /** Events not read yet whose first attempt was stored with them (see claim), and its pump record. */
-  private readonly claims = new Claims();
   /** Relay copies this group had in flight to members here when the log was last closed (set by the engine). */
   interruptedCopies: StoredEvent[] = [];
   private readonly keyOrder = new KeyOrder();
@@ -76,9 +74,7 @@ export class GroupDispatcher implements ReadTarget {
 
   constructor(
     private readonly log: EventLog,
-    record: GroupRecord,
-    acked: number[],
-    inflight: InflightRecord[],
+    { record, acked, inflight, mark }: LoadedGroup,
     private readonly options: DispatcherOptions,
   ) {
     this.channel = record.channel;
@@ -86,7 +82,9 @@ export class GroupDispatcher implements ReadTarget {
     this.cursor = new GroupCursor(record, acked);
     this.queues = new ReadyQueues(record.channel);
     this.copies = new CopyKeeping(this.cursor, () => this.queues.hasLocal, () => options.keepsCopies?.() ?? true);
-    this.attempts = new AttemptRecords(record.channel, record.group);
+    const { cursor, queues } = this;
+    const host = { channel: this.channel, group: this.group, ackedThrough: () => cursor.ackedThrough, credits: () => queues.credits };
+    this.attempts = new AttemptRecords({ ...host, batch: () => options.state.batch(), write: (batch) => this.write(batch) }, mark);
     for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
     const limits = { maxPending: options.maxPending, maxPendingBytes: options.maxPendingBytes };
     this.reader = new GroupReader(log, this, limits, options.budget ?? new ReadAheadBudget(Infinity));
@@ -152,6 +150,7 @@ export class GroupDispatcher implements ReadTarget {
   addMember(member: MemberState): void {
     this.members.set(member.id, member);
     this.reassign();
+    this.attempts.keepAhead();
     this.wake();
   }
 
@@ -240,6 +239,7 @@ export class GroupDispatcher implements ReadTarget {
 
   /** Delivers what members have room for (after a member's credits were raised). */
   kick(): void {
+    this.attempts.keepAhead();
     this.pump();
   }
 
@@ -274,45 +274,13 @@ export class GroupDispatcher implements ReadTarget {
     this.options.onError(error);
   }
 
-  /**
-   * New events of the channel are about to be written (the log's write stage, see DeliveryEngine.start). When the group
-   * has read everything before them, nothing is waiting to go, and its members have credits,
-   * the first attempts of the events that will go at once are stored in the same write, as
-   * one pump record: each leaves as soon as it is stored, without a write of its own on the
-   * way (one LevelDB write less per event, on each hop). Returns what the log calls once
-   * that write succeeded or failed.
-   *
-   * If the sidecar stops after the write and before the delivery, the event comes back as
-   * attempt 2: the count may hold an attempt too many, never one too few.
-   */
-  claim(events: readonly StoredEvent[], attempts: GroupBatch): ((stored: boolean) => void) | undefined {
-    if (this.closed || this.members.size === 0 || this.reader.pos !== events[0]?.sequence) return undefined;
-    if (this.queues.anyReady()) return undefined;
-    const seqs = Claims.choose(events, {
-      group: this.group,
-      members: this.members.values(),
-      room: this.reader.room(),
-      ordered: (order) => this.keyOrder.has(order),
-      stale: (event) => this.copies.stale(event),
-    });
-    if (seqs.length === 0) return undefined;
-    attempts.putPump(this.channel, this.group, seqs);
-    return (stored) => {
-      if (stored && !this.closed) this.claims.add(seqs);
-    };
-  }
-
   /** Retention removed everything before `first`. */
   trimmed(first: number): void {
-    this.claims.trim(first);
     if (this.cursor.ackedThrough >= first - 1) return;
     const batch = this.options.state.batch();
     const lost = this.cursor.trim(first, batch, (s) => {
       const entry = this.entries.get(s);
-      if (entry) {
-        this.attempts.leavePump(entry, batch);
-        this.drop(entry);
-      }
+      if (entry) this.drop(entry);
       batch.delInflight(this.channel, this.group, s);
       this.restored.delete(s);
     });
@@ -357,9 +325,9 @@ export class GroupDispatcher implements ReadTarget {
     // Copies in flight at the last stop and not read since: their origins hear of their
     // attempts now, before the withdrawal, as of those read.
     for (const event of this.interruptedCopies) {
-      const attempts = this.restored.get(event.sequence);
+      const attempts = this.attempts.atStart(event, this.restored.get(event.sequence));
       if (attempts === undefined || this.known(event.sequence)) continue;
-      this.restored.delete(event.sequence);
+      this.restored.set(event.sequence, 0); // told: nothing more to tell when it is read
       this.attemptedCopyGivenUp(event, attempts);
     }
     this.interruptedCopies = [];
@@ -380,6 +348,12 @@ export class GroupDispatcher implements ReadTarget {
   /** Stops dispatching; what the group must not forget is in the log for the next start. */
   close(): void {
     this.stopped = true;
+  }
+
+  /** Stops dispatching and writes its exact attempts, so that the next start counts none too many (see AttemptRecords.settle). */
+  settle(): Promise<void> {
+    this.stopped = true;
+    return this.attempts.settle(this.entries.values());
   }
 
   get closed(): boolean {
@@ -484,9 +458,12 @@ export class GroupDispatcher implements ReadTarget {
     if (next) this.releaseNext(next);
   }
 
-  /** An event may go now (new, or next of its key): deliver it, or dead-letter it if a restart left it at max attempts. */
+  /**
+   * An event may go now (new, or next of its key): deliver it, or dead-letter it if a restart
+   * left it at max attempts, unless the attempt mark alone counted its attempt (see byMark).
+   */
   private releaseNext(entry: Entry): void {
-    if (entry.attempt >= this.cursor.record.maxAttempts) {
+    if (entry.attempt >= this.cursor.record.maxAttempts && !entry.byMark) {
       const forwarded = entry.attempt === entry.event.priorAttempts;
       this.deadLetter(entry, forwarded ? "had its max attempts before it was forwarded here" : "was in flight when the sidecar stopped");
       return;
@@ -513,31 +490,23 @@ export class GroupDispatcher implements ReadTarget {
     if (foreign || (event.origin && this.copies.stale(event))) {
       // Another group's (a relay copy held for it, or a redriven dead letter), or a copy
       // this sidecar no longer keeps: done here, without a delivery.
-      const attempts = this.restored.get(seq);
+      const attempts = this.attempts.atStart(event, this.restored.get(seq));
       this.restored.delete(seq);
       if (!foreign && attempts !== undefined) this.attemptedCopyGivenUp(event, attempts);
       const batch = this.options.state.batch().delInflight(this.channel, this.group, seq);
-      const pump = this.claims.take(seq);
-      if (pump && --pump.remaining === 0) batch.delPump(this.channel, this.group, pump.first);
       if (!foreign) this.copies.givenUp(event, batch);
       this.cursor.markDone(seq, batch);
       void this.flush(batch);
       return;
     }
     // A copy forwarded after attempts elsewhere counts on from them; each of its attempts is
-    // recorded on its own (a pump record says attempt 1).
+    // recorded on its own (the attempt mark counts first attempts only).
     const prior = event.priorAttempts ?? 0;
     const entry: Entry = { seq, order: orderKey(event), event, attempt: prior, state: "waiting", due: 0, ahead, perEvent: prior > 0 };
     this.entries.set(seq, entry);
     this.reader.took(entry);
-    entry.pump = this.claims.take(seq);
-    const restored = this.restored.get(seq);
-    if (restored !== undefined) {
-      this.restored.delete(seq);
-      entry.attempt = Math.max(restored, prior);
-      entry.recorded = true;
-      entry.perEvent = true;
-    }
+    this.attempts.restore(entry, this.restored.get(seq));
+    this.restored.delete(seq);
     if (!this.keyOrder.add(entry)) this.releaseNext(entry);
   }
 
@@ -551,18 +520,18 @@ export class GroupDispatcher implements ReadTarget {
       return;
     }
     const batch = this.options.state.batch();
-    const { out, firsts, rr } = handOut(this.queues, this.attempts, batch, this.rr);
+    const { out, highest, rr } = handOut(this.queues, this.attempts, batch, this.rr);
     this.rr = rr;
     if (out.size === 0) {
       this.reader.readMore();
       return;
     }
     for (const deliveries of out.values()) for (const d of deliveries) if (d.event.origin) this.copiesInflight++;
-    this.attempts.firsts(firsts, batch);
     const leave = (): void => send(out, this.options.now(), this.timed, this.options.observer, this.channel, this.group);
-    // The attempt is stored before the event leaves, so a crash never loses count of it.
-    if (batch.length === 0) leave();
-    else void this.flush(batch).then(leave);
+    // Attempts are counted before the events leave, so a crash never loses count of one.
+    const stored = this.attempts.handedOut(highest, batch);
+    if (stored) void stored.then(leave);
+    else leave();
     this.reader.readMore();
   }
 
@@ -572,17 +541,24 @@ export class GroupDispatcher implements ReadTarget {
     return false;
   }
 
+  /** Writes group state, with a raise of the attempt mark when one is due (see AttemptRecords.write). */
+  private flush(batch: GroupBatch): Promise<boolean> {
+    return this.attempts.write(batch);
+  }
+
   /**
-   * Writes group state. While the log's disk is full the write waits for room (see
-   * EventLog.writeState), and attempts leave only once stored. A failed write is reported,
-   * not thrown: memory is ahead of the disk then, and a restart redelivers from the disk's
-   * older state (at least once still holds).
+   * Writes group state (AttemptRecords writes through it). While the log's disk is full the
+   * write waits for room (see EventLog.writeState), and attempts leave only once stored. A
+   * failed write is reported, not thrown: memory is ahead of the disk then, and a restart
+   * redelivers from the disk's older state (at least once still holds).
    */
-  private async flush(batch: GroupBatch): Promise<void> {
+  private async write(batch: GroupBatch): Promise<boolean> {
     try {
       await batch.write();
+      return true;
     } catch (e) {
       if (!this.closed) this.options.onError(e);
+      return false;
     }
   }
 }

@@ -7,10 +7,18 @@ import { seqHex } from "../log/keys.js";
  *
  *   g!CHANNEL!GROUP          a group's cursor and settings
  *   a!CHANNEL!GROUP!SEQ      acked above the cursor (out-of-order acks)
- *   f!CHANNEL!GROUP!SEQ      a delivery in flight: its attempt (written for attempts after the
- *                            first, and "0" for one given back); it wins over a p! record
- *   p!CHANNEL!GROUP!SEQ      first attempts sent in one pump: the sequences (float64 LE each),
- *                            keyed by the first; deleted once all of them are done
+ *   f!CHANNEL!GROUP!SEQ      an event's attempts, recorded on their own: written for attempts
+ *                            after the first, for every attempt of an event given back or
+ *                            restored ("0" for one given back); it wins over the mark
+ *   t!CHANNEL!GROUP          the group's attempt mark M (see AttemptRecords), decimal: an event
+ *                            of the group above it without an f! record has never been
+ *                            delivered; one at or below it that is not done and has no f!
+ *                            record has had at most one attempt. Absent: the cursor. A key of
+ *                            its own, not a field of g!: only the mark's writes put it, one at
+ *                            a time, so that it never goes back
+ *   p!CHANNEL!GROUP!SEQ      first attempts sent together, written by earlier releases: the
+ *                            sequences (float64 LE each), keyed by the first. Read when the
+ *                            groups load, each still open becoming an f! record at attempt 1
  *   q!DLQ!CHANNEL!GROUP      the dead letters of GROUP in DLQ an operator handled (redriven or
  *                            purged): {"through","handled"} (see DeadLetterMarks)
  */
@@ -21,8 +29,7 @@ export const ackedPrefix = (channel: string, group: string): string => `a!${chan
 export const inflightKey = (channel: string, group: string, seq: number): string =>
   `f!${channel}!${group}!${seqHex(seq)}`;
 export const inflightPrefix = (channel: string, group: string): string => `f!${channel}!${group}!`;
-export const pumpKey = (channel: string, group: string, firstSeq: number): string =>
-  `p!${channel}!${group}!${seqHex(firstSeq)}`;
+export const markKey = (channel: string, group: string): string => `t!${channel}!${group}`;
 export const pumpPrefix = (channel: string, group: string): string => `p!${channel}!${group}!`;
 export const deadLetterMarksKey = (deadLetterChannel: string, channel: string, group: string): string =>
   `q!${deadLetterChannel}!${channel}!${group}`;

@@ -1,7 +1,7 @@
 import { logClosed } from "../log/disk-full.js";
 import { prefixEnd, seqOfKey } from "../log/keys.js";
-import type { ChainedBatch, StateOp, StateStore } from "../log/types.js";
-import { ackedKey, ackedPrefix, deadLetterMarksKey, groupKey, inflightKey, inflightPrefix, pumpKey, pumpPrefix } from "./group-keys.js";
+import type { StateOp, StateStore } from "../log/types.js";
+import { ackedKey, ackedPrefix, deadLetterMarksKey, groupKey, inflightKey, inflightPrefix, markKey, pumpPrefix } from "./group-keys.js";
 import type { StartAt } from "./types.js";
 
 /** A group's durable state, as stored. */
@@ -40,16 +40,18 @@ export interface InflightRecord {
   attempt: number;
 }
 
-/** A group's state on open: its record, the sequences acked above the cursor, in-flight. */
+/** A group's state on open: its record, the sequences acked above the cursor, in-flight, and its attempt mark. */
 export interface LoadedGroup {
   record: GroupRecord;
   acked: number[];
   inflight: InflightRecord[];
+  /** First attempts are counted through this sequence (see AttemptRecords); at least the cursor. */
+  mark: number;
 }
 
-/** Where group state is written: one LevelDB write, held back in order while the disk is full. */
+/** Where group state is written: one LevelDB write, held back in order while the disk is full (unless `wait` is false: refused then). */
 export interface StateWriter {
-  write(ops: StateOp[]): Promise<void>;
+  write(ops: StateOp[], wait?: boolean): Promise<void>;
 }
 
 /**
@@ -64,7 +66,7 @@ export class GroupState {
     this.db = store.db;
   }
 
-  /** Every stored group, with its acked and in-flight entries above its cursor. */
+  /** Every stored group, with its acked and in-flight entries above its cursor, and its attempt mark. */
   async loadGroups(): Promise<LoadedGroup[]> {
     const out: LoadedGroup[] = [];
     for await (const [, value] of this.db.iterator({ gte: "g!", lt: prefixEnd("g!") })) {
@@ -89,11 +91,11 @@ export class GroupState {
         const sequence = seqOfKey(key);
         const attempt = Number(Buffer.from(v).toString("utf8"));
         recorded.add(sequence);
-        // "0": given back after a first attempt recorded in a pump record; none counts.
+        // "0": given back after a first attempt the mark counts; none counts.
         inflight.push({ sequence, attempt: Number.isFinite(attempt) ? attempt : 1 });
       }
-      // Pump records become one in-flight record per first attempt still open, so a
-      // dispatcher only tracks the pump records it writes itself.
+      // Pump records (written by earlier releases) become one in-flight record per first
+      // attempt still open.
       const done = new Set(acked);
       const convert = this.db.batch();
       for await (const [key, v] of this.db.iterator({ gte: pumpPrefix(record.channel, record.group), lt: prefixEnd(pumpPrefix(record.channel, record.group)) })) {
@@ -107,9 +109,28 @@ export class GroupState {
       }
       if (convert.length > 0) await convert.write();
       else await convert.close();
-      out.push({ record, acked, inflight });
+      const mark = await this.db.get(markKey(record.channel, record.group));
+      const through = mark === undefined ? 0 : Number(Buffer.from(mark).toString("utf8"));
+      out.push({ record, acked, inflight, mark: Math.max(record.ackedThrough, Number.isSafeInteger(through) ? through : 0) });
     }
     return out;
+  }
+
+  /**
+   * Brings each group's attempt mark down to its channel's last sequence (`last`), in one
+   * write, before anything is delivered or appended: a mark raised past the last sequence at
+   * a stop counts sequences that new appends take again, events never delivered (see
+   * AttemptRecords).
+   */
+  async clampMarks(groups: LoadedGroup[], last: (channel: string) => number): Promise<void> {
+    const batch = this.batch();
+    for (const g of groups) {
+      const through = Math.max(g.record.ackedThrough, last(g.record.channel));
+      if (g.mark <= through) continue;
+      g.mark = through;
+      batch.putMark(g.record.channel, g.record.group, through);
+    }
+    await batch.write();
   }
 
   /** The dead letters of `group` (of `channel`) in `deadLetterChannel` an operator has handled. */
@@ -125,48 +146,42 @@ export class GroupState {
     await this.db.put(deadLetterMarksKey(deadLetterChannel, channel, group), Buffer.from(JSON.stringify(marks)));
   }
 
-  /** Removes every record of one group: its cursor, acks, attempts and pump records. */
+  /** Removes every record of one group: its cursor, acks, attempts and mark. */
   async drop(channel: string, group: string): Promise<void> {
     if (this.store.closed) throw logClosed();
     await this.db.del(groupKey(channel, group));
+    await this.db.del(markKey(channel, group));
     for (const prefix of [ackedPrefix(channel, group), inflightPrefix(channel, group), pumpPrefix(channel, group)]) {
       await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
     }
   }
 
   /** Starts a batch of group-state changes, written together by `write()`. */
-  batch(within?: ChainedBatch): GroupBatch {
-    return new GroupBatch(this.store, within);
+  batch(): GroupBatch {
+    return new GroupBatch(this.store);
   }
 }
 
 /**
  * Changes to group state, applied atomically by `write()` (through a StateWriter,
- * which holds them back, in order, while the disk is full). Within an append group (see
- * the log's write stage) they go straight into the group's LevelDB batch instead.
+ * which holds them back, in order, while the disk is full).
  */
 export class GroupBatch {
   private readonly ops: StateOp[] = [];
   private size = 0;
   /** Group records to put, by key, encoded once at write: an ack batch advances a cursor many times. */
   private groups: Map<string, GroupRecord> | undefined;
-  /**
-   * `within`: an append group's batch, which the log writes (see WriteStage); this
-   * batch then only adds to it, and is never written by itself.
-   */
-  constructor(
-    private readonly writer: StateWriter,
-    private readonly within?: ChainedBatch,
-  ) {}
+
+  constructor(private readonly writer: StateWriter) {}
 
   private put(key: string, value: Uint8Array): void {
-    if (this.within) this.within.put(key, value);
-    else this.ops.push({ type: "put", key, value });
+    this.ops.push({ type: "put", key, value });
+    this.size++;
   }
 
   private del(key: string): void {
-    if (this.within) this.within.del(key);
-    else this.ops.push({ type: "del", key });
+    this.ops.push({ type: "del", key });
+    this.size++;
   }
 
   /** Puts a group's record; when one batch puts the same group again, the last record wins. */
@@ -179,58 +194,43 @@ export class GroupBatch {
   }
   putAcked(channel: string, group: string, seq: number): this {
     this.put(ackedKey(channel, group, seq), EMPTY);
-    this.size++;
     return this;
   }
   delAcked(channel: string, group: string, seq: number): this {
     this.del(ackedKey(channel, group, seq));
-    this.size++;
     return this;
   }
   putInflight(channel: string, group: string, seq: number, attempt: number): this {
     this.put(inflightKey(channel, group, seq), attemptValue(attempt));
-    this.size++;
-    return this;
-  }
-  /** Records first attempts sent together: one entry for all of `seqs` (in-flight entries win over it). */
-  putPump(channel: string, group: string, seqs: readonly number[]): this {
-    const value = Buffer.allocUnsafe(seqs.length * 8);
-    seqs.forEach((seq, i) => value.writeDoubleLE(seq, i * 8));
-    this.put(pumpKey(channel, group, seqs[0]!), value);
-    this.size++;
-    return this;
-  }
-  /** Deletes a pump record once every sequence in it is done. */
-  delPump(channel: string, group: string, firstSeq: number): this {
-    this.del(pumpKey(channel, group, firstSeq));
-    this.size++;
     return this;
   }
   delInflight(channel: string, group: string, seq: number): this {
     this.del(inflightKey(channel, group, seq));
-    this.size++;
+    return this;
+  }
+  /** Puts a group's attempt mark (see AttemptRecords): only one write that puts it may be under way at a time. */
+  putMark(channel: string, group: string, through: number): this {
+    this.put(markKey(channel, group), Buffer.from(String(through)));
     return this;
   }
   get length(): number {
     return this.size;
   }
-  async write(): Promise<void> {
-    if (this.within) throw new Error("a GroupBatch within an append group is written with it");
+  /** Writes the changes in one LevelDB write; while the disk is full it waits for room, or with `wait` false is refused. */
+  async write(wait = true): Promise<void> {
     if (this.size === 0) return;
-    this.stage();
-    await this.writer.write(this.ops);
-  }
-  /** Puts the group records into the batch (write() does it; the log does it for a batch within an append group). */
-  stage(): void {
-    if (!this.groups) return;
-    for (const [key, record] of this.groups) this.put(key, Buffer.from(JSON.stringify(record)));
-    this.groups = undefined;
+    if (this.groups) {
+      const groups = this.groups;
+      this.groups = undefined;
+      for (const [key, record] of groups) this.ops.push({ type: "put", key, value: Buffer.from(JSON.stringify(record)) });
+    }
+    await this.writer.write(this.ops, wait);
   }
 }
 
 const EMPTY = new Uint8Array(0);
 
-/** The sequences of a pump record (GroupBatch.putPump). */
+/** The sequences of a pump record (p!, see group-keys.ts). */
 function pumpSequences(value: Uint8Array): number[] {
   const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   const out: number[] = [];

@@ -5,25 +5,24 @@ import type { GroupBatch } from "./group-state.js";
 import type { ReadyQueues } from "./ready-queues.js";
 import type { OutgoingDelivery } from "./types.js";
 
-/** Deliveries handed out in one pump, per member, and the first attempts among them. */
+/** Deliveries handed out in one pump, per member, and the highest first attempt among them. */
 export interface HandedOut {
   out: Map<MemberState, OutgoingDelivery[]>;
-  /** First attempts to store together in one pump record (see AttemptRecords.firsts). */
-  firsts: Entry[];
+  /** The highest sequence whose first attempt was handed out (the attempt mark counts it); 0 for none. */
+  highest: number;
   /** Where the next pump starts its round. */
   rr: number;
 }
 
 /**
  * Hands ready entries to members with free credits, round-robin from member `rr`, until
- * none can take more. Later attempts (and those recorded one by one) go into `batch`; first
- * attempts are returned to be stored in one pump record, not one in-flight record each
- * (which each ack would then delete): that would be two more writes per event.
+ * none can take more. The records of later attempts (and of those recorded one by one) go
+ * into `batch`; first attempts are counted by the group's attempt mark (see AttemptRecords).
  */
 export function handOut(queues: ReadyQueues, attempts: AttemptRecords, batch: GroupBatch, rr: number): HandedOut {
   const out = new Map<MemberState, OutgoingDelivery[]>();
   const order = queues.members;
-  const firsts: Entry[] = [];
+  let highest = 0;
   let progress = true;
   while (progress) {
     progress = false;
@@ -42,14 +41,14 @@ export function handOut(queues: ReadyQueues, attempts: AttemptRecords, batch: Gr
       entry.due = Infinity;
       member.deliveries.set(entry.deliveryId, entry);
       if (entry.attempt > 1 || entry.perEvent) attempts.record(entry, batch);
-      else if (!entry.pump) firsts.push(entry); // with a pump already, it was stored with the event (claim)
+      else if (entry.seq > highest) highest = entry.seq;
       let list = out.get(member);
       if (!list) out.set(member, (list = []));
       list.push({ deliveryId: entry.deliveryId, attempt: entry.attempt, deadline: entry.due, event: entry.event });
     }
     rr = (rr + 1) % Math.max(1, order.length);
   }
-  return { out, firsts, rr };
+  return { out, highest, rr };
 }
 
 /**

@@ -35,6 +35,13 @@ export class ReadyQueues {
     return this.locals.length > 0 && this.locals.length < this.members.length;
   }
 
+  /** The credits of every member together: the most deliveries out at once. */
+  get credits(): number {
+    let n = 0;
+    for (const m of this.members) n += m.window;
+    return n;
+  }
+
   /** Ready entries no member was chosen for. */
   get unassigned(): number {
     return this.any.length + this.anyLocal.length;

@@ -109,15 +109,16 @@ export class DiskWatch {
 
   /**
    * Writes state changes in one LevelDB write of the main database. While the disk is full
-   * they wait, in order, and are written once there is room. Rejects with LOG_CLOSED if the
-   * log closes first.
+   * they wait, in order, and are written once there is room (rejects with LOG_CLOSED if the
+   * log closes first); with `wait` false they are refused with DISK_FULL instead.
    */
-  writeState(ops: StateOp[]): Promise<void> {
+  writeState(ops: StateOp[], wait = true): Promise<void> {
     const order = ++this.stateWrites;
-    if (this.full || this.stalled.length > 0) return this.stall(order, ops);
+    if (this.full || this.stalled.length > 0) return wait ? this.stall(order, ops) : Promise.reject(this.error());
     return this.writeOps(ops).catch((e: unknown) => {
       if (this.host.closed || !isDiskFull(e)) throw e;
-      this.failed(e);
+      const error = this.failed(e);
+      if (!wait) throw error;
       return this.stall(order, ops);
     });
   }

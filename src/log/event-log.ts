@@ -10,14 +10,14 @@ import { EVENTS_SPLIT_KEY, LOG_ID_KEY } from "./keys.js";
 import { RetentionSweep } from "./retention.js";
 import { EventStore } from "./store.js";
 import type { AppendEntry, AppendOptions, AppendResult, ChannelHead, DiskFull, EventLogOptions, StateOp, StateStore } from "./types.js";
-import { type WriteStage, WriteLoop } from "./write-loop.js";
+import { WriteLoop } from "./write-loop.js";
 import type { StoredEvent } from "./record.js";
 
 export type { AppendEntry, AppendOptions, AppendResult, ChainedBatch, ChannelHead, DiskFull, EventLogOptions, Retention, StateOp, StateStore } from "./types.js";
 export { LEVELDB_OPTIONS } from "./types.js";
 export { EVENTS_DIR } from "./store.js";
 export { DISK_PROBE_MS, isDiskFull } from "./disk-full.js";
-export { MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES, type WriteStage } from "./write-loop.js";
+export { MAX_APPEND_GROUP, MAX_APPEND_GROUP_BYTES } from "./write-loop.js";
 
 /** What the log tells its readers, in the order it happens. */
 export interface LogEvents {
@@ -38,8 +38,8 @@ export interface LogEvents {
  * - disk-full.ts: refusing appends while the disk is full, and the state writes that wait.
  *
  * The groups' state (src/delivery/group-state.ts) is kept in the main database under keys
- * of its own, through the handle `state`; the delivery engine may add to an append's write
- * (setWriteStage).
+ * of its own, through the handle `state`, in writes of its own: an append's write holds
+ * the log's state only, and the log never calls the layers above it while it writes.
  */
 export class EventLog {
   /** Told of appends and trims (see LogEvents). */
@@ -49,7 +49,6 @@ export class EventLog {
   private readonly dedup: Dedup;
   private readonly disk: DiskWatch;
   private readonly retention: RetentionSweep;
-  private stage: WriteStage | undefined;
   private sweeping: Promise<void> | undefined;
   private closed = false;
 
@@ -113,7 +112,6 @@ export class EventLog {
       observer,
       fsync,
       now,
-      stage: (channel, events, batch) => this.stage?.(channel, events, batch),
       appended: (channel, last) => this.emitter.emit("appended", channel, last),
     });
     this.retention = new RetentionSweep(
@@ -165,21 +163,12 @@ export class EventLog {
     return () => this.emitter.off("appended", listener);
   }
 
-  /**
-   * Sets the one stage that may add state to each append group's write (see WriteStage):
-   * the delivery engine stores there the first attempts of events that go at once, one
-   * LevelDB write less per event on each hop.
-   */
-  setWriteStage(stage: WriteStage | undefined): void {
-    this.stage = stage;
-  }
-
   /** The part of the main database lent to the groups' state (see StateStore). */
   get state(): StateStore {
     const log = this;
     return {
       db: this.store.main,
-      write: (ops) => this.writeState(ops),
+      write: (ops, wait) => this.writeState(ops, wait),
       get closed() {
         return log.closed;
       },
@@ -272,8 +261,8 @@ export class EventLog {
   }
 
   /** Writes state changes in one LevelDB write (see DiskWatch.writeState); `state.write` is this. */
-  writeState(ops: StateOp[]): Promise<void> {
-    return this.disk.writeState(ops);
+  writeState(ops: StateOp[], wait = true): Promise<void> {
+    return this.disk.writeState(ops, wait);
   }
 
   // ---- a full disk ----

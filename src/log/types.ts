@@ -106,8 +106,8 @@ export type StateOp = { type: "put"; key: string; value: Uint8Array } | { type: 
  */
 export interface StateStore {
   readonly db: Pick<Db, "get" | "put" | "del" | "iterator" | "keys" | "clear" | "batch">;
-  /** One LevelDB write of `ops`; while the disk is full it waits, in order (see DiskWatch). */
-  write(ops: StateOp[]): Promise<void>;
+  /** One LevelDB write of `ops`; while the disk is full it waits, in order, or with `wait` false is refused (see DiskWatch). */
+  write(ops: StateOp[], wait?: boolean): Promise<void>;
   /** Whether the log is closed. */
   readonly closed: boolean;
 }

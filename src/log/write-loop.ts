@@ -16,13 +16,6 @@ import { type AppendEntry, type AppendResult, type ChainedBatch, type ChannelHea
 export const MAX_APPEND_GROUP = 10_000;
 export const MAX_APPEND_GROUP_BYTES = 256 * 1024;
 
-/**
- * Told of each channel's new events while their append group is prepared, before it is
- * written: it may put state into `batch` (the main database's batch of the same write). It
- * returns what to call once that write succeeded (true) or failed (false), or nothing.
- */
-export type WriteStage = (channel: string, events: readonly StoredEvent[], batch: ChainedBatch) => ((stored: boolean) => void) | undefined;
-
 interface PendingAppend {
   entries: AppendEntry[];
   resolve: (results: AppendResult[]) => void;
@@ -46,7 +39,7 @@ interface LookedUp {
 interface Written {
   /** Its events, for the events' database. */
   eventBatch: ChainedBatch;
-  /** Everything else (dedup entries, heads, state of the write stage), for the main database. */
+  /** Everything else (dedup entries, heads), for the main database. */
   batch: ChainedBatch;
   touched: Map<string, ChannelHead>;
   events: Map<string, StoredEvent[]>;
@@ -55,8 +48,6 @@ interface Written {
   results: AppendResult[][];
   /** Per pending append, the refusal that stored none of it (a channel past maxChannels). */
   refusals: (WeftError | undefined)[];
-  /** What the write stage is told once the write succeeded or failed. */
-  settles: ((stored: boolean) => void)[];
   /** Per channel, the relay copies among its new events (for the observer). */
   copies: Map<string, { count: number; bytes: number }>;
 }
@@ -70,8 +61,6 @@ export interface WriteLoopHost {
   readonly observer: Observer;
   readonly fsync: boolean;
   now(): number;
-  /** The stage that adds state to an append group's write; undefined for none. */
-  readonly stage: WriteStage | undefined;
   /** A group was stored: `channel` has events up to `last`. */
   appended(channel: string, last: number): void;
 }
@@ -90,8 +79,8 @@ async function writeBoth(events: ChainedBatch, rest: ChainedBatch, sync: boolean
  * together, in call order, one fsync per database) and tasks, one at a time.
  *
  * A group is two LevelDB writes, made at once: its events to the events' database, and its
- * dedup entries, heads and the write stage's state to the main one. A crash can land between
- * them; opening repairs either half (see EventStore.reconcile).
+ * dedup entries and heads to the main one. A crash can land between them; opening repairs
+ * either half (see EventStore.reconcile). Nothing but the log's own state is in them.
  *
  * While a group is written, the next group's dedup entries are already looked up (a group's
  * lookup takes about as long as its write): that lookup cannot see what the group being
@@ -192,7 +181,6 @@ export class WriteLoop {
         channels.settle(undefined);
         if (written) for (const channel of written.touched.keys()) store.unrepaired.add(channel);
         const error = disk.failed(e);
-        for (const settle of written?.settles ?? []) settle(false);
         for (const p of current.group) p.reject(error);
         if (next) {
           // Its lookup counted on entries that were not written: it goes again, from the start.
@@ -294,15 +282,7 @@ export class WriteLoop {
       results.push(out);
     }
     for (const [channel, head] of touched) batch.put(headKey(channel), Buffer.from(JSON.stringify(head)));
-    const settles: ((stored: boolean) => void)[] = [];
-    const stage = this.host.stage;
-    if (stage) {
-      for (const [channel, list] of events) {
-        const settle = stage(channel, list, batch);
-        if (settle) settles.push(settle);
-      }
-    }
-    return { eventBatch, batch, touched, events, seen, results, refusals, settles, copies };
+    return { eventBatch, batch, touched, events, seen, results, refusals, copies };
   }
 
   /** A group is stored: its heads become the store's, and readers hear of it. */
@@ -314,7 +294,6 @@ export class WriteLoop {
       observer.stored(channel, head.last - (before?.last ?? 0), head.bytes - (before?.bytes ?? 0), written.copies.get(channel) ?? NO_COPIES);
       store.advance(channel, head, written.events.get(channel)!);
     }
-    for (const settle of written.settles) settle(true);
     for (const [channel, head] of written.touched) this.host.appended(channel, head.last);
   }
 }

@@ -1,7 +1,7 @@
 import type { EventLog } from "../log/event-log.js";
 import type { StoredEvent } from "../log/record.js";
 import type { Entry } from "./entry.js";
-import type { GroupBatch, LoadedGroup } from "./group-state.js";
+import type { GroupBatch, InflightRecord, LoadedGroup } from "./group-state.js";
 
 /** What AttemptRecords needs of its group. */
 export interface AttemptHost {
@@ -63,16 +63,25 @@ export class AttemptRecords {
   private frontier = 0;
   private closed = false;
 
+  /** In-flight records found at start, of events not read since: sequence → attempts. */
+  private readonly atStop = new Map<number, number>();
+
   constructor(
     private readonly host: AttemptHost,
     /** The mark at start: an event up to it without an in-flight record had one attempt, perhaps. */
     readonly restored: number,
+    /** The in-flight records found at start (those of events already done are left out). */
+    inflight: readonly InflightRecord[] = [],
   ) {
     this.stored = this.target = restored;
+    const done = host.ackedThrough();
+    for (const f of inflight) if (f.sequence > done) this.atStop.set(f.sequence, f.attempt);
   }
 
-  /** Takes into a new entry what a stop left of its attempts: its in-flight record (`recorded`), or the mark's count. */
-  restore(entry: Entry, recorded: number | undefined): void {
+  /** Takes into a new entry what a stop left of its attempts: its in-flight record, or the mark's count. */
+  restore(entry: Entry): void {
+    const recorded = this.atStop.get(entry.seq);
+    this.atStop.delete(entry.seq);
     if (recorded !== undefined) {
       entry.attempt = Math.max(entry.attempt, recorded);
       entry.recorded = true;
@@ -105,13 +114,24 @@ export class AttemptRecords {
   }
 
   /**
-   * The attempts a stop left for an event not read since: its in-flight record
-   * (`recorded`), or 1 when only the mark counts it (none for a copy forwarded after
-   * attempts elsewhere, whose attempts here are all recorded); undefined for none.
+   * The attempts a stop left for an event not read since: its in-flight record, or 1 when
+   * only the mark counts it (none for a copy forwarded after attempts elsewhere, whose
+   * attempts here are all recorded); undefined for none, or once `told`.
    */
-  atStart(event: StoredEvent, recorded: number | undefined): number | undefined {
-    if (recorded !== undefined) return recorded;
+  atStart(event: StoredEvent): number | undefined {
+    const recorded = this.atStop.get(event.sequence);
+    if (recorded !== undefined) return recorded || undefined;
     return event.sequence <= this.restored && !event.priorAttempts ? 1 : undefined;
+  }
+
+  /** The attempts a stop left for `seq` were told to its origin: none are left to tell. */
+  told(seq: number): void {
+    this.atStop.set(seq, 0);
+  }
+
+  /** `seq` is done for the group unread (given up, skipped, or removed by retention): what a stop left of it goes. */
+  forget(seq: number): void {
+    this.atStop.delete(seq);
   }
 
   /** The entry is done for the group: its record goes. */

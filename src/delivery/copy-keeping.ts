@@ -18,6 +18,8 @@ export class CopyKeeping {
     private readonly hasLocal: () => boolean,
     /** True while the mesh keeps the group's copies (OriginRoute.keeps). */
     private readonly meshKeeps: () => boolean,
+    /** Tells a copy's origin the attempts it had here when it was given up (OriginRoute.returned). */
+    private readonly returned?: (event: StoredEvent, attempts: number) => void,
   ) {}
 
   /** True while the group keeps its copies. */
@@ -30,8 +32,17 @@ export class CopyKeeping {
     return (event.copyEpoch ?? 0) < this.cursor.copyEpoch || !this.keeping;
   }
 
-  /** A copy was given up: one of the current epoch moves the epoch on. */
-  givenUp(event: StoredEvent, batch: GroupBatch): void {
+  /**
+   * A copy was given up with `attempts` in all: one of the current epoch moves the epoch on.
+   * Its origin took it back; it is told the attempts only if members here had it.
+   */
+  givenUp(event: StoredEvent, batch: GroupBatch, attempts = 0): void {
     if ((event.copyEpoch ?? 0) >= this.cursor.copyEpoch) this.cursor.nextEpoch(batch);
+    this.tell(event, attempts);
+  }
+
+  /** Tells a copy's origin its `attempts`, if members here made any of them. */
+  tell(event: StoredEvent, attempts: number): void {
+    if (attempts > (event.priorAttempts ?? 0)) this.returned?.(event, attempts);
   }
 }

@@ -41,6 +41,27 @@ export function deadLetterOf(event: StoredEvent, cause: DeadLetterCause): Append
   return { channel: e.channel, source, id: e.id, key: e.key, bytes: toBinary(EventSchema, e) };
 }
 
+/**
+ * Dead-letters `event` (see deadLetterOf, storeDeadLetter): `done(true)` once its dead letter
+ * is stored; `done(false)` at once for stored bytes that are not an event (validated on
+ * publish, so never expected): it is finished, not looped on.
+ */
+export function deadLetterEvent(
+  log: EventLog,
+  event: StoredEvent,
+  cause: DeadLetterCause,
+  on: { done(stored: boolean): void; stop(): boolean; refused(error: WeftError): void },
+): void {
+  let letter: AppendEntry;
+  try {
+    letter = deadLetterOf(event, cause);
+  } catch {
+    on.done(false);
+    return;
+  }
+  storeDeadLetter(log, letter, { stored: () => on.done(true), stop: on.stop, refused: on.refused });
+}
+
 /** A dead letter that could not be stored (a full disk) is tried again after this, ms. */
 const RETRY_MS = 1000;
 

@@ -329,38 +329,15 @@ export class DeliveryEngine {
 
   /** Every group, for operators and tests. */
   status(): GroupStatus[] {
-    return [...this.groups.values()].map((d) => ({
-      channel: d.channel,
-      group: d.group,
-      ackedThrough: d.ackedThrough,
-      backlog: d.backlog,
-      inflight: d.inflight,
-      inflightCopies: d.inflightCopies,
-      members: d.memberCount,
-      expiredUnacked: d.expiredUnacked,
-    }));
+    return [...this.groups.values()].map((d) => {
+      const { channel, group, ackedThrough, backlog, inflight, inflightCopies, localMembers, remoteMembers, expiredUnacked } = d.detail();
+      return { channel, group, ackedThrough, backlog, inflight, inflightCopies, members: localMembers + remoteMembers, expiredUnacked };
+    });
   }
 
   /** Every group in detail, for operators. */
   describeGroups(): GroupDetail[] {
-    return [...this.groups.values()].map((d) => {
-      const r = d.stored;
-      const kinds = d.memberKinds;
-      return {
-        channel: d.channel,
-        group: d.group,
-        ackedThrough: d.ackedThrough,
-        backlog: d.backlog,
-        inflight: d.inflight,
-        inflightCopies: d.inflightCopies,
-        localMembers: kinds.local,
-        remoteMembers: kinds.remote,
-        maxAttempts: r.maxAttempts,
-        deadLetterChannel: r.deadLetterChannel,
-        expiredUnacked: d.expiredUnacked,
-        createdAt: r.createdAt ?? 0,
-      };
-    });
+    return [...this.groups.values()].map((d) => d.detail());
   }
 
   /**

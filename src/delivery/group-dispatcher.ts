@@ -1,9 +1,11 @@
 import type { EventLog } from "../log/event-log.js";
 import type { GroupBatch, GroupRecord, GroupState, LoadedGroup } from "./group-state.js";
+import type { GroupDetail } from "./types.js";
 import type { StoredEvent } from "../log/record.js";
 import type { Observer } from "../ops/observer.js";
 import { AttemptRecords } from "./attempt-records.js";
-import { deadLetterOf, storeDeadLetter } from "./dead-letter.js";
+import { deadLetterEvent } from "./dead-letter.js";
+import { Deadlines } from "./deadlines.js";
 import { CopyKeeping } from "./copy-keeping.js";
 import { handOut, send } from "./pump.js";
 import { type Entry, type MemberState, checkDeliveryIds, orderKey } from "./entry.js";
@@ -62,12 +64,10 @@ export class GroupDispatcher implements ReadTarget {
   private readonly reader: GroupReader;
   private readonly attempts: AttemptRecords;
   private readonly entries = new Map<number, Entry>();
-  /** In-flight records found at start, of events not read since. */
-  private readonly restored = new Map<number, number>();
   /** Relay copies this group had in flight to members here when the log was last closed (set by the engine). */
   interruptedCopies: StoredEvent[] = [];
   private readonly keyOrder = new KeyOrder();
-  private readonly timed = new Set<Entry>();
+  private readonly deadlines = new Deadlines();
   private copiesInflight = 0;
   private rr = 0;
   private stopped = false;
@@ -81,11 +81,10 @@ export class GroupDispatcher implements ReadTarget {
     this.group = record.group;
     this.cursor = new GroupCursor(record, acked);
     this.queues = new ReadyQueues(record.channel);
-    this.copies = new CopyKeeping(this.cursor, () => this.queues.hasLocal, () => options.keepsCopies?.() ?? true);
+    this.copies = new CopyKeeping(this.cursor, () => this.queues.hasLocal, () => options.keepsCopies?.() ?? true, options.copyReturned);
     const { cursor, queues } = this;
     const host = { channel: this.channel, group: this.group, ackedThrough: () => cursor.ackedThrough, credits: () => queues.credits };
-    this.attempts = new AttemptRecords({ ...host, batch: () => options.state.batch(), write: (batch) => this.write(batch) }, mark);
-    for (const f of inflight) if (f.sequence > record.ackedThrough) this.restored.set(f.sequence, f.attempt);
+    this.attempts = new AttemptRecords({ ...host, batch: () => options.state.batch(), write: (batch) => this.write(batch) }, mark, inflight);
     const limits = { maxPending: options.maxPending, maxPendingBytes: options.maxPendingBytes };
     this.reader = new GroupReader(log, this, limits, options.budget ?? new ReadAheadBudget(Infinity));
   }
@@ -101,16 +100,9 @@ export class GroupDispatcher implements ReadTarget {
     const r = this.cursor.record;
     return { maxAttempts: r.maxAttempts, deadLetterChannel: r.deadLetterChannel };
   }
-  /** Events retention removed before the group finished them. */
-  get expiredUnacked(): number {
-    return this.cursor.record.expiredUnacked;
-  }
   /** The epoch of the relay copies held for the group (see relayIdentity): copies of earlier ones were given up. */
   get copyEpoch(): number {
     return this.cursor.copyEpoch;
-  }
-  get memberCount(): number {
-    return this.members.size;
   }
   /** True while the group reads its channel: it has members and is not closed. */
   get reading(): boolean {
@@ -120,25 +112,21 @@ export class GroupDispatcher implements ReadTarget {
   get held(): number {
     return this.entries.size;
   }
-  /** Members on this sidecar (Subscribe streams) and peers standing for members behind them. */
-  get memberKinds(): { local: number; remote: number } {
+
+  /** The group as operators see it (see GroupDetail). */
+  detail(): GroupDetail {
+    const r = this.cursor.record;
+    let inflight = 0;
     let remote = 0;
-    for (const m of this.members.values()) if (m.kind.kind === "peer") remote++;
-    return { local: this.members.size - remote, remote };
-  }
-  /** Deliveries handed to members and not yet acked, nacked, given back or past their deadline. */
-  get inflight(): number {
-    let n = 0;
-    for (const m of this.members.values()) n += m.deliveries.size;
-    return n;
-  }
-  /** Of `inflight`, the deliveries of relay copies. */
-  get inflightCopies(): number {
-    return this.copiesInflight;
-  }
-  /** Events of the channel the group has not finished: its own, and the relay copies held for it. */
-  get backlog(): number {
-    return Math.max(0, this.log.head(this.channel).last - this.cursor.ackedThrough - this.cursor.ackedAbove);
+    for (const m of this.members.values()) {
+      inflight += m.deliveries.size;
+      if (m.kind.kind === "peer") remote++;
+    }
+    const backlog = Math.max(0, this.log.head(this.channel).last - this.cursor.ackedThrough - this.cursor.ackedAbove);
+    const { channel, group, ackedThrough } = this;
+    const members = { localMembers: this.members.size - remote, remoteMembers: remote };
+    const settings = { maxAttempts: r.maxAttempts, deadLetterChannel: r.deadLetterChannel, expiredUnacked: r.expiredUnacked, createdAt: r.createdAt ?? 0 };
+    return { channel, group, ackedThrough, backlog, inflight, inflightCopies: this.copiesInflight, ...members, ...settings };
   }
 
   /** Updates the group's stored settings (the latest open wins). */
@@ -230,11 +218,7 @@ export class GroupDispatcher implements ReadTarget {
 
   extend(member: MemberState, ids: readonly number[], extensionMs: number): void {
     checkDeliveryIds(member, ids);
-    const now = this.options.now();
-    for (const id of ids) {
-      const entry = member.deliveries.get(id);
-      if (entry && Number.isFinite(entry.due)) entry.due = now + extensionMs;
-    }
+    this.deadlines.extend(member, ids, this.options.now(), extensionMs);
   }
 
   /** Delivers what members have room for (after a member's credits were raised). */
@@ -282,7 +266,7 @@ export class GroupDispatcher implements ReadTarget {
       const entry = this.entries.get(s);
       if (entry) this.drop(entry);
       batch.delInflight(this.channel, this.group, s);
-      this.restored.delete(s);
+      this.attempts.forget(s);
     });
     if (lost > 0) this.options.observer.expired(this.channel, this.group, lost);
     this.reader.skipTo(first);
@@ -292,21 +276,19 @@ export class GroupDispatcher implements ReadTarget {
 
   /** Redelivers what passed its deadline and releases delayed retries that are due. */
   tick(): void {
-    if (this.timed.size === 0) return;
     const now = this.options.now();
-    let changed = false;
-    for (const entry of [...this.timed]) {
-      if (entry.due > now) continue;
-      changed = true;
+    const due = this.deadlines.due(now);
+    if (due.length === 0) return;
+    for (const entry of due) {
       if (entry.state === "inflight") {
         this.endDelivery(entry.member!, entry);
         this.retry(entry, now, 0, "passed its ack deadline");
       } else if (entry.state === "delayed") {
-        this.timed.delete(entry);
+        this.deadlines.delete(entry);
         this.makeReady(entry, true);
       }
     }
-    if (changed) this.pump();
+    this.pump();
   }
 
   /**
@@ -325,10 +307,11 @@ export class GroupDispatcher implements ReadTarget {
     // Copies in flight at the last stop and not read since: their origins hear of their
     // attempts now, before the withdrawal, as of those read.
     for (const event of this.interruptedCopies) {
-      const attempts = this.attempts.atStart(event, this.restored.get(event.sequence));
-      if (attempts === undefined || this.known(event.sequence)) continue;
-      this.restored.set(event.sequence, 0); // told: nothing more to tell when it is read
-      this.attemptedCopyGivenUp(event, attempts);
+      if (this.known(event.sequence)) continue;
+      const attempts = this.attempts.atStart(event);
+      if (attempts === undefined) continue;
+      this.attempts.told(event.sequence); // nothing more to tell when it is read
+      this.copies.tell(event, attempts);
     }
     this.interruptedCopies = [];
     void this.flush(batch);
@@ -366,7 +349,7 @@ export class GroupDispatcher implements ReadTarget {
   private endDelivery(member: MemberState, entry: Entry): void {
     member.deliveries.delete(entry.deliveryId!);
     if (entry.event.origin) this.copiesInflight--;
-    this.timed.delete(entry);
+    this.deadlines.delete(entry);
     entry.member = undefined;
     entry.deliveryId = undefined;
   }
@@ -383,30 +366,15 @@ export class GroupDispatcher implements ReadTarget {
       this.deadLetter(entry, why);
       return;
     }
-    if (delayMs > 0) {
-      entry.state = "delayed";
-      entry.due = now + delayMs;
-      this.timed.add(entry);
-    } else {
-      this.makeReady(entry, true);
-    }
+    if (delayMs > 0) this.deadlines.delay(entry, now, delayMs);
+    else this.makeReady(entry, true);
   }
 
   private deadLetter(entry: Entry, why: string): void {
     entry.state = "dead";
-    let letter;
-    try {
-      letter = deadLetterOf(entry.event, { group: this.group, ...this.settings, attempts: entry.attempt, why });
-    } catch {
-      // Stored events were validated on publish; an undecodable one is completed, not looped on.
-      const batch = this.options.state.batch();
-      this.complete(entry, batch);
-      void this.flush(batch);
-      return;
-    }
-    storeDeadLetter(this.log, letter, {
-      stored: () => {
-        this.options.observer.deadLettered(this.channel, this.group, entry.event);
+    deadLetterEvent(this.log, entry.event, { group: this.group, ...this.settings, attempts: entry.attempt, why }, {
+      done: (stored) => {
+        if (stored) this.options.observer.deadLettered(this.channel, this.group, entry.event);
         const batch = this.options.state.batch();
         this.complete(entry, batch);
         this.pump();
@@ -430,27 +398,18 @@ export class GroupDispatcher implements ReadTarget {
     this.cursor.markDone(entry.seq, batch);
   }
 
-  /**
-   * Gives up a relay copy (see CopyKeeping): done for the group here. Its origin took it
-   * back; it is told the attempts only if members here had it.
-   */
+  /** Gives up a relay copy (see CopyKeeping): done for the group here. */
   private giveUp(entry: Entry, batch: GroupBatch): void {
-    this.attemptedCopyGivenUp(entry.event, entry.attempt);
-    this.copies.givenUp(entry.event, batch);
+    this.copies.givenUp(entry.event, batch, entry.attempt);
     this.drop(entry);
     this.attempts.finished(entry, batch);
     this.cursor.markDone(entry.seq, batch);
   }
 
-  /** A copy given up with `attempts`: its origin hears of those beyond the ones it forwarded it after. */
-  private attemptedCopyGivenUp(event: StoredEvent, attempts: number): void {
-    if (attempts > (event.priorAttempts ?? 0)) this.options.copyReturned?.(event, attempts);
-  }
-
   /** Forgets an entry and lets the next event of its key go. */
   private drop(entry: Entry): void {
     this.entries.delete(entry.seq);
-    this.timed.delete(entry);
+    this.deadlines.delete(entry);
     if (entry.member) this.endDelivery(entry.member, entry);
     this.reader.released(entry);
     entry.state = "dead"; // ready queues skip dead entries (see nextReady)
@@ -490,11 +449,10 @@ export class GroupDispatcher implements ReadTarget {
     if (foreign || (event.origin && this.copies.stale(event))) {
       // Another group's (a relay copy held for it, or a redriven dead letter), or a copy
       // this sidecar no longer keeps: done here, without a delivery.
-      const attempts = this.attempts.atStart(event, this.restored.get(seq));
-      this.restored.delete(seq);
-      if (!foreign && attempts !== undefined) this.attemptedCopyGivenUp(event, attempts);
+      const attempts = this.attempts.atStart(event);
+      this.attempts.forget(seq);
       const batch = this.options.state.batch().delInflight(this.channel, this.group, seq);
-      if (!foreign) this.copies.givenUp(event, batch);
+      if (!foreign) this.copies.givenUp(event, batch, attempts);
       this.cursor.markDone(seq, batch);
       void this.flush(batch);
       return;
@@ -505,8 +463,7 @@ export class GroupDispatcher implements ReadTarget {
     const entry: Entry = { seq, order: orderKey(event), event, attempt: prior, state: "waiting", due: 0, ahead, perEvent: prior > 0 };
     this.entries.set(seq, entry);
     this.reader.took(entry);
-    this.attempts.restore(entry, this.restored.get(seq));
-    this.restored.delete(seq);
+    this.attempts.restore(entry);
     if (!this.keyOrder.add(entry)) this.releaseNext(entry);
   }
 
@@ -527,7 +484,7 @@ export class GroupDispatcher implements ReadTarget {
       return;
     }
     for (const deliveries of out.values()) for (const d of deliveries) if (d.event.origin) this.copiesInflight++;
-    const leave = (): void => send(out, this.options.now(), this.timed, this.options.observer, this.channel, this.group);
+    const leave = (): void => send(out, this.options.now(), this.deadlines, this.options.observer, this.channel, this.group);
     // Attempts are counted before the events leave, so a crash never loses count of one.
     const stored = this.attempts.handedOut(highest, batch);
     if (stored) void stored.then(leave);

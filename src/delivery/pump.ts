@@ -1,5 +1,6 @@
 import type { Observer } from "../ops/observer.js";
 import type { AttemptRecords } from "./attempt-records.js";
+import type { Deadlines } from "./deadlines.js";
 import type { Entry, MemberState } from "./entry.js";
 import type { GroupBatch } from "./group-state.js";
 import type { ReadyQueues } from "./ready-queues.js";
@@ -55,9 +56,9 @@ export function handOut(queues: ReadyQueues, attempts: AttemptRecords, batch: Gr
  * Sends what was handed out, once its attempts are stored. Only deliveries still in flight
  * to their member leave: one given back or handed on while its attempt was being stored is
  * no longer this delivery. A local member's deliveries are due back by its ack deadline,
- * from now (`timed` holds them); a peer member's have none: they end by the peer's report.
+ * from now (`deadlines` holds them); a peer member's have none: they end by the peer's report.
  */
-export function send(out: Map<MemberState, OutgoingDelivery[]>, at: number, timed: Set<Entry>, observer: Observer, channel: string, group: string): void {
+export function send(out: Map<MemberState, OutgoingDelivery[]>, at: number, deadlines: Deadlines, observer: Observer, channel: string, group: string): void {
   for (const [member, deliveries] of out) {
     if (member.gone) continue;
     const deadline = member.kind.kind === "local" ? at + member.kind.ackDeadlineMs : Infinity;
@@ -65,7 +66,7 @@ export function send(out: Map<MemberState, OutgoingDelivery[]>, at: number, time
       const entry = member.deliveries.get(d.deliveryId);
       if (!entry || entry.state !== "inflight") return false;
       entry.due = deadline;
-      if (Number.isFinite(deadline)) timed.add(entry);
+      if (Number.isFinite(deadline)) deadlines.add(entry);
       d.deadline = deadline;
       return true;
     });

@@ -71,21 +71,6 @@ export interface KnownGroup {
   createdAt: number;
 }
 
-/** What a group looks like from outside. */
-export interface GroupStatus {
-  channel: string;
-  group: string;
-  ackedThrough: number;
-  backlog: number;
-  /** Deliveries handed to members (or forwarded to peers) and not yet finished. */
-  inflight: number;
-  /** Of `inflight`, deliveries of relay copies (events other sidecars published) to members here. */
-  inflightCopies: number;
-  members: number;
-  /** Events retention removed before the group finished them. */
-  expiredUnacked: number;
-}
-
 /** A group in detail, for operators. */
 export interface GroupDetail {
   channel: string;
@@ -103,10 +88,16 @@ export interface GroupDetail {
   remoteMembers: number;
   maxAttempts: number;
   deadLetterChannel: string;
+  /** Events retention removed before the group finished them. */
   expiredUnacked: number;
   /** Unix ms; 0 when unknown. */
   createdAt: number;
 }
+
+/** What a group looks like from outside: GroupDetail's counts, its members together. */
+export type GroupStatus = Pick<GroupDetail, "channel" | "group" | "ackedThrough" | "backlog" | "inflight" | "inflightCopies" | "expiredUnacked"> & {
+  members: number;
+};
 
 /** A copy of an event another sidecar published, to be held here for one group of its channel. */
 export interface HeldCopy {
